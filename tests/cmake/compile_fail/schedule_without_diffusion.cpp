@@ -1,0 +1,26 @@
+// Must not compile: the schedule has no diffusion(s), so it is not a
+// NoiseSchedule and integrate() must say so. Compare good_combination.cpp.
+
+#include <cmath>
+
+#include <diffctl/diffctl.hpp>
+
+namespace {
+
+struct Schedule {
+  double horizon() const { return 1.0; }
+  double alpha(double s) const { return std::exp(-s); }
+  double sigma(double s) const { return std::sqrt(-std::expm1(-2.0 * s)); }
+  double drift_coef(double) const { return -1.0; }
+};
+
+struct Model {
+  torch::Tensor score(double, const torch::Tensor& x, const torch::Tensor&) const { return -x; }
+};
+
+}  // namespace
+
+diffctl::sde::Trajectory run(const torch::Tensor& x) {
+  return diffctl::sde::integrate(Schedule{}, Model{}, diffctl::sde::ProbabilityFlowEuler{},
+                                 diffctl::sde::TimeGrid::uniform(1.0, 10), x);
+}
