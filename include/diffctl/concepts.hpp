@@ -1,0 +1,91 @@
+#pragma once
+// The contracts of diffctl's components. Algorithms are templates over these
+// concepts, so a wrong combination fails to compile with the concept's name.
+//
+// Time: generation time t runs over [0, T], t = 0 is noise and t = T is data; the
+// forward (noising) process is indexed by s = T - t. Tensors are batch-first;
+// conditions z are int64 class indices [B], or an undefined tensor when
+// unconditional.
+
+#include <concepts>
+#include <span>
+
+#include <torch/torch.h>
+
+#include "diffctl/sde/transition.hpp"
+
+namespace diffctl {
+
+// The forward process dx = f(s) x ds + g(s) dW on s in [0, horizon()], with
+// marginals x_s = alpha(s) x_0 + sigma(s) eps. Every argument is forward time s;
+// alpha is dimensionless, sigma has the units of x, drift_coef(s) = f(s) is a rate
+// (1/time) and diffusion(s) = g(s) has units of x / sqrt(time). The schedule's
+// quantities obey g^2 = d(sigma^2)/ds - 2 f sigma^2 and f = d(log alpha)/ds.
+template <class S>
+concept NoiseSchedule = requires(const S& schedule, double s) {
+  { schedule.horizon() } -> std::convertible_to<double>;
+  { schedule.alpha(s) } -> std::convertible_to<double>;
+  { schedule.sigma(s) } -> std::convertible_to<double>;
+  { schedule.drift_coef(s) } -> std::convertible_to<double>;
+  { schedule.diffusion(s) } -> std::convertible_to<double>;
+};
+
+// The model behind the reverse-time drift: the score grad_x log p_t(x | z) of the
+// marginal at generation time t, same shape as x. Each solver derives its drift
+// from it and the schedule (reverse SDE: -f x + g^2 score; probability flow:
+// -f x + g^2 score / 2), so one model serves every solver.
+template <class M>
+concept DriftModel = requires(const M& model, double t, const torch::Tensor& x,
+                              const torch::Tensor& z) {
+  { model.score(t, x, z) } -> std::same_as<torch::Tensor>;
+};
+
+// One step of the reverse process from generation time t to t_next > t, as the
+// Gaussian transition N(mean, noise_std^2 I) (see Transition).
+template <class Solver, class Schedule, class Model>
+concept SdeSolver =
+    NoiseSchedule<Schedule> && DriftModel<Model> &&
+    requires(const Solver& solver, const Schedule& schedule, const Model& model,
+             double t, double t_next, const torch::Tensor& x, const torch::Tensor& z) {
+      { solver.transition(schedule, model, t, t_next, x, z) } -> std::same_as<Transition>;
+    };
+
+// The control strategy nu: the impulse u = nu(t, x, z) applied to the state at a
+// selected time t (x jumps by u), same shape as x and in the units of x.
+template <class P>
+concept ControlPolicy = requires(const P& policy, double t, const torch::Tensor& x,
+                                 const torch::Tensor& z) {
+  { policy.control(t, x, z) } -> std::same_as<torch::Tensor>;
+};
+
+// The measurement selection strategy mu: from the generation times of a
+// hallucinated trajectory [R] and the reward model's uncertainty there [R, B],
+// a bool mask [R, B] of the (time, sample) pairs that receive a control.
+template <class M>
+concept MeasurementSelection = requires(const M& mss, std::span<const double> times,
+                                        const torch::Tensor& uncertainty) {
+  { mss.select(times, uncertainty) } -> std::same_as<torch::Tensor>;
+};
+
+// A reward model with uncertainty, fitted to labelled feedback of its own dataset
+// type: mean(x, z) is the estimate r_hat [B] and uncertainty(x, z) the
+// standard-deviation-like bonus g_hat [B] >= 0, both in the reward's units.
+template <class R>
+concept UncertainReward =
+    requires(R& reward, const typename R::dataset_type& data, const torch::Tensor& x,
+             const torch::Tensor& z) {
+      reward.fit(data);
+      { reward.mean(x, z) } -> std::same_as<torch::Tensor>;
+      { reward.uncertainty(x, z) } -> std::same_as<torch::Tensor>;
+    };
+
+// The KL regularizer of the fine-tuning objective: the penalty [B], in nats, that
+// one step of the fine-tuned process pays for departing from the same step of the
+// pretrained model and of the previous round's model.
+template <class R>
+concept Regularizer = requires(const R& regularizer, const Transition& tuned,
+                               const Transition& pretrained, const Transition& previous) {
+  { regularizer.penalty(tuned, pretrained, previous) } -> std::same_as<torch::Tensor>;
+};
+
+}  // namespace diffctl

@@ -1,0 +1,222 @@
+#pragma once
+// Controlled integration of the reverse process over a time grid:
+//
+//   dx = [ drift(t, x, z) + sum_k delta(t - t_k) u_k ] dt + sigma(t) dW,
+//
+// i.e. the solver's steps, with the state jumping by u_k at each impulse time t_k
+// (a grid point) before the step that leaves it.
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <optional>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "diffctl/concepts.hpp"
+#include "diffctl/error.hpp"
+#include "diffctl/sde/schedules.hpp"
+#include "diffctl/sde/time_grid.hpp"
+
+namespace diffctl::sde {
+
+// An impulse u applied at generation time t. u has the state's shape, or the shape
+// of one sample (no batch dimension) to apply the same jump to every sample.
+struct Impulse {
+  double t = 0.0;
+  torch::Tensor u;
+};
+
+// What the integrator asks at every grid point k (time t, state x(t-)): the jump to
+// apply there, or an undefined tensor for none. Fixed impulses are one source; a
+// feedback control (policy at times a selection strategy picked) is another.
+template <class F>
+concept ImpulseSource = requires(const F& source, std::size_t k, double t, const torch::Tensor& x) {
+  { source(k, t, x) } -> std::convertible_to<torch::Tensor>;
+};
+
+struct IntegrateOptions {
+  // Generation times at which to record the state (each must be a grid point).
+  std::vector<double> record_times;
+  // Also record Tweedie's estimate E[x0 | x(t)] at those times.
+  bool record_x0 = true;
+  // Build the autograd graph through the steps (and the model and impulses).
+  bool with_grad = false;
+  // With with_grad: keep only the last K steps in the graph and treat the state
+  // before them as a constant, so memory stays bounded on long grids.
+  std::optional<std::size_t> backprop_steps;
+  // Source of the steps' noise; the device's default generator when absent.
+  c10::optional<at::Generator> generator;
+};
+
+struct Trajectory {
+  std::vector<double> times;                 // the recorded generation times
+  std::vector<torch::Tensor> states;         // x(t+) there: after any impulse at t
+  std::vector<torch::Tensor> x0_estimates;   // E[x0 | x(t+)] there, when asked
+  torch::Tensor final_state;                 // x at the grid's last time
+};
+
+namespace detail {
+
+inline torch::Tensor standard_normal_like(const torch::Tensor& x,
+                                          const c10::optional<at::Generator>& generator) {
+  if (!generator || generator->device() == x.device())
+    return torch::randn(x.sizes(), generator, x.options());
+  return torch::randn(x.sizes(), generator, x.options().device(generator->device()))
+      .to(x.device());
+}
+
+inline bool all_finite(const torch::Tensor& x) { return torch::isfinite(x).all().item<bool>(); }
+
+inline void check_impulse(const torch::Tensor& u, const torch::Tensor& x, double t) {
+  require(u.defined(), "impulse at t = ", t, ": u is undefined");
+  require(u.device() == x.device(), "impulse at t = ", t, ": u is on ", u.device(),
+          " but the state is on ", x.device());
+  const bool whole = u.sizes() == x.sizes();
+  const bool per_sample = x.dim() >= 1 && u.sizes() == x.sizes().slice(1);
+  require(whole || per_sample, "impulse at t = ", t, ": u has shape ", u.sizes(),
+          ", expected the state's ", x.sizes(), " or one sample's ", x.sizes().slice(1));
+}
+
+inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tensor& x,
+                         const torch::Tensor& z) {
+  require(std::abs(grid.horizon() - horizon) <= 1e-12 * horizon, "integrate: the grid's T = ",
+          grid.horizon(), " differs from the schedule's T = ", horizon);
+  require(x.defined() && x.dim() >= 1, "integrate: the initial state must be a batch-first "
+          "tensor, found ", x.defined() ? x.sizes() : torch::IntArrayRef{});
+  require(x.is_floating_point(), "integrate: the initial state must be floating point, found ",
+          x.scalar_type());
+  require(all_finite(x), "integrate: the initial state holds NaN or Inf");
+  if (!z.defined()) return;
+  require(z.dim() == 1 && z.size(0) == x.size(0), "integrate: conditions z must have shape [",
+          x.size(0), "] (one class index per sample), found ", z.sizes());
+  require(z.scalar_type() == torch::kLong, "integrate: conditions z must be int64, found ",
+          z.scalar_type());
+  require(z.device() == x.device(), "integrate: conditions z are on ", z.device(),
+          " but the state is on ", x.device());
+}
+
+}  // namespace detail
+
+namespace detail {
+// The integration loop, on inputs check_inputs has accepted.
+template <class Schedule, class Model, class Solver, class Impulses>
+Trajectory run_checked(const Schedule& schedule, const Model& model, const Solver& solver,
+                       const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
+                       const Impulses& impulses, const IntegrateOptions& options) {
+  const std::size_t steps = grid.steps();
+  std::vector<bool> record(grid.size(), false);
+  for (const double t : options.record_times) {
+    const auto k = grid.index_of(t);
+    require(k.has_value(), "integrate: record time ", t, " is not a point of the time grid");
+    record[*k] = true;
+  }
+  const std::size_t first_tracked =
+      options.with_grad && options.backprop_steps
+          ? steps - std::min(*options.backprop_steps, steps)
+          : 0;
+
+  Trajectory trajectory;
+  torch::Tensor x = x_init;
+  for (std::size_t k = 0; k <= steps; ++k) {
+    const double t = grid[k];
+    const torch::AutoGradMode grad_mode(options.with_grad && k >= first_tracked);
+    if (k == first_tracked && k > 0) x = x.detach();
+
+    if (torch::Tensor u = impulses(k, t, x); u.defined()) {
+      detail::check_impulse(u, x, t);
+      x = x + u;
+    }
+    if (k == steps) {
+      if (record[k]) {
+        trajectory.times.push_back(t);
+        trajectory.states.push_back(x);
+        if (options.record_x0) {
+          // Noise-free end (sigma = 0): the state is its own estimate, and a score
+          // network need not be defined there.
+          const double s = forward_time(schedule, t);
+          trajectory.x0_estimates.push_back(
+              schedule.sigma(s) == 0.0 ? x / schedule.alpha(s)
+                                       : x0_from_score(schedule, s, x, model.score(t, x, z)));
+        }
+      }
+      break;
+    }
+
+    Transition step = solver.transition(schedule, model, t, grid[k + 1], x, z);
+    require(step.mean.sizes() == x.sizes(), "integrate: the step from t = ", t,
+            " returned shape ", step.mean.sizes(), " for a state of shape ", x.sizes());
+    if (record[k]) {
+      trajectory.times.push_back(t);
+      trajectory.states.push_back(x);
+      if (options.record_x0)
+        trajectory.x0_estimates.push_back(
+            x0_from_score(schedule, forward_time(schedule, t), x, step.score));
+    }
+    x = step.noise_std > 0.0
+            ? step.mean + step.noise_std * detail::standard_normal_like(x, options.generator)
+            : std::move(step.mean);
+  }
+
+  // One check at the end rather than a device sync per step; the recorded states
+  // narrow down where the state broke.
+  if (!detail::all_finite(x)) {
+    double last_good = grid.front();
+    for (std::size_t r = 0; r < trajectory.states.size(); ++r) {
+      if (!detail::all_finite(trajectory.states[r])) break;
+      last_good = trajectory.times[r];
+    }
+    throw std::runtime_error(diffctl::detail::concat(
+        "integrate: the state became NaN or Inf after t = ", last_good, " (before t = ",
+        grid.back(), "); record more times to narrow it down, or use more steps"));
+  }
+  trajectory.final_state = std::move(x);
+  return trajectory;
+}
+}  // namespace detail
+
+// Integrates from x_init at grid.front() to grid.back(), asking `impulses` for the
+// jump at each grid point. See IntegrateOptions for recording and gradients.
+template <NoiseSchedule Schedule, DriftModel Model, class Solver, ImpulseSource Impulses>
+  requires SdeSolver<Solver, Schedule, Model>
+Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
+                     const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
+                     const Impulses& impulses, const IntegrateOptions& options = {}) {
+  detail::check_inputs(grid, schedule.horizon(), x_init, z);
+  return detail::run_checked(schedule, model, solver, grid, x_init, z, impulses, options);
+}
+
+// Fixed impulses {(t_k, u_k)}, checked before any step is taken: each t_k must be a
+// grid point and each u_k must match the state's shape and device. Impulses at the
+// same time add up, as their Dirac terms do.
+template <NoiseSchedule Schedule, DriftModel Model, class Solver>
+  requires SdeSolver<Solver, Schedule, Model>
+Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
+                     const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
+                     const std::vector<Impulse>& impulses, const IntegrateOptions& options = {}) {
+  detail::check_inputs(grid, schedule.horizon(), x_init, z);
+  std::vector<torch::Tensor> jump_at(grid.size());
+  for (const Impulse& impulse : impulses) {
+    const auto k = grid.index_of(impulse.t);
+    require(k.has_value(), "integrate: impulse time ", impulse.t,
+            " is not a point of the time grid");
+    detail::check_impulse(impulse.u, x_init, impulse.t);
+    jump_at[*k] = jump_at[*k].defined() ? jump_at[*k] + impulse.u : impulse.u;
+  }
+  const auto source = [&jump_at](std::size_t k, double, const torch::Tensor&) {
+    return jump_at[k];
+  };
+  return detail::run_checked(schedule, model, solver, grid, x_init, z, source, options);
+}
+
+// Integration without control.
+template <NoiseSchedule Schedule, DriftModel Model, class Solver>
+  requires SdeSolver<Solver, Schedule, Model>
+Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
+                     const TimeGrid& grid, const torch::Tensor& x_init,
+                     const torch::Tensor& z = {}, const IntegrateOptions& options = {}) {
+  return integrate(schedule, model, solver, grid, x_init, z, std::vector<Impulse>{}, options);
+}
+
+}  // namespace diffctl::sde

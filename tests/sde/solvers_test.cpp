@@ -1,0 +1,195 @@
+// Solvers against the closed-form Gaussian case (tests/support/gaussian_case.hpp).
+//
+// Moment checks allow 4 standard errors of the sample statistic plus the solver's
+// discretisation bias at the step count used. The biases are properties of the
+// discrete schemes: for linear-Gaussian dynamics each step maps the state's mean
+// and variance affinely, so a scheme's exact terminal moments follow from a
+// scalar recursion. The allowances below are those exact biases for this case
+// (VP-linear, m = (1.5, -0.5), sd = 0.5, 1000 uniform steps) with about 50% margin.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/solvers.hpp"
+#include "support/gaussian_case.hpp"
+
+using namespace diffctl;
+using namespace diffctl::sde;
+using diffctl::testing::GaussianCase;
+
+namespace {
+
+constexpr int64_t kSamples = 100000;
+constexpr std::size_t kSteps = 1000;
+
+struct Allowance {
+  double mean;          // absolute, on each coordinate
+  double variance_rel;  // relative to the data variance
+};
+
+template <class Schedule, class Solver>
+torch::Tensor sample_final(const GaussianCase<Schedule>& c, const Solver& solver,
+                           std::size_t steps, int64_t n, std::uint64_t seed) {
+  const torch::Tensor x0 = c.draw(0.0, n, seed);
+  IntegrateOptions options;
+  options.generator = make_generator(seed + 1);
+  return integrate(c.schedule, c.model(), solver, TimeGrid::uniform(c.schedule.horizon(), steps),
+                   x0, {}, options)
+      .final_state;
+}
+
+template <class Schedule, class Solver>
+void check_moments(const GaussianCase<Schedule>& c, const Solver& solver, Allowance allowance,
+                   int64_t n = kSamples, std::size_t steps = kSteps) {
+  const torch::Tensor x = sample_final(c, solver, steps, n, 11);
+  const double target_var = c.variance(c.schedule.horizon());
+  const double target_sd = std::sqrt(target_var);
+  const double mean_tol = 4.0 * target_sd / std::sqrt(double(n)) + allowance.mean;
+  const double var_tol =
+      4.0 * target_var * std::sqrt(2.0 / double(n - 1)) + allowance.variance_rel * target_var;
+  const torch::Tensor mean = x.mean(0), var = x.var(0);
+  for (int64_t d = 0; d < x.size(1); ++d) {
+    INFO(Solver::name << " coordinate " << d << ": mean " << mean[d].item().toDouble() << ", var "
+                      << var[d].item().toDouble() << ", target var " << target_var);
+    CHECK(std::abs(mean[d].item().toDouble() - c.mean[d].item().toDouble()) <= mean_tol);
+    CHECK(std::abs(var[d].item().toDouble() - target_var) <= var_tol);
+  }
+}
+
+// Least-squares slope of log(error) against log(step size).
+double convergence_order(const std::vector<std::size_t>& steps, const std::vector<double>& errors) {
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  const double n = double(steps.size());
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const double lx = std::log(1.0 / double(steps[i])), ly = std::log(errors[i]);
+    sx += lx, sy += ly, sxx += lx * lx, sxy += lx * ly;
+  }
+  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+}
+
+// Largest deviation of a deterministic solver's end state from the exact
+// probability-flow map, from the same 2000 starting points.
+template <class Solver>
+double flow_error(const GaussianCase<VpLinear>& c, const Solver& solver, std::size_t steps) {
+  const torch::Tensor x0 = c.draw(0.0, 2000, 5);
+  const torch::Tensor end =
+      integrate(c.schedule, c.model(), solver, TimeGrid::uniform(c.schedule.horizon(), steps), x0)
+          .final_state;
+  return (end - c.flow(x0, 0.0, c.schedule.horizon())).abs().max().item<double>();
+}
+
+}  // namespace
+
+// One test case per solver, so that they run in parallel under ctest.
+TEST_CASE("euler-maruyama samples have the data's mean and variance", "[solvers][statistical]") {
+  check_moments(GaussianCase<VpLinear>(), EulerMaruyama{}, {1.5e-3, 2.5e-3});
+}
+TEST_CASE("probability-flow euler samples have the data's mean and variance",
+          "[solvers][statistical]") {
+  check_moments(GaussianCase<VpLinear>(), ProbabilityFlowEuler{}, {1e-3, 1.5e-3});
+}
+TEST_CASE("heun samples have the data's mean and variance", "[solvers][statistical]") {
+  check_moments(GaussianCase<VpLinear>(), Heun{}, {1e-4, 1e-4});
+}
+TEST_CASE("ddim samples have the data's mean and variance", "[solvers][statistical]") {
+  check_moments(GaussianCase<VpLinear>(), Ddim({.eta = 0.0}), {1e-4, 1e-2});
+  check_moments(GaussianCase<VpLinear>(), Ddim({.eta = 1.0}), {1e-4, 2.5e-2});
+}
+TEST_CASE("ddpm samples have the data's mean and variance", "[solvers][statistical]") {
+  check_moments(GaussianCase<VpLinear>(), Ddpm{}, {1e-4, 2.5e-2});
+  check_moments(GaussianCase<VpLinear>(), Ddpm({.variance = DdpmVariance::forward}), {1e-4, 5e-3});
+}
+
+TEST_CASE("solvers reach the data distribution on every schedule", "[solvers][statistical]") {
+  // Fewer samples; the same allowances as above plus the schedules' own stiffness.
+  constexpr int64_t n = 20000;
+  SECTION("vp-cosine") {
+    const GaussianCase<VpCosine> c;
+    check_moments(c, EulerMaruyama{}, {5e-3, 1e-2}, n);
+    check_moments(c, Heun{}, {1e-3, 1e-2}, n);
+    check_moments(c, Ddim{}, {1e-3, 2e-2}, n);
+  }
+  SECTION("ve") {
+    const GaussianCase<Ve> c;
+    check_moments(c, EulerMaruyama{}, {5e-3, 1e-2}, n);
+    check_moments(c, Heun{}, {1e-3, 1e-2}, n);
+    check_moments(c, Ddpm{}, {1e-3, 2e-2}, n);
+  }
+  SECTION("ornstein-uhlenbeck") {
+    // alpha(T) = e^-1 is far from 0: start from the exact marginal at t = 0.
+    const GaussianCase<OrnsteinUhlenbeck> c;
+    check_moments(c, EulerMaruyama{}, {5e-3, 1e-2}, n);
+    check_moments(c, Heun{}, {1e-3, 1e-2}, n);
+    check_moments(c, Ddim({.eta = 1.0}), {1e-3, 2e-2}, n);
+  }
+}
+
+TEST_CASE("probability-flow euler converges at order 1 and heun at order 2",
+          "[solvers][convergence]") {
+  const GaussianCase<VpLinear> c;
+  const std::vector<std::size_t> steps{20, 40, 80, 160, 320};
+  std::vector<double> euler, heun;
+  for (const auto n : steps) {
+    euler.push_back(flow_error(c, ProbabilityFlowEuler{}, n));
+    heun.push_back(flow_error(c, Heun{}, n));
+  }
+  const double euler_order = convergence_order(steps, euler);
+  const double heun_order = convergence_order(steps, heun);
+  INFO("pf-euler errors " << euler.front() << " .. " << euler.back() << ", order " << euler_order);
+  INFO("heun errors " << heun.front() << " .. " << heun.back() << ", order " << heun_order);
+  CHECK(euler_order == Approx(1.0).margin(0.1));
+  CHECK(heun_order == Approx(2.0).margin(0.15));
+}
+
+TEST_CASE("ddim with eta=0 is deterministic and converges to the probability-flow solution",
+          "[solvers][ddim]") {
+  const GaussianCase<VpLinear> c;
+  const torch::Tensor x0 = c.draw(0.0, 1000, 3);
+  const auto grid = TimeGrid::uniform(c.schedule.horizon(), 100);
+  IntegrateOptions first, second;
+  first.generator = make_generator(1);
+  second.generator = make_generator(2);
+  const auto a = integrate(c.schedule, c.model(), Ddim{}, grid, x0, {}, first).final_state;
+  const auto b = integrate(c.schedule, c.model(), Ddim{}, grid, x0, {}, second).final_state;
+  CHECK(torch::equal(a, b));
+
+  const std::vector<std::size_t> steps{50, 200, 800};
+  std::vector<double> errors;
+  for (const auto n : steps) errors.push_back(flow_error(c, Ddim{}, n));
+  INFO("ddim errors against the exact flow: " << errors[0] << ", " << errors[1] << ", "
+                                             << errors[2]);
+  CHECK(errors[1] < errors[0] / 3.0);
+  CHECK(errors[2] < errors[1] / 3.0);
+  CHECK(errors[2] < 1e-2);
+}
+
+TEST_CASE("ddpm ancestral and ddim with eta=1 agree in distribution", "[solvers][ddpm]") {
+  const GaussianCase<VpLinear> c;
+  // Both are the Gaussian posterior q(x_s' | x_s, x0_hat): from the same noise
+  // they give the same samples, up to rounding of their different formulas ...
+  const auto ddpm = sample_final(c, Ddpm{}, 200, 4000, 21);
+  const auto ddim = sample_final(c, Ddim({.eta = 1.0}), 200, 4000, 21);
+  CHECK(torch::allclose(ddpm, ddim, 1e-9, 1e-9));
+  // ... and from independent noise, samples whose moments agree within sampling error.
+  const auto other = sample_final(c, Ddim({.eta = 1.0}), 200, kSamples, 22);
+  const auto ddpm_large = sample_final(c, Ddpm{}, 200, kSamples, 23);
+  const double var = c.variance(c.schedule.horizon());
+  const double mean_tol = 4.0 * std::sqrt(2.0 * var / double(kSamples));
+  const double var_tol = 4.0 * var * std::sqrt(4.0 / double(kSamples));
+  CHECK((ddpm_large.mean(0) - other.mean(0)).abs().max().item<double>() < mean_tol);
+  CHECK((ddpm_large.var(0) - other.var(0)).abs().max().item<double>() < var_tol);
+}
+
+TEST_CASE("solvers reject steps outside the schedule", "[solvers][errors]") {
+  const GaussianCase<VpLinear> c;
+  const auto model = c.model();
+  const torch::Tensor x = torch::zeros({4, 2}, torch::kDouble);
+  CHECK_THROWS_WITH(EulerMaruyama{}.transition(c.schedule, model, 0.5, 0.5, x, {}),
+                    Catch::Contains("t < t_next"));
+  CHECK_THROWS_WITH(Heun{}.transition(c.schedule, model, 0.5, 1.5, x, {}),
+                    Catch::Contains("t_next <= T"));
+  CHECK_THROWS_WITH(Ddim({.eta = 1.5}), Catch::Contains("eta must lie in [0, 1]"));
+}
