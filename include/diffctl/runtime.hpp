@@ -47,6 +47,18 @@ inline at::Generator seed_everything(std::uint64_t seed) {
   return at::detail::createCPUGenerator(seed);
 }
 
+// Standard normal noise of the given shape and options, from `generator` when
+// given, else from the device's default generator. A generator of another device
+// (say a CPU generator driving CUDA tensors, for results that do not depend on
+// the device) draws on its own device and the noise is moved.
+inline torch::Tensor standard_normal(torch::IntArrayRef shape,
+                                     const c10::optional<at::Generator>& generator,
+                                     const torch::TensorOptions& options) {
+  if (!generator || generator->device() == options.device())
+    return torch::randn(shape, generator, options);
+  return torch::randn(shape, generator, options.device(generator->device())).to(options.device());
+}
+
 // A CPU generator with its own state, seeded.
 inline at::Generator make_generator(std::uint64_t seed) {
   return at::detail::createCPUGenerator(seed);

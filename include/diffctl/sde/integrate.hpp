@@ -16,6 +16,7 @@
 
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/runtime.hpp"
 #include "diffctl/sde/schedules.hpp"
 #include "diffctl/sde/time_grid.hpp"
 
@@ -58,14 +59,6 @@ struct Trajectory {
 };
 
 namespace detail {
-
-inline torch::Tensor standard_normal_like(const torch::Tensor& x,
-                                          const c10::optional<at::Generator>& generator) {
-  if (!generator || generator->device() == x.device())
-    return torch::randn(x.sizes(), generator, x.options());
-  return torch::randn(x.sizes(), generator, x.options().device(generator->device()))
-      .to(x.device());
-}
 
 inline bool all_finite(const torch::Tensor& x) { return torch::isfinite(x).all().item<bool>(); }
 
@@ -155,7 +148,7 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
             x0_from_score(schedule, forward_time(schedule, t), x, step.score));
     }
     x = step.noise_std > 0.0
-            ? step.mean + step.noise_std * detail::standard_normal_like(x, options.generator)
+            ? step.mean + step.noise_std * standard_normal(x.sizes(), options.generator, x.options())
             : std::move(step.mean);
   }
 

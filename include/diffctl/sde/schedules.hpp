@@ -11,6 +11,7 @@
 
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/runtime.hpp"
 
 namespace diffctl::sde {
 
@@ -240,7 +241,7 @@ template <NoiseSchedule Schedule>
 torch::Tensor sample_prior(const Schedule& schedule, torch::IntArrayRef shape,
                            c10::optional<at::Generator> generator = c10::nullopt,
                            torch::TensorOptions options = torch::kFloat) {
-  return torch::randn(shape, generator, options) * schedule.sigma(schedule.horizon());
+  return standard_normal(shape, generator, options) * schedule.sigma(schedule.horizon());
 }
 
 }  // namespace diffctl::sde

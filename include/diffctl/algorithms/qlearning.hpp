@@ -1,0 +1,243 @@
+#pragma once
+// Reward-directed score learning by continuous-time q-learning (Gao, Zha & Zhou
+// 2024, Algorithms 1 and 2).
+//
+// Generation time t in [0, T], forward time s = T - t. The action a_t stands in
+// for the score in the controlled reverse process
+//
+//   dY = [ -f(s) Y + g(s)^2 a ] dt + g(s) dB      (Euler-Maruyama simulator), or
+//   dY = [ -f(s) Y + g(s)^2 a / 2 ] dt            (probability-flow simulators),
+//
+// with f, g the schedule's forward drift coefficient and diffusion (the paper's
+// OU: f = -1, g^2 = 2). The objective E[ -int g^2 |a - score|^2 dt + beta h(Y_T) ]
+// with entropy temperature theta has a Gaussian optimal policy
+// N(mu(t, y), theta / (2 g^2) I). mu_psi and the value J_phi are MLPs; the little
+// q-function is q_psi(t, y, a) = theta log pi_psi(a | t, y). The true score being
+// unknown, the running reward r_k = -g^2 |a_k - score_k|^2 uses a score estimate
+// (the ratio estimator over the data). Both networks minimise the martingale loss
+//
+//   mean_batch sum_k [ J(t_{k+1}, Y_{k+1}) - J(t_k, Y_k) + (r_k - q(t_k, Y_k, a_k)) dt ]^2,
+//
+// with J(T, y) := beta h(y), over trajectories simulated with the current policy.
+
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <numbers>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "diffctl/concepts.hpp"
+#include "diffctl/error.hpp"
+#include "diffctl/models/time_state_mlp.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/schedules.hpp"
+#include "diffctl/sde/solvers.hpp"
+#include "diffctl/sde/time_grid.hpp"
+
+namespace diffctl::algorithms {
+
+// A terminal reward h(y, z) -> [B], z the conditions (undefined when unconditional).
+template <class R>
+concept TerminalReward = requires(const R& reward, const torch::Tensor& y, const torch::Tensor& z) {
+  { reward(y, z) } -> std::convertible_to<torch::Tensor>;
+};
+
+// The reward of plain score matching (beta = 0 makes it irrelevant).
+struct NoReward {
+  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const {
+    return torch::zeros({y.size(0)}, y.options());
+  }
+};
+
+struct QLearningOptions {
+  double temperature = 0.1;     // theta: the policy's spread is theta / (2 g^2)
+  double beta = 0.0;            // weight of the terminal reward (0: score matching)
+  double dt = 0.25;             // generation-time step; T / dt steps per trajectory
+  int64_t batch = 300;          // trajectories per episode
+  double learning_rate = 1e-3;  // Adam, both networks
+  int64_t hidden = 64;          // width of both MLPs
+  torch::Device device = torch::kCPU;  // where the networks and trajectories live
+};
+
+struct EpisodeStats {
+  double loss;             // the martingale loss of the episode's batch
+  double terminal_reward;  // mean h(Y_T) of the batch
+  double score_gap;        // mean g^2 |mu - score estimate|^2 dt summed over steps
+};
+
+namespace detail {
+// The policy's action as the score a solver steps with.
+struct GivenScore {
+  torch::Tensor value;
+  torch::Tensor score(double, const torch::Tensor&, const torch::Tensor&) const { return value; }
+};
+}  // namespace detail
+
+// The policy mean mu_psi(t, y, z) as a DriftModel: the learned score.
+class PolicyScore {
+ public:
+  explicit PolicyScore(models::TimeStateMlp policy) : policy_(std::move(policy)) {}
+  torch::Tensor score(double t, const torch::Tensor& y, const torch::Tensor& z) const {
+    return policy_.ptr()->forward(torch::full({y.size(0)}, t, y.options()), y, z);
+  }
+
+ private:
+  models::TimeStateMlp policy_;
+};
+
+template <NoiseSchedule Schedule, DriftModel ScoreEstimate, TerminalReward Reward = NoReward,
+          class Simulator = sde::EulerMaruyama>
+  requires SdeSolver<Simulator, Schedule, detail::GivenScore>
+class QLearning {
+ public:
+  // state_dim: d; classes: number of conditions (0: unconditional).
+  QLearning(Schedule schedule, ScoreEstimate score_estimate, int64_t state_dim, int64_t classes = 0,
+            QLearningOptions options = {}, Reward reward = {}, Simulator simulator = {})
+      : schedule_(std::move(schedule)),
+        score_estimate_(std::move(score_estimate)),
+        reward_(std::move(reward)),
+        simulator_(std::move(simulator)),
+        options_(options),
+        classes_(classes),
+        grid_(make_grid(schedule_, options.dt)),
+        policy_(models::TimeStateMlpOptions{state_dim, state_dim, classes, options.hidden}),
+        value_(models::TimeStateMlpOptions{state_dim, 1, classes, options.hidden}),
+        optimizer_(parameters(), torch::optim::AdamOptions(options.learning_rate)) {
+    policy_->to(options.device);
+    value_->to(options.device);
+    require(options.temperature > 0.0 && std::isfinite(options.temperature),
+            "q-learning: temperature must be > 0, found ", options.temperature);
+    require(options.batch >= 1, "q-learning: batch must be >= 1, found ", options.batch);
+    require(options.learning_rate > 0.0, "q-learning: learning rate must be > 0, found ",
+            options.learning_rate);
+    require(std::isfinite(options.beta), "q-learning: beta must be finite, found ", options.beta);
+  }
+
+  // One episode: simulate a batch with the current stochastic policy, then one
+  // Adam step on the martingale loss.
+  EpisodeStats train_episode(at::Generator& generator) {
+    const int64_t batch = options_.batch, dim = policy_->options().state_dim;
+    const std::size_t steps = grid_.steps();
+    const auto opts = torch::TensorOptions(torch::kFloat).device(options_.device);
+    const torch::Tensor z = classes_ > 0
+                                ? torch::randint(classes_, {batch}, generator, torch::kLong).to(options_.device)
+                                : torch::Tensor{};
+
+    std::vector<torch::Tensor> states{sde::sample_prior(schedule_, {batch, dim}, generator, opts)};
+    std::vector<torch::Tensor> actions, rewards;
+    double score_gap = 0.0;
+    {
+      torch::NoGradGuard no_grad;
+      for (std::size_t k = 0; k < steps; ++k) {
+        const double t = grid_[k], dt = grid_[k + 1] - t;
+        const double g2 = squared_diffusion(t);
+        const torch::Tensor& y = states.back();
+        const torch::Tensor mu = policy_->forward(torch::full({batch}, t, opts), y, z);
+        const torch::Tensor action =
+            mu + std::sqrt(options_.temperature / (2.0 * g2)) * standard_normal(y.sizes(), generator, opts);
+        const torch::Tensor estimate = score_estimate_.score(t, y, z);
+        rewards.push_back(-g2 * (action - estimate).square().sum(1));
+        score_gap += g2 * dt * (mu - estimate).square().sum(1).mean().item<double>();
+        const Transition step =
+            simulator_.transition(schedule_, detail::GivenScore{action}, t, grid_[k + 1], y, z);
+        states.push_back(step.noise_std > 0.0
+                             ? step.mean + step.noise_std * standard_normal(y.sizes(), generator, opts)
+                             : step.mean);
+        actions.push_back(action);
+      }
+    }
+
+    // Every (t_k, Y_k) of the batch in one pass through each network.
+    const torch::Tensor times = torch::tensor(std::vector<double>(grid_.times().begin(), grid_.times().end()), opts);
+    const torch::Tensor all_states = torch::stack(states);                 // [N+1, B, d]
+    const torch::Tensor before = all_states.narrow(0, 0, int64_t(steps)).reshape({-1, dim});
+    const torch::Tensor before_t = times.narrow(0, 0, int64_t(steps)).repeat_interleave(batch);
+    const torch::Tensor zs = z.defined() ? z.repeat({int64_t(steps)}) : torch::Tensor{};
+    const torch::Tensor terminal_reward = reward_(states.back(), z).to(opts);
+
+    const torch::Tensor j_before = value_->forward(before_t, before, zs).view({int64_t(steps), batch});
+    const torch::Tensor j_inner = j_before.narrow(0, 1, int64_t(steps) - 1);
+    const torch::Tensor j_after = torch::cat({j_inner, options_.beta * terminal_reward.unsqueeze(0)});
+
+    const torch::Tensor mu = policy_->forward(before_t, before, zs);        // [N*B, d]
+    const torch::Tensor action = torch::stack(actions).reshape({-1, dim});
+    const torch::Tensor variance = policy_variances(opts).repeat_interleave(batch).unsqueeze(1);
+    const torch::Tensor log_pi =
+        (-0.5 * (action - mu).square() / variance - 0.5 * (2.0 * std::numbers::pi * variance).log())
+            .sum(1)
+            .view({int64_t(steps), batch});
+    const torch::Tensor q = options_.temperature * log_pi;
+    const torch::Tensor dts = (times.narrow(0, 1, int64_t(steps)) - times.narrow(0, 0, int64_t(steps))).unsqueeze(1);
+    const torch::Tensor increments = j_after - j_before + (torch::stack(rewards) - q) * dts;
+    const torch::Tensor loss = increments.square().sum(0).mean();
+
+    optimizer_.zero_grad();
+    loss.backward();
+    optimizer_.step();
+    return {loss.item<double>(), terminal_reward.mean().item<double>(), score_gap};
+  }
+
+  // n samples from the learned model: the policy mean as the score, integrated by
+  // `solver` over the training grid from the prior.
+  template <class Solver = sde::EulerMaruyama>
+  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
+                       const Solver& solver = {}) const {
+    torch::NoGradGuard no_grad;
+    sde::IntegrateOptions options;
+    options.generator = generator;
+    const torch::Tensor prior =
+        sde::sample_prior(schedule_, {n, policy_->options().state_dim}, generator,
+                          torch::TensorOptions(torch::kFloat).device(options_.device));
+    return sde::integrate(schedule_, PolicyScore(policy_), solver, grid_, prior, z, options).final_state;
+  }
+
+  models::TimeStateMlp& policy() { return policy_; }
+  models::TimeStateMlp& value() { return value_; }
+  const sde::TimeGrid& grid() const { return grid_; }
+  const QLearningOptions& options() const { return options_; }
+
+ private:
+  static sde::TimeGrid make_grid(const Schedule& schedule, double dt) {
+    const double horizon = schedule.horizon();
+    require(dt > 0.0 && std::isfinite(dt), "q-learning: dt must be > 0, found ", dt);
+    const double steps = std::round(horizon / dt);
+    require(steps >= 1.0 && std::abs(steps * dt - horizon) <= 1e-9 * horizon,
+            "q-learning: dt = ", dt, " must divide the horizon T = ", horizon);
+    return sde::TimeGrid::uniform(horizon, static_cast<std::size_t>(steps));
+  }
+
+  double squared_diffusion(double t) const {
+    const double g = schedule_.diffusion(sde::forward_time(schedule_, t));
+    return g * g;
+  }
+
+  // theta / (2 g^2) at each step's start, [N].
+  torch::Tensor policy_variances(torch::TensorOptions opts) const {
+    std::vector<double> variances;
+    for (std::size_t k = 0; k < grid_.steps(); ++k)
+      variances.push_back(options_.temperature / (2.0 * squared_diffusion(grid_[k])));
+    return torch::tensor(variances, opts);
+  }
+
+  std::vector<torch::Tensor> parameters() const {
+    std::vector<torch::Tensor> all = policy_->parameters();
+    for (auto& p : value_->parameters()) all.push_back(p);
+    return all;
+  }
+
+  Schedule schedule_;
+  ScoreEstimate score_estimate_;
+  Reward reward_;
+  Simulator simulator_;
+  QLearningOptions options_;
+  int64_t classes_;
+  sde::TimeGrid grid_;
+  models::TimeStateMlp policy_;
+  models::TimeStateMlp value_;
+  torch::optim::Adam optimizer_;
+};
+
+}  // namespace diffctl::algorithms
