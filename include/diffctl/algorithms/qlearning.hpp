@@ -23,6 +23,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <filesystem>
 #include <numbers>
 #include <vector>
 
@@ -30,6 +31,7 @@
 
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/io/files.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/integrate.hpp"
@@ -95,7 +97,7 @@ class QLearning {
  public:
   // state_dim: d; classes: number of conditions (0: unconditional).
   QLearning(Schedule schedule, ScoreEstimate score_estimate, int64_t state_dim, int64_t classes = 0,
-            QLearningOptions options = {}, Reward reward = {}, Simulator simulator = {})
+            QLearningOptions options = {}, Reward reward = Reward(), Simulator simulator = Simulator())
       : schedule_(std::move(schedule)),
         score_estimate_(std::move(score_estimate)),
         reward_(std::move(reward)),
@@ -184,7 +186,7 @@ class QLearning {
   // `solver` over the training grid from the prior.
   template <class Solver = sde::EulerMaruyama>
   torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
-                       const Solver& solver = {}) const {
+                       const Solver& solver = Solver()) const {
     torch::NoGradGuard no_grad;
     sde::IntegrateOptions options;
     options.generator = generator;
@@ -192,6 +194,49 @@ class QLearning {
         sde::sample_prior(schedule_, {n, policy_->options().state_dim}, generator,
                           torch::TensorOptions(torch::kFloat).device(options_.device));
     return sde::integrate(schedule_, PolicyScore(policy_), solver, grid_, prior, z, options).final_state;
+  }
+
+  // Saves both networks, with the shape they were built with, whole or not at all.
+  void save(const std::filesystem::path& path) const {
+    torch::serialize::OutputArchive archive, policy, value;
+    policy_->save(policy);
+    value_->save(value);
+    archive.write("policy", policy);
+    archive.write("value", value);
+    archive.write("shape", shape());
+    io::write_atomically(path, [&](const std::filesystem::path& partial) {
+      archive.save_to(partial.string());
+      return true;
+    });
+  }
+
+  // Loads networks saved by save(); the checkpoint's shape must match this learner's.
+  void load(const std::filesystem::path& path) {
+    const std::string name = "checkpoint " + path.string();
+    require(std::filesystem::is_regular_file(path), name, ": no such file");
+    torch::serialize::InputArchive archive;
+    try {
+      archive.load_from(path.string(), options_.device);
+    } catch (const c10::Error&) {
+      throw std::invalid_argument(name + ": not a readable checkpoint (truncated or another format)");
+    }
+    torch::Tensor saved_shape;
+    require(archive.try_read("shape", saved_shape), name, ": not a q-learning checkpoint (no shape)");
+    const auto text = [](const torch::Tensor& v) {
+      const torch::Tensor c = v.cpu().to(torch::kLong).flatten();
+      std::string out = "(";
+      for (int64_t i = 0; i < c.numel(); ++i)
+        out += (i ? ", " : "") + std::to_string(c[i].item<int64_t>());
+      return out + ")";
+    };
+    require(torch::equal(saved_shape.cpu(), shape()), name,
+            ": holds networks for (state_dim, classes, hidden) = ", text(saved_shape),
+            " but this learner has ", text(shape()));
+    torch::serialize::InputArchive policy, value;
+    archive.read("policy", policy);
+    archive.read("value", value);
+    policy_->load(policy);
+    value_->load(value);
   }
 
   models::TimeStateMlp& policy() { return policy_; }
@@ -220,6 +265,11 @@ class QLearning {
     for (std::size_t k = 0; k < grid_.steps(); ++k)
       variances.push_back(options_.temperature / (2.0 * squared_diffusion(grid_[k])));
     return torch::tensor(variances, opts);
+  }
+
+  torch::Tensor shape() const {
+    const auto& o = policy_->options();
+    return torch::tensor({o.state_dim, o.classes, o.hidden}, torch::kLong);
   }
 
   std::vector<torch::Tensor> parameters() const {

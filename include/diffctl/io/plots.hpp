@@ -36,6 +36,61 @@ inline torch::Tensor density_image(const torch::Tensor& points, double lo, doubl
   return (empty + level * (dense - empty)).round().clamp(0, 255).to(torch::kUInt8);
 }
 
+// Histograms of 1-D samples [N] (or [N, 1]) against reference samples, over
+// [lo, hi] in `bins` bins, as an RGB image [height, bins * bar, 3]: the reference's
+// density as light gray bars, the samples' as a dark blue step line on top, both
+// on the same density scale.
+inline torch::Tensor histogram_image(const torch::Tensor& samples, const torch::Tensor& reference,
+                                     double lo, double hi, int64_t bins = 48, int64_t bar = 10,
+                                     int64_t height = 256) {
+  require(hi > lo && bins > 0 && bar > 0 && height > 1,
+          "histogram_image: expected lo < hi and positive sizes");
+  const auto density = [&](const torch::Tensor& x) {
+    const torch::Tensor flat = x.to(torch::kCPU, torch::kDouble).flatten();
+    return torch::histc(flat, bins, lo, hi) / std::max<int64_t>(1, flat.numel());
+  };
+  const torch::Tensor ref = density(reference), own = density(samples);
+  const double peak = std::max(ref.max().item<double>(), own.max().item<double>());
+  const auto to_row = [&](const torch::Tensor& d) {  // top pixel row of each bar
+    return ((1.0 - d / std::max(peak, 1e-300)) * double(height - 1)).round().to(torch::kLong);
+  };
+  const torch::Tensor ref_top = to_row(ref).repeat_interleave(bar);   // [bins * bar]
+  const torch::Tensor own_top = to_row(own).repeat_interleave(bar);
+  const torch::Tensor rows = torch::arange(height, torch::kLong).unsqueeze(1);  // [H, 1]
+  torch::Tensor image = torch::full({height, bins * bar, 3}, 255, torch::kUInt8);
+  image.index_put_({rows >= ref_top.unsqueeze(0)}, torch::tensor({200, 200, 200}, torch::kUInt8));
+  // A step line: each column spans its own bar top and its left neighbour's.
+  const torch::Tensor left = torch::cat({own_top.narrow(0, 0, 1), own_top.narrow(0, 0, own_top.size(0) - 1)});
+  const torch::Tensor line = (rows >= torch::minimum(own_top, left).unsqueeze(0) - 1) &
+                             (rows <= torch::maximum(own_top, left).unsqueeze(0) + 1);
+  image.index_put_({line}, torch::tensor({8, 48, 107}, torch::kUInt8));
+  return image;
+}
+
+// 2-D samples [N, 2] as dark blue dots over reference points [M, 2] in gray, in
+// the square [lo, hi]^2 as an RGB image [pixels, pixels, 3]; the y axis points up.
+inline torch::Tensor scatter_image(const torch::Tensor& samples, const torch::Tensor& reference,
+                                   double lo, double hi, int64_t pixels = 384) {
+  require(samples.dim() == 2 && samples.size(1) == 2 && reference.dim() == 2 &&
+              reference.size(1) == 2,
+          "scatter_image: expected points [N, 2] and [M, 2], found ", samples.sizes(), " and ",
+          reference.sizes());
+  require(hi > lo && pixels > 2, "scatter_image: expected lo < hi and pixels > 2");
+  torch::Tensor image = torch::full({pixels, pixels, 3}, 255, torch::kUInt8);
+  const auto draw = [&](const torch::Tensor& points, std::initializer_list<int64_t> rgb) {
+    const torch::Tensor cell =
+        ((points.to(torch::kCPU, torch::kDouble) - lo) / (hi - lo) * double(pixels - 2)).round().to(torch::kLong) + 1;
+    const torch::Tensor inside = ((cell >= 1) & (cell < pixels - 1)).all(1);
+    const torch::Tensor col = cell.index({inside, 0}), row = (pixels - 1) - cell.index({inside, 1});
+    const torch::Tensor color = torch::tensor(std::vector<int64_t>(rgb), torch::kLong).to(torch::kUInt8);
+    for (const int64_t dr : {-1, 0, 1})  // 3x3 dots
+      for (const int64_t dc : {-1, 0, 1}) image.index_put_({row + dr, col + dc}, color);
+  };
+  draw(reference, {170, 170, 170});
+  draw(samples, {8, 48, 107});
+  return image;
+}
+
 // Tiles equally sized images [H, W, C] row by row, `columns` per row, with `gap`
 // pixels of light gray between them.
 inline torch::Tensor tile(const std::vector<torch::Tensor>& panels, int64_t columns,
