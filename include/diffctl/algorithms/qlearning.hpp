@@ -90,6 +90,32 @@ class PolicyScore {
   models::TimeStateMlp policy_;
 };
 
+// n samples [n, d] of the model whose score is the policy mean, integrated by
+// `solver` over `grid` from the schedule's prior; z [n] conditions or undefined.
+template <NoiseSchedule Schedule, class Solver>
+torch::Tensor sample_policy(const Schedule& schedule, const models::TimeStateMlp& policy,
+                            const sde::TimeGrid& grid, int64_t n, const torch::Tensor& z,
+                            at::Generator& generator, const Solver& solver) {
+  torch::NoGradGuard no_grad;
+  sde::IntegrateOptions options;
+  options.generator = generator;
+  const auto device = policy->parameters().front().device();
+  const torch::Tensor prior = sde::sample_prior(schedule, {n, policy->options().state_dim},
+                                                generator, torch::TensorOptions(torch::kFloat).device(device));
+  return sde::integrate(schedule, PolicyScore(policy), solver, grid, prior, z, options).final_state;
+}
+
+// The grid of T / dt equal steps, refusing a dt that does not divide T.
+template <NoiseSchedule Schedule>
+sde::TimeGrid grid_with_step(const Schedule& schedule, double dt) {
+  const double horizon = schedule.horizon();
+  require(dt > 0.0 && std::isfinite(dt), "dt must be > 0, found ", dt);
+  const double steps = std::round(horizon / dt);
+  require(steps >= 1.0 && std::abs(steps * dt - horizon) <= 1e-9 * horizon, "dt = ", dt,
+          " must divide the horizon T = ", horizon);
+  return sde::TimeGrid::uniform(horizon, static_cast<std::size_t>(steps));
+}
+
 template <NoiseSchedule Schedule, DriftModel ScoreEstimate, TerminalReward Reward = NoReward,
           class Simulator = sde::EulerMaruyama>
   requires SdeSolver<Simulator, Schedule, detail::GivenScore>
@@ -104,7 +130,7 @@ class QLearning {
         simulator_(std::move(simulator)),
         options_(options),
         classes_(classes),
-        grid_(make_grid(schedule_, options.dt)),
+        grid_(grid_with_step(schedule_, options.dt)),
         policy_(models::TimeStateMlpOptions{state_dim, state_dim, classes, options.hidden}),
         value_(models::TimeStateMlpOptions{state_dim, 1, classes, options.hidden}),
         optimizer_(parameters(), torch::optim::AdamOptions(options.learning_rate)) {
@@ -187,13 +213,7 @@ class QLearning {
   template <class Solver = sde::EulerMaruyama>
   torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
                        const Solver& solver = Solver()) const {
-    torch::NoGradGuard no_grad;
-    sde::IntegrateOptions options;
-    options.generator = generator;
-    const torch::Tensor prior =
-        sde::sample_prior(schedule_, {n, policy_->options().state_dim}, generator,
-                          torch::TensorOptions(torch::kFloat).device(options_.device));
-    return sde::integrate(schedule_, PolicyScore(policy_), solver, grid_, prior, z, options).final_state;
+    return sample_policy(schedule_, policy_, grid_, n, z, generator, solver);
   }
 
   // Saves both networks, with the shape they were built with, whole or not at all.
@@ -245,15 +265,6 @@ class QLearning {
   const QLearningOptions& options() const { return options_; }
 
  private:
-  static sde::TimeGrid make_grid(const Schedule& schedule, double dt) {
-    const double horizon = schedule.horizon();
-    require(dt > 0.0 && std::isfinite(dt), "q-learning: dt must be > 0, found ", dt);
-    const double steps = std::round(horizon / dt);
-    require(steps >= 1.0 && std::abs(steps * dt - horizon) <= 1e-9 * horizon,
-            "q-learning: dt = ", dt, " must divide the horizon T = ", horizon);
-    return sde::TimeGrid::uniform(horizon, static_cast<std::size_t>(steps));
-  }
-
   double squared_diffusion(double t) const {
     const double g = schedule_.diffusion(sde::forward_time(schedule_, t));
     return g * g;

@@ -18,17 +18,22 @@ struct TimeStateMlpOptions {
   int64_t hidden = 64;
 };
 
-class TimeStateMlpImpl : public torch::nn::Module {
+class TimeStateMlpImpl : public torch::nn::Cloneable<TimeStateMlpImpl> {
  public:
   explicit TimeStateMlpImpl(TimeStateMlpOptions options) : options_(options) {
     require(options.state_dim >= 1 && options.out_dim >= 1 && options.hidden >= 1 &&
                 options.classes >= 0,
             "TimeStateMlp: expected positive state_dim, out_dim, hidden and classes >= 0, found ",
             options.state_dim, ", ", options.out_dim, ", ", options.hidden, ", ", options.classes);
-    const int64_t in = 1 + options.state_dim + options.classes;
-    first_ = register_module("first", torch::nn::Linear(in, options.hidden));
-    second_ = register_module("second", torch::nn::Linear(options.hidden, options.hidden));
-    out_ = register_module("out", torch::nn::Linear(options.hidden, options.out_dim));
+    reset();
+  }
+
+  // (Re)creates the layers; clone() relies on it.
+  void reset() override {
+    const int64_t in = 1 + options_.state_dim + options_.classes;
+    first_ = register_module("first", torch::nn::Linear(in, options_.hidden));
+    second_ = register_module("second", torch::nn::Linear(options_.hidden, options_.hidden));
+    out_ = register_module("out", torch::nn::Linear(options_.hidden, options_.out_dim));
   }
 
   // t [B] (generation time), y [B, state_dim], z [B] int64 class indices or undefined.

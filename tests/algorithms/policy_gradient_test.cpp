@@ -1,0 +1,94 @@
+// DDPO and DPOK on the 1-D problem of the q-learning tests, starting from a model
+// that q-learning pretrained for 400 episodes on data N(1, 0.5^2).
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/algorithms/qlearning.hpp"
+#include "diffctl/models/ratio_score.hpp"
+#include "diffctl/runtime.hpp"
+
+using namespace diffctl;
+using Schedule = sde::OrnsteinUhlenbeck;
+using Estimate = models::RatioScore<Schedule>;
+
+namespace {
+
+const Schedule kSchedule({.horizon = 2.0});
+constexpr double kDt = 0.1;
+
+struct NearTwo {
+  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const {
+    return -(y.squeeze(1) - 2.0).square();
+  }
+};
+
+models::TimeStateMlp pretrained_policy() {
+  auto generator = make_generator(0);
+  const torch::Tensor data = 1.0 + 0.5 * torch::randn({200, 1}, generator);
+  algorithms::QLearning<Schedule, Estimate> learner(
+      kSchedule, Estimate(kSchedule, data), 1, 0,
+      {.temperature = 0.1, .dt = kDt, .batch = 64, .learning_rate = 0.01});
+  for (int episode = 0; episode < 400; ++episode) learner.train_episode(generator);
+  return learner.policy();
+}
+
+double mean_reward(const torch::Tensor& samples) { return NearTwo{}(samples, {}).mean().item<double>(); }
+
+}  // namespace
+
+TEST_CASE("the transition densities are those of the sampled chains", "[algorithms][policy-gradient]") {
+  // Residuals of sampled steps against transition_means, in units of the step's
+  // standard deviation, must be standard normal: 2000 chains x 20 steps.
+  const models::TimeStateMlp policy(models::TimeStateMlpOptions{1, 1, 0, 16});
+  auto generator = make_generator(1);
+  const auto grid = algorithms::grid_with_step(kSchedule, kDt);
+  const auto chains = algorithms::sample_chains(kSchedule, policy, grid, 2000, 0, generator);
+  torch::NoGradGuard no_grad;
+  auto trained = policy;
+  const auto [means, stds] = algorithms::transition_means(kSchedule, trained, grid, chains);
+  const torch::Tensor residual = (chains.states.narrow(0, 1, 20) - means) / stds.view({-1, 1, 1});
+  const double n = double(residual.numel());
+  CHECK(std::abs(residual.mean().item<double>()) < 4.0 / std::sqrt(n));
+  CHECK(std::abs(residual.var().item<double>() - 1.0) < 4.0 * std::sqrt(2.0 / n));
+  // and the log-density is the Gaussian one of those residuals.
+  const torch::Tensor expected = -0.5 * residual.squeeze(2).square() - stds.log().view({-1, 1}) -
+                                 0.5 * std::log(2.0 * std::numbers::pi);
+  CHECK(torch::allclose(algorithms::transition_log_probs(means, stds, chains), expected, 1e-4, 1e-5));
+}
+
+TEST_CASE("DDPO raises the reward of a pretrained model", "[algorithms][policy-gradient]") {
+  const auto pretrained = pretrained_policy();
+  auto generator = make_generator(2);
+  const double before = mean_reward(
+      algorithms::sample_policy(kSchedule, pretrained, algorithms::grid_with_step(kSchedule, kDt), 4000,
+                                {}, generator, sde::EulerMaruyama{}));
+  algorithms::Ddpo<Schedule, NearTwo> ddpo(kSchedule, pretrained, NearTwo{},
+                                           {.dt = kDt, .batch = 128, .learning_rate = 1e-3});
+  const auto first = ddpo.train_iteration(generator);
+  CHECK(first.kl == Approx(0.0).margin(1e-12));  // it starts as the pretrained model
+  for (int iteration = 1; iteration < 60; ++iteration) ddpo.train_iteration(generator);
+  const double after = mean_reward(ddpo.sample(4000, {}, generator));
+  INFO("mean reward " << before << " -> " << after);
+  CHECK(after > before + 0.1);
+}
+
+TEST_CASE("DPOK trades reward against KL by its weights", "[algorithms][policy-gradient]") {
+  const auto pretrained = pretrained_policy();
+  const auto fine_tune = [&](double kl_weight) {
+    auto generator = make_generator(3);
+    algorithms::Dpok<Schedule, NearTwo> dpok(
+        kSchedule, pretrained, NearTwo{},
+        {.dt = kDt, .batch = 128, .learning_rate = 1e-3, .reward_weight = 1.0, .kl_weight = kl_weight});
+    algorithms::FineTuneStats stats{};
+    for (int iteration = 0; iteration < 60; ++iteration) stats = dpok.train_iteration(generator);
+    return stats;
+  };
+  const auto loose = fine_tune(0.0), tight = fine_tune(1.0);
+  INFO("kl weight 0: reward " << loose.reward << ", KL " << loose.kl << "; weight 1: reward "
+                              << tight.reward << ", KL " << tight.kl);
+  CHECK(tight.kl < loose.kl);
+  CHECK(loose.reward > tight.reward);
+}
