@@ -4,6 +4,7 @@
 // batches of generated samples) and the output files. Each example supplies its
 // data, reward and picture.
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -42,6 +43,7 @@ struct QLearningFlags {
   std::optional<int> threads;
   std::string out;
   std::string init;
+  std::string method_name = "train";  // the progress line's label
 };
 
 inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
@@ -79,6 +81,37 @@ inline std::string csv_rows(const torch::Tensor& x) {
   return out.str();
 }
 
+}  // namespace detail
+
+// Evaluates a trained model, whose samples draw(n) gives, as the paper does, and
+// writes DIR/samples.csv, data.csv, metrics.json and samples.png.
+template <class Draw, class Reward, class Picture>
+int write_report(const QLearningFlags& f, Draw&& draw, const torch::Tensor& data,
+                 const Reward& reward, const Picture& picture, double train_seconds) {
+  const std::filesystem::path out(f.out);
+  const auto quality = metrics::sample_quality(
+      draw, [&](const torch::Tensor& y) { return reward(y, {}); }, data,
+      {.batches = f.eval_batches, .batch_size = f.eval_batch_size, .knn = {.k = f.knn_k, .k_q = std::nullopt}});
+  const torch::Tensor samples = draw(detail::kWrittenSamples);
+  std::ostringstream json;
+  json << "{\n  \"reward_mean\": " << quality.reward.mean << ",\n  \"reward_ci95\": "
+       << quality.reward.ci95 << ",\n  \"kl_mean\": " << quality.kl.mean
+       << ",\n  \"kl_ci95\": " << quality.kl.ci95 << ",\n  \"episodes\": " << f.episodes
+       << ",\n  \"train_seconds\": " << train_seconds << ",\n  \"beta\": " << f.beta
+       << ",\n  \"sampler\": \"" << f.sampler << "\",\n  \"dt\": " << f.dt
+       << ",\n  \"knn_k\": " << f.knn_k << "\n}\n";
+  io::write_text(out / "samples.csv", detail::csv_rows(samples));
+  io::write_text(out / "data.csv", detail::csv_rows(data));
+  io::write_text(out / "metrics.json", json.str());
+  io::write_png(out / "samples.png", picture(samples, data));
+  std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL "
+            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats, " << f.episodes
+            << " episodes in " << train_seconds << " s; wrote " << out.string() << "/\n";
+  return 0;
+}
+
+namespace detail {
+
 template <class Simulator, class Reward, class Picture>
 int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const Reward& reward,
                      const Picture& picture, at::Generator& generator) {
@@ -93,7 +126,7 @@ int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const R
 
   const std::filesystem::path out(f.out);
   const auto checkpoint = out / "checkpoint.pt";
-  io::Progress progress("train", f.episodes);
+  io::Progress progress(f.method_name, f.episodes);
   const int64_t save_every = std::max<int64_t>(1, f.episodes / 10);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t episode = 1; episode <= f.episodes; ++episode) {
@@ -108,27 +141,9 @@ int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const R
   learner.save(checkpoint);
 
   const Simulator solver;
-  const auto draw = [&](int64_t n) { return learner.sample(n, {}, generator, solver); };
-  const auto quality = metrics::sample_quality(
-      draw, [&](const torch::Tensor& y) { return reward(y, {}); }, data,
-      {.batches = f.eval_batches, .batch_size = f.eval_batch_size, .knn = {.k = f.knn_k, .k_q = std::nullopt}});
-  const torch::Tensor samples = draw(kWrittenSamples);
-
-  std::ostringstream json;
-  json << "{\n  \"reward_mean\": " << quality.reward.mean << ",\n  \"reward_ci95\": "
-       << quality.reward.ci95 << ",\n  \"kl_mean\": " << quality.kl.mean
-       << ",\n  \"kl_ci95\": " << quality.kl.ci95 << ",\n  \"episodes\": " << f.episodes
-       << ",\n  \"train_seconds\": " << train_seconds << ",\n  \"beta\": " << f.beta
-       << ",\n  \"sampler\": \"" << f.sampler << "\",\n  \"dt\": " << f.dt
-       << ",\n  \"knn_k\": " << f.knn_k << "\n}\n";
-  io::write_text(out / "samples.csv", csv_rows(samples));
-  io::write_text(out / "data.csv", csv_rows(data));
-  io::write_text(out / "metrics.json", json.str());
-  io::write_png(out / "samples.png", picture(samples, data));
-  std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL "
-            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats, " << f.episodes
-            << " episodes in " << train_seconds << " s; wrote " << out.string() << "/\n";
-  return 0;
+  return write_report(
+      f, [&](int64_t n) { return learner.sample(n, {}, generator, solver); }, data, reward, picture,
+      train_seconds);
 }
 
 }  // namespace detail

@@ -1,0 +1,109 @@
+// Fine-tunes a q-learning-pretrained model for a reward with one of three methods:
+// DDPO (PPO-clip policy gradient), DPOK (policy gradient with a per-step KL to
+// the pretrained model) or continuous-time q-learning with beta > 0, from the
+// same network (--init, a checkpoint.pt of qlearning_gmm1d or qlearning_swiss_roll
+// trained with beta = 0), and reports as those examples do.
+
+#include <iostream>
+
+#include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/data/toy.hpp"
+#include "diffctl/io/plots.hpp"
+#include "qlearning_example.hpp"
+
+using namespace diffctl;
+
+namespace {
+
+struct FineTuneFlags {
+  std::string method = "ddpo";
+  std::string problem = "gmm1d";
+  double kl_weight = 0.01;
+  double reward_weight = 10.0;
+  double clip = 0.2;
+  int64_t inner_epochs = 4;
+};
+
+template <class Method>
+int fine_tune(Method& method, const examples::QLearningFlags& f, const torch::Tensor& data,
+              const auto& reward, const auto& picture, at::Generator& generator) {
+  io::Progress progress(f.method_name, f.episodes);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t iteration = 1; iteration <= f.episodes; ++iteration) {
+    const auto stats = method.train_iteration(generator);
+    std::ostringstream status;
+    status << "reward " << stats.reward << "  KL " << stats.kl;
+    progress.update(iteration, status.str());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return examples::write_report(
+      f, [&](int64_t n) { return method.sample(n, {}, generator); }, data, reward, picture, seconds);
+}
+
+template <class Reward, class Picture>
+int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const torch::Tensor& data,
+        const Reward& reward, const Picture& picture, at::Generator& generator) {
+  require(!f.init.empty(), "--init: a pretrained checkpoint is required");
+  if (tune.method == "qlearning") return examples::run_qlearning(f, data, reward, picture, generator);
+
+  using Schedule = sde::OrnsteinUhlenbeck;
+  const Schedule schedule({.horizon = f.horizon});
+  algorithms::QLearning<Schedule, models::RatioScore<Schedule>> pretrained(
+      schedule, models::RatioScore<Schedule>(schedule, data), data.size(1), 0, {.dt = f.dt});
+  pretrained.load(f.init);
+  if (tune.method == "dpok") {
+    algorithms::Dpok<Schedule, Reward> dpok(
+        schedule, pretrained.policy(), reward,
+        {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
+         .kl_weight = tune.kl_weight});
+    return fine_tune(dpok, f, data, reward, picture, generator);
+  }
+  algorithms::Ddpo<Schedule, Reward> ddpo(
+      schedule, pretrained.policy(), reward,
+      {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip,
+       .inner_epochs = tune.inner_epochs});
+  return fine_tune(ddpo, f, data, reward, picture, generator);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Fine-tune a pretrained model with DDPO, DPOK or q-learning"};
+  examples::QLearningFlags flags;
+  flags.episodes = 1000;
+  flags.lr = 1e-4;
+  FineTuneFlags tune;
+  examples::add_qlearning_flags(app, flags);
+  app.add_option("--method", tune.method, "ddpo, dpok or qlearning")
+      ->check(CLI::IsMember({"ddpo", "dpok", "qlearning"}));
+  app.add_option("--problem", tune.problem, "gmm1d or swiss-roll (the pretrained model's data)")
+      ->check(CLI::IsMember({"gmm1d", "swiss-roll"}));
+  app.add_option("--kl-weight", tune.kl_weight, "DPOK: weight of the per-step KL")->check(CLI::NonNegativeNumber);
+  app.add_option("--reward-weight", tune.reward_weight, "DPOK: weight of the reward")->check(CLI::PositiveNumber);
+  app.add_option("--clip", tune.clip, "DDPO: PPO clip range")->check(CLI::PositiveNumber);
+  app.add_option("--inner-epochs", tune.inner_epochs, "DDPO: gradient steps per batch")->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+  if (flags.out.empty()) flags.out = "out/finetune_" + tune.method;
+  flags.method_name = tune.method;
+  try {
+    keep_freed_memory();
+    configure_threads(flags.threads);
+    auto generator = seed_everything(flags.seed);
+    // The data the pretrained model learned, drawn as its example draws it.
+    if (tune.problem == "swiss-roll") {
+      const torch::Tensor data = data::swiss_roll(300, generator);
+      const auto picture = [](const torch::Tensor& s, const torch::Tensor& r) {
+        return io::scatter_image(s, r, -3.5, 3.5);
+      };
+      return run(flags, tune, data, data::BoxReward{}, picture, generator);
+    }
+    const torch::Tensor data = data::two_mode_mixture(300, generator).first;
+    const auto picture = [](const torch::Tensor& s, const torch::Tensor& r) {
+      return io::histogram_image(s, r, -7.0, 8.0);
+    };
+    return run(flags, tune, data, data::SquaredDistanceReward{}, picture, generator);
+  } catch (const std::exception& error) {
+    std::cerr << "finetune_compare: " << error.what() << "\n";
+    return 1;
+  }
+}
