@@ -104,18 +104,58 @@ struct FineTuneStats {
   double loss;
 };
 
+
 namespace detail {
-template <NoiseSchedule Schedule>
-torch::Tensor step_kl(const Schedule& schedule, models::TimeStateMlp& pretrained,
-                      const sde::TimeGrid& grid, const Chains& chains, const torch::Tensor& means,
-                      const torch::Tensor& stds) {
-  torch::Tensor reference;
-  {
-    torch::NoGradGuard no_grad;
-    reference = transition_means(schedule, pretrained, grid, chains).first;
+// What DDPO and DPOK share: the pretrained network, the copy they fine-tune, the
+// grid, and the sampling of chains and of the fine-tuned model.
+template <NoiseSchedule Schedule, TerminalReward Reward>
+class PolicyFineTuning {
+ public:
+  template <class Solver = sde::EulerMaruyama>
+  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
+                       const Solver& solver = Solver()) const {
+    return sample_policy(schedule_, policy_, grid_, n, z, generator, solver);
   }
-  return (means - reference).square().sum(2) / (2.0 * stds.square().view({-1, 1}));  // [N, B]
-}
+  models::TimeStateMlp& policy() { return policy_; }
+
+ protected:
+  PolicyFineTuning(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward,
+                   double dt, int64_t batch)
+      : schedule_(std::move(schedule)),
+        reward_(std::move(reward)),
+        grid_(grid_with_step(schedule_, dt)),
+        batch_(batch),
+        pretrained_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
+        policy_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())) {
+    require(batch >= 2, "fine-tuning: batch must be >= 2, found ", batch);
+  }
+
+  // A batch of chains from the current model and their terminal rewards [B].
+  std::pair<Chains, torch::Tensor> sample_scored_chains(at::Generator& generator) const {
+    Chains chains =
+        sample_chains(schedule_, policy_, grid_, batch_, policy_->options().classes, generator);
+    torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(torch::kFloat);
+    return {std::move(chains), std::move(reward)};
+  }
+
+  // Per-step KL [N, B] of transitions with these means to the pretrained ones.
+  torch::Tensor kl_to_pretrained(const Chains& chains, const torch::Tensor& means,
+                                 const torch::Tensor& stds) {
+    torch::Tensor reference;
+    {
+      torch::NoGradGuard no_grad;
+      reference = transition_means(schedule_, pretrained_, grid_, chains).first;
+    }
+    return (means - reference).square().sum(2) / (2.0 * stds.square().view({-1, 1}));
+  }
+
+  Schedule schedule_;
+  Reward reward_;
+  sde::TimeGrid grid_;
+  int64_t batch_;
+  models::TimeStateMlp pretrained_;
+  models::TimeStateMlp policy_;
+};
 }  // namespace detail
 
 struct DdpoOptions {
@@ -127,65 +167,46 @@ struct DdpoOptions {
 };
 
 template <NoiseSchedule Schedule, TerminalReward Reward>
-class Ddpo {
+class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
+  using Base = detail::PolicyFineTuning<Schedule, Reward>;
+
  public:
   // Fine-tunes a copy of `pretrained` (the policy network of a q-learning model).
   Ddpo(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DdpoOptions options = {})
-      : schedule_(std::move(schedule)),
-        reward_(std::move(reward)),
+      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch),
         options_(options),
-        grid_(grid_with_step(schedule_, options.dt)),
-        pretrained_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
-        policy_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
-        optimizer_(policy_->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
-    require(options.batch >= 2, "ddpo: batch must be >= 2, found ", options.batch);
+        optimizer_(this->policy_->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
     require(options.clip > 0.0, "ddpo: clip must be > 0, found ", options.clip);
     require(options.inner_epochs >= 1, "ddpo: inner_epochs must be >= 1, found ", options.inner_epochs);
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
-    const Chains chains = sample_chains(schedule_, policy_, grid_, options_.batch,
-                                        policy_->options().classes, generator);
-    const torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(torch::kFloat);
+    const auto [chains, reward] = this->sample_scored_chains(generator);
     const torch::Tensor advantage = ((reward - reward.mean()) / (reward.std() + 1e-8)).unsqueeze(0);
     torch::Tensor old_log_probs;
     {
       torch::NoGradGuard no_grad;
-      const auto [means, stds] = transition_means(schedule_, policy_, grid_, chains);
+      const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
       old_log_probs = transition_log_probs(means, stds, chains);
     }
     double loss_value = 0.0, kl = 0.0;
     for (int64_t epoch = 0; epoch < options_.inner_epochs; ++epoch) {
-      const auto [means, stds] = transition_means(schedule_, policy_, grid_, chains);
+      const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
+      if (epoch == 0)
+        kl = this->kl_to_pretrained(chains, means.detach(), stds).sum(0).mean().template item<double>();
       const torch::Tensor ratio = (transition_log_probs(means, stds, chains) - old_log_probs).exp();
       const torch::Tensor clipped = ratio.clamp(1.0 - options_.clip, 1.0 + options_.clip);
-      const torch::Tensor loss =
-          -torch::min(ratio * advantage, clipped * advantage).mean(1).sum(0);
+      const torch::Tensor loss = -torch::min(ratio * advantage, clipped * advantage).mean(1).sum(0);
       optimizer_.zero_grad();
       loss.backward();
       optimizer_.step();
-      loss_value = loss.item<double>();
-      if (epoch == 0)
-        kl = detail::step_kl(schedule_, pretrained_, grid_, chains, means.detach(), stds)
-                 .sum(0).mean().template item<double>();
+      loss_value = loss.template item<double>();
     }
-    return {reward.mean().item<double>(), kl, loss_value};
+    return {reward.mean().template item<double>(), kl, loss_value};
   }
-
-  template <class Solver = sde::EulerMaruyama>
-  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
-                       const Solver& solver = Solver()) const {
-    return sample_policy(schedule_, policy_, grid_, n, z, generator, solver);
-  }
-  models::TimeStateMlp& policy() { return policy_; }
 
  private:
-  Schedule schedule_;
-  Reward reward_;
   DdpoOptions options_;
-  sde::TimeGrid grid_;
-  models::TimeStateMlp pretrained_;
-  models::TimeStateMlp policy_;
   torch::optim::Adam optimizer_;
 };
 
@@ -198,71 +219,48 @@ struct DpokOptions {
 };
 
 template <NoiseSchedule Schedule, TerminalReward Reward>
-class Dpok {
+class Dpok : public detail::PolicyFineTuning<Schedule, Reward> {
+  using Base = detail::PolicyFineTuning<Schedule, Reward>;
+
  public:
   Dpok(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DpokOptions options = {})
-      : schedule_(std::move(schedule)),
-        reward_(std::move(reward)),
+      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch),
         options_(options),
-        grid_(grid_with_step(schedule_, options.dt)),
-        pretrained_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
-        policy_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
         value_(models::TimeStateMlpOptions{pretrained->options().state_dim, 1,
                                            pretrained->options().classes, pretrained->options().hidden}),
-        optimizer_(parameters(), torch::optim::AdamOptions(options.learning_rate)) {
+        optimizer_(parameters_of({this->policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
     value_->to(pretrained->parameters().front().device());
-    require(options.batch >= 2, "dpok: batch must be >= 2, found ", options.batch);
     require(options.reward_weight > 0.0 && options.kl_weight >= 0.0,
             "dpok: expected reward_weight > 0 and kl_weight >= 0, found ", options.reward_weight,
             " and ", options.kl_weight);
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
-    const Chains chains = sample_chains(schedule_, policy_, grid_, options_.batch,
-                                        policy_->options().classes, generator);
-    const torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(torch::kFloat);
-    const torch::Tensor target = options_.reward_weight * reward.unsqueeze(0);      // [1, B]
+    const auto [chains, reward] = this->sample_scored_chains(generator);
+    const torch::Tensor target = options_.reward_weight * reward.unsqueeze(0);  // [1, B]
     const int64_t steps = chains.states.size(0) - 1, batch = reward.size(0);
-    const torch::Tensor times =
-        torch::tensor(std::vector<double>(grid_.times().begin(), grid_.times().end() - 1),
-                      chains.states.options()).repeat_interleave(batch);
+    const auto times = this->grid_.times();
     const torch::Tensor baseline =
-        value_->forward(times, chains.states.narrow(0, 0, steps).reshape({steps * batch, -1}),
+        value_->forward(torch::tensor(std::vector<double>(times.begin(), times.end() - 1),
+                                      chains.states.options()).repeat_interleave(batch),
+                        chains.states.narrow(0, 0, steps).reshape({steps * batch, -1}),
                         chains.z.defined() ? chains.z.repeat({steps}) : torch::Tensor{})
             .view({steps, batch});
-    const auto [means, stds] = transition_means(schedule_, policy_, grid_, chains);
+    const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
     const torch::Tensor log_probs = transition_log_probs(means, stds, chains);
-    const torch::Tensor kl = detail::step_kl(schedule_, pretrained_, grid_, chains, means, stds);
+    const torch::Tensor kl = this->kl_to_pretrained(chains, means, stds);
     const torch::Tensor policy_loss = -((target - baseline).detach() * log_probs).mean(1).sum(0) +
                                       options_.kl_weight * kl.mean(1).sum(0);
     const torch::Tensor value_loss = (baseline - target).square().mean();
-    const torch::Tensor loss = policy_loss + value_loss;
     optimizer_.zero_grad();
-    loss.backward();
+    (policy_loss + value_loss).backward();
     optimizer_.step();
-    return {reward.mean().item<double>(), kl.sum(0).mean().item<double>(), policy_loss.item<double>()};
+    return {reward.mean().template item<double>(), kl.sum(0).mean().template item<double>(),
+            policy_loss.template item<double>()};
   }
-
-  template <class Solver = sde::EulerMaruyama>
-  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
-                       const Solver& solver = Solver()) const {
-    return sample_policy(schedule_, policy_, grid_, n, z, generator, solver);
-  }
-  models::TimeStateMlp& policy() { return policy_; }
 
  private:
-  std::vector<torch::Tensor> parameters() const {
-    std::vector<torch::Tensor> all = policy_->parameters();
-    for (auto& p : value_->parameters()) all.push_back(p);
-    return all;
-  }
-
-  Schedule schedule_;
-  Reward reward_;
   DpokOptions options_;
-  sde::TimeGrid grid_;
-  models::TimeStateMlp pretrained_;
-  models::TimeStateMlp policy_;
   models::TimeStateMlp value_;
   torch::optim::Adam optimizer_;
 };

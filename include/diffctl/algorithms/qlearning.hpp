@@ -24,6 +24,7 @@
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <numbers>
 #include <vector>
 
@@ -105,6 +106,14 @@ torch::Tensor sample_policy(const Schedule& schedule, const models::TimeStateMlp
   return sde::integrate(schedule, PolicyScore(policy), solver, grid, prior, z, options).final_state;
 }
 
+// The parameters of several networks, for one optimizer.
+inline std::vector<torch::Tensor> parameters_of(std::initializer_list<models::TimeStateMlp> networks) {
+  std::vector<torch::Tensor> all;
+  for (const auto& network : networks)
+    for (const auto& p : network->parameters()) all.push_back(p);
+  return all;
+}
+
 // The grid of T / dt equal steps, refusing a dt that does not divide T.
 template <NoiseSchedule Schedule>
 sde::TimeGrid grid_with_step(const Schedule& schedule, double dt) {
@@ -133,7 +142,7 @@ class QLearning {
         grid_(grid_with_step(schedule_, options.dt)),
         policy_(models::TimeStateMlpOptions{state_dim, state_dim, classes, options.hidden}),
         value_(models::TimeStateMlpOptions{state_dim, 1, classes, options.hidden}),
-        optimizer_(parameters(), torch::optim::AdamOptions(options.learning_rate)) {
+        optimizer_(parameters_of({policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
     policy_->to(options.device);
     value_->to(options.device);
     require(options.temperature > 0.0 && std::isfinite(options.temperature),
@@ -281,12 +290,6 @@ class QLearning {
   torch::Tensor shape() const {
     const auto& o = policy_->options();
     return torch::tensor({o.state_dim, o.classes, o.hidden}, torch::kLong);
-  }
-
-  std::vector<torch::Tensor> parameters() const {
-    std::vector<torch::Tensor> all = policy_->parameters();
-    for (auto& p : value_->parameters()) all.push_back(p);
-    return all;
   }
 
   Schedule schedule_;

@@ -27,6 +27,22 @@ void check_step(std::string_view solver, const Schedule& schedule, double t, dou
 }
 }  // namespace detail
 
+namespace detail {
+// An Euler step of dx/dt = -f x + weight g^2 score, f and g at the step's start,
+// with noise_std g sqrt(h) when the step is stochastic.
+template <NoiseSchedule Schedule, DriftModel Model>
+Transition euler_step(std::string_view solver, const Schedule& schedule, const Model& model,
+                      double t, double t_next, const torch::Tensor& x, const torch::Tensor& z,
+                      double score_weight, bool stochastic) {
+  check_step(solver, schedule, t, t_next);
+  const double s = schedule.horizon() - t, h = t_next - t;
+  const double f = schedule.drift_coef(s), g = schedule.diffusion(s);
+  torch::Tensor score = model.score(t, x, z);
+  torch::Tensor mean = x * (1.0 - h * f) + score * (score_weight * h * g * g);
+  return {std::move(mean), stochastic ? g * std::sqrt(h) : 0.0, std::move(score)};
+}
+}  // namespace detail
+
 // Euler-Maruyama on the reverse SDE dx = [-f x + g^2 score] dt + g dB, with f and
 // g taken at the step's start. First order weakly.
 struct EulerMaruyama {
@@ -35,12 +51,7 @@ struct EulerMaruyama {
   template <NoiseSchedule Schedule, DriftModel Model>
   Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
                         const torch::Tensor& x, const torch::Tensor& z) const {
-    detail::check_step(name, schedule, t, t_next);
-    const double s = schedule.horizon() - t, h = t_next - t;
-    const double f = schedule.drift_coef(s), g = schedule.diffusion(s);
-    torch::Tensor score = model.score(t, x, z);
-    torch::Tensor mean = x * (1.0 - h * f) + score * (h * g * g);
-    return {std::move(mean), g * std::sqrt(h), std::move(score)};
+    return detail::euler_step(name, schedule, model, t, t_next, x, z, 1.0, true);
   }
 };
 
@@ -51,12 +62,7 @@ struct ProbabilityFlowEuler {
   template <NoiseSchedule Schedule, DriftModel Model>
   Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
                         const torch::Tensor& x, const torch::Tensor& z) const {
-    detail::check_step(name, schedule, t, t_next);
-    const double s = schedule.horizon() - t, h = t_next - t;
-    const double f = schedule.drift_coef(s), g = schedule.diffusion(s);
-    torch::Tensor score = model.score(t, x, z);
-    torch::Tensor mean = x * (1.0 - h * f) + score * (0.5 * h * g * g);
-    return {std::move(mean), 0.0, std::move(score)};
+    return detail::euler_step(name, schedule, model, t, t_next, x, z, 0.5, false);
   }
 };
 
