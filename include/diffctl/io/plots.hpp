@@ -67,8 +67,9 @@ inline torch::Tensor histogram_image(const torch::Tensor& samples, const torch::
   return image;
 }
 
-// 2-D samples [N, 2] as dark blue dots over reference points [M, 2] in gray, in
-// the square [lo, hi]^2 as an RGB image [pixels, pixels, 3]; the y axis points up.
+// 2-D samples [N, 2] as small dark blue dots, with reference points [M, 2] drawn
+// over them as larger orange dots, in the square [lo, hi]^2 as an RGB image
+// [pixels, pixels, 3]; the y axis points up.
 inline torch::Tensor scatter_image(const torch::Tensor& samples, const torch::Tensor& reference,
                                    double lo, double hi, int64_t pixels = 384) {
   require(samples.dim() == 2 && samples.size(1) == 2 && reference.dim() == 2 &&
@@ -77,17 +78,17 @@ inline torch::Tensor scatter_image(const torch::Tensor& samples, const torch::Te
           reference.sizes());
   require(hi > lo && pixels > 2, "scatter_image: expected lo < hi and pixels > 2");
   torch::Tensor image = torch::full({pixels, pixels, 3}, 255, torch::kUInt8);
-  const auto draw = [&](const torch::Tensor& points, std::initializer_list<int64_t> rgb) {
+  const auto draw = [&](const torch::Tensor& points, std::vector<int64_t> rgb, int64_t radius) {
     const torch::Tensor cell =
         ((points.to(torch::kCPU, torch::kDouble) - lo) / (hi - lo) * double(pixels - 2)).round().to(torch::kLong) + 1;
     const torch::Tensor inside = ((cell >= 1) & (cell < pixels - 1)).all(1);
     const torch::Tensor col = cell.index({inside, 0}), row = (pixels - 1) - cell.index({inside, 1});
-    const torch::Tensor color = torch::tensor(std::vector<int64_t>(rgb), torch::kLong).to(torch::kUInt8);
-    for (const int64_t dr : {-1, 0, 1})  // 3x3 dots
-      for (const int64_t dc : {-1, 0, 1}) image.index_put_({row + dr, col + dc}, color);
+    const torch::Tensor color = torch::tensor(rgb, torch::kLong).to(torch::kUInt8);
+    for (int64_t dr = -radius; dr <= radius; ++dr)
+      for (int64_t dc = -radius; dc <= radius; ++dc) image.index_put_({row + dr, col + dc}, color);
   };
-  draw(reference, {170, 170, 170});
-  draw(samples, {8, 48, 107});
+  draw(samples, {8, 48, 107}, 0);
+  draw(reference, {230, 110, 20}, 1);
   return image;
 }
 

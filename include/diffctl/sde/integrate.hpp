@@ -90,9 +90,6 @@ inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tens
           " but the state is on ", x.device());
 }
 
-}  // namespace detail
-
-namespace detail {
 // The integration loop, on inputs check_inputs has accepted.
 template <class Schedule, class Model, class Solver, class Impulses>
 Trajectory run_checked(const Schedule& schedule, const Model& model, const Solver& solver,
@@ -111,9 +108,15 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
           : 0;
 
   Trajectory trajectory;
+  const auto keep = [&](double t, const torch::Tensor& state, const auto& x0_estimate) {
+    trajectory.times.push_back(t);
+    trajectory.states.push_back(state);
+    if (options.record_x0) trajectory.x0_estimates.push_back(x0_estimate());
+  };
   torch::Tensor x = x_init;
   for (std::size_t k = 0; k <= steps; ++k) {
     const double t = grid[k];
+    const double s = forward_time(schedule, t);
     const torch::AutoGradMode grad_mode(options.with_grad && k >= first_tracked);
     if (k == first_tracked && k > 0) x = x.detach();
 
@@ -122,31 +125,20 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
       x = x + u;
     }
     if (k == steps) {
-      if (record[k]) {
-        trajectory.times.push_back(t);
-        trajectory.states.push_back(x);
-        if (options.record_x0) {
-          // Noise-free end (sigma = 0): the state is its own estimate, and a score
-          // network need not be defined there.
-          const double s = forward_time(schedule, t);
-          trajectory.x0_estimates.push_back(
-              schedule.sigma(s) == 0.0 ? x / schedule.alpha(s)
-                                       : x0_from_score(schedule, s, x, model.score(t, x, z)));
-        }
-      }
+      // At a noise-free end (sigma = 0) the state is its own estimate, and a score
+      // network need not be defined there.
+      if (record[k])
+        keep(t, x, [&] {
+          return schedule.sigma(s) == 0.0 ? x / schedule.alpha(s)
+                                          : x0_from_score(schedule, s, x, model.score(t, x, z));
+        });
       break;
     }
 
     Transition step = solver.transition(schedule, model, t, grid[k + 1], x, z);
     require(step.mean.sizes() == x.sizes(), "integrate: the step from t = ", t,
             " returned shape ", step.mean.sizes(), " for a state of shape ", x.sizes());
-    if (record[k]) {
-      trajectory.times.push_back(t);
-      trajectory.states.push_back(x);
-      if (options.record_x0)
-        trajectory.x0_estimates.push_back(
-            x0_from_score(schedule, forward_time(schedule, t), x, step.score));
-    }
+    if (record[k]) keep(t, x, [&] { return x0_from_score(schedule, s, x, step.score); });
     x = step.noise_std > 0.0
             ? step.mean + step.noise_std * standard_normal(x.sizes(), options.generator, x.options())
             : std::move(step.mean);
