@@ -165,7 +165,7 @@ class QLearning {
 
     std::vector<torch::Tensor> states{sde::sample_prior(schedule_, {batch, dim}, generator, opts)};
     std::vector<torch::Tensor> actions, rewards;
-    double score_gap = 0.0;
+    torch::Tensor score_gap = torch::zeros({}, opts);  // read once, after the loop
     {
       torch::NoGradGuard no_grad;
       for (std::size_t k = 0; k < steps; ++k) {
@@ -177,7 +177,7 @@ class QLearning {
             mu + std::sqrt(options_.temperature / (2.0 * g2)) * standard_normal(y.sizes(), generator, opts);
         const torch::Tensor estimate = score_estimate_.score(t, y, z);
         rewards.push_back(-g2 * (action - estimate).square().sum(1));
-        score_gap += g2 * dt * (mu - estimate).square().sum(1).mean().item<double>();
+        score_gap += g2 * dt * (mu - estimate).square().sum(1).mean();
         const Transition step =
             simulator_.transition(schedule_, detail::GivenScore{action}, t, grid_[k + 1], y, z);
         states.push_back(step.noise_std > 0.0
@@ -214,7 +214,7 @@ class QLearning {
     optimizer_.zero_grad();
     loss.backward();
     optimizer_.step();
-    return {loss.item<double>(), terminal_reward.mean().item<double>(), score_gap};
+    return {loss.item<double>(), terminal_reward.mean().item<double>(), score_gap.item<double>()};
   }
 
   // n samples from the learned model: the policy mean as the score, integrated by

@@ -41,6 +41,7 @@ class GaussianMixtureScore {
     means_ = means_.to(torch::kDouble);
     stds_ = stds_.to(torch::kDouble);
     weights_ = weights_.to(torch::kDouble) / weights_.to(torch::kDouble).sum();
+    single_std_ = stds_[0].item<double>();
   }
 
   // A single Gaussian N(mean, std^2 I).
@@ -64,8 +65,7 @@ class GaussianMixtureScore {
     const auto opts = x.options();
     const auto batch = x.size(0);
     if (components() == 1 && !z.defined()) {  // one Gaussian: no responsibilities needed
-      const double variance = alpha * alpha * stds_[0].item<double>() * stds_[0].item<double>() +
-                              sigma * sigma;
+      const double variance = alpha * alpha * single_std_ * single_std_ + sigma * sigma;
       return (x - alpha * means_[0].to(opts)) * (-1.0 / variance);
     }
     const torch::Tensor flat = x.reshape({batch, 1, -1});                       // [B, 1, D]
@@ -113,6 +113,7 @@ class GaussianMixtureScore {
   torch::Tensor means_;    // [K, ...], double, CPU
   torch::Tensor stds_;     // [K]
   torch::Tensor weights_;  // [K], sums to 1
+  double single_std_;      // stds_[0], read once: the one-Gaussian path needs no tensor read
 };
 
 }  // namespace diffctl::models
