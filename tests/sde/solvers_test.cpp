@@ -183,6 +183,31 @@ TEST_CASE("ddpm ancestral and ddim with eta=1 agree in distribution", "[solvers]
   CHECK((ddpm_large.var(0) - other.var(0)).abs().max().item<double>() < var_tol);
 }
 
+TEST_CASE("ddim's x0 clipping bounds the prediction and keeps eps consistent with it",
+          "[solvers][ddim]") {
+  // Data N((1.5, -0.5), 0.5^2): from the prior, x0 predictions spread well beyond
+  // [-1, 1]. The clipped step is alpha' clamp(x0) + sigma' (x - alpha clamp(x0)) / sigma.
+  const GaussianCase<VpLinear> c;
+  const auto model = c.model();
+  const torch::Tensor x = c.draw(0.0, 256, 5);
+  const double t = 0.0, t_next = 0.1;
+  const double s = c.schedule.horizon() - t, s_next = c.schedule.horizon() - t_next;
+  const double a = c.schedule.alpha(s), sigma = c.schedule.sigma(s);
+  const torch::Tensor score = model.score(t, x, {});
+  const torch::Tensor x0 = (x + sigma * sigma * score) / a;
+  REQUIRE(x0.abs().max().item<double>() > 1.0);
+  const torch::Tensor bounded = x0.clamp(-1.0, 1.0);
+  const torch::Tensor expected = c.schedule.alpha(s_next) * bounded +
+                                 c.schedule.sigma(s_next) * (x - a * bounded) / sigma;
+  const auto clipped = Ddim({.clip_x0 = 1.0}).transition(c.schedule, model, t, t_next, x, {});
+  CHECK(torch::allclose(clipped.mean, expected, 1e-10, 1e-10));
+  // A bound the predictions never reach changes nothing.
+  const auto loose = Ddim({.clip_x0 = 1e6}).transition(c.schedule, model, t, t_next, x, {});
+  const auto plain = Ddim{}.transition(c.schedule, model, t, t_next, x, {});
+  CHECK(torch::allclose(loose.mean, plain.mean, 1e-12, 1e-12));
+  CHECK_THROWS_WITH(Ddim({.clip_x0 = 0.0}), Catch::Contains("clip_x0 must be > 0"));
+}
+
 TEST_CASE("solvers reject steps outside the schedule", "[solvers][errors]") {
   const GaussianCase<VpLinear> c;
   const auto model = c.model();
