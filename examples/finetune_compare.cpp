@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   app.add_option("--reward-weight", tune.reward_weight, "DPOK: weight of the reward")->check(CLI::PositiveNumber);
   app.add_option("--clip", tune.clip, "DDPO: PPO clip range")->check(CLI::PositiveNumber);
   app.add_option("--inner-epochs", tune.inner_epochs, "DDPO: gradient steps per batch")->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   if (flags.out.empty()) flags.out = "out/finetune_" + tune.method;
   flags.method_name = tune.method;
   try {

@@ -12,7 +12,7 @@
 #include <sstream>
 #include <string>
 
-#include <CLI/CLI.hpp>
+#include "cli.hpp"
 
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/io/files.hpp"

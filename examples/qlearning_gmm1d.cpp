@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   app.add_option("--mode-std", mixture.std, "standard deviation of each mode")->check(CLI::PositiveNumber);
   app.add_option("--target", reward.target, "the reward's preferred point");
   app.add_option("--data-size", data_size, "training samples")->check(CLI::Range(2, 10000000));
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   try {
     keep_freed_memory();
     configure_threads(flags.threads);

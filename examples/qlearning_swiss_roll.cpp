@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--box-y-min", box.lo_y, "reward box");
   app.add_option("--box-y-max", box.hi_y, "reward box");
   app.add_option("--data-size", data_size, "training samples")->check(CLI::Range(2, 10000000));
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   try {
     require(box.lo_x < box.hi_x && box.lo_y < box.hi_y, "--box-*: expected min < max");
     keep_freed_memory();

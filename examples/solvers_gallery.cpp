@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
+#include "cli.hpp"
 
 #include "diffctl/diffctl.hpp"
 #include "diffctl/io/files.hpp"
@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", settings.seed, "random seed");
   app.add_option("--threads", threads, "LibTorch intra-op threads (default: all cores)");
   app.add_option("--out", settings.out, "output directory");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   try {
     keep_freed_memory();
     const int used = configure_threads(threads);

@@ -1,6 +1,6 @@
 #pragma once
-// Pictures of samples: 2-D point clouds as density images, and panels tiled into
-// one image, ready for write_png.
+// Pictures of samples: 2-D point clouds as density images, image samples as a
+// grid, and panels tiled into one image, ready for write_png.
 
 #include <algorithm>
 #include <cstdint>
@@ -114,6 +114,27 @@ inline torch::Tensor tile(const std::vector<torch::Tensor>& panels, int64_t colu
     canvas.narrow(0, top, height).narrow(1, left, width).copy_(panels[i]);
   }
   return canvas;
+}
+
+// Images [N, C, H, W] with values in [lo, hi] (diffusion samples: [-1, 1]) as one
+// uint8 picture [H', W', C], `columns` per row (a row per class when the samples
+// come class by class), each image scaled up by `zoom` so that 28x28 samples stay
+// legible. Values outside [lo, hi] are clamped.
+inline torch::Tensor image_grid(const torch::Tensor& images, int64_t columns, double lo = -1.0,
+                                double hi = 1.0, int64_t zoom = 2) {
+  require(images.defined() && images.dim() == 4 && images.size(0) > 0 &&
+              (images.size(1) == 1 || images.size(1) == 3),
+          "image_grid: expected images [N, 1 or 3, H, W], found ",
+          images.defined() ? images.sizes() : torch::IntArrayRef{});
+  require(hi > lo && zoom >= 1 && columns >= 1, "image_grid: expected lo < hi, zoom >= 1, columns >= 1");
+  torch::Tensor pixels = ((images.detach().to(torch::kCPU, torch::kFloat) - lo) * (255.0 / (hi - lo)))
+                             .clamp(0.0, 255.0)
+                             .round()
+                             .to(torch::kUInt8);
+  if (zoom > 1) pixels = pixels.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3);
+  std::vector<torch::Tensor> panels;
+  for (int64_t i = 0; i < pixels.size(0); ++i) panels.push_back(pixels[i].permute({1, 2, 0}).contiguous());
+  return tile(panels, columns, 2);
 }
 
 }  // namespace diffctl::io

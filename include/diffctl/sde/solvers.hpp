@@ -122,7 +122,7 @@ struct DdimOptions {
   // it and take eps consistent with the clamped x0, as image samplers do. The first
   // steps divide by alpha(s), about 0.008 at the horizon of a cosine schedule, so
   // without it a network's small error in eps there grows a hundredfold.
-  std::optional<double> clip_x0;
+  std::optional<double> clip_x0 = std::nullopt;
 };
 
 class Ddim {

@@ -1,0 +1,210 @@
+#pragma once
+// What the image examples share: the common flags (device, threads, seed, output,
+// preset, data), loading the data set, the model configurations written beside
+// the weights (so that `sample` and later stages rebuild the same networks), and
+// sampling with a solver chosen by name.
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include "cli.hpp"
+#include <nlohmann/json.hpp>
+
+#include "diffctl/data/cifar10.hpp"
+#include "diffctl/data/idx.hpp"
+#include "diffctl/io/files.hpp"
+#include "diffctl/models/resnet.hpp"
+#include "diffctl/models/unet.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/solvers.hpp"
+
+namespace diffctl::examples {
+
+struct ImageFlags {
+  std::string device = "auto";
+  std::optional<int> threads;
+  std::uint64_t seed = 0;
+  std::string out;
+  std::string preset = "small";
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;  // default: the Debian package's Fashion-MNIST
+};
+
+inline void add_image_flags(CLI::App& app, ImageFlags& f) {
+  app.add_option("--device", f.device, "cpu, cuda or auto (cuda when available)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: all cores)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--seed", f.seed, "random seed");
+  app.add_option("--out", f.out, "output directory");
+  app.add_option("--preset", f.preset, "small (a 2-core CPU) or paper (a GPU, minimal-diffusion's sizes)")
+      ->check(CLI::IsMember({"small", "paper"}));
+  app.add_option("--dataset", f.dataset, "fashion-mnist or cifar10 (binary version)")
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10"}));
+  app.add_option("--data", f.data_dir, "data directory (default: /usr/share/datasets/fashion-mnist)");
+}
+
+inline torch::Device resolve_device(const std::string& name) {
+  if (name == "cuda") {
+    require(torch::cuda::is_available(), "--device cuda: this LibTorch has no CUDA device available");
+    return torch::kCUDA;
+  }
+  if (name == "auto" && torch::cuda::is_available()) return torch::kCUDA;
+  return torch::kCPU;
+}
+
+// Sets up the process from the common flags and returns the run's generator (CPU,
+// so that a seed gives the same noise whatever the device).
+inline at::Generator start_run(const ImageFlags& flags) {
+  keep_freed_memory();
+  configure_threads(flags.threads);
+  return seed_everything(flags.seed);
+}
+
+// The generators a checkpoint must restore for a resumed run to continue exactly:
+// the run's own, and LibTorch's default ones, which layers such as dropout draw from.
+inline std::vector<std::pair<std::string, at::Generator>> run_generators(const at::Generator& generator,
+                                                                         const torch::Device& device) {
+  std::vector<std::pair<std::string, at::Generator>> generators{
+      {"run", generator}, {"torch_cpu", at::globalContext().defaultGenerator(torch::kCPU)}};
+  if (device.is_cuda()) generators.emplace_back("torch_cuda", at::globalContext().defaultGenerator(device));
+  return generators;
+}
+
+inline data::ImageDataset load_dataset(const ImageFlags& flags, data::Split split) {
+  if (flags.dataset == "cifar10") {
+    require(!flags.data_dir.empty(), "--dataset cifar10 needs --data DIR (the directory of data_batch_*.bin)");
+    return data::load_cifar10(flags.data_dir, split);
+  }
+  return data::load_fashion_mnist(flags.data_dir.empty() ? data::kFashionMnistDir : flags.data_dir, split);
+}
+
+// --- configurations written beside the weights -------------------------------
+
+inline nlohmann::json to_json(const models::UNetOptions& o) {
+  return {{"image_size", o.image_size},
+          {"in_channels", o.in_channels},
+          {"base_width", o.base_width},
+          {"out_channels", o.out_channels},
+          {"channel_mult", o.channel_mult},
+          {"blocks_per_level", o.blocks_per_level},
+          {"attention_resolutions", o.attention_resolutions},
+          {"dropout", o.dropout},
+          {"num_classes", o.num_classes},
+          {"num_heads", o.num_heads},
+          {"head_channels", o.head_channels},
+          {"time_embed_factor", o.time_embed_factor},
+          {"scale_shift_norm", o.scale_shift_norm},
+          {"resblock_updown", o.resblock_updown},
+          {"conv_resample", o.conv_resample},
+          {"new_attention_order", o.new_attention_order}};
+}
+
+inline models::UNetOptions unet_options_from_json(const nlohmann::json& j) {
+  models::UNetOptions o;
+  o.image_size = j.at("image_size");
+  o.in_channels = j.at("in_channels");
+  o.base_width = j.at("base_width");
+  o.out_channels = j.at("out_channels");
+  o.channel_mult = j.at("channel_mult").get<std::vector<int>>();
+  o.blocks_per_level = j.at("blocks_per_level");
+  o.attention_resolutions = j.at("attention_resolutions").get<std::vector<int>>();
+  o.dropout = j.at("dropout");
+  o.num_classes = j.at("num_classes");
+  o.num_heads = j.at("num_heads");
+  o.head_channels = j.at("head_channels");
+  o.time_embed_factor = j.at("time_embed_factor");
+  o.scale_shift_norm = j.at("scale_shift_norm");
+  o.resblock_updown = j.at("resblock_updown");
+  o.conv_resample = j.at("conv_resample");
+  o.new_attention_order = j.at("new_attention_order");
+  return o;
+}
+
+inline nlohmann::json to_json(const models::ResNet18Options& o) {
+  return {{"in_channels", o.in_channels}, {"num_classes", o.num_classes}, {"width", o.width}};
+}
+
+inline models::ResNet18Options resnet_options_from_json(const nlohmann::json& j) {
+  models::ResNet18Options o;
+  o.in_channels = j.at("in_channels");
+  o.num_classes = j.at("num_classes");
+  o.width = j.at("width");
+  return o;
+}
+
+inline void write_json(const std::filesystem::path& path, const nlohmann::json& value) {
+  io::write_text(path, value.dump(2) + "\n");
+}
+
+inline nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  require(static_cast<bool>(in), "cannot read ", path.string());
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& error) {
+    throw std::invalid_argument(path.string() + ": " + error.what());
+  }
+}
+
+// Runs `body(solver)` with the solver named `name`.
+template <class Body>
+decltype(auto) with_solver(const std::string& name, Body&& body) {
+  if (name == "ddpm") return body(sde::Ddpm{});
+  if (name == "ddim") return body(sde::Ddim({.clip_x0 = 1.0}));  // images lie in [-1, 1]
+  if (name == "euler-maruyama") return body(sde::EulerMaruyama{});
+  if (name == "pf-euler") return body(sde::ProbabilityFlowEuler{});
+  if (name == "heun") return body(sde::Heun{});
+  throw std::invalid_argument("unknown sampler \"" + name + "\"");
+}
+
+inline const std::vector<std::string> kSamplerNames{"ddpm", "ddim", "euler-maruyama", "pf-euler", "heun"};
+
+// Samples images [N, C, H, W] with labels z (undefined: unconditional) from a
+// score model, in chunks of `chunk` so that memory stays bounded.
+template <NoiseSchedule Schedule, class Score>
+torch::Tensor sample_images(const Schedule& schedule, const Score& score, const std::string& sampler,
+                            int64_t steps, std::vector<int64_t> shape, const torch::Tensor& z,
+                            const torch::Device& device, at::Generator& generator, int64_t chunk = 100) {
+  torch::NoGradGuard no_grad;
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(steps));
+  const int64_t n = shape[0];
+  std::vector<torch::Tensor> parts;
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t count = std::min(chunk, n - begin);
+    shape[0] = count;
+    sde::IntegrateOptions options;
+    options.generator = generator;
+    const torch::Tensor x_init = sde::sample_prior(schedule, shape, generator, torch::TensorOptions(device));
+    const torch::Tensor labels = z.defined() ? z.narrow(0, begin, count).to(device) : torch::Tensor();
+    parts.push_back(with_solver(sampler, [&](const auto& solver) {
+      return sde::integrate(schedule, score, solver, grid, x_init, labels, options).final_state;
+    }));
+  }
+  return torch::cat(parts).clamp(-1.0, 1.0);
+}
+
+// Runs main's body, turning an exception into one line on stderr and exit code 1
+// (LibTorch's errors carry a backtrace and line breaks: both are dropped).
+template <class Body>
+int run_main(const char* program, Body&& body) {
+  const auto report = [&](std::string message) {
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    std::cerr << program << ": " << message << "\n";
+    return 1;
+  };
+  try {
+    return body();
+  } catch (const c10::Error& error) {
+    return report(error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    return report(error.what());
+  }
+}
+
+}  // namespace diffctl::examples

@@ -1,0 +1,187 @@
+// Trains a ResNet18 (CIFAR variant) classifier on Fashion-MNIST (or CIFAR-10):
+// --strength strong for the oracle of fine-tuning, --strength weak for the initial
+// reward model, deliberately poor (a few examples per class, few steps). Writes
+// into --out:
+//   classifier.pt  the weights as a state dict (torch.load reads it too)
+//   config.json    the network's options, image size, class names, test accuracy
+//   metrics.csv    step, loss, train_accuracy, learning_rate, seconds
+//   eval.json      test accuracy overall and per class, and the confusion matrix
+//   checkpoint.pt  the full training state; --resume continues from it
+#include <chrono>
+
+#include "diffctl/algorithms/classifier_training.hpp"
+#include "diffctl/data/image_dataset.hpp"
+#include "diffctl/io/checkpoint.hpp"
+#include "diffctl/io/metrics_log.hpp"
+#include "diffctl/io/progress.hpp"
+#include "diffctl/metrics/classification.hpp"
+#include "diffctl/models/state_dict.hpp"
+#include "image_example.hpp"
+
+using namespace diffctl;
+
+namespace {
+
+struct Settings {
+  std::string strength = "strong";
+  int64_t steps = 0, batch = 0, train_size = 0;
+  double lr = 0.0, width = 0.0;
+  bool augment = true;
+  int64_t checkpoint_every = 500, log_every = 50;
+  bool resume = false;
+  std::optional<int64_t> stop_after;
+};
+
+void apply_preset(const std::string& preset, Settings& s, const CLI::App& app) {
+  const bool small = preset == "small", weak = s.strength == "weak";
+  const auto fill = [&](const char* flag, auto& value, auto preset_value) {
+    if (app.count(flag) == 0) value = preset_value;
+  };
+  // The weak model sees a handful of examples per class, so that its test
+  // accuracy lands near 35-40%: a reward model with much to learn.
+  fill("--train-size", s.train_size, weak ? int64_t{20} : int64_t{0});
+  fill("--steps", s.steps, weak ? int64_t{20} : (small ? int64_t{1500} : int64_t{20000}));
+  fill("--batch", s.batch, weak ? int64_t{20} : int64_t{128});
+  fill("--lr", s.lr, weak ? 0.02 : 0.05);
+  fill("--width", s.width, small ? 0.25 : 1.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Train a ResNet18 classifier (the oracle, or the weak initial reward model)"};
+  examples::ImageFlags flags;
+  Settings s;
+  examples::add_image_flags(app, flags);
+  app.add_option("--strength", s.strength, "strong (the oracle) or weak (the initial reward model)")
+      ->check(CLI::IsMember({"strong", "weak"}));
+  app.add_option("--steps", s.steps, "SGD steps")->check(CLI::PositiveNumber);
+  app.add_option("--batch", s.batch, "batch size")->check(CLI::PositiveNumber);
+  app.add_option("--lr", s.lr, "peak learning rate (SGD, Nesterov momentum 0.9, cosine decay)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--width", s.width, "ResNet18 width multiplier (small: 0.25, paper: 1)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--train-size", s.train_size, "train on a class-balanced subset of this size (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--augment", s.augment, "random flips and 2-pixel shifts");
+  app.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
+  app.add_option("--log-every", s.log_every, "steps per metrics.csv row")->check(CLI::PositiveNumber);
+  app.add_flag("--resume", s.resume, "continue from --out/checkpoint.pt");
+  app.add_option("--stop-after", s.stop_after, "checkpoint and stop at this step, to go on later with --resume")
+      ->check(CLI::PositiveNumber);
+  if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
+  apply_preset(flags.preset, s, app);
+  if (flags.out.empty()) flags.out = "out/classifier_" + s.strength;
+
+  return examples::run_main("train_classifier", [&] {
+    auto generator = examples::start_run(flags);
+    const torch::Device device = examples::resolve_device(flags.device);
+    const std::filesystem::path out = flags.out;
+
+    data::ImageDataset train = examples::load_dataset(flags, data::Split::train);
+    const data::ImageDataset test = examples::load_dataset(flags, data::Split::test);
+    if (s.train_size > 0) train = data::subset(train, s.train_size, flags.seed, /*balanced=*/true);
+    // The same image size as the diffusion model of this preset, whose samples it judges.
+    const int64_t native = train.images.size(2);
+    const int64_t image_size = flags.preset == "paper" ? std::max<int64_t>(32, native) : native;
+    const models::ResNet18Options resnet{.in_channels = train.images.size(1),
+                                         .num_classes = train.num_classes(),
+                                         .width = s.width};
+    nlohmann::json config = {{"strength", s.strength},
+                             {"dataset", flags.dataset},
+                             {"class_names", train.class_names},
+                             {"image_size", image_size},
+                             {"train_size", train.size()},
+                             {"preset", flags.preset},
+                             {"resnet", examples::to_json(resnet)}};
+
+    models::ResNet18 model(resnet);
+    model->to(device);
+    algorithms::ClassifierTrainer<models::ResNet18> trainer(
+        model, {.steps = s.steps,
+                .learning_rate = s.lr,
+                .warmup_steps = std::min<int64_t>(50, s.steps / 10),
+                .flip = s.augment,
+                .crop_padding = s.augment ? 2 : 0});
+    data::ImageBatches batches(train, {.batch_size = std::min(s.batch, train.size()),
+                                       .seed = flags.seed,
+                                       .pad_to = image_size > native ? image_size : 0,
+                                       .drop_last = true,
+                                       .device = device});
+
+    const auto checkpoint_path = out / "checkpoint.pt";
+    torch::Tensor batch_position = torch::zeros({2}, torch::kLong);
+    io::Checkpoint checkpoint{.modules = {{"model", model.ptr().get()}},
+                              .optimizers = {{"sgd", &trainer.optimizer()}},
+                              .generators = examples::run_generators(generator, device),
+                              .tensors = {{"batch_position", &batch_position}}};
+    std::optional<int64_t> resumed_at;
+    if (s.resume) {
+      require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
+      require(examples::read_json(out / "run.json") == config, "--resume: ", (out / "run.json").string(),
+              " describes another run");
+      resumed_at = io::load_checkpoint(checkpoint_path, checkpoint);
+      trainer.set_steps(*resumed_at);
+      batches.seek(batch_position[0].item<int64_t>(), batch_position[1].item<int64_t>());
+      std::cerr << "resuming at step " << *resumed_at << "\n";
+    } else {
+      examples::write_json(out / "run.json", config);
+    }
+    const auto save = [&] {
+      batch_position = torch::tensor({batches.epoch(), batches.step()}, torch::kLong);
+      checkpoint.step = trainer.steps();
+      io::save_checkpoint(checkpoint_path, checkpoint);
+    };
+
+    io::MetricsLog log(out / "metrics.csv", {"step", "loss", "train_accuracy", "learning_rate", "seconds"},
+                       resumed_at);
+    io::Progress progress("train " + s.strength + " classifier", s.steps);
+    const auto start = std::chrono::steady_clock::now();
+    double loss_sum = 0.0, accuracy_sum = 0.0;
+    int64_t logged = 0;
+    const int64_t last_step = std::min(s.steps, s.stop_after.value_or(s.steps));
+    while (trainer.steps() < last_step) {
+      const data::Batch batch = batches.next();
+      const auto stats = trainer.step(batch.images, batch.labels, generator);
+      loss_sum += stats.loss;
+      accuracy_sum += stats.accuracy;
+      ++logged;
+      const int64_t step = trainer.steps();
+      if (step % s.log_every == 0 || step == last_step) {
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        log.write(step, {loss_sum / double(logged), accuracy_sum / double(logged), stats.learning_rate, seconds});
+        progress.update(step, "loss " + std::to_string(loss_sum / double(logged)));
+        loss_sum = accuracy_sum = 0.0;
+        logged = 0;
+      }
+      if (step % s.checkpoint_every == 0 || step == last_step) save();
+    }
+    if (trainer.steps() < s.steps) {
+      std::cout << "train_classifier: stopped at step " << trainer.steps() << " of " << s.steps
+                << "; go on with --resume\n";
+      return 0;
+    }
+    const double train_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    torch::Tensor test_images = data::normalize_images(test.images);
+    if (image_size > native) test_images = data::pad_images(test_images, image_size);
+    const auto report = metrics::evaluate_classifier(model, test_images, test.labels);
+    std::vector<std::vector<int64_t>> confusion;
+    for (int64_t i = 0; i < report.confusion.size(0); ++i)
+      confusion.emplace_back(report.confusion[i].data_ptr<int64_t>(),
+                             report.confusion[i].data_ptr<int64_t>() + report.confusion.size(1));
+    examples::write_json(out / "eval.json", {{"test_accuracy", report.accuracy},
+                                             {"class_accuracy", report.class_accuracy},
+                                             {"confusion", confusion},
+                                             {"test_images", report.count},
+                                             {"steps", trainer.steps()},
+                                             {"train_seconds", train_seconds}});
+    models::save_state_dict(*model, out / "classifier.pt");
+    config["test_accuracy"] = report.accuracy;
+    examples::write_json(out / "config.json", config);
+    std::cout << "train_classifier: " << s.strength << " classifier, test accuracy " << report.accuracy
+              << " after " << trainer.steps() << " steps; wrote " << (out / "classifier.pt").string() << "\n";
+    return 0;
+  });
+}

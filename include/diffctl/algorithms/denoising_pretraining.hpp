@@ -1,0 +1,153 @@
+#pragma once
+// Denoising score matching: the pretraining of an image diffusion model. For data
+// x0 and forward time s ~ U(0, T), x_s = alpha(s) x0 + sigma(s) eps and the network
+// learns eps from (x_s, s, label) by mean squared error (Ho et al. 2020's "simple"
+// loss). Minimising it gives E[eps | x_s] = -sigma(s) * score, so the trained
+// network is a score model for every solver (models::EpsilonScore). An exponential
+// moving average of the weights is what one samples from: it averages out the last
+// steps' noise, the usual practice since DDPM.
+
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "diffctl/error.hpp"
+#include "diffctl/models/epsilon_score.hpp"
+#include "diffctl/models/module_copy.hpp"
+#include "diffctl/runtime.hpp"
+
+namespace diffctl::algorithms {
+
+struct DenoisingOptions {
+  double learning_rate = 2e-4;
+  double weight_decay = 0.0;  // AdamW's decoupled decay
+  double ema_decay = 0.999;
+  // Gradient clipping by global norm; <= 0 disables it.
+  double grad_clip = 1.0;
+  // Classifier-free guidance training: each label is replaced by null_label with
+  // this probability, so one network learns the conditional and the unconditional
+  // model (the network needs num_classes + 1 label embeddings).
+  double label_dropout = 0.0;
+  int64_t null_label = -1;
+  double time_scale = 1000.0;  // as in models::EpsilonScoreOptions
+};
+
+// ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm
+// statistics, if any) are copied, as averaging them has no meaning.
+inline void update_ema(const torch::nn::Module& model, torch::nn::Module& ema, double decay) {
+  torch::NoGradGuard no_grad;
+  const auto params = model.parameters();
+  auto averaged = ema.parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) averaged[i].lerp_(params[i], 1.0 - decay);
+  const auto buffers = model.buffers();
+  auto ema_buffers = ema.buffers();
+  for (std::size_t i = 0; i < buffers.size(); ++i) ema_buffers[i].copy_(buffers[i]);
+}
+
+struct DenoisingStats {
+  double loss;       // mean squared error of the noise prediction
+  double grad_norm;  // before clipping
+};
+
+// Trains `model` (an EpsilonNetwork) and keeps `ema`, a second instance of the same
+// architecture, as its moving average. Both stay on the device they were given.
+template <NoiseSchedule Schedule, models::EpsilonNetwork Net>
+class DenoisingTrainer {
+ public:
+  DenoisingTrainer(Schedule schedule, Net model, Net ema, DenoisingOptions options = {})
+      : schedule_(std::move(schedule)), model_(std::move(model)), ema_(std::move(ema)),
+        options_(options),
+        optimizer_(model_->parameters(), torch::optim::AdamWOptions(options.learning_rate)
+                                             .weight_decay(options.weight_decay)) {
+    require(options_.learning_rate > 0.0, "denoising pretraining: learning_rate must be > 0, found ",
+            options_.learning_rate);
+    require(options_.ema_decay >= 0.0 && options_.ema_decay < 1.0,
+            "denoising pretraining: ema_decay must lie in [0, 1), found ", options_.ema_decay);
+    require(options_.label_dropout >= 0.0 && options_.label_dropout < 1.0,
+            "denoising pretraining: label_dropout must lie in [0, 1), found ", options_.label_dropout);
+    require(options_.label_dropout == 0.0 || options_.null_label >= 0,
+            "denoising pretraining: label_dropout needs a null_label (an extra class index)");
+    models::copy_weights(*model_, *ema_);
+    ema_->eval();
+  }
+
+  // One AdamW step on a batch of data x0 [B, ...] in the network's range (images in
+  // [-1, 1]) with labels [B] (undefined for an unconditional model).
+  DenoisingStats step(const torch::Tensor& x0, const torch::Tensor& labels,
+                      c10::optional<at::Generator> generator = c10::nullopt) {
+    require(x0.dim() >= 2 && x0.size(0) > 0, "denoising pretraining: expected a batch [B, ...], found ",
+            x0.sizes());
+    model_->train();
+    const int64_t batch = x0.size(0);
+    const auto options = x0.options();
+    // s ~ U(0, T) per sample; alpha and sigma are scalar functions, so evaluate them
+    // on the CPU for the batch's times and move the [B] vectors over.
+    const torch::Tensor u = torch::rand({batch}, generator, torch::kDouble);
+    std::vector<double> alphas(batch), sigmas(batch), times(batch);
+    const auto* uu = u.data_ptr<double>();
+    for (int64_t i = 0; i < batch; ++i) {
+      const double s = uu[i] * schedule_.horizon();
+      alphas[i] = schedule_.alpha(s);
+      sigmas[i] = schedule_.sigma(s);
+      times[i] = options_.time_scale * s;
+    }
+    std::vector<int64_t> view(static_cast<std::size_t>(x0.dim()), 1);
+    view[0] = batch;
+    const auto column = [&](const std::vector<double>& values) {
+      return torch::tensor(values, torch::kDouble).to(options).view(view);
+    };
+    const torch::Tensor eps = standard_normal(x0.sizes(), generator, options);
+    const torch::Tensor x = column(alphas) * x0 + column(sigmas) * eps;
+    const torch::Tensor time = torch::tensor(times, torch::kDouble).to(options);
+
+    torch::Tensor y = labels;
+    if (labels.defined() && options_.label_dropout > 0.0) {
+      const torch::Tensor drop =
+          torch::rand({batch}, generator, torch::kDouble).lt(options_.label_dropout).to(labels.device());
+      y = torch::where(drop, torch::full_like(labels, options_.null_label), labels);
+    }
+
+    const torch::Tensor loss = torch::mse_loss(model_->forward(x, time, y), eps);
+    optimizer_.zero_grad();
+    loss.backward();
+    const double norm =
+        options_.grad_clip > 0.0
+            ? torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip)
+            : std::sqrt(grad_square_sum());
+    optimizer_.step();
+    update_ema(*model_, *ema_, options_.ema_decay);
+    ++steps_;
+    return {loss.template item<double>(), norm};
+  }
+
+  // The score of the moving average (what to sample from), or of the raw model.
+  models::EpsilonScore<Schedule, Net> score(bool use_ema = true,
+                                            models::EpsilonScoreOptions options = {}) const {
+    options.time_scale = options_.time_scale;
+    return models::EpsilonScore<Schedule, Net>(schedule_, use_ema ? ema_ : model_, options);
+  }
+
+  Net& model() { return model_; }
+  Net& ema() { return ema_; }
+  torch::optim::AdamW& optimizer() { return optimizer_; }
+  int64_t steps() const { return steps_; }
+  void set_steps(int64_t steps) { steps_ = steps; }  // when resuming from a checkpoint
+  const Schedule& schedule() const { return schedule_; }
+
+ private:
+  double grad_square_sum() const {
+    double sum = 0.0;
+    for (const auto& p : model_->parameters())
+      if (p.grad().defined()) sum += p.grad().square().sum().template item<double>();
+    return sum;
+  }
+
+  Schedule schedule_;
+  Net model_, ema_;
+  DenoisingOptions options_;
+  torch::optim::AdamW optimizer_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace diffctl::algorithms

@@ -1,0 +1,68 @@
+#pragma once
+// A training run's metrics as CSV, one row per logged step, flushed as it is
+// written so that a killed run keeps every row it logged. A resumed run first
+// drops the rows logged after its checkpoint's step (they will be logged again),
+// so the file reads as one uninterrupted run.
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "diffctl/error.hpp"
+#include "diffctl/io/files.hpp"
+
+namespace diffctl::io {
+
+class MetricsLog {
+ public:
+  // The first column is the step. With resume_step, an existing file with the same
+  // header is kept up to that step; otherwise the file starts afresh.
+  MetricsLog(std::filesystem::path path, std::vector<std::string> columns,
+             std::optional<int64_t> resume_step = std::nullopt)
+      : path_(std::move(path)), width_(columns.size()) {
+    require(!columns.empty() && columns.front() == "step",
+            "MetricsLog(", path_.string(), "): the first column must be \"step\"");
+    std::string header;
+    for (std::size_t i = 0; i < columns.size(); ++i) header += (i ? "," : "") + columns[i];
+    std::string kept = header + "\n";
+    if (resume_step && std::filesystem::exists(path_)) {
+      std::ifstream in(path_);
+      std::string line;
+      std::getline(in, line);
+      require(line == header, "MetricsLog(", path_.string(), "): its header \"", line,
+              "\" is not this run's \"", header, "\"");
+      while (std::getline(in, line)) {
+        // A row cut short by a crash has no newline and fewer fields: drop it.
+        if (static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1 != width_) continue;
+        if (std::stoll(line.substr(0, line.find(','))) <= *resume_step) kept += line + "\n";
+      }
+    }
+    write_text(path_, kept);
+    out_.open(path_, std::ios::app);
+    require(static_cast<bool>(out_), "MetricsLog: cannot append to ", path_.string());
+  }
+
+  void write(int64_t step, const std::vector<double>& values) {
+    require(values.size() + 1 == width_, "MetricsLog(", path_.string(), "): expected ", width_ - 1,
+            " values after the step, found ", values.size());
+    std::ostringstream row;
+    row.precision(7);
+    row << step;
+    for (const double v : values) row << ',' << v;
+    out_ << row.str() << '\n' << std::flush;
+  }
+
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  std::size_t width_;
+  std::ofstream out_;
+};
+
+}  // namespace diffctl::io

@@ -1,0 +1,255 @@
+// Pretraining and classifier training, on problems small enough for a unit test:
+// the noise-prediction score against closed forms, the training step's moving
+// average and label dropout, and short runs that must learn a known answer.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "diffctl/algorithms/classifier_training.hpp"
+#include "diffctl/algorithms/denoising_pretraining.hpp"
+#include "diffctl/metrics/classification.hpp"
+#include "diffctl/models/time_state_mlp.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/solvers.hpp"
+
+using namespace diffctl;
+
+namespace {
+
+// The exact noise prediction for data N(mean_y, variance) per pixel, class y
+// shifting the mean by y: E[eps | x_s] = sigma (x - alpha m) / (alpha^2 v + sigma^2).
+struct ExactGaussianEpsImpl : torch::nn::Module {
+  ExactGaussianEpsImpl(sde::VpCosine schedule, double mean, double variance)
+      : schedule(schedule), mean(mean), variance(variance) {}
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& y) {
+    const double s = time[0].item<double>() / 1000.0;
+    const double a = schedule.alpha(s), sigma = schedule.sigma(s);
+    const torch::Tensor m = y.defined() ? (mean + y.to(x.dtype())).view({-1, 1, 1, 1}) : torch::full({1}, mean);
+    return sigma * (x - a * m) / (a * a * variance + sigma * sigma);
+  }
+  sde::VpCosine schedule;
+  double mean, variance;
+};
+TORCH_MODULE(ExactGaussianEps);
+
+// Remembers the labels it was given; predicts zero noise.
+struct RecordingNetImpl : torch::nn::Module {
+  RecordingNetImpl() { weight = register_parameter("weight", torch::zeros({1})); }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const torch::Tensor& y) {
+    seen = y;
+    return x * weight;
+  }
+  torch::Tensor weight, seen;
+};
+TORCH_MODULE(RecordingNet);
+
+// An MLP on flattened images, with (s, class) as extra inputs: enough network for
+// 1x4x4 images.
+struct FlatEpsNetImpl : torch::nn::Module {
+  explicit FlatEpsNetImpl(int64_t pixels, int64_t classes)
+      : mlp(register_module("mlp", models::TimeStateMlp(models::TimeStateMlpOptions{
+                                       .state_dim = pixels, .out_dim = pixels, .classes = classes, .hidden = 128}))) {}
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& y) {
+    return mlp(time / 1000.0, x.flatten(1), y).view_as(x);
+  }
+  models::TimeStateMlp mlp;
+};
+TORCH_MODULE(FlatEpsNet);
+
+// A small convolutional classifier.
+struct SmallCnnImpl : torch::nn::Module {
+  explicit SmallCnnImpl(int64_t classes)
+      : conv(register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)))),
+        fc(register_module("fc", torch::nn::Linear(8 * 4 * 4, classes))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    return fc(torch::max_pool2d(torch::relu(conv(x)), 2).flatten(1));
+  }
+  torch::nn::Conv2d conv;
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(SmallCnn);
+
+// Class k is a bright 2x2 square at one of four places of an 8x8 image, plus noise.
+std::pair<torch::Tensor, torch::Tensor> squares(int64_t n, at::Generator& generator) {
+  const torch::Tensor labels = torch::randint(4, {n}, generator, torch::kLong);
+  torch::Tensor images = -1.0 + 0.3 * torch::randn({n, 1, 8, 8}, generator);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = labels[i].item<int64_t>();
+    images[i].narrow(1, 1 + 4 * (k / 2), 2).narrow(2, 1 + 4 * (k % 2), 2).add_(2.0);
+  }
+  return {images, labels};
+}
+
+}  // namespace
+
+TEST_CASE("the noise-prediction score is the closed-form score on Gaussian data",
+          "[algorithms][pretraining]") {
+  const sde::VpCosine schedule;
+  const double mean = 0.3, variance = 0.25;
+  const models::EpsilonScore<sde::VpCosine, ExactGaussianEps> model(
+      schedule, ExactGaussianEps(schedule, mean, variance));
+  auto generator = make_generator(3);
+  const torch::Tensor x = torch::randn({5, 1, 2, 2}, generator);
+  for (const double t : {0.0, 0.4, 0.9}) {
+    const double s = schedule.horizon() - t, a = schedule.alpha(s), sigma = schedule.sigma(s);
+    const torch::Tensor expected = -(x - a * mean) / (a * a * variance + sigma * sigma);
+    CHECK(torch::allclose(model.score(t, x, {}), expected, 1e-5, 1e-5));
+  }
+}
+
+TEST_CASE("classifier-free guidance extrapolates from the unconditional prediction",
+          "[algorithms][pretraining]") {
+  const sde::VpCosine schedule;
+  ExactGaussianEps net(schedule, 0.0, 1.0);
+  const double w = 2.0;
+  const int64_t null_label = 0;  // class 0 shifts the mean by nothing: the "unconditional" model
+  const models::EpsilonScore<sde::VpCosine, ExactGaussianEps> guided(
+      schedule, net, {.guidance = w, .null_label = null_label});
+  const torch::Tensor x = torch::randn({3, 1, 2, 2});
+  const torch::Tensor z = torch::tensor({1, 2, 1}, torch::kLong);
+  const double s = 0.5;
+  const torch::Tensor time = torch::full({3}, 1000.0 * s);
+  const torch::Tensor expected = (1 + w) * net->forward(x, time, z) - w * net->forward(x, time, torch::zeros_like(z));
+  CHECK(torch::allclose(guided.epsilon(s, x, z), expected));
+  CHECK_THROWS_WITH((models::EpsilonScore<sde::VpCosine, ExactGaussianEps>(schedule, net, {.guidance = 1.0})),
+                    Catch::Contains("needs the network's null label"));
+}
+
+TEST_CASE("a denoising step keeps the exact moving average and drops labels at its rate",
+          "[algorithms][pretraining]") {
+  const sde::VpCosine schedule;
+  RecordingNet model, ema;
+  const double decay = 0.9;
+  algorithms::DenoisingTrainer<sde::VpCosine, RecordingNet> trainer(
+      schedule, model, ema,
+      {.learning_rate = 0.1, .ema_decay = decay, .label_dropout = 0.25, .null_label = 7});
+  auto generator = make_generator(0);
+  const int64_t n = 20000;
+  const torch::Tensor x0 = torch::randn({n, 1, 1, 1}, generator);
+  const torch::Tensor labels = torch::randint(3, {n}, generator, torch::kLong);
+  const torch::Tensor before = model->weight.detach().clone();
+  REQUIRE(torch::equal(ema->weight, before));
+  const auto stats = trainer.step(x0, labels, generator);
+  CHECK(stats.loss > 0.5);  // the zero prediction's loss is E[eps^2] = 1
+  const torch::Tensor after = model->weight.detach();
+  REQUIRE_FALSE(torch::equal(after, before));
+  CHECK(torch::allclose(ema->weight, decay * before + (1 - decay) * after));
+
+  // Dropped labels become the null label, the others stay as they were.
+  const torch::Tensor dropped = model->seen.eq(7);
+  const double rate = dropped.to(torch::kDouble).mean().item<double>();
+  INFO("dropped " << rate);
+  CHECK(std::abs(rate - 0.25) < 4.0 * std::sqrt(0.25 * 0.75 / double(n)));
+  CHECK(torch::equal(model->seen.masked_select(~dropped), labels.masked_select(~dropped)));
+}
+
+TEST_CASE("denoising pretraining learns a class-conditional model", "[algorithms][pretraining]") {
+  // Two classes of 1x4x4 images: all pixels -0.5 (class 0) or +0.5 (class 1),
+  // plus pixel noise of std 0.1. After training, conditional samples must come
+  // out near their class's level: 1000 steps here give means -0.49 and 0.49,
+  // pixel std 0.15 (the data: 0.1).
+  const sde::VpCosine schedule;
+  auto generator = make_generator(0);
+  FlatEpsNet model(16, 2), ema(16, 2);
+  algorithms::DenoisingTrainer<sde::VpCosine, FlatEpsNet> trainer(
+      schedule, model, ema, {.learning_rate = 3e-3, .ema_decay = 0.99});
+  double first = 0.0, last = 0.0;
+  for (int step = 0; step < 1000; ++step) {
+    const torch::Tensor labels = torch::randint(2, {128}, generator, torch::kLong);
+    const torch::Tensor x0 = (labels.to(torch::kFloat) - 0.5).view({-1, 1, 1, 1}) +
+                             0.1 * torch::randn({128, 1, 4, 4}, generator);
+    const double loss = trainer.step(x0, labels, generator).loss;
+    (step < 50 ? first : last) += loss / (step < 50 ? 50.0 : 950.0);
+  }
+  INFO("loss " << first << " -> " << last);
+  CHECK(last < 0.5 * first);
+
+  torch::NoGradGuard no_grad;
+  const auto score = trainer.score();
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 50);
+  for (const int64_t c : {0, 1}) {
+    const torch::Tensor z = torch::full({500}, c, torch::kLong);
+    const torch::Tensor x = sde::integrate(schedule, score, sde::Ddim({.clip_x0 = 1.0}), grid,
+                                           sde::sample_prior(schedule, {500, 1, 4, 4}, generator), z)
+                                .final_state;
+    const double level = double(c) - 0.5;
+    INFO("class " << c << ": mean " << x.mean().item<double>() << ", pixel std "
+                  << x.std().item<double>());
+    CHECK(std::abs(x.mean().item<double>() - level) < 0.1);
+    CHECK(x.std().item<double>() < 0.3);  // the classes do not mix (that would give 0.5)
+  }
+}
+
+TEST_CASE("the classifier schedule warms up linearly and decays by a cosine",
+          "[algorithms][classifier]") {
+  algorithms::ClassifierTrainer<SmallCnn> trainer(
+      SmallCnn(4), {.steps = 110, .learning_rate = 0.2, .warmup_steps = 10});
+  CHECK(trainer.learning_rate(0) == Approx(0.02));
+  CHECK(trainer.learning_rate(9) == Approx(0.2));
+  CHECK(trainer.learning_rate(10) == Approx(0.2));
+  CHECK(trainer.learning_rate(60) == Approx(0.1));
+  CHECK(trainer.learning_rate(110) == Approx(0.0).margin(1e-12));
+}
+
+TEST_CASE("augmentation flips and shifts each image, filling with the background",
+          "[algorithms][classifier]") {
+  auto generator = make_generator(1);
+  const torch::Tensor images = torch::rand({64, 1, 5, 5}, generator);
+  const torch::Tensor flipped = algorithms::augment_images(images, true, 0, -1.0, generator);
+  int flips = 0;
+  for (int64_t i = 0; i < 64; ++i) {
+    const bool same = torch::equal(flipped[i], images[i]);
+    flips += !same;
+    CHECK((same || torch::equal(flipped[i], images[i].flip({2}))));
+  }
+  CHECK(flips > 16);  // Binomial(64, 1/2): 32 expected, P(<= 16) < 1e-4
+  CHECK(flips < 48);
+
+  const torch::Tensor shifted = algorithms::augment_images(images, false, 2, -1.0, generator);
+  for (int64_t i = 0; i < 64; ++i) {
+    const torch::Tensor padded = torch::constant_pad_nd(images[i], {2, 2, 2, 2}, -1.0);
+    bool found = false;
+    for (int64_t dy = 0; dy <= 4 && !found; ++dy)
+      for (int64_t dx = 0; dx <= 4 && !found; ++dx)
+        found = torch::equal(shifted[i], padded.narrow(1, dy, 5).narrow(2, dx, 5));
+    CHECK(found);
+  }
+}
+
+TEST_CASE("classifier training separates a learnable problem", "[algorithms][classifier]") {
+  auto generator = make_generator(2);
+  const auto [train_images, train_labels] = squares(512, generator);
+  const auto [test_images, test_labels] = squares(400, generator);
+  SmallCnn model(4);
+  algorithms::ClassifierTrainer<SmallCnn> trainer(
+      model, {.steps = 150, .learning_rate = 0.05, .warmup_steps = 10, .flip = false, .crop_padding = 0});
+  for (int step = 0; step < 150; ++step) {
+    const torch::Tensor index = torch::randint(512, {64}, generator, torch::kLong);
+    trainer.step(train_images.index_select(0, index), train_labels.index_select(0, index), generator);
+  }
+  const auto report = metrics::evaluate_classifier(model, test_images, test_labels, 64);
+  INFO("test accuracy " << report.accuracy);
+  CHECK(report.accuracy > 0.95);  // chance is 0.25
+  CHECK(report.count == 400);
+  CHECK(report.confusion.sum().item<int64_t>() == 400);
+}
+
+TEST_CASE("the classification report counts exactly", "[metrics][classifier]") {
+  const torch::Tensor probabilities = torch::tensor({{0.9, 0.1, 0.0},
+                                                     {0.2, 0.7, 0.1},
+                                                     {0.6, 0.3, 0.1},
+                                                     {0.1, 0.1, 0.8},
+                                                     {0.1, 0.8, 0.1}});
+  const torch::Tensor labels = torch::tensor({0, 1, 1, 2, 1}, torch::kLong);
+  const auto report = metrics::classification_report(probabilities, labels);
+  CHECK(report.accuracy == Approx(4.0 / 5.0));
+  CHECK(report.class_accuracy[0] == Approx(1.0));
+  CHECK(report.class_accuracy[1] == Approx(2.0 / 3.0));
+  CHECK(report.class_accuracy[2] == Approx(1.0));
+  CHECK(torch::equal(report.confusion,
+                     torch::tensor({1, 0, 0, 1, 2, 0, 0, 0, 1}, torch::kLong).view({3, 3})));
+  CHECK_THROWS_WITH(metrics::classification_report(probabilities, torch::tensor({0, 1, 3, 0, 0}, torch::kLong)),
+                    Catch::Contains("labels must lie in [0, 3)"));
+}

@@ -1,0 +1,62 @@
+// Output files of training runs: the metrics log across a crash and a resume, and
+// sample grids.
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "diffctl/io/metrics_log.hpp"
+#include "diffctl/io/plots.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace diffctl;
+
+namespace {
+
+std::string read(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+TEST_CASE("a resumed metrics log keeps the rows up to its checkpoint", "[io][metrics_log]") {
+  const testing::TempDir dir;
+  const auto path = dir.path() / "metrics.csv";
+  {
+    io::MetricsLog log(path, {"step", "loss"});
+    for (int step = 1; step <= 5; ++step) log.write(step, {1.0 / step});
+  }
+  // A crash cut the last row short.
+  { std::ofstream(path, std::ios::app) << "6,0.1"; }
+  {
+    io::MetricsLog log(path, {"step", "loss"}, 3);  // the checkpoint was at step 3
+    log.write(4, {0.5});
+  }
+  CHECK(read(path) == "step,loss\n1,1\n2,0.5\n3,0.3333333\n4,0.5\n");
+
+  // A fresh run starts the file over; a different header is refused on resume.
+  { io::MetricsLog log(path, {"step", "loss"}); }
+  CHECK(read(path) == "step,loss\n");
+  CHECK_THROWS_WITH(io::MetricsLog(path, {"step", "accuracy"}, 0),
+                    Catch::Contains("is not this run's \"step,accuracy\""));
+  io::MetricsLog log(path, {"step", "loss"});
+  CHECK_THROWS_WITH(log.write(1, {1.0, 2.0}), Catch::Contains("expected 1 values"));
+}
+
+TEST_CASE("an image grid maps [-1, 1] to gray levels, row by row", "[io][plots]") {
+  // Three 1x2x2 images: black, mid-gray, white; two per row, zoom 1, gap 2.
+  const torch::Tensor images = torch::tensor({-1.0f, 0.0f, 1.0f}).view({3, 1, 1, 1}).expand({3, 1, 2, 2});
+  const torch::Tensor grid = io::image_grid(images, 2, -1.0, 1.0, 1);
+  REQUIRE(grid.sizes() == torch::IntArrayRef({2 * 2 + 3 * 2, 2 * 2 + 3 * 2, 1}));
+  CHECK(grid[2][2][0].item<int>() == 0);
+  CHECK(grid[2][6][0].item<int>() == 128);  // 127.5 rounds up
+  CHECK(grid[6][2][0].item<int>() == 255);
+  CHECK(grid[0][0][0].item<int>() == 220);  // the gap
+  CHECK(io::image_grid(images, 3, -1.0, 1.0, 2).sizes() == torch::IntArrayRef({4 + 4, 3 * 4 + 8, 1}));
+  CHECK_THROWS_WITH(io::image_grid(torch::zeros({2, 2, 4, 4}), 2), Catch::Contains("expected images [N, 1 or 3, H, W]"));
+}

@@ -1,0 +1,250 @@
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "diffctl/models/unet.hpp"
+
+using diffctl::models::UNet;
+using diffctl::models::UNetOptions;
+
+namespace {
+
+// Moves every parameter off its initial value, so that the zero-initialised output
+// convolutions no longer hide what the rest of the network does.
+void perturb(UNet& net, double scale = 0.05) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : net->parameters()) p.add_(scale * torch::randn_like(p));
+}
+
+int64_t parameter_count(const UNet& net) {
+  int64_t total = 0;
+  for (const auto& p : net->parameters()) total += p.numel();
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("UNet output has the input's shape", "[unet]") {
+  torch::manual_seed(0);
+  struct Case {
+    std::string name;
+    UNetOptions options;
+    std::vector<int64_t> shape;
+  };
+  UNetOptions four_levels = UNetOptions::small(28, 1, 0);
+  four_levels.channel_mult = {1, 1, 1, 1};
+  four_levels.resblock_updown = true;  // 28 -> 14 -> 7 -> 3, upsampled 3 -> 7 as the reference
+  UNetOptions legacy = UNetOptions::small(32, 3, 10);
+  legacy.new_attention_order = false;
+  legacy.scale_shift_norm = false;
+  legacy.conv_resample = false;
+  const std::vector<Case> cases = {
+      {"small 1x28x28 unconditional", UNetOptions::small(28, 1, 0), {2, 1, 28, 28}},
+      {"small 1x28x28 conditional", UNetOptions::small(28, 1, 10), {2, 1, 28, 28}},
+      {"small 3x32x32 conditional", UNetOptions::small(32, 3, 10), {2, 3, 32, 32}},
+      {"four levels on 28x28", four_levels, {2, 1, 28, 28}},
+      {"legacy attention, additive time, pooling", legacy, {2, 3, 32, 32}},
+  };
+  for (const auto& c : cases) {
+    SECTION(c.name) {
+      UNet net(c.options);
+      perturb(net);
+      const torch::Tensor x = torch::randn(c.shape);
+      const torch::Tensor t = torch::tensor({3.5, 900.0});
+      const torch::Tensor y = c.options.num_classes > 0 ? torch::tensor({1, 7}, torch::kLong) : torch::Tensor();
+      const torch::Tensor eps = net->forward(x, t, y);
+      CHECK(eps.sizes() == x.sizes());
+      CHECK(torch::isfinite(eps).all().item<bool>());
+    }
+  }
+}
+
+TEST_CASE("UNet paper preset has minimal-diffusion's parameter names and shapes", "[unet]") {
+  UNet net(UNetOptions::paper(32, 3, 10));
+  const auto params = net->named_parameters();
+  // Read off unets.py (UNet(): base 64, mult (1,2,2,2), 3 ResBlocks per level, attention
+  // at downsample factors 1, 2, 4, 64-channel heads, scale-shift norm, ResBlock up/down).
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {
+      {"time_embed.0.weight", {256, 64}},
+      {"time_embed.0.bias", {256}},
+      {"time_embed.2.weight", {256, 256}},
+      {"label_emb.weight", {10, 256}},
+      {"input_blocks.0.0.weight", {64, 3, 3, 3}},
+      {"input_blocks.0.0.bias", {64}},
+      {"input_blocks.1.0.in_layers.0.weight", {64}},
+      {"input_blocks.1.0.in_layers.2.weight", {64, 64, 3, 3}},
+      {"input_blocks.1.0.emb_layers.1.weight", {128, 256}},
+      {"input_blocks.1.0.emb_layers.1.bias", {128}},
+      {"input_blocks.1.0.out_layers.0.bias", {64}},
+      {"input_blocks.1.0.out_layers.3.weight", {64, 64, 3, 3}},
+      {"input_blocks.1.1.norm.weight", {64}},
+      {"input_blocks.1.1.qkv.weight", {192, 64, 1}},
+      {"input_blocks.1.1.qkv.bias", {192}},
+      {"input_blocks.1.1.proj_out.weight", {64, 64, 1}},
+      {"input_blocks.4.0.in_layers.2.weight", {64, 64, 3, 3}},  // downsampling ResBlock
+      {"input_blocks.5.0.skip_connection.weight", {128, 64, 1, 1}},
+      {"input_blocks.5.0.emb_layers.1.weight", {256, 256}},
+      {"input_blocks.5.1.qkv.weight", {384, 128, 1}},
+      {"input_blocks.12.0.out_layers.3.weight", {128, 128, 3, 3}},
+      {"input_blocks.15.0.in_layers.2.weight", {128, 128, 3, 3}},
+      {"middle_block.0.emb_layers.1.weight", {256, 256}},
+      {"middle_block.1.qkv.weight", {384, 128, 1}},
+      {"middle_block.1.proj_out.bias", {128}},
+      {"middle_block.2.out_layers.3.weight", {128, 128, 3, 3}},
+      {"output_blocks.0.0.in_layers.0.weight", {256}},
+      {"output_blocks.0.0.in_layers.2.weight", {128, 256, 3, 3}},
+      {"output_blocks.0.0.skip_connection.weight", {128, 256, 1, 1}},
+      {"output_blocks.3.1.in_layers.2.weight", {128, 128, 3, 3}},  // upsampling ResBlock
+      {"output_blocks.4.1.qkv.weight", {384, 128, 1}},
+      {"output_blocks.7.2.out_layers.3.weight", {128, 128, 3, 3}},
+      {"output_blocks.11.0.in_layers.0.weight", {192}},
+      {"output_blocks.11.0.skip_connection.weight", {128, 192, 1, 1}},
+      {"output_blocks.12.0.in_layers.2.weight", {64, 192, 3, 3}},
+      {"output_blocks.12.0.skip_connection.weight", {64, 192, 1, 1}},
+      {"output_blocks.15.0.in_layers.2.weight", {64, 128, 3, 3}},
+      {"output_blocks.15.1.proj_out.weight", {64, 64, 1}},
+      {"out.0.weight", {64}},
+      {"out.2.weight", {3, 64, 3, 3}},
+      {"out.2.bias", {3}},
+  };
+  for (const auto& [name, shape] : expected) {
+    INFO(name);
+    const torch::Tensor* p = params.find(name);
+    REQUIRE(p != nullptr);
+    CHECK(p->sizes() == torch::IntArrayRef(shape));
+  }
+  // Where the reference has no parameters: no attention at factor 8, no Downsample /
+  // Upsample convs (ResBlocks resample), no skip conv where channels stay the same.
+  for (const char* absent : {"input_blocks.15.1.qkv.weight", "output_blocks.0.1.qkv.weight",
+                             "input_blocks.4.0.op.weight", "output_blocks.3.1.conv.weight",
+                             "input_blocks.1.0.skip_connection.weight"}) {
+    INFO(absent);
+    CHECK(params.find(absent) == nullptr);
+  }
+  CHECK(net->named_buffers().size() == 0);
+  // Counted by hand from the architecture: 36 ResBlocks (10 tensors each, 12 with a
+  // skip conv: 9 of them), 22 attention blocks (6 each), time_embed (4), label_emb (1),
+  // input conv (2), out (4): 537 tensors and 14,419,651 numbers.
+  CHECK(params.size() == 537);
+  CHECK(parameter_count(net) == 14'419'651);
+  UNet unconditional(UNetOptions::paper(32, 3, 0));
+  CHECK(parameter_count(unconditional) == 14'419'651 - 10 * 256);
+}
+
+TEST_CASE("UNet predicts exactly zero at initialisation", "[unet]") {
+  torch::manual_seed(1);
+  UNet net(UNetOptions::small(28, 1, 10));
+  const torch::Tensor eps =
+      net->forward(torch::randn({3, 1, 28, 28}), torch::tensor({0.0, 10.0, 999.0}),
+                   torch::tensor({0, 5, 9}, torch::kLong));
+  CHECK(eps.abs().max().item<float>() == 0.0f);
+}
+
+TEST_CASE("UNet output depends on the time and the label", "[unet]") {
+  torch::manual_seed(2);
+  UNet net(UNetOptions::small(28, 1, 10));
+  perturb(net);
+  net->eval();  // no dropout: differences come from the inputs only
+  const torch::Tensor x = torch::randn({1, 1, 28, 28}).repeat({2, 1, 1, 1});
+  const torch::Tensor y = torch::tensor({3, 3}, torch::kLong);
+  const torch::Tensor by_time = net->forward(x, torch::tensor({10.0, 500.0}), y);
+  CHECK((by_time[0] - by_time[1]).abs().max().item<float>() > 1e-4);
+  // A fractional timestep is a different input, too.
+  const torch::Tensor fractional = net->forward(x, torch::tensor({10.0, 10.5}), y);
+  CHECK((fractional[0] - fractional[1]).abs().max().item<float>() > 1e-6);
+  const torch::Tensor by_label = net->forward(x, torch::tensor({10.0, 10.0}), torch::tensor({3, 4}, torch::kLong));
+  CHECK((by_label[0] - by_label[1]).abs().max().item<float>() > 1e-4);
+  const torch::Tensor same = net->forward(x, torch::tensor({10.0, 10.0}), y);
+  CHECK((same[0] - same[1]).abs().max().item<float>() < 1e-5);
+}
+
+TEST_CASE("UNet timestep embedding is minimal-diffusion's sinusoid", "[unet]") {
+  const torch::Tensor e = UNet::Impl::timestep_embedding(torch::tensor({0.0, 2.0}), 4);
+  // dim 4: frequencies 1 and 10000^(-1/2) = 0.01, cos then sin.
+  const torch::Tensor expected = torch::tensor({{1.0, 1.0, 0.0, 0.0},
+                                                {std::cos(2.0), std::cos(0.02), std::sin(2.0), std::sin(0.02)}});
+  CHECK(torch::allclose(e, expected.to(torch::kFloat), 1e-5, 1e-6));
+  CHECK(UNet::Impl::timestep_embedding(torch::tensor({1.0}), 5).sizes() == torch::IntArrayRef({1, 5}));
+}
+
+TEST_CASE("UNet gradients reach every parameter", "[unet]") {
+  torch::manual_seed(3);
+  UNet net(UNetOptions::small(28, 1, 10));
+  perturb(net);
+  const torch::Tensor eps = net->forward(torch::randn({4, 1, 28, 28}), torch::tensor({1.0, 200.0, 400.0, 999.0}),
+                                         torch::tensor({0, 1, 2, 3}, torch::kLong));
+  eps.pow(2).mean().backward();
+  for (const auto& p : net->named_parameters()) {
+    INFO(p.key());
+    REQUIRE(p.value().grad().defined());
+    CHECK(torch::isfinite(p.value().grad()).all().item<bool>());
+    CHECK(p.value().grad().abs().sum().item<double>() > 0.0);
+  }
+}
+
+TEST_CASE("UNet clone copies parameters and mode", "[unet]") {
+  torch::manual_seed(4);
+  UNet net(UNetOptions::small(28, 1, 0));
+  perturb(net);
+  net->eval();
+  auto copy = std::dynamic_pointer_cast<UNet::Impl>(net->clone());
+  REQUIRE(copy != nullptr);
+  CHECK_FALSE(copy->is_training());
+  const torch::Tensor x = torch::randn({2, 1, 28, 28});
+  const torch::Tensor t = torch::tensor({5.0, 50.0});
+  CHECK(torch::equal(net->forward(x, t), copy->forward(x, t)));
+  perturb(net);
+  CHECK_FALSE(torch::equal(net->forward(x, t), copy->forward(x, t)));
+}
+
+TEST_CASE("UNet rejects bad options and inputs", "[unet]") {
+  using Catch::Contains;
+  UNetOptions bad_width = UNetOptions::small(28, 1, 0);
+  bad_width.base_width = 20;
+  CHECK_THROWS_WITH(UNet(bad_width), Contains("20 channels; GroupNorm needs a positive multiple of norm_groups = 8"));
+  CHECK_THROWS_WITH(UNet(UNetOptions::small(30, 1, 0)), Contains("image_size 30 does not fit 3 levels"));
+  CHECK_THROWS_WITH(UNet(UNetOptions::small(30, 1, 0)), Contains("use a multiple of 4"));
+  UNetOptions bad_heads = UNetOptions::small(28, 1, 0);
+  bad_heads.head_channels = 48;
+  CHECK_THROWS_WITH(UNet(bad_heads), Contains("not divisible into heads"));
+
+  UNet conditional(UNetOptions::small(28, 1, 10));
+  const torch::Tensor x = torch::randn({2, 1, 28, 28});
+  const torch::Tensor t = torch::tensor({1.0, 2.0});
+  const torch::Tensor y = torch::tensor({0, 9}, torch::kLong);
+  CHECK_THROWS_WITH(conditional->forward(torch::randn({2, 3, 28, 28}), t, y),
+                    Contains("x must be [B, 1, H, W], found [2, 3, 28, 28]"));
+  CHECK_THROWS_WITH(conditional->forward(torch::randn({2, 1, 30, 28}), t, y),
+                    Contains("x's height 30 does not fit 3 levels"));
+  CHECK_THROWS_WITH(conditional->forward(x, torch::tensor({1.0}), y), Contains("t must be [2]"));
+  CHECK_THROWS_WITH(conditional->forward(x, t), Contains("is conditional (num_classes = 10) and needs labels"));
+  CHECK_THROWS_WITH(conditional->forward(x, t, torch::tensor({0, 10}, torch::kLong)),
+                    Contains("labels y must be in [0, 10), found values in [0, 10]"));
+  CHECK_THROWS_WITH(conditional->forward(x, t, torch::tensor({0.0, 1.0})), Contains("labels y must be int64 [2]"));
+  UNet unconditional(UNetOptions::small(28, 1, 0));
+  CHECK_THROWS_WITH(unconditional->forward(x, t, y), Contains("unconditional (num_classes = 0) but got labels"));
+}
+
+TEST_CASE("UNet runs on CUDA", "[unet][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("CUDA is not available: UNet CUDA test skipped");
+    return;
+  }
+  torch::manual_seed(5);
+  UNet net(UNetOptions::small(28, 1, 10));
+  perturb(net);
+  net->eval();
+  const torch::Tensor x = torch::randn({2, 1, 28, 28});
+  const torch::Tensor t = torch::tensor({3.0, 700.0});
+  const torch::Tensor y = torch::tensor({2, 8}, torch::kLong);
+  const torch::Tensor on_cpu = net->forward(x, t, y);
+  net->to(torch::kCUDA);
+  const torch::Tensor on_gpu = net->forward(x.cuda(), t.cuda(), y.cuda());
+  CHECK(on_gpu.device().is_cuda());
+  CHECK(torch::allclose(on_gpu.cpu(), on_cpu, 1e-3, 1e-4));
+}
