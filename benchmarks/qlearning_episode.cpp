@@ -21,6 +21,7 @@
 #include "diffctl/data/toy.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
+#include "flags.hpp"
 
 namespace {
 
@@ -64,10 +65,7 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("qlearning_episode/swiss_roll", [=](benchmark::State& state) {
       episodes(state, roll, data::BoxReward{});
     })->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
+    return diffctl::bench::run_benchmarks(argc, argv);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "qlearning_episode: %s\n", error.what());
     return 1;

@@ -23,15 +23,12 @@
 // concurrency) is taken out of argv before Google Benchmark reads its own
 // `--benchmark_*` flags.
 
-#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
-#include <system_error>
 #include <utility>
 
 #include <benchmark/benchmark.h>
@@ -46,6 +43,7 @@
 #include "diffctl/sde/schedules.hpp"
 #include "diffctl/sde/solvers.hpp"
 #include "diffctl/sde/time_grid.hpp"
+#include "flags.hpp"
 
 namespace {
 
@@ -153,41 +151,12 @@ void register_case(const std::string& case_name, const sde::VpLinear& schedule,
   add(std::string(sde::Ddpm::name), sde::Ddpm{});
 }
 
-// Takes `--threads N` / `--threads=N` out of argv (Google Benchmark rejects flags
-// it does not know) and returns N when given.
-std::optional<int> take_threads_flag(int& argc, char** argv) {
-  constexpr std::string_view kFlag = "--threads";
-  std::optional<int> threads;
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    std::string_view value;
-    if (arg == kFlag) {
-      diffctl::require(i + 1 < argc, "--threads: expected a thread count after it, found none");
-      value = argv[++i];
-    } else if (arg.starts_with(kFlag) && arg.size() > kFlag.size() && arg[kFlag.size()] == '=') {
-      value = arg.substr(kFlag.size() + 1);
-    } else {
-      argv[kept++] = argv[i];
-      continue;
-    }
-    int parsed = 0;
-    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
-    diffctl::require(error == std::errc{} && end == value.data() + value.size() && parsed >= 1,
-                     "--threads: expected a positive integer, found '", value, "'");
-    threads = parsed;
-  }
-  argc = kept;
-  argv[argc] = nullptr;
-  return threads;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     diffctl::keep_freed_memory();
-    const int threads = diffctl::configure_threads(take_threads_flag(argc, argv));
+    const int threads = diffctl::configure_threads(diffctl::bench::take_threads_flag(argc, argv));
     benchmark::AddCustomContext("libtorch", TORCH_VERSION);
     benchmark::AddCustomContext("torch_threads", std::to_string(threads));
     benchmark::AddCustomContext("grid", std::to_string(kSteps) + " uniform steps, " +
@@ -204,11 +173,7 @@ int main(int argc, char** argv) {
                              std::make_shared<const ConvScore>(),
                              sde::sample_prior(schedule, {kImageBatch, 1, 28, 28}, generator));
 
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    return diffctl::bench::run_benchmarks(argc, argv);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "solver_steps: %s\n", error.what());
     return 1;

@@ -97,6 +97,7 @@ inline nlohmann::json to_json(const models::UNetOptions& o) {
           {"dropout", o.dropout},
           {"num_classes", o.num_classes},
           {"num_heads", o.num_heads},
+          {"norm_groups", o.norm_groups},
           {"head_channels", o.head_channels},
           {"time_embed_factor", o.time_embed_factor},
           {"scale_shift_norm", o.scale_shift_norm},
@@ -117,6 +118,7 @@ inline models::UNetOptions unet_options_from_json(const nlohmann::json& j) {
   o.dropout = j.at("dropout");
   o.num_classes = j.at("num_classes");
   o.num_heads = j.at("num_heads");
+  o.norm_groups = j.at("norm_groups");
   o.head_channels = j.at("head_channels");
   o.time_embed_factor = j.at("time_embed_factor");
   o.scale_shift_norm = j.at("scale_shift_norm");
@@ -155,8 +157,9 @@ inline nlohmann::json read_json(const std::filesystem::path& path) {
 // Runs `body(solver)` with the solver named `name`.
 template <class Body>
 decltype(auto) with_solver(const std::string& name, Body&& body) {
-  if (name == "ddpm") return body(sde::Ddpm{});
-  if (name == "ddim") return body(sde::Ddim({.clip_x0 = 1.0}));  // images lie in [-1, 1]
+  // Images lie in [-1, 1]: the samplers that predict x0 clamp it there.
+  if (name == "ddpm") return body(sde::Ddpm({.clip_x0 = 1.0}));
+  if (name == "ddim") return body(sde::Ddim({.clip_x0 = 1.0}));
   if (name == "euler-maruyama") return body(sde::EulerMaruyama{});
   if (name == "pf-euler") return body(sde::ProbabilityFlowEuler{});
   if (name == "heun") return body(sde::Heun{});

@@ -41,7 +41,7 @@ void apply_preset(const std::string& preset, Settings& s, const CLI::App& app) {
   const auto fill = [&](const char* flag, auto& value, auto preset_value) {
     if (app.count(flag) == 0) value = preset_value;
   };
-  fill("--steps", s.steps, small ? int64_t{4000} : int64_t{800000});
+  fill("--steps", s.steps, small ? int64_t{1800} : int64_t{800000});
   fill("--batch", s.batch, small ? int64_t{64} : int64_t{128});
   fill("--lr", s.lr, small ? 1e-3 : 1e-4);
   fill("--ema-decay", s.ema_decay, small ? 0.995 : 0.9995);
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   flags.out = "out/pretrain_diffusion";
   Settings s;
   examples::add_image_flags(app, flags);
-  app.add_option("--steps", s.steps, "training steps (small: 4000, paper: 800000)")->check(CLI::PositiveNumber);
+  app.add_option("--steps", s.steps, "training steps (small: 1800, paper: 800000)")->check(CLI::PositiveNumber);
   app.add_option("--batch", s.batch, "batch size (small: 64, paper: 128)")->check(CLI::PositiveNumber);
   app.add_option("--lr", s.lr, "AdamW learning rate (small: 1e-3, paper: 1e-4)")->check(CLI::PositiveNumber);
   app.add_option("--ema-decay", s.ema_decay, "decay of the weights' moving average (small: 0.995)")

@@ -39,8 +39,8 @@ void apply_preset(const std::string& preset, Settings& s, const CLI::App& app) {
   };
   // The weak model sees a handful of examples per class, so that its test
   // accuracy lands near 35-40%: a reward model with much to learn.
-  fill("--train-size", s.train_size, weak ? int64_t{20} : int64_t{0});
-  fill("--steps", s.steps, weak ? int64_t{20} : (small ? int64_t{1500} : int64_t{20000}));
+  fill("--train-size", s.train_size, weak ? int64_t{50} : int64_t{0});
+  fill("--steps", s.steps, weak ? int64_t{30} : (small ? int64_t{1500} : int64_t{20000}));
   fill("--batch", s.batch, weak ? int64_t{20} : int64_t{128});
   fill("--lr", s.lr, weak ? 0.02 : 0.05);
   fill("--width", s.width, small ? 0.25 : 1.0);

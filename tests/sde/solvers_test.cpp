@@ -208,6 +208,29 @@ TEST_CASE("ddim's x0 clipping bounds the prediction and keeps eps consistent wit
   CHECK_THROWS_WITH(Ddim({.clip_x0 = 0.0}), Catch::Contains("clip_x0 must be > 0"));
 }
 
+TEST_CASE("ddpm's x0 clipping takes the posterior mean at the clamped x0", "[solvers][ddpm]") {
+  // The posterior mean of q(x_s' | x_s, x0) is (alpha' b^2 x0 + a sigma'^2 x) / sigma^2
+  // with a = alpha / alpha', b^2 = sigma^2 - a^2 sigma'^2; unclamped, it is the
+  // epsilon form's mean.
+  const GaussianCase<VpLinear> c;
+  const auto model = c.model();
+  const torch::Tensor x = c.draw(0.0, 256, 6);
+  const double t = 0.0, t_next = 0.1;
+  const double s = c.schedule.horizon() - t, s_next = c.schedule.horizon() - t_next;
+  const double alpha = c.schedule.alpha(s), sigma = c.schedule.sigma(s);
+  const double alpha_next = c.schedule.alpha(s_next), sigma_next = c.schedule.sigma(s_next);
+  const double a = alpha / alpha_next, b2 = sigma * sigma - a * a * sigma_next * sigma_next;
+  const torch::Tensor x0 = (x + sigma * sigma * model.score(t, x, {})) / alpha;
+  const auto posterior_mean = [&](const torch::Tensor& at) {
+    return (alpha_next * b2 * at + a * sigma_next * sigma_next * x) / (sigma * sigma);
+  };
+  const auto clipped = Ddpm({.clip_x0 = 1.0}).transition(c.schedule, model, t, t_next, x, {});
+  CHECK(torch::allclose(clipped.mean, posterior_mean(x0.clamp(-1.0, 1.0)), 1e-10, 1e-10));
+  const auto plain = Ddpm{}.transition(c.schedule, model, t, t_next, x, {});
+  CHECK(torch::allclose(plain.mean, posterior_mean(x0), 1e-9, 1e-9));
+  CHECK(clipped.noise_std == plain.noise_std);
+}
+
 TEST_CASE("solvers reject steps outside the schedule", "[solvers][errors]") {
   const GaussianCase<VpLinear> c;
   const auto model = c.model();

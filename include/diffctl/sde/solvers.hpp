@@ -168,13 +168,19 @@ enum class DdpmVariance { posterior, forward };
 
 struct DdpmOptions {
   DdpmVariance variance = DdpmVariance::posterior;
+  // As DdimOptions::clip_x0: clamp the x0 prediction to [-c, c] and take the
+  // posterior mean of q(x_{s'} | x_s, x0) at the clamped x0.
+  std::optional<double> clip_x0 = std::nullopt;
 };
 
 class Ddpm {
  public:
   static constexpr std::string_view name = "ddpm";
 
-  explicit Ddpm(DdpmOptions options = {}) : variance_(options.variance) {}
+  explicit Ddpm(DdpmOptions options = {}) : variance_(options.variance), clip_x0_(options.clip_x0) {
+    require(!clip_x0_ || *clip_x0_ > 0.0, name, ": clip_x0 must be > 0, found ",
+            clip_x0_.value_or(0.0));
+  }
 
   template <NoiseSchedule Schedule, DriftModel Model>
   Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
@@ -184,8 +190,17 @@ class Ddpm {
     require(k.sigma > 0.0, name, ": the schedule's sigma is 0 at t = ", t,
             ", where epsilon is undefined");
     torch::Tensor score = model.score(t, x, z);
-    // -b^2/sigma * eps with eps = -sigma * score is + b^2 * score.
-    torch::Tensor mean = (x + score * k.b2) / k.a;
+    // -b^2/sigma * eps with eps = -sigma * score is + b^2 * score. The same mean in
+    // x0 form is (alpha' b^2 x0 + a sigma'^2 x) / sigma^2.
+    torch::Tensor mean;
+    if (clip_x0_) {
+      const torch::Tensor x0 =
+          ((x + score * (k.sigma * k.sigma)) / k.alpha).clamp(-*clip_x0_, *clip_x0_);
+      mean = (x0 * (k.alpha_next * k.b2) + x * (k.a * k.sigma_next * k.sigma_next)) /
+             (k.sigma * k.sigma);
+    } else {
+      mean = (x + score * k.b2) / k.a;
+    }
     const double variance = variance_ == DdpmVariance::posterior
                                 ? k.sigma_next * k.sigma_next * k.b2 / (k.sigma * k.sigma)
                                 : k.b2;
@@ -194,6 +209,7 @@ class Ddpm {
 
  private:
   DdpmVariance variance_;
+  std::optional<double> clip_x0_;
 };
 
 }  // namespace diffctl::sde
