@@ -154,6 +154,14 @@ inline nlohmann::json read_json(const std::filesystem::path& path) {
   }
 }
 
+// Runs `body(schedule)` with the VP schedule named `name` (what config.json records).
+template <class Body>
+decltype(auto) with_schedule(const std::string& name, Body&& body) {
+  if (name == sde::VpCosine::name) return body(sde::VpCosine{});
+  if (name == sde::VpLinear::name) return body(sde::VpLinear{});
+  throw std::invalid_argument("unknown schedule \"" + name + "\": expected vp-cosine or vp-linear");
+}
+
 // Runs `body(solver)` with the solver named `name`.
 template <class Body>
 decltype(auto) with_solver(const std::string& name, Body&& body) {

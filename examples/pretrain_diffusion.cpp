@@ -1,5 +1,5 @@
 // Pretrains a UNet diffusion model on Fashion-MNIST (or CIFAR-10) by denoising
-// score matching on the VP cosine schedule, class-conditional unless
+// score matching on the VP cosine (or linear) schedule, class-conditional unless
 // --unconditional. Writes into --out:
 //   model.pt      the EMA weights as a state dict (torch.load reads it too)
 //   config.json   what `sample` and the fine-tuning need to rebuild the model
@@ -32,6 +32,7 @@ struct Settings {
   bool resume = false;
   std::optional<int64_t> stop_after;
   std::string sampler = "ddpm";
+  std::string schedule = "vp-cosine";
   int64_t sample_steps = 100, samples_per_class = 8;
 };
 
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
                  "probability of training a sample without its label (classifier-free guidance)")
       ->check(CLI::Range(0.0, 0.99));
   app.add_flag("--unconditional", s.unconditional, "ignore the labels");
+  app.add_option("--schedule", s.schedule, "noise schedule: vp-cosine or vp-linear")
+      ->check(CLI::IsMember({"vp-cosine", "vp-linear"}));
   app.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
   app.add_option("--log-every", s.log_every, "steps per metrics.csv row")->check(CLI::PositiveNumber);
   app.add_flag("--resume", s.resume, "continue from --out/checkpoint.pt");
@@ -90,99 +93,101 @@ int main(int argc, char** argv) {
     models::UNetOptions unet = flags.preset == "paper"
                                    ? models::UNetOptions::paper(image_size, channels, label_slots)
                                    : models::UNetOptions::small(image_size, channels, label_slots);
-    const sde::VpCosine schedule;
-    const algorithms::DenoisingOptions options{.learning_rate = s.lr,
-                                               .ema_decay = s.ema_decay,
-                                               .label_dropout = s.unconditional ? 0.0 : s.label_dropout,
-                                               .null_label = s.label_dropout > 0.0 ? classes : -1};
-    const nlohmann::json config = {{"schedule", "vp-cosine"},
-                                   {"time_scale", options.time_scale},
-                                   {"prediction", "epsilon"},
-                                   {"dataset", flags.dataset},
-                                   {"class_names", train.class_names},
-                                   {"conditional", !s.unconditional},
-                                   {"null_label", options.null_label},
-                                   {"image_size", image_size},
-                                   {"preset", flags.preset},
-                                   {"unet", examples::to_json(unet)}};
+    return examples::with_schedule(s.schedule, [&](const auto& schedule) {
+    using Schedule = std::decay_t<decltype(schedule)>;
+      const algorithms::DenoisingOptions options{.learning_rate = s.lr,
+                                                 .ema_decay = s.ema_decay,
+                                                 .label_dropout = s.unconditional ? 0.0 : s.label_dropout,
+                                                 .null_label = s.label_dropout > 0.0 ? classes : -1};
+      const nlohmann::json config = {{"schedule", s.schedule},
+                                     {"time_scale", options.time_scale},
+                                     {"prediction", "epsilon"},
+                                     {"dataset", flags.dataset},
+                                     {"class_names", train.class_names},
+                                     {"conditional", !s.unconditional},
+                                     {"null_label", options.null_label},
+                                     {"image_size", image_size},
+                                     {"preset", flags.preset},
+                                     {"unet", examples::to_json(unet)}};
 
-    models::UNet model(unet), ema(unet);
-    model->to(device);
-    ema->to(device);
-    algorithms::DenoisingTrainer<sde::VpCosine, models::UNet> trainer(schedule, model, ema, options);
-    data::ImageBatches batches(train, {.batch_size = s.batch,
-                                       .seed = flags.seed,
-                                       .pad_to = image_size > train.images.size(2) ? image_size : 0,
-                                       .drop_last = true,
-                                       .device = device});
+      models::UNet model(unet), ema(unet);
+      model->to(device);
+      ema->to(device);
+      algorithms::DenoisingTrainer<Schedule, models::UNet> trainer(schedule, model, ema, options);
+      data::ImageBatches batches(train, {.batch_size = s.batch,
+                                         .seed = flags.seed,
+                                         .pad_to = image_size > train.images.size(2) ? image_size : 0,
+                                         .drop_last = true,
+                                         .device = device});
 
-    const auto checkpoint_path = out / "checkpoint.pt";
-    torch::Tensor batch_position = torch::zeros({2}, torch::kLong);  // epoch, step within it
-    io::Checkpoint checkpoint{.modules = {{"model", model.ptr().get()}, {"ema", ema.ptr().get()}},
-                              .optimizers = {{"adamw", &trainer.optimizer()}},
-                              .generators = examples::run_generators(generator, device),
-                              .tensors = {{"batch_position", &batch_position}}};
-    std::optional<int64_t> resumed_at;
-    if (s.resume) {
-      require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
-      require(examples::read_json(out / "config.json") == config, "--resume: ",
-              (out / "config.json").string(), " describes another run (model, data or preset differ)");
-      resumed_at = io::load_checkpoint(checkpoint_path, checkpoint);
-      trainer.set_steps(*resumed_at);
-      batches.seek(batch_position[0].item<int64_t>(), batch_position[1].item<int64_t>());
-      std::cerr << "resuming at step " << *resumed_at << "\n";
-    } else {
-      examples::write_json(out / "config.json", config);
-    }
-    const auto save = [&] {
-      batch_position = torch::tensor({batches.epoch(), batches.step()}, torch::kLong);
-      checkpoint.step = trainer.steps();
-      io::save_checkpoint(checkpoint_path, checkpoint);
-    };
-
-    io::MetricsLog log(out / "metrics.csv", {"step", "loss", "grad_norm", "seconds"}, resumed_at);
-    io::Progress progress("pretrain", s.steps);
-    const auto start = std::chrono::steady_clock::now();
-    double loss_sum = 0.0, norm_sum = 0.0;
-    int64_t logged = 0;
-    const int64_t last_step = std::min(s.steps, s.stop_after.value_or(s.steps));
-    while (trainer.steps() < last_step) {
-      const data::Batch batch = batches.next();
-      const auto stats =
-          trainer.step(batch.images, s.unconditional ? torch::Tensor() : batch.labels, generator);
-      loss_sum += stats.loss;
-      norm_sum += stats.grad_norm;
-      ++logged;
-      const int64_t step = trainer.steps();
-      if (step % s.log_every == 0 || step == last_step) {
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        log.write(step, {loss_sum / double(logged), norm_sum / double(logged), seconds});
-        progress.update(step, "loss " + std::to_string(loss_sum / double(logged)));
-        loss_sum = norm_sum = 0.0;
-        logged = 0;
+      const auto checkpoint_path = out / "checkpoint.pt";
+      torch::Tensor batch_position = torch::zeros({2}, torch::kLong);  // epoch, step within it
+      io::Checkpoint checkpoint{.modules = {{"model", model.ptr().get()}, {"ema", ema.ptr().get()}},
+                                .optimizers = {{"adamw", &trainer.optimizer()}},
+                                .generators = examples::run_generators(generator, device),
+                                .tensors = {{"batch_position", &batch_position}}};
+      std::optional<int64_t> resumed_at;
+      if (s.resume) {
+        require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
+        require(examples::read_json(out / "config.json") == config, "--resume: ",
+                (out / "config.json").string(), " describes another run (model, data or preset differ)");
+        resumed_at = io::load_checkpoint(checkpoint_path, checkpoint);
+        trainer.set_steps(*resumed_at);
+        batches.seek(batch_position[0].item<int64_t>(), batch_position[1].item<int64_t>());
+        std::cerr << "resuming at step " << *resumed_at << "\n";
+      } else {
+        examples::write_json(out / "config.json", config);
       }
-      if (step % s.checkpoint_every == 0 || step == last_step) save();
-    }
-    if (trainer.steps() < s.steps) {
-      std::cout << "pretrain_diffusion: stopped at step " << trainer.steps() << " of " << s.steps
-                << "; go on with --resume\n";
+      const auto save = [&] {
+        batch_position = torch::tensor({batches.epoch(), batches.step()}, torch::kLong);
+        checkpoint.step = trainer.steps();
+        io::save_checkpoint(checkpoint_path, checkpoint);
+      };
+
+      io::MetricsLog log(out / "metrics.csv", {"step", "loss", "grad_norm", "seconds"}, resumed_at);
+      io::Progress progress("pretrain", s.steps);
+      const auto start = std::chrono::steady_clock::now();
+      double loss_sum = 0.0, norm_sum = 0.0;
+      int64_t logged = 0;
+      const int64_t last_step = std::min(s.steps, s.stop_after.value_or(s.steps));
+      while (trainer.steps() < last_step) {
+        const data::Batch batch = batches.next();
+        const auto stats =
+            trainer.step(batch.images, s.unconditional ? torch::Tensor() : batch.labels, generator);
+        loss_sum += stats.loss;
+        norm_sum += stats.grad_norm;
+        ++logged;
+        const int64_t step = trainer.steps();
+        if (step % s.log_every == 0 || step == last_step) {
+          const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          log.write(step, {loss_sum / double(logged), norm_sum / double(logged), seconds});
+          progress.update(step, "loss " + std::to_string(loss_sum / double(logged)));
+          loss_sum = norm_sum = 0.0;
+          logged = 0;
+        }
+        if (step % s.checkpoint_every == 0 || step == last_step) save();
+      }
+      if (trainer.steps() < s.steps) {
+        std::cout << "pretrain_diffusion: stopped at step " << trainer.steps() << " of " << s.steps
+                  << "; go on with --resume\n";
+        return 0;
+      }
+
+      models::save_state_dict(*ema, out / "model.pt");
+
+      // One row per class (or one row of unconditional samples).
+      const int64_t rows = s.unconditional ? 1 : classes;
+      const torch::Tensor labels =
+          s.unconditional ? torch::Tensor()
+                          : torch::arange(classes, torch::kLong).repeat_interleave(s.samples_per_class);
+      const torch::Tensor images =
+          examples::sample_images(schedule, trainer.score(), s.sampler, s.sample_steps,
+                                  {rows * s.samples_per_class, channels, image_size, image_size}, labels,
+                                  device, generator);
+      io::write_png(out / "samples.png", io::image_grid(images, s.samples_per_class));
+      std::cout << "pretrain_diffusion: " << trainer.steps() << " steps; wrote " << (out / "model.pt").string()
+                << " and " << (out / "samples.png").string() << "\n";
       return 0;
-    }
-
-    models::save_state_dict(*ema, out / "model.pt");
-
-    // One row per class (or one row of unconditional samples).
-    const int64_t rows = s.unconditional ? 1 : classes;
-    const torch::Tensor labels =
-        s.unconditional ? torch::Tensor()
-                        : torch::arange(classes, torch::kLong).repeat_interleave(s.samples_per_class);
-    const torch::Tensor images =
-        examples::sample_images(schedule, trainer.score(), s.sampler, s.sample_steps,
-                                {rows * s.samples_per_class, channels, image_size, image_size}, labels,
-                                device, generator);
-    io::write_png(out / "samples.png", io::image_grid(images, s.samples_per_class));
-    std::cout << "pretrain_diffusion: " << trainer.steps() << " steps; wrote " << (out / "model.pt").string()
-              << " and " << (out / "samples.png").string() << "\n";
-    return 0;
+    });
   });
 }

@@ -42,8 +42,8 @@ int main(int argc, char** argv) {
     const std::filesystem::path out = flags.out, from = model_dir;
 
     const nlohmann::json config = examples::read_json(from / "config.json");
-    require(config.at("schedule") == "vp-cosine" && config.at("prediction") == "epsilon",
-            (from / "config.json").string(), ": expected a vp-cosine epsilon model");
+    require(config.at("prediction") == "epsilon", (from / "config.json").string(),
+            ": expected an epsilon-prediction model");
     const models::UNetOptions unet = examples::unet_options_from_json(config.at("unet"));
     models::UNet model(unet);
     models::load_weights(*model, from / "model.pt");
@@ -60,14 +60,15 @@ int main(int argc, char** argv) {
     const int64_t rows = conditional ? prompt_indices.size(0) : 1;
     const torch::Tensor labels = conditional ? prompt_indices.repeat_interleave(per_prompt) : torch::Tensor();
 
-    const sde::VpCosine schedule;
-    const models::EpsilonScore<sde::VpCosine, models::UNet> score(
-        schedule, model,
-        {.time_scale = config.at("time_scale"), .guidance = guidance, .null_label = config.at("null_label")});
     const int64_t size = config.at("image_size");
-    const torch::Tensor images = examples::sample_images(
-        schedule, score, sampler, steps, {rows * per_prompt, unet.in_channels, size, size}, labels, device, generator);
-
+    const auto schedule_name = config.at("schedule").get<std::string>();
+    const torch::Tensor images = examples::with_schedule(schedule_name, [&](const auto& schedule) {
+      const models::EpsilonScore<std::decay_t<decltype(schedule)>, models::UNet> score(
+          schedule, model,
+          {.time_scale = config.at("time_scale"), .guidance = guidance, .null_label = config.at("null_label")});
+      return examples::sample_images(
+          schedule, score, sampler, steps, {rows * per_prompt, unet.in_channels, size, size}, labels, device, generator);
+    });
     io::write_png(out / "samples.png", io::image_grid(images, per_prompt));
     models::StateDict raw;
     raw.insert("images", images.to(torch::kCPU));
