@@ -6,31 +6,25 @@
 //   metrics.csv   step, loss, grad_norm, seconds (averaged over --log-every steps)
 //   checkpoint.pt the full training state; --resume continues from it
 //   samples.png   a grid of EMA samples, one row per class
-#include <chrono>
-
 #include "diffctl/algorithms/denoising_pretraining.hpp"
 #include "diffctl/data/image_dataset.hpp"
-#include "diffctl/io/checkpoint.hpp"
-#include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/plots.hpp"
 #include "diffctl/io/png.hpp"
-#include "diffctl/io/progress.hpp"
 #include "diffctl/models/state_dict.hpp"
 #include "image_example.hpp"
+#include "training_run.hpp"
 
 using namespace diffctl;
 
 namespace {
 
 struct Settings {
-  int64_t steps = 0, batch = 0;
+  examples::RunFlags run;
+  int64_t batch = 0;
   double lr = 0.0;
   double ema_decay = 0.0;
   double label_dropout = 0.0;
   bool unconditional = false;
-  int64_t checkpoint_every = 500, log_every = 50;
-  bool resume = false;
-  std::optional<int64_t> stop_after;
   std::string sampler = "ddpm";
   std::string schedule = "vp-cosine";
   int64_t sample_steps = 100, samples_per_class = 8;
@@ -42,7 +36,7 @@ void apply_preset(const std::string& preset, Settings& s, const CLI::App& app) {
   const auto fill = [&](const char* flag, auto& value, auto preset_value) {
     if (app.count(flag) == 0) value = preset_value;
   };
-  fill("--steps", s.steps, small ? int64_t{1800} : int64_t{800000});
+  fill("--steps", s.run.steps, small ? int64_t{1800} : int64_t{800000});
   fill("--batch", s.batch, small ? int64_t{64} : int64_t{128});
   fill("--lr", s.lr, small ? 1e-3 : 1e-4);
   fill("--ema-decay", s.ema_decay, small ? 0.995 : 0.9995);
@@ -56,7 +50,7 @@ int main(int argc, char** argv) {
   flags.out = "out/pretrain_diffusion";
   Settings s;
   examples::add_image_flags(app, flags);
-  app.add_option("--steps", s.steps, "training steps (small: 1800, paper: 800000)")->check(CLI::PositiveNumber);
+  app.add_option("--steps", s.run.steps, "training steps (small: 1800, paper: 800000)")->check(CLI::PositiveNumber);
   app.add_option("--batch", s.batch, "batch size (small: 64, paper: 128)")->check(CLI::PositiveNumber);
   app.add_option("--lr", s.lr, "AdamW learning rate (small: 1e-3, paper: 1e-4)")->check(CLI::PositiveNumber);
   app.add_option("--ema-decay", s.ema_decay, "decay of the weights' moving average (small: 0.995)")
@@ -67,11 +61,7 @@ int main(int argc, char** argv) {
   app.add_flag("--unconditional", s.unconditional, "ignore the labels");
   app.add_option("--schedule", s.schedule, "noise schedule: vp-cosine or vp-linear")
       ->check(CLI::IsMember({"vp-cosine", "vp-linear"}));
-  app.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
-  app.add_option("--log-every", s.log_every, "steps per metrics.csv row")->check(CLI::PositiveNumber);
-  app.add_flag("--resume", s.resume, "continue from --out/checkpoint.pt");
-  app.add_option("--stop-after", s.stop_after, "checkpoint and stop at this step, to go on later with --resume")
-      ->check(CLI::PositiveNumber);
+  examples::add_run_flags(app, s.run);
   app.add_option("--sampler", s.sampler, "sampler of the final grid")->check(CLI::IsMember(examples::kSamplerNames));
   app.add_option("--sample-steps", s.sample_steps, "steps of the final grid's sampler")->check(CLI::PositiveNumber);
   app.add_option("--samples-per-class", s.samples_per_class, "columns of the final grid")->check(CLI::PositiveNumber);
@@ -94,7 +84,7 @@ int main(int argc, char** argv) {
                                    ? models::UNetOptions::paper(image_size, channels, label_slots)
                                    : models::UNetOptions::small(image_size, channels, label_slots);
     return examples::with_schedule(s.schedule, [&](const auto& schedule) {
-    using Schedule = std::decay_t<decltype(schedule)>;
+      using Schedule = std::decay_t<decltype(schedule)>;
       const algorithms::DenoisingOptions options{.learning_rate = s.lr,
                                                  .ema_decay = s.ema_decay,
                                                  .label_dropout = s.unconditional ? 0.0 : s.label_dropout,
@@ -120,58 +110,17 @@ int main(int argc, char** argv) {
                                          .drop_last = true,
                                          .device = device});
 
-      const auto checkpoint_path = out / "checkpoint.pt";
-      torch::Tensor batch_position = torch::zeros({2}, torch::kLong);  // epoch, step within it
-      io::Checkpoint checkpoint{.modules = {{"model", model.ptr().get()}, {"ema", ema.ptr().get()}},
-                                .optimizers = {{"adamw", &trainer.optimizer()}},
-                                .generators = examples::run_generators(generator, device),
-                                .tensors = {{"batch_position", &batch_position}}};
-      std::optional<int64_t> resumed_at;
-      if (s.resume) {
-        require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
-        require(examples::read_json(out / "config.json") == config, "--resume: ",
-                (out / "config.json").string(), " describes another run (model, data or preset differ)");
-        resumed_at = io::load_checkpoint(checkpoint_path, checkpoint);
-        trainer.set_steps(*resumed_at);
-        batches.seek(batch_position[0].item<int64_t>(), batch_position[1].item<int64_t>());
-        std::cerr << "resuming at step " << *resumed_at << "\n";
-      } else {
-        examples::write_json(out / "config.json", config);
-      }
-      const auto save = [&] {
-        batch_position = torch::tensor({batches.epoch(), batches.step()}, torch::kLong);
-        checkpoint.step = trainer.steps();
-        io::save_checkpoint(checkpoint_path, checkpoint);
-      };
-
-      io::MetricsLog log(out / "metrics.csv", {"step", "loss", "grad_norm", "seconds"}, resumed_at);
-      io::Progress progress("pretrain", s.steps);
-      const auto start = std::chrono::steady_clock::now();
-      double loss_sum = 0.0, norm_sum = 0.0;
-      int64_t logged = 0;
-      const int64_t last_step = std::min(s.steps, s.stop_after.value_or(s.steps));
-      while (trainer.steps() < last_step) {
-        const data::Batch batch = batches.next();
-        const auto stats =
-            trainer.step(batch.images, s.unconditional ? torch::Tensor() : batch.labels, generator);
-        loss_sum += stats.loss;
-        norm_sum += stats.grad_norm;
-        ++logged;
-        const int64_t step = trainer.steps();
-        if (step % s.log_every == 0 || step == last_step) {
-          const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-          log.write(step, {loss_sum / double(logged), norm_sum / double(logged), seconds});
-          progress.update(step, "loss " + std::to_string(loss_sum / double(logged)));
-          loss_sum = norm_sum = 0.0;
-          logged = 0;
-        }
-        if (step % s.checkpoint_every == 0 || step == last_step) save();
-      }
-      if (trainer.steps() < s.steps) {
-        std::cout << "pretrain_diffusion: stopped at step " << trainer.steps() << " of " << s.steps
-                  << "; go on with --resume\n";
-        return 0;
-      }
+      examples::TrainingRun run("pretrain_diffusion", out, "config.json", config, s.run,
+                                {.modules = {{"model", model.ptr().get()}, {"ema", ema.ptr().get()}},
+                                 .optimizers = {{"adamw", &trainer.optimizer()}},
+                                 .generators = examples::run_generators(generator, device)},
+                                batches, {"loss", "grad_norm"});
+      trainer.set_steps(run.first_step());
+      const bool finished = run.run([&](const data::Batch& batch) {
+        const auto stats = trainer.step(batch.images, s.unconditional ? torch::Tensor() : batch.labels, generator);
+        return std::vector<double>{stats.loss, stats.grad_norm};
+      });
+      if (!finished) return 0;
 
       models::save_state_dict(*ema, out / "model.pt");
 

@@ -7,16 +7,12 @@
 //   metrics.csv    step, loss, train_accuracy, learning_rate, seconds
 //   eval.json      test accuracy overall and per class, and the confusion matrix
 //   checkpoint.pt  the full training state; --resume continues from it
-#include <chrono>
-
 #include "diffctl/algorithms/classifier_training.hpp"
 #include "diffctl/data/image_dataset.hpp"
-#include "diffctl/io/checkpoint.hpp"
-#include "diffctl/io/metrics_log.hpp"
-#include "diffctl/io/progress.hpp"
 #include "diffctl/metrics/classification.hpp"
 #include "diffctl/models/state_dict.hpp"
 #include "image_example.hpp"
+#include "training_run.hpp"
 
 using namespace diffctl;
 
@@ -25,12 +21,10 @@ namespace {
 struct Settings {
   std::string strength = "strong";
   std::string optimizer = "sgd";
-  int64_t steps = 0, batch = 0, train_size = 0;
+  examples::RunFlags run;
+  int64_t batch = 0, train_size = 0;
   double lr = 0.0, width = 0.0;
   bool augment = true;
-  int64_t checkpoint_every = 500, log_every = 50;
-  bool resume = false;
-  std::optional<int64_t> stop_after;
 };
 
 void apply_preset(const std::string& preset, Settings& s, const CLI::App& app) {
@@ -41,7 +35,7 @@ void apply_preset(const std::string& preset, Settings& s, const CLI::App& app) {
   // The weak model sees a handful of examples per class, so that its test
   // accuracy lands near 35-40%: a reward model with much to learn.
   fill("--train-size", s.train_size, weak ? int64_t{50} : int64_t{0});
-  fill("--steps", s.steps, weak ? int64_t{30} : (small ? int64_t{1500} : int64_t{20000}));
+  fill("--steps", s.run.steps, weak ? int64_t{30} : (small ? int64_t{1500} : int64_t{20000}));
   fill("--batch", s.batch, weak ? int64_t{20} : int64_t{128});
   fill("--lr", s.lr, s.optimizer == "adamw" ? 1e-3 : (weak ? 0.02 : 0.05));
   fill("--width", s.width, small ? 0.25 : 1.0);
@@ -56,7 +50,7 @@ int main(int argc, char** argv) {
   examples::add_image_flags(app, flags);
   app.add_option("--strength", s.strength, "strong (the oracle) or weak (the initial reward model)")
       ->check(CLI::IsMember({"strong", "weak"}));
-  app.add_option("--steps", s.steps, "SGD steps")->check(CLI::PositiveNumber);
+  app.add_option("--steps", s.run.steps, "SGD steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", s.batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--optimizer", s.optimizer, "sgd (Nesterov momentum 0.9) or adamw")
       ->check(CLI::IsMember({"sgd", "adamw"}));
@@ -67,11 +61,7 @@ int main(int argc, char** argv) {
   app.add_option("--train-size", s.train_size, "train on a class-balanced subset of this size (0: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--augment", s.augment, "random flips and 2-pixel shifts");
-  app.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
-  app.add_option("--log-every", s.log_every, "steps per metrics.csv row")->check(CLI::PositiveNumber);
-  app.add_flag("--resume", s.resume, "continue from --out/checkpoint.pt");
-  app.add_option("--stop-after", s.stop_after, "checkpoint and stop at this step, to go on later with --resume")
-      ->check(CLI::PositiveNumber);
+  examples::add_run_flags(app, s.run);
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   apply_preset(flags.preset, s, app);
   if (flags.out.empty()) flags.out = "out/classifier_" + s.strength;
@@ -102,11 +92,11 @@ int main(int argc, char** argv) {
     models::ResNet18 model(resnet);
     model->to(device);
     algorithms::ClassifierTrainer<models::ResNet18> trainer(
-        model, {.steps = s.steps,
+        model, {.steps = s.run.steps,
                 .optimizer = s.optimizer == "adamw" ? algorithms::ClassifierOptimizer::adamw
                                                     : algorithms::ClassifierOptimizer::sgd,
                 .learning_rate = s.lr,
-                .warmup_steps = std::min<int64_t>(50, s.steps / 10),
+                .warmup_steps = std::min<int64_t>(50, s.run.steps / 10),
                 .flip = s.augment,
                 .crop_padding = s.augment ? 2 : 0});
     data::ImageBatches batches(train, {.batch_size = std::min(s.batch, train.size()),
@@ -115,60 +105,18 @@ int main(int argc, char** argv) {
                                        .drop_last = true,
                                        .device = device});
 
-    const auto checkpoint_path = out / "checkpoint.pt";
-    torch::Tensor batch_position = torch::zeros({2}, torch::kLong);
-    io::Checkpoint checkpoint{.modules = {{"model", model.ptr().get()}},
-                              .optimizers = {{"optimizer", &trainer.optimizer()}},
-                              .generators = examples::run_generators(generator, device),
-                              .tensors = {{"batch_position", &batch_position}}};
-    std::optional<int64_t> resumed_at;
-    if (s.resume) {
-      require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
-      require(examples::read_json(out / "run.json") == config, "--resume: ", (out / "run.json").string(),
-              " describes another run");
-      resumed_at = io::load_checkpoint(checkpoint_path, checkpoint);
-      trainer.set_steps(*resumed_at);
-      batches.seek(batch_position[0].item<int64_t>(), batch_position[1].item<int64_t>());
-      std::cerr << "resuming at step " << *resumed_at << "\n";
-    } else {
-      examples::write_json(out / "run.json", config);
-    }
-    const auto save = [&] {
-      batch_position = torch::tensor({batches.epoch(), batches.step()}, torch::kLong);
-      checkpoint.step = trainer.steps();
-      io::save_checkpoint(checkpoint_path, checkpoint);
-    };
-
-    io::MetricsLog log(out / "metrics.csv", {"step", "loss", "train_accuracy", "learning_rate", "seconds"},
-                       resumed_at);
-    io::Progress progress("train " + s.strength + " classifier", s.steps);
-    const auto start = std::chrono::steady_clock::now();
-    double loss_sum = 0.0, accuracy_sum = 0.0;
-    int64_t logged = 0;
-    const int64_t last_step = std::min(s.steps, s.stop_after.value_or(s.steps));
-    while (trainer.steps() < last_step) {
-      const data::Batch batch = batches.next();
+    examples::TrainingRun run("train_classifier", out, "run.json", config, s.run,
+                              {.modules = {{"model", model.ptr().get()}},
+                               .optimizers = {{"optimizer", &trainer.optimizer()}},
+                               .generators = examples::run_generators(generator, device)},
+                              batches, {"loss", "train_accuracy", "learning_rate"});
+    trainer.set_steps(run.first_step());
+    const bool finished = run.run([&](const data::Batch& batch) {
       const auto stats = trainer.step(batch.images, batch.labels, generator);
-      loss_sum += stats.loss;
-      accuracy_sum += stats.accuracy;
-      ++logged;
-      const int64_t step = trainer.steps();
-      if (step % s.log_every == 0 || step == last_step) {
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        log.write(step, {loss_sum / double(logged), accuracy_sum / double(logged), stats.learning_rate, seconds});
-        progress.update(step, "loss " + std::to_string(loss_sum / double(logged)));
-        loss_sum = accuracy_sum = 0.0;
-        logged = 0;
-      }
-      if (step % s.checkpoint_every == 0 || step == last_step) save();
-    }
-    if (trainer.steps() < s.steps) {
-      std::cout << "train_classifier: stopped at step " << trainer.steps() << " of " << s.steps
-                << "; go on with --resume\n";
-      return 0;
-    }
-    const double train_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return std::vector<double>{stats.loss, stats.accuracy, stats.learning_rate};
+    });
+    if (!finished) return 0;
+    const double train_seconds = run.seconds();
 
     torch::Tensor test_images = data::normalize_images(test.images);
     if (image_size > native) test_images = data::pad_images(test_images, image_size);
