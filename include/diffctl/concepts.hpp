@@ -68,8 +68,10 @@ concept MeasurementSelection = requires(const M& mss, std::span<const double> ti
 };
 
 // A reward model with uncertainty, fitted to labelled feedback of its own dataset
-// type: mean(x, z) is the estimate r_hat [B] and uncertainty(x, z) the
-// standard-deviation-like bonus g_hat [B] >= 0, both in the reward's units.
+// type: mean(x, z) is the estimate r_hat [B], uncertainty(x, z) the
+// standard-deviation-like spread g_hat [B] >= 0 (what measurement selection reads),
+// and optimistic(x, z) the reward fine-tuning maximises (r_hat plus the model's
+// exploration bonus), all in the reward's units.
 template <class R>
 concept UncertainReward =
     requires(R& reward, const typename R::dataset_type& data, const torch::Tensor& x,
@@ -77,6 +79,7 @@ concept UncertainReward =
       reward.fit(data);
       { reward.mean(x, z) } -> std::same_as<torch::Tensor>;
       { reward.uncertainty(x, z) } -> std::same_as<torch::Tensor>;
+      { reward.optimistic(x, z) } -> std::same_as<torch::Tensor>;
     };
 
 // The KL regularizer of the fine-tuning objective: the penalty [B], in nats, that

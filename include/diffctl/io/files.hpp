@@ -1,7 +1,14 @@
 #pragma once
 // Output files that appear whole or not at all: written beside the target under a
-// temporary name, then renamed over it, so a crash never leaves half a file.
+// temporary name, flushed to the disk, then renamed over it, so neither a crash of
+// the process nor a power cut leaves half a file (the old file stays until the new
+// one is complete).
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -10,15 +17,33 @@
 
 namespace diffctl::io {
 
-// Calls write(partial_path) to produce the file, then renames it to `path`.
-// `write` returns false or throws on failure; the partial file is then removed.
+namespace detail {
+// fsync(2) on a file or a directory (a rename is durable once its directory is).
+inline void sync_to_disk(const std::filesystem::path& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) throw std::runtime_error("cannot open " + path.string() + " to sync it: " + std::strerror(errno));
+  const int status = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  // Some file systems cannot sync directories (EINVAL); the rename is then as
+  // durable as that file system makes it.
+  if (status != 0 && !(directory && error == EINVAL))
+    throw std::runtime_error("cannot sync " + path.string() + " to disk: " + std::strerror(error));
+}
+}  // namespace detail
+
+// Calls write(partial_path) to produce the file, syncs it, then renames it to
+// `path`. `write` returns false or throws on failure; the partial file is then
+// removed.
 template <class Writer>
 void write_atomically(const std::filesystem::path& path, Writer&& write) {
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
+  std::filesystem::create_directories(directory);
   const std::filesystem::path partial = path.string() + ".partial";
   bool ok = false;
   try {
     ok = write(partial);
+    if (ok) detail::sync_to_disk(partial, false);
   } catch (...) {
     std::filesystem::remove(partial);
     throw;
@@ -28,6 +53,7 @@ void write_atomically(const std::filesystem::path& path, Writer&& write) {
     throw std::runtime_error("could not write " + path.string());
   }
   std::filesystem::rename(partial, path);
+  detail::sync_to_disk(directory, true);
 }
 
 inline void write_text(const std::filesystem::path& path, std::string_view text) {

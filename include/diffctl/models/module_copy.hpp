@@ -51,4 +51,13 @@ std::shared_ptr<torch::nn::Module> deep_copy(const Impl& module, const Options& 
   return copy;
 }
 
+// An independent copy of a module holder's network (Net::Impl must implement
+// clone(), as torch::nn::Cloneable modules and this library's networks do).
+template <class Net>
+Net clone_module(const Net& net) {
+  auto copy = std::dynamic_pointer_cast<typename Net::Impl>(net.ptr()->clone());
+  require(copy != nullptr, "clone_module: the clone has another type than the original");
+  return Net(std::move(copy));
+}
+
 }  // namespace diffctl::models

@@ -110,6 +110,8 @@ class ResNet18Impl : public torch::nn::Module {
   }
 
   int64_t feature_dim() const { return 8 * base_; }
+  // The final linear layer (features -> logits).
+  torch::nn::Linear& head() { return fc_; }
   const ResNet18Options& options() const { return options_; }
 
   // A deep copy (same parameters, BatchNorm statistics, device, dtype and mode).

@@ -1,0 +1,167 @@
+#pragma once
+// The bootstrap ensemble: the UncertainReward of continuous SEIKO. M members, each
+// fitted to its own bootstrap resample of the feedback dataset D, give
+//
+//   mean        r_hat(x, z) = (1 / M) sum_m r_m(x, z)
+//   uncertainty g_hat(x, z) = sqrt( 1 / (M - 1) sum_m (r_m - r_hat)^2 )
+//   optimistic  the reward the fine-tuning maximises, by the Optimism rule
+//
+//   auto members = reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->fc(), 4, 0.1, gen);
+//   reward::BootstrapEnsemble<decltype(members)> ensemble(std::move(members), {.seed = 3});
+//   ensemble.fit(feedback);                       // after every round's labels
+//   auto [mean, std, optimistic] = ensemble.estimate(x, z);
+//
+// Resampling is a policy type: BootstrapResample (N draws with replacement from
+// D's N samples) or BernoulliMasks (bootstrapped DQN: each sample enters each
+// member with probability p, fixed per sample as D grows). Both are seeded from the
+// ensemble's seed and D's size, so a refit after a restart draws the same
+// resamples and minibatches as the run that was interrupted.
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include <torch/torch.h>
+
+#include "diffctl/error.hpp"
+#include "diffctl/io/checkpoint.hpp"
+#include "diffctl/reward/feedback_dataset.hpp"
+#include "diffctl/reward/members.hpp"
+#include "diffctl/reward/optimism.hpp"
+#include "diffctl/runtime.hpp"
+
+namespace diffctl::reward {
+
+namespace detail {
+// SplitMix64: a seed from several integers, and uniform hashes for masks.
+constexpr std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+}  // namespace detail
+
+// Sample weights [M, N]: member m's count of each of D's samples in a resample of
+// N draws with replacement.
+struct BootstrapResample {
+  torch::Tensor weights(int64_t members, int64_t n, std::uint64_t, at::Generator& generator) const {
+    const torch::Tensor draws = torch::randint(n, {members, n}, generator, torch::kLong);
+    return torch::zeros({members, n}, torch::kDouble).scatter_add_(1, draws, torch::ones({members, n}, torch::kDouble));
+  }
+};
+
+// Sample weights [M, N] in {0, 1}: sample i enters member m with probability p, by
+// a hash of (seed, m, i), so a sample keeps its masks as the dataset grows.
+struct BernoulliMasks {
+  double p = 0.5;
+  torch::Tensor weights(int64_t members, int64_t n, std::uint64_t seed, at::Generator&) const {
+    require(p > 0.0 && p <= 1.0, "Bernoulli masks: p must lie in (0, 1], found ", p);
+    torch::Tensor masks = torch::empty({members, n}, torch::kDouble);
+    auto* out = masks.data_ptr<double>();
+    for (int64_t m = 0; m < members; ++m)
+      for (int64_t i = 0; i < n; ++i) {
+        const std::uint64_t h = detail::mix(detail::mix(seed, std::uint64_t(m)), std::uint64_t(i));
+        out[m * n + i] = double(h >> 11) * 0x1.0p-53 < p ? 1.0 : 0.0;
+      }
+    return masks;
+  }
+};
+
+struct EnsembleOptions {
+  MemberFitOptions fit{};
+  std::uint64_t seed = 0;  // resamples, minibatches and Thompson draws
+};
+
+// mean, uncertainty and optimistic reward [B] from one pass of the members.
+struct RewardEstimate {
+  torch::Tensor mean, uncertainty, optimistic;
+};
+
+struct EnsembleFitReport {
+  torch::Tensor member_loss;  // [M], each member's loss at its last step (NaN: not fitted)
+  int64_t samples = 0;        // |D|
+  double seconds = 0.0;
+};
+
+template <EnsembleMembers Members, class Optimism = optimism::MeanPlusStd, class Resampling = BootstrapResample>
+class BootstrapEnsemble {
+ public:
+  using dataset_type = FeedbackDataset;
+
+  explicit BootstrapEnsemble(Members members, EnsembleOptions options = {}, Optimism optimism = {},
+                             Resampling resampling = {})
+      : members_(std::move(members)),
+        options_(options),
+        optimism_(std::move(optimism)),
+        resampling_(std::move(resampling)),
+        thompson_(make_generator(detail::mix(options.seed, 0x7470ull))) {
+    require(members_.size() >= 2, "reward ensemble: needs M >= 2 members for an uncertainty, found ",
+            members_.size());
+  }
+
+  // Refits every member on its own resample of D (warm-started from its current
+  // weights) and refreshes what the optimism rule derives from D.
+  EnsembleFitReport fit(const FeedbackDataset& data) {
+    require(!data.empty(), "reward ensemble: cannot fit on an empty feedback dataset");
+    const auto start = std::chrono::steady_clock::now();
+    at::Generator generator = make_generator(detail::mix(options_.seed, std::uint64_t(data.size())));
+    const torch::Tensor weights = resampling_.weights(size(), data.size(), options_.seed, generator);
+    EnsembleFitReport report{members_.fit(data, weights, options_.fit, generator), data.size(), 0.0};
+    refresh(data);
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return report;
+  }
+
+  // Rebuilds the state the optimism rule derives from D (the feature Gram matrix
+  // of FeatureUcb), e.g. after the members were restored from a checkpoint.
+  void refresh(const FeedbackDataset& data) {
+    if constexpr (requires(Optimism& o, const torch::Tensor& t) { o.observe(t); }) {
+      torch::NoGradGuard no_grad;
+      constexpr int64_t kChunk = 256;
+      std::vector<torch::Tensor> features;
+      const auto device = members_.device();
+      for (int64_t start = 0; start < data.size(); start += kChunk)
+        features.push_back(members_.features(data.x().narrow(0, start, std::min(kChunk, data.size() - start)).to(device)));
+      optimism_.observe(torch::cat(features));
+    }
+  }
+
+  // Member predictions [M, B] for x [B, ...] and z [B] (undefined: unconditional).
+  torch::Tensor predictions(const torch::Tensor& x, const torch::Tensor& z) const { return members_.predict(x, z); }
+
+  torch::Tensor mean(const torch::Tensor& x, const torch::Tensor& z) const { return member_mean(predictions(x, z)); }
+  torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor& z) const {
+    return member_std(predictions(x, z));
+  }
+  torch::Tensor optimistic(const torch::Tensor& x, const torch::Tensor& z) {
+    return optimism_(predictions(x, z), x, members_, thompson_);
+  }
+  RewardEstimate estimate(const torch::Tensor& x, const torch::Tensor& z) {
+    const torch::Tensor p = predictions(x, z);
+    return {member_mean(p), member_std(p), optimism_(p, x, members_, thompson_)};
+  }
+
+  // The members' weights and the Thompson generator, for a round's checkpoint. After
+  // loading one, call refresh(D).
+  void add_to(io::Checkpoint& checkpoint, const std::string& prefix = "reward_") {
+    members_.add_to(checkpoint, prefix);
+    checkpoint.generators.emplace_back(prefix + "thompson", thompson_);
+  }
+
+  int64_t size() const { return members_.size(); }
+  Members& members() { return members_; }
+  Optimism& optimism() { return optimism_; }
+  const EnsembleOptions& options() const { return options_; }
+
+ private:
+  Members members_;
+  EnsembleOptions options_;
+  Optimism optimism_;
+  Resampling resampling_;
+  at::Generator thompson_;
+};
+
+}  // namespace diffctl::reward

@@ -1,0 +1,297 @@
+// The bootstrap ensemble: its members, resampling, optimism rules and calibration.
+
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "diffctl/io/checkpoint.hpp"
+#include "diffctl/models/resnet.hpp"
+#include "diffctl/reward/calibration.hpp"
+#include "diffctl/reward/ensemble.hpp"
+#include "diffctl/runtime.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+using namespace diffctl;
+using Catch::Matchers::Contains;
+
+// phi(x) = (1, x, x^2, ..., x^degree) of 1-D inputs x [B, 1]: the backbone of a
+// linear regression, so the ensemble's heads are bootstrapped least squares.
+class PolynomialFeaturesImpl : public torch::nn::Cloneable<PolynomialFeaturesImpl> {
+ public:
+  explicit PolynomialFeaturesImpl(int64_t degree = 2) : degree_(degree) {}
+  void reset() override {}
+  torch::Tensor features(const torch::Tensor& x) const {
+    std::vector<torch::Tensor> powers{torch::ones_like(x)};
+    for (int64_t k = 1; k <= degree_; ++k) powers.push_back(x.pow(double(k)));
+    return torch::cat(powers, 1);
+  }
+  int64_t degree() const { return degree_; }
+
+ private:
+  int64_t degree_;
+};
+TORCH_MODULE(PolynomialFeatures);
+
+using LinearHeads = reward::SharedBackboneHeads<PolynomialFeatures, reward::ScalarReadout>;
+using MlpMembers = reward::ModuleMembers<torch::nn::Sequential, reward::ScalarReadout>;
+
+// y = r(x) + noise for x uniform in [-1, 1], with r quadratic.
+torch::Tensor quadratic(const torch::Tensor& x) { return (0.5 + x - 0.8 * x.square()).squeeze(1); }
+
+reward::FeedbackDataset regression_data(int64_t n, double noise, at::Generator& generator) {
+  const torch::Tensor x = torch::rand({n, 1}, generator, torch::kFloat) * 2.0 - 1.0;
+  reward::FeedbackDataset data;
+  data.append(x, {}, quadratic(x).to(torch::kDouble) + noise * torch::randn({n}, generator, torch::kDouble), 0);
+  return data;
+}
+
+reward::EnsembleOptions exact_fit(std::uint64_t seed, int64_t steps = 600, double lr = 0.05) {
+  return {.fit = {.steps = steps, .batch = 1 << 20, .learning_rate = lr, .l2 = 1e-6}, .seed = seed};
+}
+
+torch::nn::Sequential small_mlp() {
+  return torch::nn::Sequential(torch::nn::Linear(1, 32), torch::nn::ReLU(), torch::nn::Linear(32, 32),
+                               torch::nn::ReLU(), torch::nn::Linear(32, 1));
+}
+
+}  // namespace
+
+TEST_CASE("bootstrapped least squares covers the truth at about its nominal rate", "[reward]") {
+  // Well specified: the truth is quadratic and so are the heads. Over 30 datasets
+  // of 200 points, |r_hat - r| <= 2 g_hat at 50 test points each should hold about
+  // 95% of the time (a little less with M = 32: the spread is itself estimated).
+  auto generator = make_generator(2024);
+  const PolynomialFeatures backbone(2);
+  const torch::Tensor test_x = torch::linspace(-0.95, 0.95, 50).unsqueeze(1);
+  std::vector<torch::Tensor> means, stds, truths;
+  for (int replicate = 0; replicate < 30; ++replicate) {
+    const auto data = regression_data(200, 0.3, generator);
+    reward::BootstrapEnsemble ensemble(LinearHeads::random(backbone, 32, 1, 3, generator), exact_fit(replicate));
+    ensemble.fit(data);
+    torch::NoGradGuard no_grad;
+    means.push_back(ensemble.mean(test_x, {}));
+    stds.push_back(ensemble.uncertainty(test_x, {}));
+    truths.push_back(quadratic(test_x));
+  }
+  const auto report = reward::calibration_report(torch::cat(means), torch::cat(stds), torch::cat(truths));
+  INFO("coverage k=1,2,3: " << report.coverage[0] << ", " << report.coverage[1] << ", " << report.coverage[2]);
+  CHECK(report.coverage[0] > 0.55);
+  CHECK(report.coverage[0] < 0.80);
+  CHECK(report.coverage[1] > 0.88);
+  CHECK(report.coverage[1] < 0.99);
+  CHECK(report.coverage[2] > 0.95);
+}
+
+TEST_CASE("a neural ensemble is confident near its data and uncertain away from it", "[reward]") {
+  torch::manual_seed(7);  // the members' initial weights differ by the global generator
+  auto generator = make_generator(7);
+  std::vector<torch::nn::Sequential> networks;
+  for (int m = 0; m < 5; ++m) networks.push_back(small_mlp());
+  reward::BootstrapEnsemble ensemble(MlpMembers(networks),
+                                     exact_fit(1, 400, 0.01));
+  const auto data = regression_data(100, 0.1, generator);
+  ensemble.fit(data);
+
+  torch::NoGradGuard no_grad;
+  const torch::Tensor near = torch::linspace(-0.9, 0.9, 40).unsqueeze(1);
+  const torch::Tensor far = torch::linspace(3.0, 4.0, 40).unsqueeze(1);
+  const double near_std = ensemble.uncertainty(near, {}).mean().item<double>();
+  const double far_std = ensemble.uncertainty(far, {}).mean().item<double>();
+  INFO("std near the data " << near_std << ", far from it " << far_std);
+  CHECK(far_std > 5.0 * near_std);
+  // Near the data the mean is the truth, to within the label noise.
+  CHECK((ensemble.mean(near, {}) - quadratic(near)).abs().mean().item<double>() < 0.1);
+}
+
+TEST_CASE("resampling and fitting are reproducible by seed", "[reward]") {
+  auto generator = make_generator(3);
+  const auto data = regression_data(50, 0.3, generator);
+  const PolynomialFeatures backbone(2);
+  const auto heads = [&](std::uint64_t seed) {
+    auto init = make_generator(100);
+    reward::BootstrapEnsemble ensemble(LinearHeads::random(backbone, 4, 1, 3, init),
+                                       {.fit = {.steps = 50, .batch = 16, .learning_rate = 0.05, .l2 = 1e-4}, .seed = seed});
+    ensemble.fit(data);
+    return ensemble.predictions(torch::linspace(-1, 1, 7).unsqueeze(1), {});
+  };
+  CHECK(torch::equal(heads(5), heads(5)));
+  CHECK(!torch::allclose(heads(5), heads(6)));
+
+  // Bootstrap counts: N draws per member.
+  const torch::Tensor counts = reward::BootstrapResample{}.weights(3, 40, 0, generator);
+  CHECK(torch::equal(counts.sum(1), torch::full({3}, 40.0, torch::kDouble)));
+  // Masks keep each sample's membership as the dataset grows, and include a
+  // fraction p of the samples (4 standard errors at n = 4000).
+  const reward::BernoulliMasks masks{0.3};
+  const torch::Tensor grown = masks.weights(2, 4000, 9, generator);
+  CHECK(torch::equal(masks.weights(2, 100, 9, generator), grown.narrow(1, 0, 100)));
+  CHECK(std::abs(grown.mean().item<double>() - 0.3) < 4 * std::sqrt(0.3 * 0.7 / 8000));
+  CHECK(!torch::equal(grown[0], grown[1]));
+  CHECK_THROWS_WITH(reward::BernoulliMasks{0.0}.weights(2, 3, 0, generator), Contains("p must lie"));
+
+  // A masked ensemble fits too.
+  auto init = make_generator(1);
+  reward::BootstrapEnsemble<LinearHeads, reward::optimism::MeanPlusStd, reward::BernoulliMasks> masked(
+      LinearHeads::random(backbone, 4, 1, 3, init), exact_fit(2, 200), {}, masks);
+  const auto report = masked.fit(data);
+  CHECK(torch::isfinite(report.member_loss).all().item<bool>());
+}
+
+TEST_CASE("optimism rules turn member predictions into the reward to maximise", "[reward]") {
+  auto generator = make_generator(12);
+  const PolynomialFeatures backbone(1);
+  auto init = make_generator(4);
+  const auto members = LinearHeads::random(backbone, 4, 1, 2, init);
+  const torch::Tensor predictions = torch::tensor({{0.1, 0.5}, {0.3, 0.5}, {0.2, 0.9}, {0.6, 0.1}}, torch::kDouble);
+  const torch::Tensor x = torch::zeros({2, 1});
+  const torch::Tensor mean = predictions.mean(0);
+  const torch::Tensor std = ((predictions - mean).square().sum(0) / 3.0).sqrt();
+
+  CHECK(torch::allclose(reward::member_std(predictions), std, 1e-9, 1e-9));
+  CHECK(torch::allclose(reward::optimism::MeanPlusStd{2.0}(predictions, x, members, generator), mean + 2.0 * std, 1e-9, 1e-9));
+  CHECK(torch::equal(reward::optimism::MaxOfMembers{}(predictions, x, members, generator),
+                     torch::tensor({0.6, 0.9}, torch::kDouble)));
+  CHECK(torch::equal(reward::optimism::Greedy{}(predictions, x, members, generator), mean));
+
+  // Thompson: each sample gets one member's prediction, each member about 1/M of
+  // the time (4 standard errors at 4,000 draws).
+  const torch::Tensor many = torch::arange(4, torch::kDouble).unsqueeze(1).expand({4, 4000});
+  const torch::Tensor drawn = reward::optimism::Thompson{}(many, x, members, generator);
+  for (int m = 0; m < 4; ++m)
+    CHECK(std::abs(drawn.eq(m).to(torch::kDouble).mean().item<double>() - 0.25) < 4 * std::sqrt(0.25 * 0.75 / 4000));
+
+  // Feature UCB: c sqrt(phi^T (Phi^T Phi + lambda I)^-1 phi), shrinking as D grows.
+  reward::optimism::FeatureUcb ucb(1.5, 0.1);
+  const torch::Tensor phi = torch::tensor({{1.0, 0.0}, {1.0, 2.0}}, torch::kDouble);
+  CHECK(torch::allclose(ucb.bonus(phi), 1.5 * (phi.square().sum(1) / 0.1).sqrt()));
+  const torch::Tensor seen = torch::cat({torch::ones({6, 1}), torch::linspace(-1, 1, 6).unsqueeze(1)}, 1).to(torch::kDouble);
+  ucb.observe(seen);
+  const torch::Tensor inverse = torch::inverse(seen.t().mm(seen) + 0.1 * torch::eye(2, torch::kDouble));
+  const torch::Tensor expected = 1.5 * (phi.mm(inverse) * phi).sum(1).sqrt();
+  CHECK(torch::allclose(ucb.bonus(phi), expected, 1e-9, 1e-9));
+  ucb.observe(torch::cat({seen, seen}));
+  CHECK((ucb.bonus(phi) < expected).all().item<bool>());
+  CHECK(torch::allclose(ucb(predictions.to(torch::kFloat), phi.narrow(1, 1, 1).to(torch::kFloat), members, generator),
+                        (mean + ucb.bonus(phi)).to(torch::kFloat), 1e-5, 1e-6));
+}
+
+TEST_CASE("ensembles started from a weak classifier have an opinion and a spread before feedback", "[reward]") {
+  torch::manual_seed(5);
+  models::ResNet18 weak(models::ResNet18Options{.in_channels = 1, .num_classes = 3, .width = 0.0625});
+  weak->eval();
+  auto generator = make_generator(5);
+  const torch::Tensor x = torch::randn({16, 1, 8, 8}, generator);
+  const torch::Tensor z = torch::randint(3, {16}, generator, torch::kLong);
+  torch::Tensor weak_probability;
+  {
+    torch::NoGradGuard no_grad;
+    weak_probability = torch::softmax(weak(x), 1).gather(1, z.unsqueeze(1)).squeeze(1);
+  }
+  // Labels that disagree with the weak model: class 0 is always right.
+  reward::FeedbackDataset data;
+  const torch::Tensor train_x = torch::randn({48, 1, 8, 8}, generator);
+  const torch::Tensor train_z = torch::randint(3, {48}, generator, torch::kLong);
+  data.append(train_x, train_z, train_z.eq(0).to(torch::kDouble), 0);
+  const auto squared_error = [&](auto& ensemble) {
+    torch::NoGradGuard no_grad;
+    return (ensemble.mean(train_x, train_z) - train_z.eq(0).to(torch::kFloat)).square().mean().template item<double>();
+  };
+
+  const auto check = [&](auto ensemble) {
+    {
+      torch::NoGradGuard no_grad;
+      const auto estimate = ensemble.estimate(x, z);
+      CHECK((estimate.mean - weak_probability).abs().max().template item<double>() < 0.1);
+      CHECK(estimate.uncertainty.min().template item<double>() > 1e-4);
+      CHECK(torch::allclose(estimate.optimistic, estimate.mean + estimate.uncertainty));
+    }
+    const double before = squared_error(ensemble);
+    const auto report = ensemble.fit(data);
+    CHECK(report.samples == 48);
+    CHECK(torch::isfinite(report.member_loss).all().template item<bool>());
+    const double after = squared_error(ensemble);
+    INFO("squared error before " << before << ", after " << after);
+    CHECK(after < 0.5 * before);
+
+    // The reward is differentiable in the samples, and training nothing else.
+    const torch::Tensor probe = x.clone().requires_grad_(true);
+    ensemble.optimistic(probe, z).sum().backward();
+    REQUIRE(probe.grad().defined());
+    CHECK(torch::isfinite(probe.grad()).all().template item<bool>());
+    CHECK(probe.grad().abs().sum().template item<double>() > 0.0);
+  };
+  SECTION("a whole ResNet18 per member") {
+    check(reward::BootstrapEnsemble(reward::ModuleMembers<models::ResNet18>::copies_of(weak, 4, 0.2, generator),
+                                    {.fit = {.steps = 60, .batch = 16, .learning_rate = 3e-3, .l2 = 1e-6}, .seed = 1}));
+  }
+  SECTION("heads on the weak classifier's frozen backbone") {
+    check(reward::BootstrapEnsemble(
+        reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), 4, 0.2, generator),
+        {.fit = {.steps = 300, .batch = 16, .learning_rate = 0.03, .l2 = 1e-6}, .seed = 1}));
+  }
+  SECTION("feature UCB on the frozen backbone of either member type") {
+    reward::BootstrapEnsemble<reward::ModuleMembers<models::ResNet18>, reward::optimism::FeatureUcb> whole(
+        reward::ModuleMembers<models::ResNet18>::copies_of(weak, 2, 0.2, generator), {}, reward::optimism::FeatureUcb(1.0, 1.0));
+    reward::BootstrapEnsemble<reward::SharedBackboneHeads<models::ResNet18>, reward::optimism::FeatureUcb> heads(
+        reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), 2, 0.2, generator), {},
+        reward::optimism::FeatureUcb(1.0, 1.0));
+    const auto bonus = [&](auto& ensemble) {
+      torch::NoGradGuard no_grad;
+      return ensemble.optimistic(x, z) - ensemble.mean(x, z);
+    };
+    const torch::Tensor before = bonus(whole);
+    whole.fit(data);
+    heads.fit(data);
+    torch::NoGradGuard no_grad;
+    const torch::Tensor after = whole.optimistic(x, z) - whole.mean(x, z);
+    CHECK((after < before).all().item<bool>());  // more data, smaller bonus
+    const torch::Tensor head_bonus = heads.optimistic(x, z) - heads.mean(x, z);
+    CHECK(torch::allclose(after, head_bonus, 1e-4, 1e-5));  // same frozen features, same data
+  }
+}
+
+TEST_CASE("an ensemble's members and Thompson generator survive a checkpoint", "[reward]") {
+  testing::TempDir dir;
+  auto generator = make_generator(3);
+  const auto data = regression_data(40, 0.2, generator);
+  const PolynomialFeatures backbone(2);
+  using Ensemble = reward::BootstrapEnsemble<LinearHeads, reward::optimism::Thompson>;
+  Ensemble trained(LinearHeads::random(backbone, 3, 1, 3, generator), exact_fit(1, 100));
+  trained.fit(data);
+  io::Checkpoint saved;
+  trained.add_to(saved);
+  io::save_checkpoint(dir / "round.pt", saved);
+
+  Ensemble restored(LinearHeads::random(backbone, 3, 1, 3, generator), exact_fit(9, 100));
+  io::Checkpoint target;
+  restored.add_to(target);
+  io::load_checkpoint(dir / "round.pt", target);
+  const torch::Tensor x = torch::linspace(-1, 1, 9).unsqueeze(1);
+  CHECK(torch::equal(restored.predictions(x, {}), trained.predictions(x, {})));
+  CHECK(torch::equal(restored.optimistic(x, {}), trained.optimistic(x, {})));
+}
+
+TEST_CASE("the ensemble refuses bad input with a clear message", "[reward]") {
+  auto generator = make_generator(1);
+  const PolynomialFeatures backbone(1);
+  CHECK_THROWS_WITH(LinearHeads::random(backbone, 1, 1, 2, generator), Contains("at least 2 members"));
+  CHECK_THROWS_WITH(MlpMembers({small_mlp()}),
+                    Contains("at least 2 members"));
+  reward::BootstrapEnsemble ensemble(LinearHeads::random(backbone, 2, 1, 2, generator));
+  CHECK_THROWS_WITH(ensemble.fit(reward::FeedbackDataset{}), Contains("empty feedback dataset"));
+
+  // Class readouts need the prompted classes, as many as samples.
+  torch::manual_seed(2);
+  models::ResNet18 weak(models::ResNet18Options{.in_channels = 1, .num_classes = 3, .width = 0.0625});
+  reward::BootstrapEnsemble classes(
+      reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), 2, 0.1, generator));
+  const torch::Tensor x = torch::zeros({4, 1, 8, 8});
+  CHECK_THROWS_WITH(classes.mean(x, torch::zeros({3}, torch::kLong)), Contains("3 classes z for logits"));
+  CHECK_THROWS_WITH(classes.mean(x, torch::Tensor{}), Contains("class indices"));
+  CHECK_THROWS_WITH(classes.mean(x, torch::full({4}, 3, torch::kLong)), Contains("[0, 3)"));
+}

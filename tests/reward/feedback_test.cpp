@@ -1,0 +1,276 @@
+// The oracle, the persisted feedback dataset and the calibration report.
+
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "diffctl/reward/calibration.hpp"
+#include "diffctl/reward/feedback_dataset.hpp"
+#include "diffctl/reward/oracle.hpp"
+#include "diffctl/runtime.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+using namespace diffctl;
+using Catch::Matchers::Contains;
+using diffctl::testing::TempDir;
+namespace fs = std::filesystem;
+
+// r(x) = sum of the coordinates, an analytic reward that ignores z.
+struct SumReward {
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor&) const { return x.flatten(1).sum(1); }
+};
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("a classifier reward is the probability of the prompted class", "[reward]") {
+  torch::manual_seed(3);
+  torch::nn::Linear classifier(3, 4);
+  const torch::Tensor x = torch::randn({5, 3});
+  const torch::Tensor z = torch::tensor({0, 3, 1, 2, 3}, torch::kLong);
+  const torch::Tensor expected = torch::softmax(classifier(x), 1).gather(1, z.unsqueeze(1)).squeeze(1);
+
+  const reward::ClassifierReward probability(classifier);
+  CHECK(torch::allclose(probability(x, z), expected, 1e-6, 1e-7));
+  const reward::ClassifierReward log_probability(classifier, reward::RewardScale::log_probability);
+  CHECK(torch::allclose(log_probability(x, z), expected.log(), 1e-5, 1e-6));
+
+  // Stacked heads: logits [M, B, K] with per-member classes [M, B] or shared [B].
+  const torch::Tensor logits = torch::randn({2, 5, 4});
+  const torch::Tensor shared = reward::class_reward(logits, z, reward::RewardScale::probability);
+  REQUIRE(shared.sizes() == torch::IntArrayRef({2, 5}));
+  CHECK(torch::allclose(shared[1], torch::softmax(logits[1], 1).gather(1, z.unsqueeze(1)).squeeze(1)));
+  CHECK(torch::allclose(reward::class_reward(logits, z.expand({2, 5}), reward::RewardScale::probability), shared));
+
+  CHECK_THROWS_WITH(probability(x, torch::tensor({0, 4, 1, 2, 3}, torch::kLong)),
+                    Contains("z must lie in [0, 4)") && Contains("[0, 4]"));
+  CHECK_THROWS_WITH(probability(x, z.to(torch::kInt)), Contains("int64"));
+  CHECK_THROWS_WITH(probability(x, torch::Tensor{}), Contains("needs the prompted classes"));
+  CHECK_THROWS_WITH(probability(x, z.narrow(0, 0, 4)), Contains("5 samples"));
+}
+
+TEST_CASE("the oracle adds seeded Gaussian noise and counts every query", "[reward]") {
+  constexpr int64_t n = 20000;
+  constexpr double noise = 0.5;
+  reward::Oracle oracle(SumReward{}, {.noise_std = noise, .budget = std::nullopt, .seed = 11});
+  const torch::Tensor x = torch::full({n, 2}, 0.25);
+  const torch::Tensor y = oracle.query(x, {});
+  CHECK(oracle.queries() == n);
+  CHECK(!oracle.remaining());
+  // Mean 0.5 within 4 standard errors; the sample std within 4 of its standard
+  // errors (sigma / sqrt(2n)).
+  CHECK(std::abs(y.mean().item<double>() - 0.5) < 4 * noise / std::sqrt(double(n)));
+  CHECK(std::abs(y.std().item<double>() - noise) < 4 * noise / std::sqrt(2.0 * n));
+
+  // The noiseless reward is not a query.
+  CHECK(torch::allclose(oracle.ground_truth(x.narrow(0, 0, 3), {}), torch::full({3}, 0.5)));
+  CHECK(oracle.queries() == n);
+
+  reward::Oracle same(SumReward{}, {.noise_std = noise, .budget = std::nullopt, .seed = 11});
+  reward::Oracle other(SumReward{}, {.noise_std = noise, .budget = std::nullopt, .seed = 12});
+  CHECK(torch::equal(same.query(x, {}), y));
+  CHECK(!torch::equal(other.query(x, {}), y));
+
+  CHECK_THROWS_WITH(reward::Oracle(SumReward{}, {.noise_std = -1.0}), Contains("noise_std"));
+}
+
+TEST_CASE("the oracle refuses a query beyond its budget whole", "[reward]") {
+  reward::Oracle oracle(SumReward{}, {.noise_std = 0.1, .budget = 10, .seed = 1});
+  oracle.query(torch::zeros({6, 1}), {});
+  CHECK_THROWS_AS(oracle.query(torch::zeros({5, 1}), {}), reward::BudgetExhausted);
+  CHECK_THROWS_WITH(oracle.query(torch::zeros({5, 1}), {}),
+                    Contains("budget exhausted") && Contains("5 queries asked") && Contains("4 of 10 left"));
+  CHECK(oracle.queries() == 6);
+  CHECK(*oracle.remaining() == 4);
+  oracle.query(torch::zeros({4, 1}), {});
+  CHECK(*oracle.remaining() == 0);
+  CHECK_THROWS_AS(oracle.query(torch::zeros({1, 1}), {}), reward::BudgetExhausted);
+}
+
+TEST_CASE("a restored oracle continues the count and the noise stream", "[reward]") {
+  reward::Oracle first(SumReward{}, {.noise_std = 1.0, .budget = 100, .seed = 5});
+  first.query(torch::zeros({7, 1}), {});
+  const reward::OracleState saved = first.state();
+  const torch::Tensor next = first.query(torch::zeros({5, 1}), {});
+
+  reward::Oracle resumed(SumReward{}, {.noise_std = 1.0, .budget = 100, .seed = 99});
+  resumed.restore(saved);
+  CHECK(resumed.queries() == 7);
+  CHECK(torch::equal(resumed.query(torch::zeros({5, 1}), {}), next));
+
+  reward::Oracle small(SumReward{}, {.noise_std = 1.0, .budget = 3, .seed = 5});
+  CHECK_THROWS_WITH(small.restore(saved), Contains("7 queries") && Contains("budget of 3"));
+}
+
+TEST_CASE("a bound feedback dataset is on disk after every append and reloads whole", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "run" / "feedback.bin";
+  reward::Oracle oracle(SumReward{}, {.noise_std = 0.2, .budget = std::nullopt, .seed = 4});
+  auto generator = make_generator(8);
+  reward::FeedbackDataset data(file);
+  CHECK(data.empty());
+  CHECK(!fs::exists(file));
+
+  const torch::Tensor x0 = torch::randn({3, 1, 2, 2}, generator);
+  const torch::Tensor z0 = torch::tensor({2, 0, 1}, torch::kLong);
+  reward::query_and_record(oracle, data, x0, z0, 0);
+  REQUIRE(fs::exists(file));
+  const torch::Tensor x1 = torch::randn({2, 1, 2, 2}, generator);
+  const torch::Tensor z1 = torch::tensor({1, 1}, torch::kLong);
+  const torch::Tensor y1 = reward::query_and_record(oracle, data, x1, z1, 1);
+
+  const reward::FeedbackDataset loaded(file);
+  REQUIRE(loaded.size() == 5);
+  CHECK(loaded.sample_shape() == std::vector<int64_t>{1, 2, 2});
+  CHECK(torch::equal(loaded.x(), torch::cat({x0, x1})));
+  CHECK(torch::equal(loaded.z(), torch::cat({z0, z1})));
+  CHECK(torch::equal(loaded.y(), data.y()));
+  CHECK(torch::equal(loaded.y().narrow(0, 3, 2), y1));
+  CHECK(torch::equal(loaded.rounds(), torch::tensor({0, 0, 0, 1, 1}, torch::kLong)));
+  CHECK(loaded.count_in_round(0) == 3);
+  CHECK(loaded.has_round(1));
+  CHECK(!loaded.has_round(2));
+  REQUIRE(loaded.oracle_state());
+  CHECK(loaded.oracle_state()->queries == 5);
+  CHECK(torch::equal(loaded.oracle_state()->generator_state, oracle.state().generator_state));
+
+  // Unconditional data, unbound, saved and loaded explicitly.
+  reward::FeedbackDataset plain;
+  plain.append(torch::ones({4, 2}), {}, torch::arange(4, torch::kDouble), 0);
+  plain.save(dir / "plain.bin");
+  const auto reread = reward::FeedbackDataset::load(dir / "plain.bin");
+  CHECK(!reread.z().defined());
+  CHECK(!reread.oracle_state());
+  CHECK(torch::equal(reread.y(), torch::arange(4, torch::kDouble)));
+}
+
+TEST_CASE("a resumed run has every label it paid for and asks none twice", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "feedback.bin";
+  const auto samples = [](int64_t round) { return torch::full({4, 2}, double(round)); };
+  // Runs rounds [0, rounds) with the oracle and the dataset from `file`, skipping
+  // rounds whose labels are already there; returns the queries it made.
+  const auto run = [&](int64_t rounds) {
+    reward::Oracle oracle(SumReward{}, {.noise_std = 0.3, .budget = 12, .seed = 21});
+    reward::FeedbackDataset data(file);
+    if (data.oracle_state()) oracle.restore(*data.oracle_state());
+    const int64_t before = oracle.queries();
+    for (int64_t round = 0; round < rounds; ++round) {
+      if (data.has_round(round)) continue;
+      reward::query_and_record(oracle, data, samples(round), {}, round);
+    }
+    return oracle.queries() - before;
+  };
+  CHECK(run(2) == 8);  // killed after round 1
+  CHECK(run(3) == 4);  // resumed: only round 2 is asked
+  CHECK(run(3) == 0);  // nothing left to ask
+  const reward::FeedbackDataset resumed(file);
+
+  TempDir straight_dir;
+  reward::Oracle oracle(SumReward{}, {.noise_std = 0.3, .budget = 12, .seed = 21});
+  reward::FeedbackDataset straight(straight_dir / "feedback.bin");
+  for (int64_t round = 0; round < 3; ++round)
+    reward::query_and_record(oracle, straight, samples(round), {}, round);
+  CHECK(torch::equal(resumed.y(), straight.y()));
+  CHECK(resumed.oracle_state()->queries == 12);
+}
+
+TEST_CASE("a crash while writing leaves the previous dataset whole", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "feedback.bin";
+  reward::FeedbackDataset data(file);
+  data.append(torch::ones({2, 3}), {}, torch::ones({2}), 0);
+  // A crash mid-write leaves only a partial file beside the dataset.
+  write_bytes(file.string() + ".partial", "half a file");
+  CHECK(reward::FeedbackDataset(file).size() == 2);
+
+  // A failing write (the directory became a file) leaves the dataset as it was.
+  const fs::path blocked = dir / "blocked" / "feedback.bin";
+  reward::FeedbackDataset bound(blocked);
+  bound.append(torch::ones({1, 3}), {}, torch::ones({1}), 0);
+  fs::remove_all(dir / "blocked");
+  write_bytes(dir / "blocked", "not a directory");
+  CHECK_THROWS(bound.append(torch::ones({2, 3}), {}, torch::ones({2}), 1));
+  CHECK(bound.size() == 1);
+  CHECK(!bound.has_round(1));
+}
+
+TEST_CASE("a corrupt or truncated dataset file is reported, never half-loaded", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "feedback.bin";
+  reward::FeedbackDataset data(file);
+  data.append(torch::randn({8, 4}), torch::zeros({8}, torch::kLong), torch::randn({8}), 0);
+  const std::string bytes = read_bytes(file);
+
+  std::string flipped = bytes;
+  flipped[bytes.size() / 2] = static_cast<char>(flipped[bytes.size() / 2] ^ 0x10);
+  write_bytes(file, flipped);
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()) && Contains("checksum mismatch"));
+
+  write_bytes(file, bytes.substr(0, bytes.size() - 10));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("truncated"));
+
+  write_bytes(file, "col1,col2\n1,2\n");
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("not a feedback dataset"));
+  write_bytes(file, "");
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("not a feedback dataset"));
+
+  write_bytes(file, bytes);
+  CHECK(reward::FeedbackDataset(file).size() == 8);
+}
+
+TEST_CASE("the feedback dataset rejects bad labels and mismatched batches", "[reward]") {
+  reward::FeedbackDataset data;
+  const torch::Tensor x = torch::zeros({3, 2});
+  const torch::Tensor z = torch::zeros({3}, torch::kLong);
+  CHECK_THROWS_WITH(data.append(x, z, torch::tensor({0.0, std::nan(""), 1.0}, torch::kDouble), 0),
+                    Contains("label 1") && Contains("finite"));
+  CHECK_THROWS_WITH(data.append(x, z, torch::zeros({2}), 0), Contains("3 samples but y"));
+  CHECK_THROWS_WITH(data.append(x, torch::zeros({2}, torch::kLong), torch::zeros({3}), 0),
+                    Contains("3 samples but z"));
+  CHECK_THROWS_WITH(data.append(torch::zeros({0, 2}), {}, torch::zeros({0}), 0), Contains("non-empty"));
+  CHECK_THROWS_WITH(data.append(x, z, torch::zeros({3}), -1), Contains("round"));
+  CHECK(data.empty());
+
+  data.append(x, z, torch::zeros({3}), 0);
+  CHECK_THROWS_WITH(data.append(x, {}, torch::zeros({3}), 0), Contains("holds conditions z"));
+  CHECK_THROWS_WITH(data.append(torch::zeros({3, 5}), z, torch::zeros({3}), 0), Contains("samples are [2]"));
+  CHECK(data.size() == 3);
+}
+
+TEST_CASE("the calibration report counts coverage and correlates uncertainty with error", "[reward]") {
+  const torch::Tensor mean = torch::zeros({4}, torch::kDouble);
+  const torch::Tensor truth = torch::tensor({0.5, 1.5, 2.5, 3.5}, torch::kDouble);
+  const auto flat = reward::calibration_report(mean, torch::ones({4}, torch::kDouble), truth);
+  CHECK(flat.samples == 4);
+  CHECK(flat.coverage[0] == Approx(0.25));
+  CHECK(flat.coverage[1] == Approx(0.5));
+  CHECK(flat.coverage[2] == Approx(0.75));
+  CHECK(std::isnan(flat.error_correlation));  // a constant uncertainty correlates with nothing
+  CHECK(flat.mean_abs_error == Approx(2.0));
+
+  // An uncertainty proportional to the error: full coverage at k = 1, correlation 1.
+  const auto tracking = reward::calibration_report(mean, 2.0 * truth, truth);
+  CHECK(tracking.coverage[0] == Approx(1.0));
+  CHECK(tracking.error_correlation == Approx(1.0));
+  CHECK(tracking.mean_uncertainty == Approx(4.0));
+
+  CHECK_THROWS_WITH(reward::calibration_report(mean, torch::ones({3}), truth), Contains("equal non-empty"));
+}
