@@ -18,6 +18,7 @@
 #include "diffctl/data/idx.hpp"
 #include "diffctl/io/files.hpp"
 #include "diffctl/models/resnet.hpp"
+#include "diffctl/models/state_dict.hpp"
 #include "diffctl/models/unet.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/integrate.hpp"
@@ -152,6 +153,20 @@ inline nlohmann::json read_json(const std::filesystem::path& path) {
   } catch (const nlohmann::json::exception& error) {
     throw std::invalid_argument(path.string() + ": " + error.what());
   }
+}
+
+// The ResNet18 a train_classifier run wrote into `dir` (config.json and
+// classifier.pt), on `device`, in evaluation mode; it must take `image_size` pixels.
+inline models::ResNet18 load_classifier(const std::filesystem::path& dir, int64_t image_size,
+                                        const torch::Device& device) {
+  const nlohmann::json config = read_json(dir / "config.json");
+  require(config.at("image_size") == image_size, (dir / "config.json").string(), ": the classifier takes ",
+          config.at("image_size").dump(), "-pixel images, these have ", image_size);
+  models::ResNet18 classifier(resnet_options_from_json(config.at("resnet")));
+  models::load_weights(*classifier, dir / "classifier.pt");
+  classifier->to(device);
+  classifier->eval();
+  return classifier;
 }
 
 // Runs `body(schedule)` with the VP schedule named `name` (what config.json records).

@@ -79,13 +79,7 @@ int main(int argc, char** argv) {
 
     if (!classifier_dir.empty()) {
       require(conditional, "--classifier judges prompted samples: the model must be conditional");
-      const std::filesystem::path judge = classifier_dir;
-      const nlohmann::json judge_config = examples::read_json(judge / "config.json");
-      require(judge_config.at("image_size") == size, (judge / "config.json").string(), ": the classifier takes ",
-              judge_config.at("image_size").dump(), "-pixel images, the samples have ", size);
-      models::ResNet18 classifier(examples::resnet_options_from_json(judge_config.at("resnet")));
-      models::load_weights(*classifier, judge / "classifier.pt");
-      classifier->to(device);
+      models::ResNet18 classifier = examples::load_classifier(classifier_dir, size, device);
       const torch::Tensor probabilities = metrics::predict_probabilities(classifier, images);
       const auto report = metrics::classification_report(probabilities, labels);
       const double prompted_probability =

@@ -36,7 +36,7 @@ class Progress {
     const double eta = rate > 0.0 ? double(total_ - done) / rate : 0.0;
     std::fprintf(stderr, "%s%s %lld/%lld  %.1f/s  elapsed %s  eta %s  %.*s%s", terminal_ ? "\r" : "",
                  label_.c_str(), static_cast<long long>(done), static_cast<long long>(total_), rate,
-                 clock(elapsed).c_str(), clock(eta).c_str(), int(status.size()), status.data(),
+                 clock(elapsed).c_str(), clock(eta).c_str(), int(status.size()), status.empty() ? "" : status.data(),
                  terminal_ ? (finished ? "\n" : "\033[K") : "\n");
     std::fflush(stderr);
   }

@@ -3,7 +3,8 @@
 // human rating; here a strong classifier or an analytic function), answered with
 // label noise and paid for per query.
 //
-//   reward::Oracle oracle(reward::ClassifierReward(strong), {.noise_std = 0.05, .budget = 4096, .seed = 1});
+//   reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong),
+//                         {.noise_std = 0.05, .budget = 4096, .seed = 1});
 //   torch::Tensor y = oracle.query(x, z);   // r(x, z) + eps, counts x.size(0) queries
 //
 // Every query counts against the budget; a request that would exceed it is refused

@@ -1,0 +1,113 @@
+// The bootstrap reward ensemble on Fashion-MNIST-sized images (1x28x28, 10
+// classes), M = 4 members started from a ResNet18 of width 0.25 (the small
+// preset's weak classifier; its weights do not change the cost), float32:
+//
+//   fit/<members>/<N>   one round's refit on a feedback dataset of N images: a
+//                       fresh bootstrap resample per member, 100 Adam steps of
+//                       batch 64 each (time per fit);
+//   estimate/<members>  mean, uncertainty and optimistic reward (mean + std) of
+//                       a batch of 64 images under NoGradGuard (images/s).
+//
+// <members> is `whole` (a ResNet18 per member) or `heads` (4 linear heads on one
+// frozen backbone: one backbone pass for all members, features cached for a fit).
+//
+// Flags: `--threads N` (default: the hardware's concurrency), `--device cpu|cuda`.
+
+#include <cstdint>
+#include <exception>
+#include <iostream>
+#include <string>
+
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "diffctl/models/resnet.hpp"
+#include "diffctl/reward/ensemble.hpp"
+#include "diffctl/runtime.hpp"
+#include "flags.hpp"
+
+namespace {
+
+using namespace diffctl;
+
+constexpr int64_t kMembers = 4;
+constexpr int64_t kBatch = 64;
+constexpr int64_t kClasses = 10;
+const reward::EnsembleOptions kOptions{.fit = {.steps = 100, .batch = 64, .learning_rate = 1e-3, .l2 = 1e-4},
+                                       .seed = 1};
+
+torch::Device g_device = torch::kCPU;
+
+models::ResNet18 weak_classifier() {
+  torch::manual_seed(1);
+  models::ResNet18 net(models::ResNet18Options{.in_channels = 1, .num_classes = kClasses, .width = 0.25});
+  net->to(g_device);
+  return net;
+}
+
+reward::FeedbackDataset feedback(int64_t n) {
+  auto generator = make_generator(2);
+  reward::FeedbackDataset data;
+  data.append(torch::rand({n, 1, 28, 28}, generator) * 2.0 - 1.0, torch::randint(kClasses, {n}, generator, torch::kLong),
+              torch::rand({n}, generator, torch::kDouble), 0);
+  return data;
+}
+
+template <class Members>
+Members make_members(models::ResNet18 weak) {
+  auto generator = make_generator(3);
+  if constexpr (std::is_same_v<Members, reward::ModuleMembers<models::ResNet18>>)
+    return Members::copies_of(weak, kMembers, 0.1, generator);
+  else
+    return Members::copies_of(weak, weak->head(), kMembers, 0.1, generator);
+}
+
+template <class Members>
+void fit(benchmark::State& state) {
+  models::ResNet18 weak = weak_classifier();
+  const reward::FeedbackDataset data = feedback(state.range(0));
+  reward::BootstrapEnsemble ensemble(make_members<Members>(weak), kOptions);
+  for (auto _ : state) benchmark::DoNotOptimize(ensemble.fit(data).member_loss[0].template item<double>());
+}
+
+template <class Members>
+void estimate(benchmark::State& state) {
+  models::ResNet18 weak = weak_classifier();
+  reward::BootstrapEnsemble ensemble(make_members<Members>(weak), kOptions);
+  auto generator = make_generator(4);
+  const torch::Tensor x = (torch::rand({kBatch, 1, 28, 28}, generator) * 2.0 - 1.0).to(g_device);
+  const torch::Tensor z = torch::randint(kClasses, {kBatch}, generator, torch::kLong).to(g_device);
+  for (auto _ : state) {
+    torch::NoGradGuard no_grad;
+    benchmark::DoNotOptimize(ensemble.estimate(x, z).optimistic[0].template item<float>());
+  }
+  state.counters["images/s"] = benchmark::Counter(double(kBatch), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+using Whole = reward::ModuleMembers<models::ResNet18>;
+using Heads = reward::SharedBackboneHeads<models::ResNet18>;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    keep_freed_memory();
+    const int threads = configure_threads(bench::take_threads_flag(argc, argv));
+    g_device = bench::take_device_flag(argc, argv);
+    benchmark::AddCustomContext("libtorch", TORCH_VERSION);
+    benchmark::AddCustomContext("torch_threads", std::to_string(threads));
+    benchmark::AddCustomContext("device", g_device.str());
+
+    for (const int64_t n : {256, 1024}) {
+      benchmark::RegisterBenchmark("fit/whole", fit<Whole>)->Arg(n)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+      benchmark::RegisterBenchmark("fit/heads", fit<Heads>)->Arg(n)->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+    benchmark::RegisterBenchmark("estimate/whole", estimate<Whole>)->Unit(benchmark::kMillisecond)->UseRealTime();
+    benchmark::RegisterBenchmark("estimate/heads", estimate<Heads>)->Unit(benchmark::kMillisecond)->UseRealTime();
+    return bench::run_benchmarks(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "reward_ensemble: " << error.what() << "\n";
+    return 1;
+  }
+}
