@@ -13,6 +13,7 @@
 
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/models/module_copy.hpp"
 #include "diffctl/sde/schedules.hpp"
 
 namespace diffctl::models {
@@ -71,6 +72,9 @@ class EpsilonScore {
   }
 
   const Net& network() const { return net_; }
+  // An independent copy (same weights, new tensors): the fine-tuned model and the
+  // previous round's next to the pretrained one.
+  EpsilonScore snapshot() const { return EpsilonScore(schedule_, models::clone_module(net_), options_); }
   const Schedule& schedule() const { return schedule_; }
 
  private:

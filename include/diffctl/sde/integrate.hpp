@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -37,6 +38,17 @@ concept ImpulseSource = requires(const F& source, std::size_t k, double t, const
   { source(k, t, x) } -> std::convertible_to<torch::Tensor>;
 };
 
+// One step of the integration, as an observer sees it: the state before and after
+// the impulse at t (the same tensor when there was none) and the solver's step
+// from the latter to t_next.
+struct StepRecord {
+  std::size_t k = 0;
+  double t = 0.0, t_next = 0.0;
+  const torch::Tensor& before_impulse;
+  const torch::Tensor& state;
+  const Transition& step;
+};
+
 struct IntegrateOptions {
   // Generation times at which to record the state (each must be a grid point).
   std::vector<double> record_times;
@@ -49,6 +61,9 @@ struct IntegrateOptions {
   std::optional<std::size_t> backprop_steps;
   // Source of the steps' noise; the device's default generator when absent.
   c10::optional<at::Generator> generator;
+  // Called at every step, under the step's gradient mode (e.g. to add up a path KL
+  // against reference models).
+  std::function<void(const StepRecord&)> on_step{};
 };
 
 struct Trajectory {
@@ -120,6 +135,7 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
     const torch::AutoGradMode grad_mode(options.with_grad && k >= first_tracked);
     if (k == first_tracked && k > 0) x = x.detach();
 
+    const torch::Tensor before_impulse = x;
     if (torch::Tensor u = impulses(k, t, x); u.defined()) {
       detail::check_impulse(u, x, t);
       x = x + u;
@@ -139,6 +155,7 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
     require(step.mean.sizes() == x.sizes(), "integrate: the step from t = ", t,
             " returned shape ", step.mean.sizes(), " for a state of shape ", x.sizes());
     if (record[k]) keep(t, x, [&] { return x0_from_score(schedule, s, x, step.score); });
+    if (options.on_step) options.on_step(StepRecord{k, t, grid[k + 1], before_impulse, x, step});
     x = step.noise_std > 0.0
             ? step.mean + step.noise_std * standard_normal(x.sizes(), options.generator, x.options())
             : std::move(step.mean);

@@ -1,0 +1,466 @@
+#pragma once
+// Continuous-time SEIKO: online fine-tuning of a pretrained diffusion model with a
+// feedback budget, controls applied only where the reward model is unsure.
+//
+// Round i = 1..K:
+//   1. prompts z, x(0) ~ d^(i-1) = N(m, e^{2l} I);
+//   2. hallucinate: run the sampler of round i-1 without control, recording x_t and
+//      the Tweedie estimate x0_hat(x_t) on the measurement grid, and evaluate the
+//      ensemble's uncertainty g_hat(x0_hat(x_t), z) there;
+//   3. the measurement selection strategy (Mss) picks the control times t_k;
+//   4. run the controlled sampler: impulses u_k = nu(t_k, x(t_k), z) at those times;
+//   5. ask the oracle about x_T and store the labels (FeedbackDataset: on disk);
+//   6. refit the bootstrap ensemble on all labels;
+//   7. maximise E[optimistic reward(x_T, z)] - alpha KL(p || p_pre) - beta KL(p || p^(i-1))
+//      over the policy's parameters, the drift's (all or a named subset) and the
+//      initial distribution's m and l, by backpropagation through the controlled
+//      sampler (truncated to the last steps if asked) with AdamW and gradient
+//      clipping. Control times are re-selected for every batch (steps 1-3 with the
+//      current model and ensemble).
+// Every round ends with a checkpoint (policy, drift, initial distribution, the
+// previous round's copies, ensemble, generator); a resumed run asks the oracle
+// only for labels its dataset does not yet hold.
+//
+// Variants are types: the Mss (mss::EveryStep is discrete SEIKO, mss::TopK the
+// continuous default), the reward ensemble's optimism rule (mean + std, max,
+// Thompson, feature UCB, greedy), the policy and the solver. A non-adaptive run
+// is one round with the whole budget (SeikoOptions::queries_per_round = {total}).
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "diffctl/concepts.hpp"
+#include "diffctl/error.hpp"
+#include "diffctl/io/checkpoint.hpp"
+#include "diffctl/io/progress.hpp"
+#include "diffctl/mss/selection.hpp"
+#include "diffctl/objective/path_kl.hpp"
+#include "diffctl/reward/feedback_dataset.hpp"
+#include "diffctl/reward/oracle.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/schedules.hpp"
+#include "diffctl/sde/time_grid.hpp"
+
+namespace diffctl::algorithms {
+
+// What fine-tuning needs of a control policy (see policy/control.hpp).
+template <class P>
+concept TrainablePolicy = ControlPolicy<P> && requires(P& policy, const P& const_policy, io::Checkpoint& checkpoint,
+                                                       const std::string& prefix) {
+  { const_policy.parameters() } -> std::same_as<std::vector<torch::Tensor>>;
+  { const_policy.snapshot() } -> std::same_as<P>;
+  policy.add_to(checkpoint, prefix);
+};
+
+// A drift model whose network can be fine-tuned: its parameters by name, an
+// independent copy, and the module to checkpoint (models::EpsilonScore).
+template <class D>
+concept TunableDrift = requires(const D& drift) {
+  { drift.snapshot() } -> std::same_as<D>;
+  { drift.network().ptr() };
+};
+
+struct SeikoOptions {
+  // Oracle queries of each round; the number of rounds is its length.
+  std::vector<int64_t> queries_per_round{64, 128, 256, 512};
+  int64_t batch = 64;            // trajectories per optimisation step
+  int64_t optimize_steps = 100;  // optimisation steps per round
+  double learning_rate = 1e-3;   // AdamW, fresh moments each round
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  // Record (and allow control at) every measure_every-th grid point before T.
+  int64_t measure_every = 1;
+  // Backpropagate through the last backprop_steps steps only (bounded memory).
+  std::optional<std::size_t> backprop_steps = std::nullopt;
+  bool learn_initial = true;  // tune the initial distribution's mean and log-std
+  // Drift parameters to tune, by name prefix ("" tunes them all); empty: none.
+  std::vector<std::string> tune_drift{};
+  int64_t classes = 0;          // prompts z uniform over [0, classes); 0: unconditional
+  int64_t eval_samples = 256;   // samples measured at the end of each round
+  int64_t chunk = 256;          // samples per sampling call / oracle query
+  std::uint64_t seed = 0;
+  bool show_progress = true;
+};
+
+// What a round reports (rounds.csv of the demo).
+struct SeikoRound {
+  int64_t round = 0;
+  int64_t queries_total = 0;
+  double oracle_reward_mean = 0.0;     // noiseless r(x_T, z) of fresh samples (not queries)
+  double ensemble_reward_mean = 0.0;   // r_hat on the same samples
+  double uncertainty_mean = 0.0;       // g_hat on the same samples
+  double kl_to_pretrained = 0.0;       // path KL + initial KL, nats per sample
+  double control_points_mean = 0.0;    // controls per trajectory
+  double objective = 0.0;              // the last optimisation step's objective
+  double seconds = 0.0;
+};
+
+// Samples of the tuned model with their measurements.
+struct SeikoSamples {
+  torch::Tensor x;                  // x_T [B, ...]
+  torch::Tensor z;                  // prompts [B] or undefined
+  torch::Tensor kl_to_pretrained;   // [B] path + initial KL (when asked)
+  torch::Tensor controls;           // [B] control points per sample
+};
+
+template <NoiseSchedule Schedule, DriftModel Drift, TrainablePolicy Policy, MeasurementSelection Mss, class Solver,
+          UncertainReward Reward, Regularizer Reg = objective::PathKl>
+  requires SdeSolver<Solver, Schedule, Drift>
+class ContinuousSeiko {
+ public:
+  // grid: the sampler's time grid; sample_shape: one sample's shape ([d] or [C, H, W]).
+  ContinuousSeiko(Schedule schedule, sde::TimeGrid grid, std::vector<int64_t> sample_shape, Drift pretrained,
+                  Policy policy, Reward reward, SeikoOptions options = {}, Mss mss = Mss(), Solver solver = Solver(),
+                  Reg regularizer = Reg(), torch::Device device = torch::kCPU)
+      : schedule_(std::move(schedule)),
+        grid_(std::move(grid)),
+        sample_shape_(std::move(sample_shape)),
+        pretrained_(std::move(pretrained)),
+        tuned_(copy_of(pretrained_)),
+        previous_(copy_of(pretrained_)),
+        policy_(std::move(policy)),
+        previous_policy_(frozen(policy_.snapshot())),
+        reward_(std::move(reward)),
+        options_(std::move(options)),
+        mss_(std::move(mss)),
+        solver_(std::move(solver)),
+        regularizer_(std::move(regularizer)),
+        device_(device),
+        generator_(make_generator(options_.seed)) {
+    require(!options_.queries_per_round.empty(), "SEIKO: queries_per_round needs at least one round");
+    for (const int64_t q : options_.queries_per_round)
+      require(q >= 1, "SEIKO: every round needs >= 1 query, found ", q);
+    require(options_.batch >= 1 && options_.optimize_steps >= 0 && options_.learning_rate > 0.0 &&
+                options_.max_grad_norm > 0.0 && options_.measure_every >= 1 && options_.classes >= 0 &&
+                options_.eval_samples >= 1 && options_.chunk >= 1,
+            "SEIKO: options need batch, eval_samples, chunk, measure_every >= 1, optimize_steps >= 0, "
+            "learning_rate and max_grad_norm > 0, classes >= 0");
+    require(!sample_shape_.empty(), "SEIKO: the sample shape is empty");
+    require(grid_.steps() >= 1 && std::abs(grid_.horizon() - schedule_.horizon()) <= 1e-12 * schedule_.horizon(),
+            "SEIKO: the grid must span the schedule's horizon T = ", schedule_.horizon());
+    // Control times: measurement grid points that precede a noisy step.
+    for (std::size_t k = 0; k < grid_.steps(); k += static_cast<std::size_t>(options_.measure_every))
+      measure_index_.push_back(k);
+    for (const std::size_t k : measure_index_) measure_times_.push_back(grid_[k]);
+    const double prior_std = schedule_.sigma(schedule_.horizon());
+    init_mean_ = torch::zeros(sample_shape_, torch::TensorOptions(torch::kFloat).device(device_));
+    init_log_std_ = torch::full({}, std::log(prior_std), torch::TensorOptions(torch::kFloat).device(device_));
+    prior_mean_ = init_mean_.clone();
+    prior_log_std_ = init_log_std_.clone();
+    previous_mean_ = init_mean_.clone();
+    previous_log_std_ = init_log_std_.clone();
+    if constexpr (TunableDrift<Drift>) {
+      for (auto& p : pretrained_.network()->parameters()) p.requires_grad_(false);
+      for (auto& p : previous_.network()->parameters()) p.requires_grad_(false);
+      for (auto& item : tuned_.network()->named_parameters()) {
+        const bool tune = std::any_of(options_.tune_drift.begin(), options_.tune_drift.end(),
+                                      [&](const std::string& prefix) { return item.key().starts_with(prefix); });
+        item.value().requires_grad_(tune);
+        if (tune) drift_parameters_.push_back(item.value());
+      }
+      require(options_.tune_drift.empty() || !drift_parameters_.empty(),
+              "SEIKO: no drift parameter starts with the prefixes of tune_drift");
+    } else {
+      require(options_.tune_drift.empty(), "SEIKO: tune_drift needs a drift model with a network (TunableDrift)");
+    }
+  }
+
+  // Runs round rounds_done() + 1: feedback, ensemble refit, optimisation.
+  template <reward::RewardFunction OracleReward>
+  SeikoRound run_round(reward::Oracle<OracleReward>& oracle, reward::FeedbackDataset& feedback) {
+    require(rounds_done_ < rounds(), "SEIKO: all ", rounds(), " rounds are done");
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t round = rounds_done_ + 1;
+    collect_feedback(oracle, feedback, round);
+    reward_.fit(feedback);
+    const double objective = optimize(round);
+    // The tuned model becomes the previous round's.
+    previous_policy_ = frozen(policy_.snapshot());
+    if constexpr (TunableDrift<Drift>) {
+      previous_ = tuned_.snapshot();
+      for (auto& p : previous_.network()->parameters()) p.requires_grad_(false);
+    }
+    previous_mean_ = init_mean_.detach().clone();
+    previous_log_std_ = init_log_std_.detach().clone();
+    rounds_done_ = round;
+
+    SeikoRound report = evaluate(oracle);
+    report.round = round;
+    report.objective = objective;
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return report;
+  }
+
+  // Measures the current model on eval_samples fresh samples (round 0: before any).
+  template <reward::RewardFunction OracleReward>
+  SeikoRound evaluate(reward::Oracle<OracleReward>& oracle) {
+    torch::NoGradGuard no_grad;
+    SeikoRound report;
+    report.round = rounds_done_;
+    report.queries_total = oracle.queries();
+    const SeikoSamples samples = sample(options_.eval_samples, /*with_kl=*/true);
+    const auto estimate = reward_.estimate(samples.x, samples.z);
+    report.oracle_reward_mean = oracle.ground_truth(samples.x, samples.z).mean().template item<double>();
+    report.ensemble_reward_mean = estimate.mean.mean().template item<double>();
+    report.uncertainty_mean = estimate.uncertainty.mean().template item<double>();
+    report.kl_to_pretrained = samples.kl_to_pretrained.mean().template item<double>();
+    report.control_points_mean = samples.controls.mean().template item<double>();
+    return report;
+  }
+
+  // n samples of the tuned model (controls where the Mss puts them), without
+  // gradients; with_kl adds each sample's KL to the pretrained model.
+  SeikoSamples sample(int64_t n, bool with_kl = false) {
+    torch::NoGradGuard no_grad;
+    std::vector<SeikoSamples> parts;
+    for (int64_t begin = 0; begin < n; begin += options_.chunk) {
+      const int64_t count = std::min(options_.chunk, n - begin);
+      const torch::Tensor z = draw_prompts(count);
+      const torch::Tensor x_init = draw_initial(count);
+      const torch::Tensor mask = select_controls(x_init, z);
+      auto run = controlled_run(x_init, z, mask, false, with_kl);
+      parts.push_back({run.x, z, with_kl ? run.kl_pretrained + initial_kl_to_prior().expand({count}) : torch::Tensor{},
+                       mask.sum(0).to(torch::kFloat)});
+    }
+    const auto cat = [&](auto member) {
+      std::vector<torch::Tensor> all;
+      for (const auto& p : parts)
+        if ((p.*member).defined()) all.push_back(p.*member);
+      return all.empty() ? torch::Tensor{} : torch::cat(all);
+    };
+    return {cat(&SeikoSamples::x), cat(&SeikoSamples::z), cat(&SeikoSamples::kl_to_pretrained),
+            cat(&SeikoSamples::controls)};
+  }
+
+  // A round's checkpoint: everything a resumed run needs besides the dataset.
+  void save(const std::filesystem::path& path) {
+    io::Checkpoint checkpoint = checkpoint_entries();
+    checkpoint.step = rounds_done_;
+    io::save_checkpoint(path, checkpoint);
+  }
+
+  // Restores a checkpoint written by save() and rebuilds what the ensemble derives
+  // from the dataset; returns the rounds done.
+  int64_t load(const std::filesystem::path& path, const reward::FeedbackDataset& feedback) {
+    io::Checkpoint checkpoint = checkpoint_entries();
+    rounds_done_ = io::load_checkpoint(path, checkpoint);
+    require(rounds_done_ >= 0 && rounds_done_ <= rounds(), "SEIKO: checkpoint ", path.string(), " is at round ",
+            rounds_done_, " of a run with ", rounds(), " rounds");
+    if (!feedback.empty()) reward_.refresh(feedback);
+    return rounds_done_;
+  }
+
+  int64_t rounds() const { return static_cast<int64_t>(options_.queries_per_round.size()); }
+  int64_t rounds_done() const { return rounds_done_; }
+  Policy& policy() { return policy_; }
+  Reward& reward() { return reward_; }
+  Drift& tuned_drift() { return tuned_; }
+  const torch::Tensor& initial_mean() const { return init_mean_; }
+  const torch::Tensor& initial_log_std() const { return init_log_std_; }
+  const SeikoOptions& options() const { return options_; }
+  at::Generator& generator() { return generator_; }
+
+ private:
+  struct Run {
+    torch::Tensor x;              // x_T
+    torch::Tensor penalty;        // [B] the regularizer's path penalty
+    torch::Tensor kl_pretrained;  // [B] path KL to the pretrained model (when asked)
+  };
+
+  static Policy frozen(Policy policy) {
+    for (auto& p : policy.parameters()) p.requires_grad_(false);
+    return policy;
+  }
+
+  static Drift copy_of(const Drift& drift) {
+    if constexpr (TunableDrift<Drift>) return drift.snapshot();
+    else return drift;
+  }
+
+  template <reward::RewardFunction OracleReward>
+  void collect_feedback(reward::Oracle<OracleReward>& oracle, reward::FeedbackDataset& feedback, int64_t round) {
+    const int64_t wanted = options_.queries_per_round[static_cast<std::size_t>(round - 1)];
+    // A run stopped mid-round kept the chunks it paid for: ask only the rest.
+    int64_t have = feedback.count_in_round(round);
+    io::Progress progress("seiko round " + std::to_string(round) + " feedback", wanted);
+    while (have < wanted) {
+      const int64_t count = std::min(options_.chunk, wanted - have);
+      const SeikoSamples samples = sample(count);
+      reward::query_and_record(oracle, feedback, samples.x, samples.z, round);
+      have += count;
+      if (options_.show_progress) progress.update(have);
+    }
+  }
+
+  double optimize(int64_t round) {
+    std::vector<torch::Tensor> parameters = policy_.parameters();
+    parameters.insert(parameters.end(), drift_parameters_.begin(), drift_parameters_.end());
+    if (options_.learn_initial) {
+      init_mean_.requires_grad_(true);
+      init_log_std_.requires_grad_(true);
+      parameters.push_back(init_mean_);
+      parameters.push_back(init_log_std_);
+    }
+    if (parameters.empty() || options_.optimize_steps == 0) return 0.0;
+    torch::optim::AdamW optimizer(parameters,
+                                  torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+    io::Progress progress("seiko round " + std::to_string(round) + " optimise", options_.optimize_steps);
+    torch::Tensor objective;
+    for (int64_t step = 0; step < options_.optimize_steps; ++step) {
+      const torch::Tensor z = draw_prompts(options_.batch);
+      const torch::Tensor x_init = draw_initial(options_.batch);
+      torch::Tensor mask;
+      {
+        torch::NoGradGuard no_grad;
+        mask = select_controls(x_init.detach(), z);
+      }
+      const Run run = controlled_run(x_init, z, mask, true, false);
+      const torch::Tensor reward = reward_.optimistic(run.x, z).mean();
+      torch::Tensor penalty = run.penalty.mean();
+      if constexpr (requires { regularizer_.initial_penalty(penalty, penalty); })
+        if (options_.learn_initial)
+          penalty = penalty + regularizer_.initial_penalty(initial_kl_to_prior(), initial_kl_to_previous());
+      objective = reward - penalty;
+      optimizer.zero_grad();
+      (-objective).backward();
+      torch::nn::utils::clip_grad_norm_(parameters, options_.max_grad_norm);
+      optimizer.step();
+      if (options_.show_progress) progress.update(step + 1);
+    }
+    init_mean_.requires_grad_(false);
+    init_log_std_.requires_grad_(false);
+    return objective.template item<double>();
+  }
+
+  torch::Tensor draw_prompts(int64_t n) {
+    if (options_.classes == 0) return {};
+    return torch::randint(options_.classes, {n}, generator_, torch::kLong).to(device_);
+  }
+
+  // x(0) = m + e^l xi: differentiable in m and l.
+  torch::Tensor draw_initial(int64_t n) {
+    std::vector<int64_t> shape{n};
+    shape.insert(shape.end(), sample_shape_.begin(), sample_shape_.end());
+    const torch::Tensor xi = standard_normal(shape, generator_, torch::TensorOptions(torch::kFloat).device(device_));
+    return init_mean_ + init_log_std_.exp() * xi;
+  }
+
+  torch::Tensor initial_kl_to_prior() const {
+    return objective::gaussian_kl(init_mean_, init_log_std_, prior_mean_, prior_log_std_);
+  }
+  torch::Tensor initial_kl_to_previous() const {
+    return objective::gaussian_kl(init_mean_, init_log_std_, previous_mean_, previous_log_std_);
+  }
+
+  // Steps 2-3: hallucinate without control with the current drift, read the
+  // ensemble's uncertainty at the Tweedie estimates, let the Mss choose.
+  torch::Tensor select_controls(const torch::Tensor& x_init, const torch::Tensor& z) {
+    sde::IntegrateOptions options;
+    options.record_times = measure_times_;
+    options.generator = generator_;
+    const sde::Trajectory hallucination = sde::integrate(schedule_, tuned_, solver_, grid_, x_init, z, options);
+    std::vector<torch::Tensor> uncertainty;
+    for (const torch::Tensor& x0 : hallucination.x0_estimates) uncertainty.push_back(reward_.uncertainty(x0, z));
+    const torch::Tensor mask = mss_.select(measure_times_, torch::stack(uncertainty));
+    require(mask.scalar_type() == torch::kBool && mask.sizes() == torch::IntArrayRef({int64_t(measure_times_.size()), x_init.size(0)}),
+            "SEIKO: the measurement selection returned ", mask.sizes(), " ", mask.scalar_type(), ", expected bool [",
+            measure_times_.size(), ", ", x_init.size(0), "]");
+    return mask;
+  }
+
+  // Step 4 (and 7's forward pass): the controlled sampler, with the regularizer's
+  // path penalty and, when asked, the path KL to the pretrained model.
+  Run controlled_run(const torch::Tensor& x_init, const torch::Tensor& z, const torch::Tensor& mask, bool with_grad,
+                     bool with_kl) {
+    std::vector<int64_t> row_of(grid_.size(), -1);
+    for (std::size_t r = 0; r < measure_index_.size(); ++r) row_of[measure_index_[r]] = static_cast<int64_t>(r);
+    const auto per_sample = [](const torch::Tensor& m, const torch::Tensor& like) {
+      std::vector<int64_t> shape(static_cast<std::size_t>(like.dim()), 1);
+      shape[0] = like.size(0);
+      return m.to(like.dtype()).view(shape);
+    };
+    // Which measured rows have any control: the others skip the policy entirely.
+    const torch::Tensor any_row = mask.any(1).cpu();
+    std::vector<bool> controlled(grid_.size(), false);
+    for (std::size_t r = 0; r < measure_index_.size(); ++r)
+      controlled[measure_index_[r]] = any_row[static_cast<int64_t>(r)].template item<bool>();
+
+    std::vector<torch::Tensor> previous_impulse(grid_.size());
+    const auto impulses = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
+      if (!controlled[k]) return {};
+      const torch::Tensor on = per_sample(mask[row_of[k]], x);
+      previous_impulse[k] = previous_policy_.control(t, x, z) * on;
+      return policy_.control(t, x, z) * on;
+    };
+
+    Run run;
+    run.penalty = torch::zeros({x_init.size(0)}, x_init.options().requires_grad(false));
+    if (with_kl) run.kl_pretrained = torch::zeros({x_init.size(0)}, x_init.options().requires_grad(false));
+    sde::IntegrateOptions options;
+    options.record_x0 = false;
+    options.with_grad = with_grad;
+    options.backprop_steps = options_.backprop_steps;
+    options.generator = generator_;
+    constexpr bool drift_tuned = TunableDrift<Drift>;
+    options.on_step = [&](const sde::StepRecord& r) {
+      // With the drift untouched, a step without a control is the pretrained step:
+      // it costs no KL and no extra model evaluation.
+      if (!controlled[r.k] && !(drift_tuned && !drift_parameters_.empty())) return;
+      const Transition pretrained = solver_.transition(schedule_, pretrained_, r.t, r.t_next, r.before_impulse, z);
+      const torch::Tensor from_previous =
+          previous_impulse[r.k].defined() ? r.before_impulse + previous_impulse[r.k] : r.before_impulse;
+      const Transition previous = solver_.transition(schedule_, previous_, r.t, r.t_next, from_previous, z);
+      run.penalty = run.penalty + regularizer_.penalty(r.step, pretrained, previous);
+      if (with_kl) run.kl_pretrained = run.kl_pretrained + objective::transition_kl(r.step, pretrained).detach();
+    };
+    run.x = sde::integrate(schedule_, tuned_, solver_, grid_, x_init, z, impulses, options).final_state;
+    return run;
+  }
+
+  io::Checkpoint checkpoint_entries() {
+    io::Checkpoint checkpoint;
+    policy_.add_to(checkpoint, "");
+    previous_policy_.add_to(checkpoint, "previous_");
+    if constexpr (TunableDrift<Drift>) {
+      checkpoint.modules.emplace_back("drift", tuned_.network().ptr().get());
+      checkpoint.modules.emplace_back("previous_drift", previous_.network().ptr().get());
+    }
+    checkpoint.tensors = {{"initial_mean", &init_mean_},
+                          {"initial_log_std", &init_log_std_},
+                          {"previous_initial_mean", &previous_mean_},
+                          {"previous_initial_log_std", &previous_log_std_}};
+    checkpoint.generators.emplace_back("seiko", generator_);
+    reward_.add_to(checkpoint);
+    return checkpoint;
+  }
+
+  Schedule schedule_;
+  sde::TimeGrid grid_;
+  std::vector<int64_t> sample_shape_;
+  Drift pretrained_, tuned_, previous_;
+  Policy policy_, previous_policy_;
+  Reward reward_;
+  SeikoOptions options_;
+  Mss mss_;
+  Solver solver_;
+  Reg regularizer_;
+  torch::Device device_;
+  at::Generator generator_;
+  std::vector<std::size_t> measure_index_;
+  std::vector<double> measure_times_;
+  std::vector<torch::Tensor> drift_parameters_;
+  torch::Tensor init_mean_, init_log_std_, prior_mean_, prior_log_std_, previous_mean_, previous_log_std_;
+  int64_t rounds_done_ = 0;
+};
+
+}  // namespace diffctl::algorithms

@@ -1,0 +1,112 @@
+#pragma once
+// Control policies nu: the impulse u = nu(t, x, z) applied at a control time t.
+// A fine-tuning algorithm trains a policy's parameters, keeps a snapshot of it as
+// the previous round's policy and stores it in checkpoints, so a policy type here
+// offers control(), parameters(), snapshot() and add_to().
+//
+//   ZeroControl          no control (the pretrained sampler, and the greedy-drift baseline)
+//   NetworkControl<Net>  u = net(t, x, z) for a module holder whose forward takes
+//                        (t [B], x [B, ...], z [B] or undefined) and returns x's shape:
+//                        models::TimeStateMlp for vectors, ImageControlNet for images.
+//                        Its last layer starts at zero, so training starts from "no
+//                        control", i.e. from the pretrained model.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "diffctl/error.hpp"
+#include "diffctl/io/checkpoint.hpp"
+#include "diffctl/models/module_copy.hpp"
+
+namespace diffctl::policy {
+
+struct ZeroControl {
+  torch::Tensor control(double, const torch::Tensor& x, const torch::Tensor&) const { return torch::zeros_like(x); }
+  std::vector<torch::Tensor> parameters() const { return {}; }
+  ZeroControl snapshot() const { return {}; }
+  void add_to(io::Checkpoint&, const std::string&) {}
+};
+
+template <class Net>
+class NetworkControl {
+ public:
+  // With zero_last_layer, the network's final weight and bias are set to zero.
+  explicit NetworkControl(Net net, bool zero_last_layer = true) : net_(std::move(net)) {
+    if (zero_last_layer) {
+      torch::NoGradGuard no_grad;
+      auto parameters = net_->parameters();
+      require(parameters.size() >= 2, "NetworkControl: the network needs a final weight and bias");
+      for (std::size_t i = parameters.size() - 2; i < parameters.size(); ++i) parameters[i].zero_();
+    }
+  }
+
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const {
+    return net_.ptr()->forward(torch::full({x.size(0)}, t, x.options()), x, z);
+  }
+  std::vector<torch::Tensor> parameters() const { return net_->parameters(); }
+  // An independent copy with the current weights (the previous round's policy).
+  NetworkControl snapshot() const { return NetworkControl(models::clone_module(net_), false); }
+  void add_to(io::Checkpoint& checkpoint, const std::string& prefix) {
+    checkpoint.modules.emplace_back(prefix + "policy", net_.ptr().get());
+  }
+  Net& network() { return net_; }
+
+ private:
+  Net net_;
+};
+
+// A small convolutional control for images: the image, a time channel and a
+// learned class embedding (one channel) through three 3x3 convolutions. Cheap
+// next to the diffusion model, so that a control costs a fraction of a step.
+struct ImageControlNetOptions {
+  int64_t channels = 1;  // of the images
+  int64_t classes = 0;   // 0: unconditional
+  int64_t width = 32;
+  int64_t image_size = 28;
+};
+
+class ImageControlNetImpl : public torch::nn::Cloneable<ImageControlNetImpl> {
+ public:
+  explicit ImageControlNetImpl(ImageControlNetOptions options) : options_(options) {
+    require(options.channels >= 1 && options.classes >= 0 && options.width >= 1 && options.image_size >= 1,
+            "ImageControlNet: expected channels, width, image_size >= 1 and classes >= 0");
+    reset();
+  }
+
+  void reset() override {
+    const int64_t in = options_.channels + 1 + (options_.classes > 0 ? 1 : 0), w = options_.width;
+    const auto conv = [](int64_t a, int64_t b) { return torch::nn::Conv2d(torch::nn::Conv2dOptions(a, b, 3).padding(1)); };
+    // The output layer is registered last: NetworkControl zeroes the last two parameters.
+    if (options_.classes > 0)
+      embedding_ = register_module("embedding", torch::nn::Embedding(options_.classes, options_.image_size * options_.image_size));
+    first_ = register_module("first", conv(in, w));
+    second_ = register_module("second", conv(w, w));
+    out_ = register_module("out", conv(w, options_.channels));
+  }
+
+  // t [B] generation times, x [B, C, H, W], z [B] classes or undefined.
+  torch::Tensor forward(const torch::Tensor& t, const torch::Tensor& x, const torch::Tensor& z = {}) {
+    require(x.dim() == 4 && x.size(1) == options_.channels && x.size(2) == options_.image_size &&
+                x.size(3) == options_.image_size,
+            "ImageControlNet: x must be [B, ", options_.channels, ", ", options_.image_size, ", ",
+            options_.image_size, "], found ", x.sizes());
+    require(z.defined() == (options_.classes > 0), options_.classes > 0 ? "ImageControlNet: needs the classes z"
+                                                                        : "ImageControlNet: is unconditional but got z");
+    std::vector<torch::Tensor> inputs{x, t.to(x.dtype()).view({-1, 1, 1, 1}).expand({x.size(0), 1, x.size(2), x.size(3)})};
+    if (z.defined()) inputs.push_back(embedding_(z).view({-1, 1, x.size(2), x.size(3)}));
+    const torch::Tensor h = torch::silu(second_(torch::silu(first_(torch::cat(inputs, 1)))));
+    return out_(h);
+  }
+
+ private:
+  ImageControlNetOptions options_;
+  torch::nn::Conv2d first_{nullptr}, second_{nullptr}, out_{nullptr};
+  torch::nn::Embedding embedding_{nullptr};
+};
+TORCH_MODULE(ImageControlNet);
+
+}  // namespace diffctl::policy

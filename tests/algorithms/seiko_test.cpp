@@ -1,0 +1,204 @@
+// Continuous-time SEIKO on 2-D problems with an analytic pretrained model, its
+// measurement selection strategies and its path KL.
+
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "diffctl/algorithms/continuous_seiko.hpp"
+#include "diffctl/models/gaussian_mixture_score.hpp"
+#include "diffctl/models/time_state_mlp.hpp"
+#include "diffctl/mss/selection.hpp"
+#include "diffctl/objective/path_kl.hpp"
+#include "diffctl/policy/control.hpp"
+#include "diffctl/reward/ensemble.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/solvers.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+using namespace diffctl;
+using Catch::Matchers::Contains;
+using Schedule = sde::VpLinear;
+using Mixture = models::GaussianMixtureScore<Schedule>;
+using Members = reward::ModuleMembers<torch::nn::Sequential, reward::ScalarReadout>;
+using Ensemble = reward::BootstrapEnsemble<Members>;
+using Policy = policy::NetworkControl<models::TimeStateMlp>;
+using Seiko = algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::TopK, sde::EulerMaruyama, Ensemble>;
+
+// Two modes at (-2, 0) and (2, 0); the reward prefers the right one.
+Mixture two_modes() {
+  return Mixture(Schedule{}, torch::tensor({{-2.0, 0.0}, {2.0, 0.0}}), torch::full({2}, 0.5), torch::ones({2}));
+}
+
+struct RightMode {
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor&) const {
+    return torch::sigmoid(2.0 * x.select(1, 0));
+  }
+};
+
+Ensemble mlp_ensemble(std::uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<torch::nn::Sequential> networks;
+  for (int m = 0; m < 4; ++m)
+    networks.emplace_back(torch::nn::Linear(2, 32), torch::nn::ReLU(), torch::nn::Linear(32, 32), torch::nn::ReLU(),
+                          torch::nn::Linear(32, 1));
+  return Ensemble(Members(networks), {.fit = {.steps = 150, .batch = 1 << 20, .learning_rate = 0.01, .l2 = 1e-5},
+                                      .seed = seed});
+}
+
+Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, double lr = 0.01, int64_t k = 3) {
+  torch::manual_seed(seed + 100);
+  Policy policy(models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 0, .hidden = 32}));
+  algorithms::SeikoOptions options{.queries_per_round = {64, 64},
+                                   .batch = 64,
+                                   .optimize_steps = steps,
+                                   .learning_rate = lr,
+                                   .measure_every = 2,
+                                   .eval_samples = 512,
+                                   .chunk = 128,
+                                   .seed = seed,
+                                   .show_progress = false};
+  return Seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), 20), {2}, two_modes(), std::move(policy),
+               mlp_ensemble(seed), options, mss::TopK{k}, sde::EulerMaruyama{}, objective::PathKl{alpha, 0.1});
+}
+
+reward::Oracle<RightMode> make_oracle() { return reward::Oracle(RightMode{}, {.noise_std = 0.05, .budget = 128, .seed = 3}); }
+
+}  // namespace
+
+TEST_CASE("measurement selection strategies pick the asked-for control times", "[seiko]") {
+  const std::vector<double> times{0.0, 0.1, 0.2, 0.3, 0.4, 0.5};
+  const torch::Tensor g = torch::tensor({{0.1, 0.9}, {0.5, 0.1}, {0.2, 0.8}, {0.9, 0.0}, {0.0, 0.7}, {0.3, 0.2}});
+  CHECK(mss::EveryStep{}.select(times, g).all().item<bool>());
+  CHECK(torch::equal(mss::Uniform{3}.select(times, g).select(1, 0),
+                     torch::tensor({true, false, true, false, true, false})));
+  const torch::Tensor top = mss::TopK{2}.select(times, g);
+  CHECK(torch::equal(top.select(1, 0), torch::tensor({false, true, false, true, false, false})));
+  CHECK(torch::equal(top.select(1, 1), torch::tensor({true, false, true, false, false, false})));
+  CHECK(torch::equal(mss::Threshold{0.75}.select(times, g), g.gt(0.75)));
+  // Gaps of round(4 * 0.1 / (0.1 + g)), at least 1: g = 0.1 -> 2, 0.2 -> 1, 0.9 -> 1, 0 -> 4.
+  const torch::Tensor adaptive = mss::AdaptiveGap{4, 0.1}.select(times, g);
+  CHECK(torch::equal(adaptive.select(1, 0), torch::tensor({true, false, true, true, true, false})));
+  CHECK(torch::equal(adaptive.select(1, 1), torch::tensor({true, true, false, true, false, false})));
+  CHECK_THROWS_WITH(mss::TopK{2}.select(times, g.narrow(0, 0, 5)), Contains("expected uncertainty [6, B]"));
+}
+
+TEST_CASE("the path KL of two linear-Gaussian samplers matches its moment recursion", "[seiko]") {
+  // Pretrained: data N(0, 1); tuned: data N(0, 1.5^2). Both scores are linear, so
+  // every Euler-Maruyama step is x -> a_k x + s_k xi and the KL of the tuned chain
+  // against the pretrained steps is sum_k (a_k - b_k)^2 E[x_k^2] / (2 s_k^2), with
+  // E[x_{k+1}^2] = a_k^2 E[x_k^2] + s_k^2 along the tuned chain.
+  const Schedule schedule;
+  const auto pretrained = Mixture::gaussian(schedule, torch::zeros({1}), 1.0);
+  const auto tuned = Mixture::gaussian(schedule, torch::zeros({1}), 1.5);
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 50);
+  const sde::EulerMaruyama solver;
+
+  double second_moment = std::pow(schedule.sigma(schedule.horizon()), 2), exact = 0.0;
+  const torch::Tensor one = torch::ones({1, 1}, torch::kDouble);
+  for (std::size_t k = 0; k < grid.steps(); ++k) {
+    const Transition a = solver.transition(schedule, tuned, grid[k], grid[k + 1], one, {});
+    const Transition b = solver.transition(schedule, pretrained, grid[k], grid[k + 1], one, {});
+    const double ak = a.mean.item<double>(), bk = b.mean.item<double>();
+    exact += (ak - bk) * (ak - bk) * second_moment / (2.0 * a.noise_std * a.noise_std);
+    second_moment = ak * ak * second_moment + a.noise_std * a.noise_std;
+  }
+
+  constexpr int64_t n = 20000;
+  auto generator = make_generator(5);
+  torch::Tensor kl = torch::zeros({n}, torch::kDouble);
+  sde::IntegrateOptions options;
+  options.generator = generator;
+  options.record_x0 = false;
+  options.on_step = [&](const sde::StepRecord& r) {
+    kl += objective::transition_kl(r.step, solver.transition(schedule, pretrained, r.t, r.t_next, r.before_impulse, {}));
+  };
+  const torch::Tensor x_init = sde::sample_prior(schedule, {n, 1}, generator, torch::kDouble);
+  sde::integrate(schedule, tuned, solver, grid, x_init, {}, options);
+  const double estimate = kl.mean().item<double>(), standard_error = kl.std().item<double>() / std::sqrt(double(n));
+  INFO("Monte Carlo " << estimate << " +- " << standard_error << ", exact " << exact);
+  CHECK(exact > 0.01);
+  CHECK(std::abs(estimate - exact) < 4.0 * standard_error);
+
+  // The initial distributions' KL: D (l0 - l) + (D e^{2l} + |m - m0|^2) / (2 e^{2 l0}) - D / 2.
+  const torch::Tensor m = torch::tensor({0.5, -1.0}), l = torch::tensor(std::log(0.5));
+  const double expected = 2 * (0.0 - std::log(0.5)) + (2 * 0.25 + 1.25) / 2.0 - 1.0;
+  CHECK(objective::gaussian_kl(m, l, torch::zeros({2}), torch::zeros({})).item<double>() == Approx(expected));
+}
+
+TEST_CASE("two rounds of continuous SEIKO raise the oracle reward on an easy reward", "[seiko]") {
+  // Control at each of the 10 measured times (top-10 of 10). With the top 3 only,
+  // the same budget reaches about 0.6: the most uncertain times are early, where
+  // the pretrained drift pulls the samples back to their modes.
+  auto seiko = make_seiko(0.01, 1, 100, 0.03, 10);
+  auto oracle = make_oracle();
+  reward::FeedbackDataset feedback;
+  const auto before = seiko.evaluate(oracle);
+  CHECK(before.kl_to_pretrained == Approx(0.0).margin(1e-9));  // untrained: the pretrained sampler
+  CHECK(before.control_points_mean == Approx(10.0));
+  const auto first = seiko.run_round(oracle, feedback);
+  const auto second = seiko.run_round(oracle, feedback);
+  INFO("oracle reward " << before.oracle_reward_mean << " -> " << first.oracle_reward_mean << " -> "
+                        << second.oracle_reward_mean << ", KL " << second.kl_to_pretrained);
+  CHECK(before.oracle_reward_mean == Approx(0.5).margin(0.08));
+  // 512 evaluation samples of a reward with std <= 0.5: 4 standard errors of a
+  // difference are 0.125.
+  CHECK(second.oracle_reward_mean > before.oracle_reward_mean + 0.3);
+  CHECK(second.kl_to_pretrained > 0.0);
+  CHECK(second.queries_total == 128);
+  CHECK(feedback.size() == 128);
+  CHECK(feedback.count_in_round(2) == 64);
+  CHECK_THROWS_WITH(seiko.run_round(oracle, feedback), Contains("all 2 rounds are done"));
+}
+
+TEST_CASE("a resumed SEIKO run asks the oracle nothing twice and continues exactly", "[seiko]") {
+  testing::TempDir dir;
+  // Uninterrupted.
+  auto straight = make_seiko(0.01);
+  auto straight_oracle = make_oracle();
+  reward::FeedbackDataset straight_feedback;
+  straight.run_round(straight_oracle, straight_feedback);
+  straight.run_round(straight_oracle, straight_feedback);
+
+  // Killed after round 1 and after round 2's labels were stored.
+  {
+    auto seiko = make_seiko(0.01);
+    auto oracle = make_oracle();
+    reward::FeedbackDataset feedback(dir / "feedback.bin");
+    seiko.run_round(oracle, feedback);
+    seiko.save(dir / "seiko.pt");
+    for (int64_t chunk = 0; chunk < 64; chunk += 32) {  // round 2's labels, then the crash
+      const auto samples = seiko.sample(32);
+      reward::query_and_record(oracle, feedback, samples.x, samples.z, 2);
+    }
+  }
+  auto seiko = make_seiko(0.01, 1);
+  auto oracle = make_oracle();
+  reward::FeedbackDataset feedback(dir / "feedback.bin");
+  oracle.restore(*feedback.oracle_state());
+  CHECK(seiko.load(dir / "seiko.pt", feedback) == 1);
+  seiko.run_round(oracle, feedback);
+  CHECK(oracle.queries() == 128);  // round 2 was not asked again
+  CHECK(feedback.size() == 128);
+  CHECK(torch::equal(feedback.y().narrow(0, 0, 64), straight_feedback.y().narrow(0, 0, 64)));
+  CHECK(torch::equal(feedback.x().narrow(0, 0, 64), straight_feedback.x().narrow(0, 0, 64)));
+}
+
+TEST_CASE("with a very large alpha the fine-tuned sampler stays the pretrained one", "[seiko]") {
+  auto seiko = make_seiko(1e4);
+  auto oracle = make_oracle();
+  reward::FeedbackDataset feedback;
+  const auto before = seiko.evaluate(oracle);
+  seiko.run_round(oracle, feedback);
+  const auto after = seiko.run_round(oracle, feedback);
+  INFO("oracle reward " << before.oracle_reward_mean << " -> " << after.oracle_reward_mean << ", KL "
+                        << after.kl_to_pretrained);
+  CHECK(after.kl_to_pretrained < 0.01);
+  // Two evaluations of 512 samples of a reward with std ~0.5: 4 standard errors.
+  CHECK(std::abs(after.oracle_reward_mean - before.oracle_reward_mean) < 4 * 0.5 * std::sqrt(2.0 / 512));
+}
