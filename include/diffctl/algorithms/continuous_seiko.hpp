@@ -219,13 +219,16 @@ class ContinuousSeiko {
   }
 
   // n samples of the tuned model (controls where the Mss puts them), without
-  // gradients; with_kl adds each sample's KL to the pretrained model.
-  SeikoSamples sample(int64_t n, bool with_kl = false) {
+  // gradients, for prompts drawn uniformly or the given ones [n]; with_kl adds
+  // each sample's KL to the pretrained model.
+  SeikoSamples sample(int64_t n, bool with_kl = false, const torch::Tensor& prompts = {}) {
+    require(!prompts.defined() || (options_.classes > 0 && prompts.dim() == 1 && prompts.size(0) == n),
+            "SEIKO: prompts must be [", n, "] class indices of a conditional run");
     torch::NoGradGuard no_grad;
     std::vector<SeikoSamples> parts;
     for (int64_t begin = 0; begin < n; begin += options_.chunk) {
       const int64_t count = std::min(options_.chunk, n - begin);
-      const torch::Tensor z = draw_prompts(count);
+      const torch::Tensor z = prompts.defined() ? prompts.narrow(0, begin, count).to(device_) : draw_prompts(count);
       const torch::Tensor x_init = draw_initial(count);
       const torch::Tensor mask = select_controls(x_init, z);
       auto run = controlled_run(x_init, z, mask, false, with_kl);

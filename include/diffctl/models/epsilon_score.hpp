@@ -83,4 +83,31 @@ class EpsilonScore {
   EpsilonScoreOptions options_;
 };
 
+// A drift inside a conditional pipeline that passes the prompts z on only when
+// the model is conditional: an unconditional model fine-tuned so that control
+// alone meets the prompts sees none (the reward and the control still do).
+template <class Drift>
+class PromptedDrift {
+ public:
+  PromptedDrift(Drift drift, bool conditional) : drift_(std::move(drift)), conditional_(conditional) {}
+  torch::Tensor score(double t, const torch::Tensor& x, const torch::Tensor& z) const {
+    return drift_.score(t, x, conditional_ ? z : torch::Tensor{});
+  }
+  PromptedDrift snapshot() const
+    requires requires(const Drift& d) { d.snapshot(); }
+  {
+    return PromptedDrift(drift_.snapshot(), conditional_);
+  }
+  decltype(auto) network() const
+    requires requires(const Drift& d) { d.network(); }
+  {
+    return drift_.network();
+  }
+  bool conditional() const { return conditional_; }
+
+ private:
+  Drift drift_;
+  bool conditional_;
+};
+
 }  // namespace diffctl::models
