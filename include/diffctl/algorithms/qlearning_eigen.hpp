@@ -22,6 +22,7 @@
 // buffer. The episode's randomness still comes from the LibTorch generator, drawn
 // by QLearning in one call, so both backends see identical noise for one seed.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <exception>
@@ -293,9 +294,9 @@ class EigenBackend {
     const Eigen::Index hidden = options_.hidden;
     input_.resize(policy_.input_dim(), columns);
     states_.resize(d, columns + batch);
-    for (Matrix* m : {&policy_a1_, &policy_a2_, &value_a1_, &value_a2_, &policy_dz1_, &policy_dz2_, &value_dz1_,
-                      &value_dz2_})
-      m->resize(hidden, columns);
+    for (Matrix* m : {&policy_a1_, &policy_a2_, &value_a1_, &value_a2_}) m->resize(hidden, columns);
+    for (Matrix* m : {&policy_dz1_, &policy_dz2_, &value_dz1_, &value_dz2_})
+      m->resize(hidden, std::min(columns, Network::kBlock));
     mu_.resize(d, columns);
     actions_.resize(d, columns);
     grad_mu_.resize(d, columns);
@@ -314,7 +315,7 @@ class EigenBackend {
   Matrix states_;                      // [d, (N + 1) B]: Y_0 .. Y_N
   Matrix policy_a1_, policy_a2_;       // [hidden, N B]
   Matrix value_a1_, value_a2_;         // [hidden, N B]
-  Matrix policy_dz1_, policy_dz2_;     // [hidden, N B], the backward passes' scratch
+  Matrix policy_dz1_, policy_dz2_;     // [hidden, kBlock], the backward passes' scratch
   Matrix value_dz1_, value_dz2_;
   Matrix mu_, actions_, grad_mu_;      // [d, N B]
   Matrix estimate_;                    // [d, B], the current step's score estimates

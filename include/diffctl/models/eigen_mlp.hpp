@@ -109,28 +109,44 @@ class EigenMlp {
     out.colwise() += out_.bias;
   }
 
+  // Columns per block of the backward pass: its scratch stays in the L2 cache, and
+  // Eigen's GEMM packs a product with an inner dimension of a few hundred well
+  // (with thousands it runs at half the rate here).
+  static constexpr Eigen::Index kBlock = 256;
+
   // The gradients of sum(out .* grad_out) with respect to every parameter, given
   // the input and the activations forward() kept; they replace the stored
-  // gradients. dz2, dz1 [hidden, n] are scratch.
+  // gradients. dz2, dz1 are scratch of [hidden, min(n, kBlock)] or more columns.
   void backward(const ConstMatrixRef& input, const ConstMatrixRef& a1, const ConstMatrixRef& a2,
                 const ConstMatrixRef& grad_out, MatrixRef dz2, MatrixRef dz1) {
-    const Eigen::Index n = input.cols(), h = options_.hidden;
+    const Eigen::Index n = input.cols(), h = options_.hidden, block = std::min(n, kBlock);
     require(input.rows() == input_dim() && grad_out.rows() == options_.out_dim &&
                 grad_out.cols() == n && a1.rows() == h && a1.cols() == n && a2.rows() == h &&
-                a2.cols() == n && dz2.rows() == h && dz2.cols() == n && dz1.rows() == h &&
-                dz1.cols() == n,
-            "EigenMlp: backward needs input [", input_dim(), ", n], activations and scratch [", h,
-            ", n] and grad_out [", options_.out_dim, ", n], n = ", n);
-    outer_products(grad_out, a2, out_.grad_weight);
-    out_.grad_bias = grad_out.rowwise().sum();
-    dz2.noalias() = out_.weight.transpose() * grad_out;
-    dz2.array() = (a2.array() > Scalar(0)).select(dz2.array(), Scalar(0));
-    outer_products(dz2, a1, second_.grad_weight);
-    second_.grad_bias = dz2.rowwise().sum();
-    dz1.noalias() = second_.weight.transpose() * dz2;
-    dz1.array() *= Scalar(1) - a1.array().square();
-    outer_products(dz1, input, first_.grad_weight);
-    first_.grad_bias = dz1.rowwise().sum();
+                a2.cols() == n && dz2.rows() == h && dz2.cols() >= block && dz1.rows() == h &&
+                dz1.cols() >= block,
+            "EigenMlp: backward needs input [", input_dim(), ", n], activations [", h, ", n], grad_out [",
+            options_.out_dim, ", n] and scratch [", h, ", >= ", block, "], n = ", n);
+    for (Layer* layer : {&first_, &second_, &out_}) {
+      layer->grad_weight.setZero();
+      layer->grad_bias.setZero();
+    }
+    for (Eigen::Index start = 0; start < n; start += kBlock) {
+      const Eigen::Index width = std::min(kBlock, n - start);
+      const auto x = input.middleCols(start, width), h1 = a1.middleCols(start, width),
+                 h2 = a2.middleCols(start, width), g = grad_out.middleCols(start, width);
+      auto d2 = dz2.leftCols(width);
+      auto d1 = dz1.leftCols(width);
+      out_.grad_weight.noalias() += g * h2.transpose();
+      out_.grad_bias += g.rowwise().sum();
+      d2.noalias() = out_.weight.transpose() * g;
+      d2.array() = (h2.array() > Scalar(0)).select(d2.array(), Scalar(0));
+      second_.grad_weight.noalias() += d2 * h1.transpose();
+      second_.grad_bias += d2.rowwise().sum();
+      d1.noalias() = second_.weight.transpose() * d2;
+      d1.array() *= Scalar(1) - h1.array().square();
+      first_.grad_weight.noalias() += d1 * x.transpose();
+      first_.grad_bias += d1.rowwise().sum();
+    }
   }
 
   // One Adam step on the stored gradients.
@@ -198,18 +214,6 @@ class EigenMlp {
   const Layer& out() const { return out_; }
 
  private:
-  // grad += a * b^T over column chunks: the whole product with an inner
-  // dimension of thousands packs badly in Eigen's GEMM (half the rate here).
-  static void outer_products(const ConstMatrixRef& a, const ConstMatrixRef& b, Matrix& grad) {
-    constexpr Eigen::Index kChunk = 256;
-    const Eigen::Index n = a.cols();
-    grad.setZero();
-    for (Eigen::Index start = 0; start < n; start += kChunk) {
-      const Eigen::Index width = std::min(kChunk, n - start);
-      grad.noalias() += a.middleCols(start, width) * b.middleCols(start, width).transpose();
-    }
-  }
-
   void check_same_shape(const TimeStateMlpOptions& other) const {
     require(other.state_dim == options_.state_dim && other.out_dim == options_.out_dim &&
                 other.classes == options_.classes && other.hidden == options_.hidden,
