@@ -1,8 +1,10 @@
 #pragma once
-// RatioScore's estimate, fused for the CPU with Eigen: for each sample, one sweep
-// over its class's data computes the squared distances and their maximum into a
-// buffer that stays in L1, a second sweep over that buffer the exponentials, their
-// sum and the weighted sum of the centers. The same function as RatioScore:
+// RatioScore's estimate, fused for the CPU with Eigen: for each sample, one read
+// of its class's data computes the squared distances (in units of the kernel's
+// width) into a buffer that stays in L1; short vectorised sweeps over that buffer
+// give the nearest distance, the exponentials relative to it, their sum and the
+// weighted sums of the centers. No [B, n] matrix is formed, unlike RatioScore's
+// cdist / logsumexp / mm chain. The same function as RatioScore:
 //
 //   score(s, y) = sum_j w_j (alpha x_j - y) / sigma^2,
 //   w_j = exp(l_j - max(logsumexp_j l_j, log eps)),  l_j = log N(y; alpha x_j, sigma^2 I),
@@ -36,25 +38,25 @@
 namespace diffctl::models {
 
 namespace detail {
-// exp(x) in place for x <= 0, values whose exponential is below the smallest
+// exp(offset - x) in place, for offset - x <= 0, values whose exponential is below the smallest
 // normal number giving 0: what the estimator's weights need, vectorised by hand
 // with SSE2 (the x86-64 baseline, so no flags needed), since the compiler does
 // not vectorise the scalar loop and Eigen's exp takes twice as long here. Range
 // reduction by ln 2 in two parts, then the Taylor polynomial of exp on
 // [-ln 2 / 2, ln 2 / 2] to the unit roundoff (degree 7 in float, 13 in double).
-inline void exp_in_place(float* x, std::ptrdiff_t n) {
+inline void exp_of_difference(float offset, float* x, std::ptrdiff_t n) {
   constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   constexpr float kMagic = 12582912.0f, kLowest = -87.0f;
   std::ptrdiff_t j = 0;
 #if defined(__SSE2__)
   const __m128 log2e = _mm_set1_ps(kLog2e), hi = _mm_set1_ps(kLn2Hi), lo = _mm_set1_ps(kLn2Lo),
-               magic = _mm_set1_ps(kMagic), lowest = _mm_set1_ps(kLowest);
+               magic = _mm_set1_ps(kMagic), lowest = _mm_set1_ps(kLowest), from = _mm_set1_ps(offset);
   const __m128 c7 = _mm_set1_ps(1.0f / 5040.0f), c6 = _mm_set1_ps(1.0f / 720.0f), c5 = _mm_set1_ps(1.0f / 120.0f),
                c4 = _mm_set1_ps(1.0f / 24.0f), c3 = _mm_set1_ps(1.0f / 6.0f), c2 = _mm_set1_ps(0.5f),
                one = _mm_set1_ps(1.0f);
   const __m128i bias = _mm_set1_epi32(127 - std::bit_cast<std::int32_t>(kMagic));
   for (; j + 4 <= n; j += 4) {
-    const __m128 v = _mm_loadu_ps(x + j);
+    const __m128 v = _mm_sub_ps(from, _mm_loadu_ps(x + j));
     const __m128 c = _mm_max_ps(v, lowest);
     const __m128 t = _mm_add_ps(_mm_mul_ps(c, log2e), magic);
     const __m128 k = _mm_sub_ps(t, magic);
@@ -71,22 +73,25 @@ inline void exp_in_place(float* x, std::ptrdiff_t n) {
     _mm_storeu_ps(x + j, _mm_andnot_ps(_mm_cmplt_ps(v, lowest), _mm_mul_ps(p, scale)));
   }
 #endif
-  for (; j < n; ++j) x[j] = x[j] < kLowest ? 0.0f : std::exp(x[j]);
+  for (; j < n; ++j) {
+    const float v = offset - x[j];
+    x[j] = v < kLowest ? 0.0f : std::exp(v);
+  }
 }
-inline void exp_in_place(double* x, std::ptrdiff_t n) {
+inline void exp_of_difference(double offset, double* x, std::ptrdiff_t n) {
   constexpr double kLog2e = 1.4426950408889634074, kLn2Hi = 6.93147180369123816490e-01,
                    kLn2Lo = 1.90821492927058770002e-10;
   constexpr double kMagic = 6755399441055744.0, kLowest = -708.0;
   std::ptrdiff_t j = 0;
 #if defined(__SSE2__)
   const __m128d log2e = _mm_set1_pd(kLog2e), hi = _mm_set1_pd(kLn2Hi), lo = _mm_set1_pd(kLn2Lo),
-                magic = _mm_set1_pd(kMagic), lowest = _mm_set1_pd(kLowest);
+                magic = _mm_set1_pd(kMagic), lowest = _mm_set1_pd(kLowest), from = _mm_set1_pd(offset);
   constexpr double coefficients[] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
                                      1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0,
                                      1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
   const __m128i bias = _mm_set1_epi64x(1023 - std::bit_cast<std::int64_t>(kMagic));
   for (; j + 2 <= n; j += 2) {
-    const __m128d v = _mm_loadu_pd(x + j);
+    const __m128d v = _mm_sub_pd(from, _mm_loadu_pd(x + j));
     const __m128d c = _mm_max_pd(v, lowest);
     const __m128d t = _mm_add_pd(_mm_mul_pd(c, log2e), magic);
     const __m128d k = _mm_sub_pd(t, magic);
@@ -97,7 +102,10 @@ inline void exp_in_place(double* x, std::ptrdiff_t n) {
     _mm_storeu_pd(x + j, _mm_andnot_pd(_mm_cmplt_pd(v, lowest), _mm_mul_pd(p, scale)));
   }
 #endif
-  for (; j < n; ++j) x[j] = x[j] < kLowest ? 0.0 : std::exp(x[j]);
+  for (; j < n; ++j) {
+    const double v = offset - x[j];
+    x[j] = v < kLowest ? 0.0 : std::exp(v);
+  }
 }
 }  // namespace detail
 
@@ -177,8 +185,10 @@ class EigenRatioScore {
             "EigenRatioScore: conditions z given, but the data has no labels");
     const double variance = sigma * sigma;
     const double log_normaliser = -0.5 * double(d) * std::log(2.0 * std::numbers::pi * variance);
-    centers_ = Scalar(alpha) * data_;
-    const Scalar minus_half_precision = Scalar(-0.5 / variance);
+    // In units where the log-density is minus a squared distance: u_j = c alpha x_j,
+    // u = c y with c = 1 / (sqrt(2) sigma), so that l_j = log_normaliser - |u_j - u|^2.
+    const double unit = 1.0 / (std::numbers::sqrt2 * sigma);
+    centers_ = Scalar(unit * alpha) * data_;
     for (Eigen::Index b = 0; b < batch; ++b) {
       Eigen::Index start = 0, count = data_.rows();
       if (z != nullptr) {
@@ -191,20 +201,19 @@ class EigenRatioScore {
         out.col(b).setZero();
         continue;
       }
-      auto log_weight = buffer_.head(count);
-      log_weight = (centers_.col(0).segment(start, count).array() - y(0, b)).square();
+      auto weight = buffer_.head(count);
+      weight = (centers_.col(0).segment(start, count).array() - Scalar(unit * double(y(0, b)))).square();
       for (Eigen::Index i = 1; i < d; ++i)
-        log_weight += (centers_.col(i).segment(start, count).array() - y(i, b)).square();
-      log_weight *= minus_half_precision;
-      const Scalar largest = log_weight.maxCoeff();
-      log_weight -= largest;
-      detail::exp_in_place(log_weight.data(), count);
-      const double total = double(log_weight.sum());
-      const double log_total = log_normaliser + double(largest) + std::log(total);
-      // w_j = exp(l_j - max(log_total, log eps)) = buffer_j * scale.
-      const double scale = std::exp(log_normaliser + double(largest) - std::max(log_total, log_floor_));
+        weight += (centers_.col(i).segment(start, count).array() - Scalar(unit * double(y(i, b)))).square();
+      // Relative to the nearest center: weight_j = exp(l_j - max_j l_j).
+      const Scalar nearest = weight.minCoeff();
+      detail::exp_of_difference(nearest, weight.data(), count);
+      const double total = double(weight.sum());
+      const double log_total = log_normaliser - double(nearest) + std::log(total);
+      // w_j = exp(l_j - max(log_total, log eps)) = weight_j * scale.
+      const double scale = std::exp(log_normaliser - double(nearest) - std::max(log_total, log_floor_));
       for (Eigen::Index i = 0; i < d; ++i) {
-        const double pulled = double((log_weight * centers_.col(i).segment(start, count).array()).sum());
+        const double pulled = double((weight * centers_.col(i).segment(start, count).array()).sum()) / unit;
         out(i, b) = Scalar(scale * (pulled - total * double(y(i, b))) / variance);
       }
     }
@@ -212,7 +221,7 @@ class EigenRatioScore {
 
  private:
   Matrix data_;     // [n, d], sorted by class
-  Matrix centers_;  // alpha * data_, per call
+  Matrix centers_;  // alpha * data_ / (sqrt(2) sigma), per call
   Array buffer_;    // [n]
   std::vector<Eigen::Index> class_start_, class_count_;
   double log_floor_;
