@@ -16,11 +16,14 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/data/toy.hpp"
+#include "diffctl/models/eigen_mlp.hpp"
+#include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
 #include "flags.hpp"
@@ -41,6 +44,39 @@ void episodes(benchmark::State& state, const torch::Tensor& data, Reward reward)
   for (int warm_up = 0; warm_up < 3; ++warm_up) learner.train_episode(generator);
   // One iteration is one episode: the Time column is the time per episode.
   for (auto _ : state) benchmark::DoNotOptimize(learner.train_episode(generator).loss);
+}
+
+// The kernels an Eigen episode is made of, for its arithmetic floor: float GEMMs
+// of the shapes the backend multiplies (hidden 64; per step and half batch in
+// the forward pass, blocks of 256 columns in the backward pass) and the ratio
+// estimator's exponentials over 300 data points. Counters: FLOP/s (G: 10^9)
+// and seconds per exponential (n: nanoseconds).
+void gemm(benchmark::State& state, char kind) {
+  using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
+  const Eigen::Index h = 64, n = kind == 'f' ? 150 : models::EigenMlp<float>::kBlock;
+  const Matrix w = Matrix::Random(h, h), x = Matrix::Random(h, n);
+  Matrix y = Matrix::Random(h, n), g = Matrix::Zero(h, h);
+  for (auto _ : state) {
+    if (kind == 'f') y.noalias() = w * x;                   // forward: W a
+    else if (kind == 'w') g.noalias() += y * x.transpose();  // weight gradient: dz a^T
+    else y.noalias() = w.transpose() * x;                    // input gradient: W^T dz
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(g.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * double(h * h * n) * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void exponentials(benchmark::State& state) {
+  Eigen::ArrayXf distances = Eigen::ArrayXf::Random(300).abs() * 40.0f, buffer(300);
+  for (auto _ : state) {
+    buffer = distances;
+    models::detail::exp_of_difference(0.0f, buffer.data(), buffer.size());
+    benchmark::DoNotOptimize(buffer.data());
+  }
+  state.counters["time/exp"] = benchmark::Counter(300.0 * double(state.iterations()),
+                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // The console table, then eigen / libtorch per problem from the same run.
@@ -112,6 +148,12 @@ int main(int argc, char** argv) {
     add("qlearning_episode/swiss_roll/eigen", [=](benchmark::State& state) {
       episodes<Eigen32>(state, roll, data::BoxReward{});
     });
+    for (const auto& [name, kind] : {std::pair{"eigen_kernels/gemm_forward_64x64x150", 'f'},
+                                     std::pair{"eigen_kernels/gemm_weight_grad_64x256x64", 'w'},
+                                     std::pair{"eigen_kernels/gemm_input_grad_64x64x256", 'i'}})
+      benchmark::RegisterBenchmark(name, [kind = kind](benchmark::State& state) { gemm(state, kind); })
+          ->MinTime(1.0);
+    benchmark::RegisterBenchmark("eigen_kernels/ratio_exp_300", exponentials)->MinTime(1.0);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     RatioReporter reporter;
