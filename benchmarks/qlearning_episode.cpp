@@ -14,6 +14,7 @@
 #include <torch/version.h>
 
 #include <cstdio>
+#include <unistd.h>
 #include <map>
 #include <string>
 #include <utility>
@@ -82,6 +83,9 @@ void exponentials(benchmark::State& state) {
 // The console table, then eigen / libtorch per problem from the same run.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  // Colours only on a terminal (the reporter is ours, so --benchmark_color does not reach it).
+  RatioReporter() : ConsoleReporter(isatty(fileno(stdout)) ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.error_occurred) continue;
