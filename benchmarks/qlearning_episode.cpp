@@ -1,24 +1,30 @@
 // Continuous-time q-learning: wall-clock time of one training episode at the
 // paper's defaults (batch 300, T = 5, dt = 0.25 so 20 steps, 300 data points,
-// both MLPs 64 wide, Adam), on the 1-D two-mode mixture and the 2-D Swiss roll.
-// An episode simulates the batch under the stochastic policy with the ratio score
-// estimator, then takes one Adam step on the martingale loss.
+// both MLPs 64 wide, Adam), on the 1-D two-mode mixture and the 2-D Swiss roll,
+// under both backends in float32: LibTorch (the default) and Eigen. An episode
+// simulates the batch under the stochastic policy with the ratio score estimator,
+// then takes one Adam step on the martingale loss. After the table, one line per
+// problem gives the ratio of the two backends' times (medians when repeated).
 //
-// Flags: `--threads N` (default: the hardware's concurrency), then Google
-// Benchmark's own `--benchmark_*` flags.
+// Flags: `--threads N` (LibTorch's intra-op threads; default: the hardware's
+// concurrency), then Google Benchmark's own `--benchmark_*` flags.
 
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <optional>
+#include <unistd.h>
+#include <map>
 #include <string>
-#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "diffctl/algorithms/qlearning.hpp"
+#include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/data/toy.hpp"
+#include "diffctl/models/eigen_mlp.hpp"
+#include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
 #include "flags.hpp"
@@ -29,10 +35,11 @@ using namespace diffctl;
 using Schedule = sde::OrnsteinUhlenbeck;
 using Estimate = models::RatioScore<Schedule>;
 
-template <class Reward>
+template <class Backend, class Reward>
 void episodes(benchmark::State& state, const torch::Tensor& data, Reward reward) {
   const Schedule schedule({.horizon = 5.0});
-  algorithms::QLearning<Schedule, Estimate, Reward> learner(
+  torch::manual_seed(3);  // the same initial weights under both backends
+  algorithms::QLearning<Schedule, Estimate, Reward, sde::EulerMaruyama, Backend> learner(
       schedule, Estimate(schedule, data), data.size(1), 0, {.beta = 1.0}, reward);
   auto generator = make_generator(7);
   for (int warm_up = 0; warm_up < 3; ++warm_up) learner.train_episode(generator);
@@ -40,32 +47,122 @@ void episodes(benchmark::State& state, const torch::Tensor& data, Reward reward)
   for (auto _ : state) benchmark::DoNotOptimize(learner.train_episode(generator).loss);
 }
 
+// The kernels an Eigen episode is made of, for its arithmetic floor: float GEMMs
+// of the shapes the backend multiplies (hidden 64; per step and half batch in
+// the forward pass, blocks of 256 columns in the backward pass) and the ratio
+// estimator's exponentials over 300 data points. Counters: FLOP/s (G: 10^9)
+// and seconds per exponential (n: nanoseconds).
+void gemm(benchmark::State& state, char kind) {
+  using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
+  const Eigen::Index h = 64, n = kind == 'f' ? 150 : models::EigenMlp<float>::kBlock;
+  const Matrix w = Matrix::Random(h, h), x = Matrix::Random(h, n);
+  Matrix y = Matrix::Random(h, n), g = Matrix::Zero(h, h);
+  for (auto _ : state) {
+    if (kind == 'f') y.noalias() = w * x;                   // forward: W a
+    else if (kind == 'w') g.noalias() += y * x.transpose();  // weight gradient: dz a^T
+    else y.noalias() = w.transpose() * x;                    // input gradient: W^T dz
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(g.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * double(h * h * n) * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void exponentials(benchmark::State& state) {
+  Eigen::ArrayXf distances = Eigen::ArrayXf::Random(300).abs() * 40.0f, buffer(300);
+  for (auto _ : state) {
+    buffer = distances;
+    models::detail::exp_of_difference(0.0f, buffer.data(), buffer.size());
+    benchmark::DoNotOptimize(buffer.data());
+  }
+  state.counters["time/exp"] = benchmark::Counter(300.0 * double(state.iterations()),
+                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+// The console table, then eigen / libtorch per problem from the same run.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  // Colours only on a terminal (the reporter is ours, so --benchmark_color does not reach it).
+  RatioReporter() : ConsoleReporter(isatty(fileno(stdout)) ? OO_ColorTabular : OO_Tabular) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      // A repeated benchmark's median, else its single run.
+      const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+      const std::string name = run.run_name.function_name;
+      if (median || (run.run_type == Run::RT_Iteration && !medians_.contains(name) && run.repetitions <= 1))
+        (median ? medians_ : singles_)[name] = run.GetAdjustedRealTime();
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    for (const char* problem : {"gmm1d", "swiss_roll"}) {
+      const std::string base = std::string("qlearning_episode/") + problem;
+      const double* torch_time = find(base + "/libtorch");
+      const double* eigen_time = find(base + "/eigen");
+      if (torch_time && eigen_time)
+        std::printf("%s: libtorch %.2f ms, eigen %.2f ms per episode: eigen / libtorch = %.3f (%.1fx faster)\n",
+                    problem, *torch_time, *eigen_time, *eigen_time / *torch_time, *torch_time / *eigen_time);
+    }
+  }
+
+ private:
+  const double* find(const std::string& name) const {
+    if (const auto it = medians_.find(name); it != medians_.end()) return &it->second;
+    if (const auto it = singles_.find(name); it != singles_.end()) return &it->second;
+    return nullptr;
+  }
+  std::map<std::string, double> medians_, singles_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int kept = 1;
-  std::optional<int> threads;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else argv[kept++] = argv[i];
-  }
-  argc = kept;
   try {
+    const auto threads = bench::take_threads_flag(argc, argv);
     keep_freed_memory();
     const int used = configure_threads(threads);
     benchmark::AddCustomContext("libtorch", TORCH_VERSION);
     benchmark::AddCustomContext("torch_threads", std::to_string(used));
+    benchmark::AddCustomContext("eigen", std::to_string(EIGEN_WORLD_VERSION) + "." +
+                                             std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                                             std::to_string(EIGEN_MINOR_VERSION) + " (" +
+                                             Eigen::SimdInstructionSetsInUse() + ")");
     auto generator = make_generator(1);
     const torch::Tensor mixture = data::two_mode_mixture(300, generator).first;
     const torch::Tensor roll = data::swiss_roll(300, generator);
-    benchmark::RegisterBenchmark("qlearning_episode/gmm1d", [=](benchmark::State& state) {
-      episodes(state, mixture, data::SquaredDistanceReward{});
-    })->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
-    benchmark::RegisterBenchmark("qlearning_episode/swiss_roll", [=](benchmark::State& state) {
-      episodes(state, roll, data::BoxReward{});
-    })->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
-    return diffctl::bench::run_benchmarks(argc, argv);
+    using Torch = algorithms::TorchBackend;
+    using Eigen32 = algorithms::EigenBackend<float>;
+    const auto add = [](const char* name, auto run) {
+      benchmark::RegisterBenchmark(name, run)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+    };
+    add("qlearning_episode/gmm1d/libtorch", [=](benchmark::State& state) {
+      episodes<Torch>(state, mixture, data::SquaredDistanceReward{});
+    });
+    add("qlearning_episode/gmm1d/eigen", [=](benchmark::State& state) {
+      episodes<Eigen32>(state, mixture, data::SquaredDistanceReward{});
+    });
+    add("qlearning_episode/swiss_roll/libtorch", [=](benchmark::State& state) {
+      episodes<Torch>(state, roll, data::BoxReward{});
+    });
+    add("qlearning_episode/swiss_roll/eigen", [=](benchmark::State& state) {
+      episodes<Eigen32>(state, roll, data::BoxReward{});
+    });
+    for (const auto& [name, kind] : {std::pair{"eigen_kernels/gemm_forward_64x64x150", 'f'},
+                                     std::pair{"eigen_kernels/gemm_weight_grad_64x256x64", 'w'},
+                                     std::pair{"eigen_kernels/gemm_input_grad_64x64x256", 'i'}})
+      benchmark::RegisterBenchmark(name, [kind = kind](benchmark::State& state) { gemm(state, kind); })
+          ->MinTime(1.0);
+    benchmark::RegisterBenchmark("eigen_kernels/ratio_exp_300", exponentials)->MinTime(1.0);
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    RatioReporter reporter;
+    benchmark::RunSpecifiedBenchmarks(&reporter);
+    benchmark::Shutdown();
   } catch (const std::exception& error) {
     std::fprintf(stderr, "qlearning_episode: %s\n", error.what());
     return 1;

@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <numbers>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -33,6 +34,7 @@
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/files.hpp"
+#include "diffctl/models/module_copy.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/integrate.hpp"
@@ -63,12 +65,13 @@ struct QLearningOptions {
   double learning_rate = 1e-3;  // Adam, both networks
   int64_t hidden = 64;          // width of both MLPs
   torch::Device device = torch::kCPU;  // where the networks and trajectories live
+  torch::Dtype dtype = torch::kFloat;  // their precision (an Eigen backend's must match its scalar)
 };
 
 struct EpisodeStats {
-  double loss;             // the martingale loss of the episode's batch
-  double terminal_reward;  // mean h(Y_T) of the batch
-  double score_gap;        // mean g^2 |mu - score estimate|^2 dt summed over steps
+  double loss = 0.0;             // the martingale loss of the episode's batch
+  double terminal_reward = 0.0;  // mean h(Y_T) of the batch
+  double score_gap = 0.0;        // mean g^2 |mu - score estimate|^2 dt summed over steps
 };
 
 namespace detail {
@@ -100,9 +103,9 @@ torch::Tensor sample_policy(const Schedule& schedule, const models::TimeStateMlp
   torch::NoGradGuard no_grad;
   sde::IntegrateOptions options;
   options.generator = generator;
-  const auto device = policy->parameters().front().device();
-  const torch::Tensor prior = sde::sample_prior(schedule, {n, policy->options().state_dim},
-                                                generator, torch::TensorOptions(torch::kFloat).device(device));
+  const torch::Tensor weight = policy->parameters().front();
+  const torch::Tensor prior = sde::sample_prior(schedule, {n, policy->options().state_dim}, generator,
+                                                torch::TensorOptions(weight.dtype()).device(weight.device()));
   return sde::integrate(schedule, PolicyScore(policy), solver, grid, prior, z, options).final_state;
 }
 
@@ -125,11 +128,157 @@ sde::TimeGrid grid_with_step(const Schedule& schedule, double dt) {
   return sde::TimeGrid::uniform(horizon, static_cast<std::size_t>(steps));
 }
 
+// The randomness of one episode, drawn by QLearning from the caller's generator
+// in one fixed order (classes, prior, then all the steps' normals in one call), so
+// that every backend consumes the same numbers for the same seed.
+struct EpisodeNoise {
+  torch::Tensor z;      // [B] int64 classes, or undefined (unconditional)
+  torch::Tensor prior;  // [B, d]: Y_0
+  torch::Tensor steps;  // [N, 2, B, d]: per step, the action's and the simulator's standard normals
+};
+
+// An episode's fixed parts besides the networks, as the backends see them.
+template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
+struct EpisodeProblem {
+  const Schedule& schedule;
+  const ScoreEstimate& score_estimate;
+  const Reward& reward;
+  const Simulator& simulator;
+  const sde::TimeGrid& grid;
+  const QLearningOptions& options;
+
+  // g(s)^2 at generation time t.
+  double squared_diffusion(double t) const {
+    const double g = schedule.diffusion(sde::forward_time(schedule, t));
+    return g * g;
+  }
+  // theta / (2 g^2) at the start of step k: the variance of each action coordinate.
+  double policy_variance(std::size_t k) const {
+    return options.temperature / (2.0 * squared_diffusion(grid[k]));
+  }
+};
+
+// The networks' shapes: the policy mean (t, y, z) -> R^d and the value -> R.
+inline std::pair<models::TimeStateMlpOptions, models::TimeStateMlpOptions> network_shapes(
+    int64_t state_dim, int64_t classes, int64_t hidden) {
+  return {{.state_dim = state_dim, .out_dim = state_dim, .classes = classes, .hidden = hidden},
+          {.state_dim = state_dim, .out_dim = 1, .classes = classes, .hidden = hidden}};
+}
+
+// LibTorch runs the networks, on any device, with autograd and torch::optim::Adam:
+// the default, for GPUs and large networks.
+class TorchBackend {
+ public:
+  using Network = models::TimeStateMlp;
+
+  TorchBackend(int64_t state_dim, int64_t classes, const QLearningOptions& options)
+      : policy_(network_shapes(state_dim, classes, options.hidden).first),
+        value_(network_shapes(state_dim, classes, options.hidden).second),
+        optimizer_(parameters_of({policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
+    for (auto* network : {&policy_, &value_}) (*network)->to(options.device, options.dtype);
+  }
+
+  template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
+  EpisodeStats episode(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
+                       const EpisodeNoise& noise) {
+    const QLearningOptions& options = problem.options;
+    const sde::TimeGrid& grid = problem.grid;
+    const int64_t batch = options.batch, dim = policy_->options().state_dim;
+    const std::size_t steps = grid.steps();
+    const auto opts = torch::TensorOptions(options.dtype).device(options.device);
+    const torch::Tensor& z = noise.z;
+
+    std::vector<torch::Tensor> states{noise.prior};
+    std::vector<torch::Tensor> actions, rewards;
+    torch::Tensor score_gap = torch::zeros({}, opts);  // read once, after the loop
+    {
+      torch::NoGradGuard no_grad;
+      for (std::size_t k = 0; k < steps; ++k) {
+        const double t = grid[k], dt = grid[k + 1] - t;
+        const double g2 = problem.squared_diffusion(t);
+        const torch::Tensor& y = states.back();
+        const torch::Tensor step_noise = noise.steps[int64_t(k)];
+        const torch::Tensor mu = policy_->forward(torch::full({batch}, t, opts), y, z);
+        const torch::Tensor action = mu + std::sqrt(options.temperature / (2.0 * g2)) * step_noise[0];
+        const torch::Tensor estimate = problem.score_estimate.score(t, y, z);
+        rewards.push_back(-g2 * (action - estimate).square().sum(1));
+        score_gap += g2 * dt * (mu - estimate).square().sum(1).mean();
+        const Transition step =
+            problem.simulator.transition(problem.schedule, detail::GivenScore{action}, t, grid[k + 1], y, z);
+        states.push_back(step.noise_std > 0.0 ? step.mean + step.noise_std * step_noise[1] : step.mean);
+        actions.push_back(action);
+      }
+    }
+
+    // Every (t_k, Y_k) of the batch in one pass through each network.
+    const torch::Tensor times = torch::tensor(std::vector<double>(grid.times().begin(), grid.times().end()), opts);
+    const torch::Tensor all_states = torch::stack(states);                 // [N+1, B, d]
+    const torch::Tensor before = all_states.narrow(0, 0, int64_t(steps)).reshape({-1, dim});
+    const torch::Tensor before_t = times.narrow(0, 0, int64_t(steps)).repeat_interleave(batch);
+    const torch::Tensor zs = z.defined() ? z.repeat({int64_t(steps)}) : torch::Tensor{};
+    const torch::Tensor terminal_reward = problem.reward(states.back(), z).to(opts);
+
+    const torch::Tensor j_before = value_->forward(before_t, before, zs).view({int64_t(steps), batch});
+    const torch::Tensor j_inner = j_before.narrow(0, 1, int64_t(steps) - 1);
+    const torch::Tensor j_after = torch::cat({j_inner, options.beta * terminal_reward.unsqueeze(0)});
+
+    const torch::Tensor mu = policy_->forward(before_t, before, zs);        // [N*B, d]
+    const torch::Tensor action = torch::stack(actions).reshape({-1, dim});
+    std::vector<double> variances;
+    for (std::size_t k = 0; k < steps; ++k) variances.push_back(problem.policy_variance(k));
+    const torch::Tensor variance = torch::tensor(variances, opts).repeat_interleave(batch).unsqueeze(1);
+    const torch::Tensor log_pi =
+        (-0.5 * (action - mu).square() / variance - 0.5 * (2.0 * std::numbers::pi * variance).log())
+            .sum(1)
+            .view({int64_t(steps), batch});
+    const torch::Tensor q = options.temperature * log_pi;
+    const torch::Tensor dts = (times.narrow(0, 1, int64_t(steps)) - times.narrow(0, 0, int64_t(steps))).unsqueeze(1);
+    const torch::Tensor increments = j_after - j_before + (torch::stack(rewards) - q) * dts;
+    const torch::Tensor loss = increments.square().sum(0).mean();
+
+    optimizer_.zero_grad();
+    loss.backward();
+    optimizer_.step();
+    return {loss.item<double>(), terminal_reward.mean().item<double>(), score_gap.item<double>()};
+  }
+
+  // The networks as LibTorch modules (these very ones): for sampling and saving.
+  std::pair<models::TimeStateMlp, models::TimeStateMlp> networks() const { return {policy_, value_}; }
+  // Takes the weights of modules of the same shape.
+  void assign(const models::TimeStateMlp& policy, const models::TimeStateMlp& value) {
+    models::copy_weights(*policy, *policy_);
+    models::copy_weights(*value, *value_);
+  }
+
+  models::TimeStateMlp& policy() { return policy_; }
+  models::TimeStateMlp& value() { return value_; }
+
+ private:
+  models::TimeStateMlp policy_;
+  models::TimeStateMlp value_;
+  torch::optim::Adam optimizer_;
+};
+
+// What QLearning needs of a backend: its networks (built from the shape and the
+// options), one episode's simulation, loss and update given the problem and the
+// noise, and its weights as TimeStateMlp modules (sampling, checkpoints) and back.
+template <class B>
+concept QLearningBackend =
+    std::constructible_from<B, int64_t, int64_t, const QLearningOptions&> &&
+    requires(B& backend, const B& cbackend, const models::TimeStateMlp& network) {
+      { cbackend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
+      backend.assign(network, network);
+      backend.policy();
+      backend.value();
+    };
+
 template <NoiseSchedule Schedule, DriftModel ScoreEstimate, TerminalReward Reward = NoReward,
-          class Simulator = sde::EulerMaruyama>
+          class Simulator = sde::EulerMaruyama, QLearningBackend Backend = TorchBackend>
   requires SdeSolver<Simulator, Schedule, detail::GivenScore>
 class QLearning {
  public:
+  using Problem = EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>;
+
   // state_dim: d; classes: number of conditions (0: unconditional).
   QLearning(Schedule schedule, ScoreEstimate score_estimate, int64_t state_dim, int64_t classes = 0,
             QLearningOptions options = {}, Reward reward = Reward(), Simulator simulator = Simulator())
@@ -138,13 +287,10 @@ class QLearning {
         reward_(std::move(reward)),
         simulator_(std::move(simulator)),
         options_(options),
+        state_dim_(state_dim),
         classes_(classes),
         grid_(grid_with_step(schedule_, options.dt)),
-        policy_(models::TimeStateMlpOptions{state_dim, state_dim, classes, options.hidden}),
-        value_(models::TimeStateMlpOptions{state_dim, 1, classes, options.hidden}),
-        optimizer_(parameters_of({policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
-    policy_->to(options.device);
-    value_->to(options.device);
+        backend_(state_dim, classes, options_) {
     require(options.temperature > 0.0 && std::isfinite(options.temperature),
             "q-learning: temperature must be > 0, found ", options.temperature);
     require(options.batch >= 1, "q-learning: batch must be >= 1, found ", options.batch);
@@ -156,65 +302,19 @@ class QLearning {
   // One episode: simulate a batch with the current stochastic policy, then one
   // Adam step on the martingale loss.
   EpisodeStats train_episode(at::Generator& generator) {
-    const int64_t batch = options_.batch, dim = policy_->options().state_dim;
-    const std::size_t steps = grid_.steps();
-    const auto opts = torch::TensorOptions(torch::kFloat).device(options_.device);
-    const torch::Tensor z = classes_ > 0
-                                ? torch::randint(classes_, {batch}, generator, torch::kLong).to(options_.device)
-                                : torch::Tensor{};
+    return backend_.episode(Problem{schedule_, score_estimate_, reward_, simulator_, grid_, options_},
+                            draw_noise(generator));
+  }
 
-    std::vector<torch::Tensor> states{sde::sample_prior(schedule_, {batch, dim}, generator, opts)};
-    std::vector<torch::Tensor> actions, rewards;
-    torch::Tensor score_gap = torch::zeros({}, opts);  // read once, after the loop
-    {
-      torch::NoGradGuard no_grad;
-      for (std::size_t k = 0; k < steps; ++k) {
-        const double t = grid_[k], dt = grid_[k + 1] - t;
-        const double g2 = squared_diffusion(t);
-        const torch::Tensor& y = states.back();
-        const torch::Tensor mu = policy_->forward(torch::full({batch}, t, opts), y, z);
-        const torch::Tensor action =
-            mu + std::sqrt(options_.temperature / (2.0 * g2)) * standard_normal(y.sizes(), generator, opts);
-        const torch::Tensor estimate = score_estimate_.score(t, y, z);
-        rewards.push_back(-g2 * (action - estimate).square().sum(1));
-        score_gap += g2 * dt * (mu - estimate).square().sum(1).mean();
-        const Transition step =
-            simulator_.transition(schedule_, detail::GivenScore{action}, t, grid_[k + 1], y, z);
-        states.push_back(step.noise_std > 0.0
-                             ? step.mean + step.noise_std * standard_normal(y.sizes(), generator, opts)
-                             : step.mean);
-        actions.push_back(action);
-      }
-    }
-
-    // Every (t_k, Y_k) of the batch in one pass through each network.
-    const torch::Tensor times = torch::tensor(std::vector<double>(grid_.times().begin(), grid_.times().end()), opts);
-    const torch::Tensor all_states = torch::stack(states);                 // [N+1, B, d]
-    const torch::Tensor before = all_states.narrow(0, 0, int64_t(steps)).reshape({-1, dim});
-    const torch::Tensor before_t = times.narrow(0, 0, int64_t(steps)).repeat_interleave(batch);
-    const torch::Tensor zs = z.defined() ? z.repeat({int64_t(steps)}) : torch::Tensor{};
-    const torch::Tensor terminal_reward = reward_(states.back(), z).to(opts);
-
-    const torch::Tensor j_before = value_->forward(before_t, before, zs).view({int64_t(steps), batch});
-    const torch::Tensor j_inner = j_before.narrow(0, 1, int64_t(steps) - 1);
-    const torch::Tensor j_after = torch::cat({j_inner, options_.beta * terminal_reward.unsqueeze(0)});
-
-    const torch::Tensor mu = policy_->forward(before_t, before, zs);        // [N*B, d]
-    const torch::Tensor action = torch::stack(actions).reshape({-1, dim});
-    const torch::Tensor variance = policy_variances(opts).repeat_interleave(batch).unsqueeze(1);
-    const torch::Tensor log_pi =
-        (-0.5 * (action - mu).square() / variance - 0.5 * (2.0 * std::numbers::pi * variance).log())
-            .sum(1)
-            .view({int64_t(steps), batch});
-    const torch::Tensor q = options_.temperature * log_pi;
-    const torch::Tensor dts = (times.narrow(0, 1, int64_t(steps)) - times.narrow(0, 0, int64_t(steps))).unsqueeze(1);
-    const torch::Tensor increments = j_after - j_before + (torch::stack(rewards) - q) * dts;
-    const torch::Tensor loss = increments.square().sum(0).mean();
-
-    optimizer_.zero_grad();
-    loss.backward();
-    optimizer_.step();
-    return {loss.item<double>(), terminal_reward.mean().item<double>(), score_gap.item<double>()};
+  // The episode's randomness, in the order train_episode draws it.
+  EpisodeNoise draw_noise(at::Generator& generator) const {
+    const int64_t batch = options_.batch;
+    const auto opts = torch::TensorOptions(options_.dtype).device(options_.device);
+    EpisodeNoise noise;
+    if (classes_ > 0) noise.z = torch::randint(classes_, {batch}, generator, torch::kLong).to(options_.device);
+    noise.prior = sde::sample_prior(schedule_, {batch, state_dim_}, generator, opts);
+    noise.steps = standard_normal({int64_t(grid_.steps()), 2, batch, state_dim_}, generator, opts);
+    return noise;
   }
 
   // n samples from the learned model: the policy mean as the score, integrated by
@@ -222,14 +322,16 @@ class QLearning {
   template <class Solver = sde::EulerMaruyama>
   torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
                        const Solver& solver = Solver()) const {
-    return sample_policy(schedule_, policy_, grid_, n, z, generator, solver);
+    return sample_policy(schedule_, backend_.networks().first, grid_, n, z, generator, solver);
   }
 
   // Saves both networks, with the shape they were built with, whole or not at all.
+  // Every backend writes the same format, so one backend's checkpoint loads into another.
   void save(const std::filesystem::path& path) const {
+    const auto [policy_network, value_network] = backend_.networks();
     torch::serialize::OutputArchive archive, policy, value;
-    policy_->save(policy);
-    value_->save(value);
+    policy_network->save(policy);
+    value_network->save(value);
     archive.write("policy", policy);
     archive.write("value", value);
     archive.write("shape", shape());
@@ -261,35 +363,26 @@ class QLearning {
     require(torch::equal(saved_shape.cpu(), shape()), name,
             ": holds networks for (state_dim, classes, hidden) = ", text(saved_shape),
             " but this learner has ", text(shape()));
+    const auto [policy_shape, value_shape] = network_shapes(state_dim_, classes_, options_.hidden);
+    models::TimeStateMlp policy_network(policy_shape), value_network(value_shape);
     torch::serialize::InputArchive policy, value;
     archive.read("policy", policy);
     archive.read("value", value);
-    policy_->load(policy);
-    value_->load(value);
+    policy_network->load(policy);
+    value_network->load(value);
+    backend_.assign(policy_network, value_network);
   }
 
-  models::TimeStateMlp& policy() { return policy_; }
-  models::TimeStateMlp& value() { return value_; }
+  // The backend's networks: TimeStateMlp modules for TorchBackend.
+  auto& policy() { return backend_.policy(); }
+  auto& value() { return backend_.value(); }
+  Backend& backend() { return backend_; }
   const sde::TimeGrid& grid() const { return grid_; }
   const QLearningOptions& options() const { return options_; }
 
  private:
-  double squared_diffusion(double t) const {
-    const double g = schedule_.diffusion(sde::forward_time(schedule_, t));
-    return g * g;
-  }
-
-  // theta / (2 g^2) at each step's start, [N].
-  torch::Tensor policy_variances(torch::TensorOptions opts) const {
-    std::vector<double> variances;
-    for (std::size_t k = 0; k < grid_.steps(); ++k)
-      variances.push_back(options_.temperature / (2.0 * squared_diffusion(grid_[k])));
-    return torch::tensor(variances, opts);
-  }
-
   torch::Tensor shape() const {
-    const auto& o = policy_->options();
-    return torch::tensor({o.state_dim, o.classes, o.hidden}, torch::kLong);
+    return torch::tensor({state_dim_, classes_, options_.hidden}, torch::kLong);
   }
 
   Schedule schedule_;
@@ -297,11 +390,10 @@ class QLearning {
   Reward reward_;
   Simulator simulator_;
   QLearningOptions options_;
+  int64_t state_dim_;
   int64_t classes_;
   sde::TimeGrid grid_;
-  models::TimeStateMlp policy_;
-  models::TimeStateMlp value_;
-  torch::optim::Adam optimizer_;
+  Backend backend_;
 };
 
 }  // namespace diffctl::algorithms

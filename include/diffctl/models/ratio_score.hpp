@@ -32,7 +32,7 @@ class RatioScore {
   RatioScore(Schedule schedule, torch::Tensor data, torch::Tensor labels = {},
              RatioScoreOptions options = {})
       : schedule_(std::move(schedule)), data_(std::move(data)), labels_(std::move(labels)),
-        log_floor_(std::log(options.density_floor)) {
+        options_(options), log_floor_(std::log(options.density_floor)) {
     require(data_.defined() && data_.dim() == 2 && data_.size(0) > 0,
             "RatioScore: data must be a non-empty [n, d] tensor, found ",
             data_.defined() ? data_.sizes() : torch::IntArrayRef{});
@@ -48,6 +48,8 @@ class RatioScore {
 
   const Schedule& schedule() const { return schedule_; }
   const torch::Tensor& data() const { return data_; }
+  const torch::Tensor& labels() const { return labels_; }
+  const RatioScoreOptions& options() const { return options_; }
 
   // The estimate at generation time t for y [B, d]; with z [B], over the data of
   // sample b's class only.
@@ -81,6 +83,7 @@ class RatioScore {
   Schedule schedule_;
   torch::Tensor data_;
   torch::Tensor labels_;
+  RatioScoreOptions options_;
   double log_floor_;
 };
 

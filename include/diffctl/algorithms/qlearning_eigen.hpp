@@ -1,0 +1,326 @@
+#pragma once
+// A q-learning backend for the low-dimensional problems, written with Eigen: at a
+// batch of hundreds and networks 64 wide, LibTorch spends most of an episode in
+// per-operation overhead (dispatch, autograd bookkeeping, allocation), not in
+// arithmetic. This backend computes the same episode as TorchBackend, the same
+// function of the same noise, with
+//
+//   - both networks as EigenMlp: forward, backward and Adam by hand, on buffers
+//     allocated on the first episode and reused after it;
+//   - the batch as the matrix's column dimension, so each layer of all N steps is
+//     one product through Eigen's blocked GEMM;
+//   - the policy's activations kept from the simulation (the policy mean there is
+//     the one the loss needs), so the policy runs forward once per episode;
+//   - RatioScore fused into one sweep per sample (EigenRatioScore).
+//
+//   QLearning<Schedule, RatioScore<Schedule>, Reward, sde::EulerMaruyama,
+//             EigenBackend<float>> learner(...);
+//
+// CPU only. The simulators are Euler-Maruyama (the paper's) and probability-flow
+// Euler. A score estimate other than RatioScore and every terminal reward are
+// LibTorch callables: they get the states as a tensor that views this backend's
+// buffer. The episode's randomness still comes from the LibTorch generator, drawn
+// by QLearning in one call, so both backends see identical noise for one seed.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <exception>
+#include <concepts>
+#include <cstdint>
+#include <numbers>
+#include <optional>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include <Eigen/Dense>
+#include <torch/torch.h>
+
+#include "diffctl/algorithms/qlearning.hpp"
+#include "diffctl/error.hpp"
+#include "diffctl/models/eigen_mlp.hpp"
+#include "diffctl/models/eigen_ratio_score.hpp"
+#include "diffctl/models/ratio_score.hpp"
+#include "diffctl/sde/solvers.hpp"
+
+namespace diffctl::algorithms {
+
+namespace detail {
+// The Euler step dY = [-f Y + weight g^2 a] dt (+ g dB when stochastic) of the
+// simulators this backend runs natively.
+template <class Simulator>
+struct EulerSimulator : std::false_type {};
+template <>
+struct EulerSimulator<sde::EulerMaruyama> : std::true_type {
+  static constexpr double score_weight = 1.0;
+  static constexpr bool stochastic = true;
+};
+template <>
+struct EulerSimulator<sde::ProbabilityFlowEuler> : std::true_type {
+  static constexpr double score_weight = 0.5;
+  static constexpr bool stochastic = false;
+};
+
+template <class Estimate>
+struct IsRatioScore : std::false_type {};
+template <class Schedule>
+struct IsRatioScore<models::RatioScore<Schedule>> : std::true_type {};
+}  // namespace detail
+
+template <class Scalar = float>
+  requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
+class EigenBackend {
+ public:
+  using Network = models::EigenMlp<Scalar>;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Row = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
+  using ConstMap = Eigen::Map<const Matrix>;
+
+  // Weights initialised as LibTorch initialises a TimeStateMlp (from its global
+  // generator), so a seed gives the same start under either backend.
+  EigenBackend(int64_t state_dim, int64_t classes, const QLearningOptions& options)
+      : options_(options),
+        policy_(Network::from(models::TimeStateMlp(network_shapes(state_dim, classes, options.hidden).first))),
+        value_(Network::from(models::TimeStateMlp(network_shapes(state_dim, classes, options.hidden).second))) {
+    require(options.device.is_cpu(), "EigenBackend: runs on the CPU only, found device ", options.device);
+    require(options.dtype == torch::CppTypeToScalarType<Scalar>::value, "EigenBackend<",
+            torch::CppTypeToScalarType<Scalar>::value, ">: options.dtype must be ",
+            torch::CppTypeToScalarType<Scalar>::value, ", found ", options.dtype);
+    adam_.learning_rate = options.learning_rate;
+  }
+
+  template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
+  EpisodeStats episode(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
+                       const EpisodeNoise& noise) {
+    static_assert(detail::EulerSimulator<Simulator>::value,
+                  "EigenBackend simulates with sde::EulerMaruyama or sde::ProbabilityFlowEuler");
+    using Euler = detail::EulerSimulator<Simulator>;
+    const sde::TimeGrid& grid = problem.grid;
+    const Eigen::Index batch = options_.batch, d = policy_.options().state_dim;
+    const Eigen::Index steps = Eigen::Index(grid.steps()), columns = steps * batch;
+    const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
+    check_noise(noise, steps, batch, d);
+    allocate(steps, batch);
+    const double theta = options_.temperature;
+
+    // Simulation under the stochastic policy, keeping both networks' activations.
+    // The samples are independent, so two threads simulate half the batch each.
+    states_.leftCols(batch) = ConstMap(noise.prior.template data_ptr<Scalar>(), d, batch);
+    const Eigen::Index half = two_threads() ? batch / 2 : batch;
+    double gap_first = 0.0, gap_second = 0.0;
+    in_parallel([&] { gap_first = simulate<Euler>(problem, noise, 0, half, 0); },
+                [&] { if (half < batch) gap_second = simulate<Euler>(problem, noise, half, batch - half, 1); });
+    const double score_gap = gap_first + gap_second;
+
+    // The reward of Y_N, through LibTorch.
+    const torch::Tensor final_states =
+        torch::from_blob(states_.data() + columns * d, {batch, d}, torch::TensorOptions(dtype));
+    const torch::Tensor reward_tensor =
+        problem.reward(final_states, noise.z).detach().to(torch::kCPU, dtype).contiguous();
+    require(reward_tensor.numel() == batch, "q-learning: the reward must give [", batch,
+            "] values, found ", reward_tensor.sizes());
+    const Eigen::Map<const Row> terminal(reward_tensor.template data_ptr<Scalar>(), batch);
+
+    // The martingale loss and its gradients with respect to J and mu.
+    double loss = 0.0;
+    for (Eigen::Index k = 0; k < steps; ++k) {
+      const Eigen::Index at = k * batch;
+      const double dt = grid[std::size_t(k) + 1] - grid[std::size_t(k)];
+      const double variance = problem.policy_variance(std::size_t(k));
+      const double log_normaliser = -0.5 * double(d) * std::log(2.0 * std::numbers::pi * variance);
+      const auto diff = actions_.middleCols(at, batch) - mu_.middleCols(at, batch);
+      auto increment = increments_.segment(at, batch);
+      // q = theta log pi(a | t, y), pi = N(mu, variance I).
+      increment = ((rewards_.segment(at, batch).array() -
+                    Scalar(theta) * (Scalar(-0.5 / variance) * diff.colwise().squaredNorm().array() +
+                                     Scalar(log_normaliser))) *
+                   Scalar(dt))
+                      .matrix();
+      increment -= values_.middleCols(at, batch);
+      if (k + 1 < steps) increment += values_.middleCols(at + batch, batch);
+      else increment += Scalar(options_.beta) * terminal;
+      loss += double(increment.squaredNorm());
+      increment *= Scalar(2.0 / double(batch));  // now d loss / d increment
+      // d loss / d mu = d loss / d increment * (-dt) * theta (a - mu) / variance
+      grad_mu_.middleCols(at, batch) =
+          (diff.array().rowwise() * (increment.array() * Scalar(-dt * theta / variance))).matrix();
+    }
+    grad_values_ = -increments_;
+    grad_values_.rightCols(columns - batch) += increments_.leftCols(columns - batch);
+
+    in_parallel([&] { value_.backward(input_, value_a1_, value_a2_, grad_values_, value_dz2_, value_dz1_); },
+                [&] { policy_.backward(input_, policy_a1_, policy_a2_, grad_mu_, policy_dz2_, policy_dz1_); });
+    value_.adam_step(adam_);
+    policy_.adam_step(adam_);
+    return {loss / double(batch), double(terminal.sum()) / double(batch), score_gap};
+  }
+
+  // The networks as LibTorch modules (CPU, this scalar type): copies.
+  std::pair<models::TimeStateMlp, models::TimeStateMlp> networks() const {
+    return {policy_.to_torch(), value_.to_torch()};
+  }
+  // Takes the weights of modules of the same shape (any device and dtype).
+  void assign(const models::TimeStateMlp& policy, const models::TimeStateMlp& value) {
+    policy_.copy_from(policy);
+    value_.copy_from(value);
+  }
+
+  Network& policy() { return policy_; }
+  Network& value() { return value_; }
+
+ private:
+  // Columns [first, first + count) of every step: the policy's actions, the score
+  // estimate, the rewards, the next states and both networks' forward passes.
+  // Returns this share of the score gap. `worker` picks the thread's estimator.
+  template <class Euler, class Problem>
+  double simulate(const Problem& problem, const EpisodeNoise& noise, Eigen::Index first, Eigen::Index count,
+                  int worker) {
+    const sde::TimeGrid& grid = problem.grid;
+    const Eigen::Index batch = options_.batch, d = policy_.options().state_dim;
+    const Eigen::Index steps = Eigen::Index(grid.steps());
+    const int64_t* z = noise.z.defined() ? noise.z.template data_ptr<int64_t>() + first : nullptr;
+    const Scalar* normals = noise.steps.template data_ptr<Scalar>();
+    const double theta = options_.temperature, horizon = problem.schedule.horizon();
+    double score_gap = 0.0;
+    for (Eigen::Index k = 0; k < steps; ++k) {
+      const double t = grid[std::size_t(k)], t_next = grid[std::size_t(k) + 1], h = t_next - t;
+      const double g2 = problem.squared_diffusion(t);
+      const Eigen::Index at = k * batch + first;
+      const auto y = states_.middleCols(at, count);
+      auto input = input_.middleCols(at, count);
+      policy_.fill_input(Scalar(t), y, z, input);
+      auto mu = mu_.middleCols(at, count);
+      policy_.forward(input, policy_a1_.middleCols(at, count), policy_a2_.middleCols(at, count), mu);
+      value_.forward(input, value_a1_.middleCols(at, count), value_a2_.middleCols(at, count),
+                     values_.middleCols(at, count));
+      auto action = actions_.middleCols(at, count);
+      action = mu + Scalar(std::sqrt(theta / (2.0 * g2))) * ConstMap(normals + (2 * k * batch + first) * d, d, count);
+      auto estimate = estimate_.middleCols(first, count);
+      score_estimate(problem, t, at, first, count, noise.z, z, worker);
+      rewards_.segment(at, count) = Scalar(-g2) * (action - estimate).colwise().squaredNorm();
+      score_gap += g2 * h * double((mu - estimate).colwise().squaredNorm().sum()) / double(batch);
+
+      const double s = horizon - t, f = problem.schedule.drift_coef(s), g = problem.schedule.diffusion(s);
+      auto next = states_.middleCols(at + batch, count);
+      next = Scalar(1.0 - h * f) * y + Scalar(Euler::score_weight * h * g * g) * action;
+      if constexpr (Euler::stochastic)
+        next += Scalar(g * std::sqrt(h)) * ConstMap(normals + ((2 * k + 1) * batch + first) * d, d, count);
+    }
+    return score_gap;
+  }
+
+  // Two threads when LibTorch is allowed two (`--threads`, configure_threads).
+  bool two_threads() const { return options_.batch >= 2 && torch::get_num_threads() >= 2; }
+
+  // Runs both tasks, the first on a second thread when two_threads(); rethrows.
+  template <class First, class Second>
+  void in_parallel(First&& first, Second&& second) {
+    if (!two_threads()) {
+      first();
+      second();
+      return;
+    }
+    std::exception_ptr failure;
+    std::thread worker([&] {
+      try {
+        first();
+      } catch (...) {
+        failure = std::current_exception();
+      }
+    });
+    try {
+      second();
+    } catch (...) {
+      worker.join();
+      throw;
+    }
+    worker.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // The estimate for columns [at, at + count) of the states into the same columns
+  // of estimate_ (from `first`).
+  template <class Problem>
+  void score_estimate(const Problem& problem, double t, Eigen::Index at, Eigen::Index first, Eigen::Index count,
+                      const torch::Tensor& z_tensor, const int64_t* z, int worker) {
+    const Eigen::Index d = policy_.options().state_dim;
+    const auto y = states_.middleCols(at, count);
+    auto estimate = estimate_.middleCols(first, count);
+    using Estimate = std::decay_t<decltype(problem.score_estimate)>;
+    if constexpr (detail::IsRatioScore<Estimate>::value) {
+      auto& fused = fused_estimates_[std::size_t(worker)];
+      if (!fused) fused.emplace(problem.score_estimate);
+      require(fused->dim() == d, "q-learning: the score estimate's data is ", fused->dim(),
+              "-dimensional, the states ", d, "-dimensional");
+      fused->score(problem.schedule, t, y, z, estimate);
+    } else {
+      torch::NoGradGuard no_grad;
+      const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
+      const torch::Tensor states = torch::from_blob(states_.data() + at * d, {count, d}, torch::TensorOptions(dtype));
+      const torch::Tensor zs = z_tensor.defined() ? z_tensor.narrow(0, first, count) : torch::Tensor{};
+      const torch::Tensor value =
+          problem.score_estimate.score(t, states, zs).detach().to(torch::kCPU, dtype).contiguous();
+      require(value.numel() == count * d, "q-learning: the score estimate must give [", count, ", ", d,
+              "], found ", value.sizes());
+      estimate = ConstMap(value.template data_ptr<Scalar>(), d, count);
+    }
+  }
+
+  void check_noise(const EpisodeNoise& noise, Eigen::Index steps, Eigen::Index batch, Eigen::Index d) const {
+    const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
+    const auto fits = [&](const torch::Tensor& tensor, std::initializer_list<int64_t> shape) {
+      return tensor.defined() && tensor.is_cpu() && tensor.scalar_type() == dtype &&
+             tensor.is_contiguous() && tensor.sizes() == torch::IntArrayRef(shape);
+    };
+    require(fits(noise.prior, {batch, d}), "EigenBackend: the prior must be a contiguous CPU [", batch, ", ",
+            d, "] tensor of ", dtype);
+    require(fits(noise.steps, {steps, 2, batch, d}), "EigenBackend: the step noise must be a contiguous CPU [",
+            steps, ", 2, ", batch, ", ", d, "] tensor of ", dtype);
+    const int64_t classes = policy_.options().classes;
+    require(noise.z.defined() == (classes > 0),
+            classes > 0 ? "EigenBackend: the networks are conditional and need z"
+                        : "EigenBackend: the networks are unconditional but got z");
+    if (noise.z.defined())
+      require(noise.z.is_cpu() && noise.z.scalar_type() == torch::kLong && noise.z.is_contiguous() &&
+                  noise.z.dim() == 1 && noise.z.size(0) == batch,
+              "EigenBackend: z must be a contiguous CPU int64 [", batch, "] tensor");
+  }
+
+  // The episode's buffers, sized on the first episode.
+  void allocate(Eigen::Index steps, Eigen::Index batch) {
+    const Eigen::Index columns = steps * batch, d = policy_.options().state_dim;
+    if (input_.cols() == columns) return;
+    const Eigen::Index hidden = options_.hidden;
+    input_.resize(policy_.input_dim(), columns);
+    states_.resize(d, columns + batch);
+    for (Matrix* m : {&policy_a1_, &policy_a2_, &value_a1_, &value_a2_}) m->resize(hidden, columns);
+    for (Matrix* m : {&policy_dz1_, &policy_dz2_, &value_dz1_, &value_dz2_})
+      m->resize(hidden, std::min(columns, Network::kBlock));
+    mu_.resize(d, columns);
+    actions_.resize(d, columns);
+    grad_mu_.resize(d, columns);
+    estimate_.resize(d, batch);
+    values_.resize(1, columns);
+    grad_values_.resize(1, columns);
+    rewards_.resize(columns);
+    increments_.resize(columns);
+  }
+
+  QLearningOptions options_;
+  Network policy_, value_;
+  models::EigenAdamOptions adam_;
+  std::array<std::optional<models::EigenRatioScore<Scalar>>, 2> fused_estimates_;  // one per thread
+  Matrix input_;                       // [1 + d + classes, N B]: (t_k, Y_k, one-hot z) per column
+  Matrix states_;                      // [d, (N + 1) B]: Y_0 .. Y_N
+  Matrix policy_a1_, policy_a2_;       // [hidden, N B]
+  Matrix value_a1_, value_a2_;         // [hidden, N B]
+  Matrix policy_dz1_, policy_dz2_;     // [hidden, kBlock], the backward passes' scratch
+  Matrix value_dz1_, value_dz2_;
+  Matrix mu_, actions_, grad_mu_;      // [d, N B]
+  Matrix estimate_;                    // [d, B], the current step's score estimates
+  Matrix values_, grad_values_;        // [1, N B]
+  Row rewards_, increments_;           // [N B]
+};
+
+}  // namespace diffctl::algorithms
