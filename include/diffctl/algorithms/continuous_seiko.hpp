@@ -371,13 +371,24 @@ class ContinuousSeiko {
     sde::IntegrateOptions options;
     options.record_times = measure_times_;
     options.generator = generator_;
+    // A step without noise has no density, so a control before it would cost no KL:
+    // such times never get one.
+    std::vector<bool> noiseless(grid_.size(), false);
+    options.on_step = [&](const sde::StepRecord& r) { noiseless[r.k] = r.step.noise_std <= 0.0; };
     const sde::Trajectory hallucination = sde::integrate(schedule_, tuned_, solver_, grid_, x_init, z, options);
     std::vector<torch::Tensor> uncertainty;
     for (const torch::Tensor& x0 : hallucination.x0_estimates) uncertainty.push_back(reward_.uncertainty(x0, z));
-    const torch::Tensor mask = mss_.select(measure_times_, torch::stack(uncertainty));
+    torch::Tensor mask = mss_.select(measure_times_, torch::stack(uncertainty));
     require(mask.scalar_type() == torch::kBool && mask.sizes() == torch::IntArrayRef({int64_t(measure_times_.size()), x_init.size(0)}),
             "SEIKO: the measurement selection returned ", mask.sizes(), " ", mask.scalar_type(), ", expected bool [",
             measure_times_.size(), ", ", x_init.size(0), "]");
+    bool any_noisy = false;
+    for (std::size_t r = 0; r < measure_index_.size(); ++r) {
+      if (noiseless[measure_index_[r]]) mask[static_cast<int64_t>(r)].fill_(false);
+      else any_noisy = true;
+    }
+    require(any_noisy, "SEIKO: the sampler is deterministic at every measured time; it needs a stochastic "
+            "solver (Euler-Maruyama, DDPM, DDIM with eta > 0)");
     return mask;
   }
 
@@ -415,16 +426,24 @@ class ContinuousSeiko {
     options.backprop_steps = options_.backprop_steps;
     options.generator = generator_;
     constexpr bool drift_tuned = TunableDrift<Drift>;
+    const bool drift_changes = drift_tuned && !drift_parameters_.empty();
     options.on_step = [&](const sde::StepRecord& r) {
-      // With the drift untouched, a step without a control is the pretrained step:
-      // it costs no KL and no extra model evaluation.
-      if (!controlled[r.k] && !(drift_tuned && !drift_parameters_.empty())) return;
-      const Transition pretrained = solver_.transition(schedule_, pretrained_, r.t, r.t_next, r.before_impulse, z);
-      const torch::Tensor from_previous =
-          previous_impulse[r.k].defined() ? r.before_impulse + previous_impulse[r.k] : r.before_impulse;
-      const Transition previous = solver_.transition(schedule_, previous_, r.t, r.t_next, from_previous, z);
-      run.penalty = run.penalty + regularizer_.penalty(r.step, pretrained, previous);
-      if (with_kl) run.kl_pretrained = run.kl_pretrained + objective::transition_kl(r.step, pretrained).detach();
+      // With the drift untouched, a sample without a control at this step makes the
+      // pretrained step: it costs no KL, and the reference models skip it.
+      if (!controlled[r.k] && !drift_changes) return;
+      torch::Tensor rows;
+      if (!drift_changes) rows = mask[row_of[r.k]].nonzero().squeeze(1);
+      const auto pick = [&](const torch::Tensor& t) { return rows.defined() && t.defined() ? t.index_select(0, rows) : t; };
+      const torch::Tensor from = pick(r.before_impulse), zs = pick(z);
+      const Transition tuned{pick(r.step.mean), r.step.noise_std, {}};
+      const Transition pretrained = solver_.transition(schedule_, pretrained_, r.t, r.t_next, from, zs);
+      const torch::Tensor from_previous = previous_impulse[r.k].defined() ? from + pick(previous_impulse[r.k]) : from;
+      const Transition previous = solver_.transition(schedule_, previous_, r.t, r.t_next, from_previous, zs);
+      const auto add = [&](const torch::Tensor& total, const torch::Tensor& part) {
+        return rows.defined() ? total.index_add(0, rows, part) : total + part;
+      };
+      run.penalty = add(run.penalty, regularizer_.penalty(tuned, pretrained, previous));
+      if (with_kl) run.kl_pretrained = add(run.kl_pretrained, objective::transition_kl(tuned, pretrained).detach());
     };
     run.x = sde::integrate(schedule_, tuned_, solver_, grid_, x_init, z, impulses, options).final_state;
     return run;
