@@ -43,6 +43,7 @@ struct DemoSettings {
   std::string diffusion_dir = "out/diffusion", oracle_dir = "out/oracle", weak_dir = "out/weak";
   std::string variant = "mean-std";
   std::vector<int64_t> queries;
+  std::vector<std::string> tune_drift;
   int64_t sample_steps = 0, batch = 0, optimize_steps = 0, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8;
   double alpha = 0.01, beta = 0.01, lr = 3e-3, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, bonus = 1.0;
@@ -93,6 +94,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                                    .optimize_steps = s.optimize_steps,
                                    .learning_rate = s.lr,
                                    .measure_every = s.measure_every,
+                                   .tune_drift = s.tune_drift,
                                    .classes = classes,
                                    .eval_samples = s.eval_samples,
                                    .chunk = 128,
@@ -198,6 +200,8 @@ int main(int argc, char** argv) {
   app.add_option("--ensemble-steps", s.ensemble_steps, "Adam steps per ensemble refit")->check(CLI::NonNegativeNumber);
   app.add_option("--control-width", s.control_width, "channels of the control network")->check(CLI::PositiveNumber);
   app.add_option("--per-prompt", s.per_prompt, "samples per prompt in the round pictures")->check(CLI::PositiveNumber);
+  app.add_option("--tune-drift", s.tune_drift,
+                 "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");
   app.add_flag("--resume", s.resume, "continue the run in --out");
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
 
