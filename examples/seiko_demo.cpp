@@ -46,7 +46,7 @@ struct DemoSettings {
   std::vector<std::string> tune_drift;
   int64_t sample_steps = 0, batch = 0, optimize_steps = 0, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8;
-  double alpha = 0.01, beta = 0.01, lr = 3e-3, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, bonus = 1.0;
+  double alpha = 0.01, beta = 0.01, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, bonus = 1.0;
   bool resume = false;
 };
 
@@ -80,18 +80,23 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                      .seed = flags.seed},
                     std::move(optimism));
   policy::NetworkControl control(policy::ImageControlNet(policy::ImageControlNetOptions{
-      .channels = channels, .classes = classes, .width = s.control_width, .image_size = image_size}));
+      .channels = channels, .classes = classes, .width = s.control_width, .image_size = image_size,
+      .class_image_scale = s.class_image_scale}));
   control.network()->to(device);
 
+  // Non-adaptive: the whole budget asked of the pretrained model in one round,
+  // with as many optimisation steps as the K rounds of the other variants.
   std::vector<int64_t> queries = s.queries;
+  int64_t optimize_steps = s.optimize_steps;
   if (s.variant == "non-adaptive") {
     int64_t total = 0;
     for (const int64_t q : queries) total += q;
     queries = {total};
+    optimize_steps *= static_cast<int64_t>(s.queries.size());
   }
   algorithms::SeikoOptions options{.queries_per_round = queries,
                                    .batch = s.batch,
-                                   .optimize_steps = s.optimize_steps,
+                                   .optimize_steps = optimize_steps,
                                    .learning_rate = s.lr,
                                    .measure_every = s.measure_every,
                                    .tune_drift = s.tune_drift,
@@ -199,6 +204,9 @@ int main(int argc, char** argv) {
   app.add_option("--ensemble-size", s.ensemble_size, "reward ensemble members")->check(CLI::Range(int64_t{2}, int64_t{64}));
   app.add_option("--ensemble-steps", s.ensemble_steps, "Adam steps per ensemble refit")->check(CLI::NonNegativeNumber);
   app.add_option("--control-width", s.control_width, "channels of the control network")->check(CLI::PositiveNumber);
+  app.add_option("--class-image-scale", s.class_image_scale,
+                 "scale of the control's per-class impulse image (its learning-rate multiplier)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--per-prompt", s.per_prompt, "samples per prompt in the round pictures")->check(CLI::PositiveNumber);
   app.add_option("--tune-drift", s.tune_drift,
                  "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");

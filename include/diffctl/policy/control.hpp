@@ -59,21 +59,31 @@ class NetworkControl {
   Net net_;
 };
 
-// A small convolutional control for images: the image, a time channel and a
-// learned class embedding (one channel) through three 3x3 convolutions. Cheap
+// A small convolutional control for images:
+//   u(t, x, z) = conv3(silu(conv2(silu(conv1([x, t, e_z]))))) + A_z + t B_z,
+// three 3x3 convolutions of the image, a time channel and a learned class
+// embedding e_z (one channel), plus a per-class impulse image A_z + t B_z. The
+// convolutions see only a 7x7 neighbourhood, so alone they cannot draw a class's
+// global shape; the per-class image can, and as it enters the output directly its
+// gradient is non-zero from the first step (the convolutions' output layer starts
+// at zero, so theirs is not). A_z and B_z start at zero and are multiplied by
+// class_image_scale: Adam moves a parameter by about its learning rate per step,
+// and a whole image has to move much further than a convolution weight. Cheap
 // next to the diffusion model, so that a control costs a fraction of a step.
 struct ImageControlNetOptions {
   int64_t channels = 1;  // of the images
   int64_t classes = 0;   // 0: unconditional
   int64_t width = 32;
   int64_t image_size = 28;
+  double class_image_scale = 20.0;  // of A_z and B_z (their learning-rate multiplier under Adam)
 };
 
 class ImageControlNetImpl : public torch::nn::Cloneable<ImageControlNetImpl> {
  public:
   explicit ImageControlNetImpl(ImageControlNetOptions options) : options_(options) {
-    require(options.channels >= 1 && options.classes >= 0 && options.width >= 1 && options.image_size >= 1,
-            "ImageControlNet: expected channels, width, image_size >= 1 and classes >= 0");
+    require(options.channels >= 1 && options.classes >= 0 && options.width >= 1 && options.image_size >= 1 &&
+                options.class_image_scale >= 0.0,
+            "ImageControlNet: expected channels, width, image_size >= 1, classes >= 0 and class_image_scale >= 0");
     reset();
   }
 
@@ -81,8 +91,13 @@ class ImageControlNetImpl : public torch::nn::Cloneable<ImageControlNetImpl> {
     const int64_t in = options_.channels + 1 + (options_.classes > 0 ? 1 : 0), w = options_.width;
     const auto conv = [](int64_t a, int64_t b) { return torch::nn::Conv2d(torch::nn::Conv2dOptions(a, b, 3).padding(1)); };
     // The output layer is registered last: NetworkControl zeroes the last two parameters.
-    if (options_.classes > 0)
-      embedding_ = register_module("embedding", torch::nn::Embedding(options_.classes, options_.image_size * options_.image_size));
+    const int64_t pixels = options_.image_size * options_.image_size;
+    if (options_.classes > 0) {
+      embedding_ = register_module("embedding", torch::nn::Embedding(options_.classes, pixels));
+      class_image_ = register_module("class_image", torch::nn::Embedding(options_.classes, 2 * options_.channels * pixels));
+      torch::NoGradGuard no_grad;
+      class_image_->weight.zero_();
+    }
     first_ = register_module("first", conv(in, w));
     second_ = register_module("second", conv(w, w));
     out_ = register_module("out", conv(w, options_.channels));
@@ -99,13 +114,17 @@ class ImageControlNetImpl : public torch::nn::Cloneable<ImageControlNetImpl> {
     std::vector<torch::Tensor> inputs{x, t.to(x.dtype()).view({-1, 1, 1, 1}).expand({x.size(0), 1, x.size(2), x.size(3)})};
     if (z.defined()) inputs.push_back(embedding_(z).view({-1, 1, x.size(2), x.size(3)}));
     const torch::Tensor h = torch::silu(second_(torch::silu(first_(torch::cat(inputs, 1)))));
-    return out_(h);
+    if (!z.defined()) return out_(h);
+    // A_z + t B_z, from one embedding row [2 C H W] per class.
+    const torch::Tensor ab = (options_.class_image_scale * class_image_(z)).view({x.size(0), 2, x.size(1), x.size(2), x.size(3)});
+    const torch::Tensor time = t.to(x.dtype()).view({-1, 1, 1, 1});
+    return out_(h) + ab.select(1, 0) + time * ab.select(1, 1);
   }
 
  private:
   ImageControlNetOptions options_;
   torch::nn::Conv2d first_{nullptr}, second_{nullptr}, out_{nullptr};
-  torch::nn::Embedding embedding_{nullptr};
+  torch::nn::Embedding embedding_{nullptr}, class_image_{nullptr};
 };
 TORCH_MODULE(ImageControlNet);
 
