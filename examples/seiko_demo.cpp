@@ -19,8 +19,9 @@
 //
 // --variant picks the algorithm: mean-std (continuous SEIKO: top-k uncertain
 // control times, optimism mean + std), max, thompson, ucb (feature covariance),
-// greedy (no bonus), discrete (control at every measured time), non-adaptive
-// (one round with the whole budget).
+// greedy (no bonus), discrete (control at every measured time), uniform (--top-k
+// evenly spaced control times, whatever the uncertainty), non-adaptive (one round
+// with the whole budget).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -46,11 +47,12 @@ struct DemoSettings {
   std::vector<std::string> tune_drift;
   int64_t sample_steps = 0, batch = 0, optimize_steps = 0, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8;
-  double alpha = 0.01, beta = 0.01, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, bonus = 1.0;
-  bool resume = false;
+  double alpha = 0.01, beta = 0.01, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 1e-3, bonus = 1.0;
+  bool anchored = true, resume = false;
 };
 
-const std::vector<std::string> kVariants{"mean-std", "max", "thompson", "ucb", "greedy", "discrete", "non-adaptive"};
+const std::vector<std::string> kVariants{"mean-std", "max",      "thompson",    "ucb",
+                                         "greedy",   "discrete", "non-adaptive", "uniform"};
 
 std::string csv_row(const algorithms::SeikoRound& r) {
   char line[256];
@@ -76,7 +78,8 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   using Members = reward::SharedBackboneHeads<models::ResNet18>;
   using Ensemble = reward::BootstrapEnsemble<Members, Optimism>;
   Ensemble ensemble(Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator),
-                    {.fit = {.steps = s.ensemble_steps, .batch = 1 << 20, .learning_rate = s.ensemble_lr, .l2 = 1e-4},
+                    {.fit = {.steps = s.ensemble_steps, .batch = 1 << 20, .learning_rate = s.ensemble_lr, .l2 = s.ensemble_l2,
+                             .anchored = s.anchored},
                      .seed = flags.seed},
                     std::move(optimism));
   policy::NetworkControl control(policy::ImageControlNet(policy::ImageControlNetOptions{
@@ -182,7 +185,7 @@ int main(int argc, char** argv) {
   app.add_option("--diffusion", s.diffusion_dir, "pretrain_diffusion output (the pretrained model)");
   app.add_option("--oracle", s.oracle_dir, "train_classifier --strength strong output (the oracle)");
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
-  app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete or non-adaptive")
+  app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform or non-adaptive")
       ->check(CLI::IsMember(kVariants));
   app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256 512, paper: 1024 ... 8192)");
   app.add_option("--sample-steps", s.sample_steps, "DDPM steps (small: 25, paper: 100)")->check(CLI::PositiveNumber);
@@ -203,6 +206,10 @@ int main(int argc, char** argv) {
   app.add_option("--noise", s.noise, "oracle label noise sigma")->check(CLI::NonNegativeNumber);
   app.add_option("--ensemble-size", s.ensemble_size, "reward ensemble members")->check(CLI::Range(int64_t{2}, int64_t{64}));
   app.add_option("--ensemble-steps", s.ensemble_steps, "Adam steps per ensemble refit")->check(CLI::NonNegativeNumber);
+  app.add_option("--ensemble-l2", s.ensemble_l2, "weight of the heads' squared distance to their anchor")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--anchored,!--unanchored", s.anchored,
+               "anchor the heads' l2 at their initial weights (the weak classifier's), or at 0");
   app.add_option("--control-width", s.control_width, "channels of the control network")->check(CLI::PositiveNumber);
   app.add_option("--class-image-scale", s.class_image_scale,
                  "scale of the control's per-class impulse image (its learning-rate multiplier)")
@@ -253,6 +260,8 @@ int main(int argc, char** argv) {
         return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::FeatureUcb(s.bonus, 1.0), top, generator, device);
       if (s.variant == "greedy")
         return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::Greedy{}, top, generator, device);
+      if (s.variant == "uniform")
+        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MeanPlusStd{s.bonus}, mss::Uniform{s.top_k}, generator, device);
       if (s.variant == "discrete")
         return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device);
       return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MeanPlusStd{s.bonus}, top, generator, device);

@@ -87,6 +87,62 @@ TEST_CASE("bootstrapped least squares covers the truth at about its nominal rate
   CHECK(report.coverage[2] > 0.95);
 }
 
+TEST_CASE("anchored members shrink toward their initial parameters, unanchored ones toward zero", "[reward]") {
+  // Ridge regression on (1, x, x^2) with uniform weights has the closed form
+  //   theta = (Phi^T Phi / n + l2 I)^-1 (Phi^T y / n + l2 a),
+  // a = the head's initial parameters when anchored, 0 otherwise.
+  auto generator = make_generator(7);
+  const PolynomialFeatures backbone(2);
+  const auto data = regression_data(40, 0.3, generator);
+  const torch::Tensor weights = torch::ones({2, data.size()});
+  const double l2 = 0.5;
+  for (const bool anchored : {false, true}) {
+    INFO("anchored " << anchored);
+    LinearHeads heads(backbone, torch::tensor({1.5, -2.0, 0.7}).view({1, 1, 3}).repeat({2, 1, 1}),
+                      torch::zeros({2, 1}));
+    const torch::Tensor initial = torch::cat({heads.head_weight()[0][0], heads.head_bias()[0]}).to(torch::kDouble);
+    heads.fit(data, weights, {.steps = 1500, .batch = 1 << 20, .learning_rate = 0.05, .l2 = l2, .anchored = anchored},
+              generator);
+    // The bias is a fourth parameter beside the constant feature: both carry the intercept.
+    const torch::Tensor phi = torch::cat({backbone->features(data.x()), torch::ones({data.size(), 1})}, 1).to(torch::kDouble);
+    const double n = double(data.size());
+    const torch::Tensor a = anchored ? initial : torch::zeros({4}, torch::kDouble);
+    const torch::Tensor expected = torch::linalg_solve(phi.t().mm(phi) / n + l2 * torch::eye(4, torch::kDouble),
+                                                       phi.t().mv(data.y()) / n + l2 * a);
+    const torch::Tensor found = torch::cat({heads.head_weight()[0][0], heads.head_bias()[0]}).to(torch::kDouble);
+    INFO("expected " << expected << " found " << found);
+    CHECK(torch::allclose(found, expected, 1e-3, 2e-3));
+  }
+  // Whole networks: with a heavy l2, anchored members barely move, unanchored ones shrink.
+  const auto networks = [] {
+    torch::manual_seed(3);
+    return std::vector<torch::nn::Sequential>{small_mlp(), small_mlp()};
+  };
+  std::vector<torch::Tensor> before;
+  for (auto& t : networks()[0]->parameters()) before.push_back(t.detach().clone());
+  const auto distance_after = [&](bool anchored) {
+    MlpMembers members(networks());
+    members.fit(data, weights, {.steps = 200, .batch = 1 << 20, .learning_rate = 0.01, .l2 = 10.0, .anchored = anchored},
+                generator);
+    double moved = 0.0, norm = 0.0;
+    const auto after = members.networks()[0]->parameters();
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      moved += (after[i] - before[i]).square().sum().item<double>();
+      norm += after[i].square().sum().item<double>();
+    }
+    return std::pair{std::sqrt(moved), std::sqrt(norm)};
+  };
+  double initial_norm = 0.0;
+  for (const auto& p : before) initial_norm += p.square().sum().item<double>();
+  initial_norm = std::sqrt(initial_norm);
+  const auto [moved_anchored, norm_anchored] = distance_after(true);
+  const auto [moved_free, norm_free] = distance_after(false);
+  INFO("initial norm " << initial_norm << "; anchored moved " << moved_anchored << ", unanchored norm " << norm_free);
+  CHECK(moved_anchored < 0.1 * initial_norm);
+  CHECK(norm_free < 0.5 * initial_norm);
+  CHECK(moved_free > 5.0 * moved_anchored);
+}
+
 TEST_CASE("a neural ensemble is confident near its data and uncertain away from it", "[reward]") {
   torch::manual_seed(7);  // the members' initial weights differ by the global generator
   auto generator = make_generator(7);

@@ -13,7 +13,11 @@
 // ClassReadout (p(z | x) or log p(z | x) from logits) or ScalarReadout.
 //
 // Fitting is regularised empirical risk minimisation, member by member:
-//   mean over a weighted resample of D of (r_m(x) - y)^2  +  l2 * ||theta_m||^2,
+//   mean over a weighted resample of D of (r_m(x) - y)^2  +  l2 * ||theta_m - a_m||^2,
+// with a_m = 0, or with MemberFitOptions::anchored the member's parameters when it
+// was built (anchored ensembles: each member stays near its own prior draw where the
+// data say nothing, so members copied from the weak classifier keep what it knows
+// instead of decaying toward uniform predictions, and keep their disagreement);
 // by Adam with a cosine-decayed learning rate (so a fit ends at a minimum rather
 // than jittering around it). When the batch is at least |D|, each step uses the
 // exact weighted loss over all of D; otherwise minibatches are drawn in proportion
@@ -60,7 +64,8 @@ struct MemberFitOptions {
   int64_t steps = 200;          // Adam steps per member and fit
   int64_t batch = 64;           // samples per step, drawn with replacement by weight; >= |D|: all of D
   double learning_rate = 1e-3;  // at the first step, decayed to 0 by a cosine
-  double l2 = 1e-4;             // lambda of lambda * ||theta||^2
+  double l2 = 1e-4;             // lambda of lambda * ||theta - anchor||^2
+  bool anchored = false;        // anchor: the member's initial parameters (false: 0)
 };
 
 // What an ensemble needs of its members. predict: x [B, ...], z [B] -> [M, B].
@@ -126,10 +131,19 @@ inline Minibatches minibatches(const torch::Tensor& weights, const torch::Tensor
   return {draw_minibatches(weights, active, batch * steps, generator), torch::ones({members, batch * steps})};
 }
 
-inline torch::Tensor squared_norm(const std::vector<torch::Tensor>& parameters) {
+// sum_i ||parameters_i - anchors_i||^2 (anchors empty: 0).
+inline torch::Tensor squared_distance(const std::vector<torch::Tensor>& parameters,
+                                      const std::vector<torch::Tensor>& anchors) {
   torch::Tensor total = torch::zeros({}, parameters.front().options());
-  for (const auto& p : parameters) total = total + p.square().sum();
+  for (std::size_t i = 0; i < parameters.size(); ++i)
+    total = total + (anchors.empty() ? parameters[i] : parameters[i] - anchors[i]).square().sum();
   return total;
+}
+
+inline std::vector<torch::Tensor> detached_copies(const std::vector<torch::Tensor>& parameters) {
+  std::vector<torch::Tensor> copies;
+  for (const auto& p : parameters) copies.push_back(p.detach().clone());
+  return copies;
 }
 
 }  // namespace detail
@@ -143,7 +157,10 @@ class ModuleMembers {
   explicit ModuleMembers(std::vector<Net> members, Readout readout = {}, Net reference = nullptr)
       : members_(std::move(members)), readout_(std::move(readout)), reference_(std::move(reference)) {
     require(members_.size() >= 2, "reward ensemble: needs at least 2 members, found ", members_.size());
-    for (auto& member : members_) freeze(member);
+    for (auto& member : members_) {
+      freeze(member);
+      anchors_.push_back(detail::detached_copies(member->parameters()));
+    }
     if (!reference_.is_empty()) freeze(reference_);
   }
 
@@ -218,7 +235,8 @@ class ModuleMembers {
         const torch::Tensor y = data.y().index_select(0, rows).to(device, torch::kFloat);
         const torch::Tensor w = loss_weight[m].narrow(0, step * batch, batch).to(device);
         const torch::Tensor error = readout_(member->forward(x), z) - y;
-        loss = (w * error.square()).mean() + options.l2 * detail::squared_norm(parameters);
+        const auto& anchor = options.anchored ? anchors_[static_cast<std::size_t>(m)] : std::vector<torch::Tensor>{};
+        loss = (w * error.square()).mean() + options.l2 * detail::squared_distance(parameters, anchor);
         optimizer.zero_grad();
         loss.backward();
         optimizer.step();
@@ -230,8 +248,12 @@ class ModuleMembers {
   }
 
   void add_to(io::Checkpoint& checkpoint, const std::string& prefix) {
-    for (std::size_t m = 0; m < members_.size(); ++m)
+    for (std::size_t m = 0; m < members_.size(); ++m) {
       checkpoint.modules.emplace_back(prefix + "member_" + std::to_string(m), members_[m].ptr().get());
+      for (std::size_t i = 0; i < anchors_[m].size(); ++i)
+        checkpoint.tensors.emplace_back(prefix + "member_" + std::to_string(m) + "_anchor_" + std::to_string(i),
+                                        &anchors_[m][i]);
+    }
   }
 
   std::vector<Net>& networks() { return members_; }
@@ -243,6 +265,7 @@ class ModuleMembers {
   }
 
   std::vector<Net> members_;
+  std::vector<std::vector<torch::Tensor>> anchors_;  // each member's parameters when built
   Readout readout_;
   Net reference_;
 };
@@ -256,6 +279,8 @@ class SharedBackboneHeads {
       : backbone_(models::clone_module(backbone)),
         weight_(weight.detach().clone()),
         bias_(bias.detach().clone()),
+        anchor_weight_(weight_.clone()),
+        anchor_bias_(bias_.clone()),
         readout_(std::move(readout)) {
     require(weight_.dim() == 3 && weight_.size(0) >= 2, "reward ensemble: head weights must be [M >= 2, K, F], found ",
             weight_.sizes());
@@ -336,7 +361,9 @@ class SharedBackboneHeads {
       const torch::Tensor zb = z.defined() ? z.index_select(0, rows.flatten()).view_as(rows) : torch::Tensor{};
       const torch::Tensor error = readout_(heads(x, weight, bias), zb) - y.index_select(0, rows.flatten()).view_as(rows);
       const torch::Tensor w = loss_weight.narrow(1, step * batch, batch);
-      per_member = (w * error.square()).mean(1) + options.l2 * (weight.square().sum({1, 2}) + bias.square().sum(1));
+      const torch::Tensor dw = options.anchored ? weight - anchor_weight_ : weight;
+      const torch::Tensor db = options.anchored ? bias - anchor_bias_ : bias;
+      per_member = (w * error.square()).mean(1) + options.l2 * (dw.square().sum({1, 2}) + db.square().sum(1));
       // Members are independent: the sum's gradient is each member's own.
       const torch::Tensor loss = (per_member * mask).sum();
       optimizer.zero_grad();
@@ -356,6 +383,8 @@ class SharedBackboneHeads {
   void add_to(io::Checkpoint& checkpoint, const std::string& prefix) {
     checkpoint.tensors.emplace_back(prefix + "head_weight", &weight_);
     checkpoint.tensors.emplace_back(prefix + "head_bias", &bias_);
+    checkpoint.tensors.emplace_back(prefix + "head_anchor_weight", &anchor_weight_);
+    checkpoint.tensors.emplace_back(prefix + "head_anchor_bias", &anchor_bias_);
   }
 
   const torch::Tensor& head_weight() const { return weight_; }
@@ -378,6 +407,7 @@ class SharedBackboneHeads {
 
   Backbone backbone_;
   torch::Tensor weight_, bias_;
+  torch::Tensor anchor_weight_, anchor_bias_;  // the heads when built
   Readout readout_;
 };
 
