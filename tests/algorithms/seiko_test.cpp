@@ -235,3 +235,25 @@ TEST_CASE("the image control starts at zero, its per-class image gets a gradient
   CHECK((late[1] - early[1]).abs().max().item<double>() > 0.1);
   CHECK(torch::allclose(early[1], early[3]));  // same class, no state dependence yet (the convolutions start at zero)
 }
+
+TEST_CASE("gradient clipping without a host read matches LibTorch's", "[seiko]") {
+  torch::manual_seed(9);
+  for (const double max_norm : {0.5, 100.0}) {
+    std::vector<torch::Tensor> ours{torch::zeros({3, 4}, torch::requires_grad()), torch::zeros({5}, torch::requires_grad()),
+                                    torch::zeros({2}, torch::requires_grad())};
+    std::vector<torch::Tensor> theirs;
+    for (auto& p : ours) theirs.push_back(torch::zeros_like(p).requires_grad_(true));
+    for (std::size_t i = 0; i < 2; ++i) {  // the third parameter has no gradient
+      const torch::Tensor g = torch::randn(ours[i].sizes());
+      ours[i].mutable_grad() = g.clone();
+      theirs[i].mutable_grad() = g.clone();
+    }
+    const double expected = torch::nn::utils::clip_grad_norm_(theirs, max_norm);
+    const torch::Tensor norm = algorithms::clip_grad_norm(ours, max_norm);
+    CHECK(norm.item<double>() == Approx(expected).epsilon(1e-6));
+    for (std::size_t i = 0; i < 2; ++i) CHECK(torch::allclose(ours[i].grad(), theirs[i].grad(), 1e-6, 1e-7));
+    CHECK(!ours[2].grad().defined());
+    if (max_norm < 1.0) CHECK(torch::cat({ours[0].grad().flatten(), ours[1].grad().flatten()}).norm().item<double>() ==
+                              Approx(max_norm).epsilon(1e-5));
+  }
+}

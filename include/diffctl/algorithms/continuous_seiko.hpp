@@ -38,6 +38,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/algorithms/gradient_clipping.hpp"
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
@@ -336,7 +337,7 @@ class ContinuousSeiko {
       objective = reward - penalty;
       optimizer.zero_grad();
       (-objective).backward();
-      torch::nn::utils::clip_grad_norm_(parameters, options_.max_grad_norm);
+      clip_grad_norm(parameters, options_.max_grad_norm);
       optimizer.step();
       if (options_.show_progress) progress.update(step + 1);
     }
@@ -403,11 +404,17 @@ class ContinuousSeiko {
       shape[0] = like.size(0);
       return m.to(like.dtype()).view(shape);
     };
-    // Which measured rows have any control: the others skip the policy entirely.
-    const torch::Tensor any_row = mask.any(1).cpu();
+    // One read of the mask on the host per run (none per step): which measured
+    // rows have any control (the others skip the policy entirely) and, for each,
+    // the indices of its controlled samples, sent back to the device.
+    const torch::Tensor host_mask = mask.cpu();
     std::vector<bool> controlled(grid_.size(), false);
-    for (std::size_t r = 0; r < measure_index_.size(); ++r)
-      controlled[measure_index_[r]] = any_row[static_cast<int64_t>(r)].template item<bool>();
+    std::vector<torch::Tensor> controlled_samples(grid_.size());
+    for (std::size_t r = 0; r < measure_index_.size(); ++r) {
+      const torch::Tensor samples = host_mask[static_cast<int64_t>(r)].nonzero().squeeze(1);
+      controlled[measure_index_[r]] = samples.numel() > 0;
+      controlled_samples[measure_index_[r]] = samples.to(mask.device(), /*non_blocking=*/true);
+    }
 
     std::vector<torch::Tensor> previous_impulse(grid_.size());
     const auto impulses = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
@@ -432,7 +439,7 @@ class ContinuousSeiko {
       // pretrained step: it costs no KL, and the reference models skip it.
       if (!controlled[r.k] && !drift_changes) return;
       torch::Tensor rows;
-      if (!drift_changes) rows = mask[row_of[r.k]].nonzero().squeeze(1);
+      if (!drift_changes) rows = controlled_samples[r.k];
       const auto pick = [&](const torch::Tensor& t) { return rows.defined() && t.defined() ? t.index_select(0, rows) : t; };
       const torch::Tensor from = pick(r.before_impulse), zs = pick(z);
       const Transition tuned{pick(r.step.mean), r.step.noise_std, {}};
