@@ -1,0 +1,67 @@
+#!/bin/sh
+# Builds the benchmarks and runs the whole set, printing one table (also written
+# to OUT/benchmarks.md, with each binary's CSV beside it).
+#
+#   benchmarks/run_all.sh cpu  [OUT]   # every benchmark on the CPU
+#   benchmarks/run_all.sh cuda [OUT]   # the same set; the ones with --device on CUDA
+#
+# For CUDA, point CMake at a CUDA build of LibTorch, e.g.
+#   CMAKE_PREFIX_PATH=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') benchmarks/run_all.sh cuda
+# Environment: BUILD (build directory, default build-bench), REPETITIONS (default 3),
+# THREADS (torch threads, default: all cores).
+set -eu
+
+device=${1:-cpu}
+out=${2:-out/benchmarks-$device}
+build=${BUILD:-build-bench}
+repetitions=${REPETITIONS:-3}
+case $device in cpu | cuda) ;; *) echo "usage: $0 cpu|cuda [OUT]" >&2; exit 2 ;; esac
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDIFFCTL_BUILD_TESTS=OFF -DDIFFCTL_BUILD_EXAMPLES=OFF \
+  ${CMAKE_PREFIX_PATH:+-DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH"} >/dev/null
+cmake --build "$build" -j"$(nproc)" --target solver_steps qlearning_episode image_networks reward_ensemble image_sampling
+mkdir -p "$out"
+
+threads=${THREADS:+--threads $THREADS}
+# bench NAME [FILTER]: medians of REPETITIONS runs as CSV.
+bench() {
+  name=$1 filter=${2:-.}
+  device_flag=""
+  case $name in image_networks | reward_ensemble | image_sampling) device_flag="--device $device" ;; esac
+  # shellcheck disable=SC2086
+  "$build/benchmarks/$name" $device_flag $threads --benchmark_filter="$filter" \
+    --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true --benchmark_format=csv \
+    >>"$out/$name.csv" 2>>"$out/$name.log"
+}
+rm -f "$out"/*.csv "$out"/*.log
+if [ "$device" = cpu ]; then
+  bench solver_steps
+  bench qlearning_episode
+fi
+bench image_networks
+bench reward_ensemble
+bench image_sampling sampling
+# One backprop configuration per process: the peak-memory counter needs a fresh process.
+for config in 10/0 10/5 20/0 20/5 50/0 50/5; do
+  "$build/benchmarks/image_sampling" --device "$device" $threads --benchmark_filter="backprop/$config/" \
+    --benchmark_format=csv >>"$out/image_sampling.csv" 2>>"$out/image_sampling.log"
+done
+
+# Google Benchmark's CSV: name,iterations,real_time,cpu_time,time_unit,...,counters.
+# Keep medians (and the single-run backprop rows), print name, time and counters.
+{
+  echo "| benchmark | real time | counters |"
+  echo "|---|---|---|"
+  for file in "$out"/*.csv; do
+    awk -F, '
+      /^name,/ { for (i = 1; i <= NF; ++i) { col[i] = $i; gsub(/"/, "", col[i]) }; next }
+      NF > 4 && ($1 ~ /_median"?$/ || $1 ~ /backprop/) {
+        gsub(/"/, "", $1); sub(/_median$/, "", $1)
+        counters = ""
+        for (i = 11; i <= NF; ++i) if ($i != "") counters = counters sprintf("%s %.4g; ", col[i], $i)
+        printf "| %s | %.4g %s | %s |\n", $1, $3, $5, counters
+      }' "$file"
+  done
+} | tee "$out/benchmarks.md"
+echo "run_all.sh: $device on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" |
+  tee -a "$out/benchmarks.md"
