@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
       trainer.set_steps(run.first_step());
       const bool finished = run.run([&](const data::Batch& batch) {
         const auto stats = trainer.step(batch.images, s.unconditional ? torch::Tensor() : batch.labels, generator);
-        return std::vector<double>{stats.loss, stats.grad_norm};
+        return std::vector<torch::Tensor>{stats.loss, stats.grad_norm};
       });
       if (!finished) return 0;
 

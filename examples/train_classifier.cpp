@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     trainer.set_steps(run.first_step());
     const bool finished = run.run([&](const data::Batch& batch) {
       const auto stats = trainer.step(batch.images, batch.labels, generator);
-      return std::vector<double>{stats.loss, stats.accuracy, stats.learning_rate};
+      return std::vector<torch::Tensor>{stats.loss, stats.accuracy, torch::tensor(stats.learning_rate)};
     });
     if (!finished) return 0;
     const double train_seconds = run.seconds();

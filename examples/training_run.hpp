@@ -77,22 +77,24 @@ class TrainingRun {
   bool run(Step&& step) {
     io::Progress progress(label_, flags_.steps);
     const auto start = std::chrono::steady_clock::now();
-    std::vector<double> sums(width_, 0.0);
+    // The logged values stay tensors, summed where they are, and are read on the
+    // host only when a row is written: no wait for the device at every step.
+    std::vector<torch::Tensor> sums(width_);
     int64_t count = 0;
     const int64_t last = std::min(flags_.steps, flags_.stop_after.value_or(flags_.steps));
     for (int64_t done = first_step(); done < last;) {
-      const std::vector<double> values = step(batches_.next());
+      const std::vector<torch::Tensor> values = step(batches_.next());
       require(values.size() == width_, label_, ": a step logged ", values.size(), " values, expected ", width_);
-      for (std::size_t i = 0; i < width_; ++i) sums[i] += values[i];
+      for (std::size_t i = 0; i < width_; ++i) sums[i] = sums[i].defined() ? sums[i] + values[i] : values[i].to(torch::kDouble);
       ++count;
       ++done;
       if (done % flags_.log_every == 0 || done == last) {
         std::vector<double> row;
-        for (const double sum : sums) row.push_back(sum / double(count));
+        for (const auto& sum : sums) row.push_back(sum.template item<double>() / double(count));
         row.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
         log_->write(done, row);
         progress.update(done, "loss " + std::to_string(row.front()));
-        sums.assign(width_, 0.0);
+        sums.assign(width_, torch::Tensor{});
         count = 0;
       }
       if (done % flags_.checkpoint_every == 0 || done == last) save(done);

@@ -132,7 +132,7 @@ TEST_CASE("a denoising step keeps the exact moving average and drops labels at i
   const torch::Tensor before = model->weight.detach().clone();
   REQUIRE(torch::equal(ema->weight, before));
   const auto stats = trainer.step(x0, labels, generator);
-  CHECK(stats.loss > 0.5);  // the zero prediction's loss is E[eps^2] = 1
+  CHECK(stats.loss.item<double>() > 0.5);  // the zero prediction's loss is E[eps^2] = 1
   const torch::Tensor after = model->weight.detach();
   REQUIRE_FALSE(torch::equal(after, before));
   CHECK(torch::allclose(ema->weight, decay * before + (1 - decay) * after));
@@ -160,7 +160,7 @@ TEST_CASE("denoising pretraining learns a class-conditional model", "[algorithms
     const torch::Tensor labels = torch::randint(2, {128}, generator, torch::kLong);
     const torch::Tensor x0 = (labels.to(torch::kFloat) - 0.5).view({-1, 1, 1, 1}) +
                              0.1 * torch::randn({128, 1, 4, 4}, generator);
-    const double loss = trainer.step(x0, labels, generator).loss;
+    const double loss = trainer.step(x0, labels, generator).loss.item<double>();
     (step < 50 ? first : last) += loss / (step < 50 ? 50.0 : 950.0);
   }
   INFO("loss " << first << " -> " << last);

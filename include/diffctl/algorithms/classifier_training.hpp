@@ -57,9 +57,11 @@ inline torch::Tensor augment_images(const torch::Tensor& images, bool flip, int6
   return x;
 }
 
+// loss and accuracy are 0-dim tensors on the model's device: reading them waits
+// for the step, so a training loop reads them only when it logs.
 struct ClassifierStats {
-  double loss;
-  double accuracy;  // on the (augmented) training batch
+  torch::Tensor loss;
+  torch::Tensor accuracy;  // on the (augmented) training batch
   double learning_rate;
 };
 
@@ -112,8 +114,7 @@ class ClassifierTrainer {
     loss.backward();
     optimizer_->step();
     ++steps_;
-    const double accuracy = logits.argmax(1).eq(labels).to(torch::kDouble).mean().template item<double>();
-    return {loss.template item<double>(), accuracy, rate};
+    return {loss.detach(), logits.detach().argmax(1).eq(labels).to(torch::kFloat).mean(), rate};
   }
 
   Net& model() { return model_; }

@@ -7,11 +7,13 @@
 // moving average of the weights is what one samples from: it averages out the last
 // steps' noise, the usual practice since DDPM.
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
 #include <torch/torch.h>
 
+#include "diffctl/algorithms/gradient_clipping.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/models/module_copy.hpp"
@@ -45,9 +47,11 @@ inline void update_ema(const torch::nn::Module& model, torch::nn::Module& ema, d
   for (std::size_t i = 0; i < buffers.size(); ++i) ema_buffers[i].copy_(buffers[i]);
 }
 
+// 0-dim tensors on the model's device: reading them waits for the step, so a
+// training loop reads them only when it logs.
 struct DenoisingStats {
-  double loss;       // mean squared error of the noise prediction
-  double grad_norm;  // before clipping
+  torch::Tensor loss;       // mean squared error of the noise prediction
+  torch::Tensor grad_norm;  // before clipping
 };
 
 // Trains `model` (an EpsilonNetwork) and keeps `ema`, a second instance of the same
@@ -111,14 +115,13 @@ class DenoisingTrainer {
     const torch::Tensor loss = torch::mse_loss(model_->forward(x, time, y), eps);
     optimizer_.zero_grad();
     loss.backward();
-    const double norm =
-        options_.grad_clip > 0.0
-            ? torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip)
-            : std::sqrt(grad_square_sum());
+    // Without clipping the norm is only measured: an infinite bound never scales.
+    const torch::Tensor norm = clip_grad_norm(model_->parameters(),
+                                              options_.grad_clip > 0.0 ? options_.grad_clip : INFINITY);
     optimizer_.step();
     update_ema(*model_, *ema_, options_.ema_decay);
     ++steps_;
-    return {loss.template item<double>(), norm};
+    return {loss.detach(), norm};
   }
 
   // The score of the moving average (what to sample from), or of the raw model.
@@ -136,13 +139,6 @@ class DenoisingTrainer {
   const Schedule& schedule() const { return schedule_; }
 
  private:
-  double grad_square_sum() const {
-    double sum = 0.0;
-    for (const auto& p : model_->parameters())
-      if (p.grad().defined()) sum += p.grad().square().sum().template item<double>();
-    return sum;
-  }
-
   Schedule schedule_;
   Net model_, ema_;
   DenoisingOptions options_;
