@@ -15,6 +15,7 @@
 #include "cli.hpp"
 
 #include "diffctl/algorithms/qlearning.hpp"
+#include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/io/files.hpp"
 #include "diffctl/io/png.hpp"
 #include "diffctl/io/progress.hpp"
@@ -28,6 +29,7 @@ struct QLearningFlags {
   int64_t episodes = 50000;
   double beta = 0.0;
   std::string sampler = "sde";
+  std::string backend = "torch";  // torch (LibTorch) or eigen (the CPU fast path)
   double horizon = 5.0;
   double dt = 0.25;
   double temperature = 0.1;
@@ -51,6 +53,9 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--beta", f.beta, "weight of the terminal reward (0: score matching)");
   app.add_option("--sampler", f.sampler, "simulator: sde (Euler-Maruyama), ode-euler, ddim")
       ->check(CLI::IsMember({"sde", "ode-euler", "ddim"}));
+  app.add_option("--backend", f.backend,
+                 "networks on torch (LibTorch) or eigen (the CPU fast path; sde and ode-euler samplers)")
+      ->check(CLI::IsMember({"torch", "eigen"}));
   app.add_option("--horizon", f.horizon, "T of the OU forward process")->check(CLI::PositiveNumber);
   app.add_option("--dt", f.dt, "time step (must divide T)")->check(CLI::PositiveNumber);
   app.add_option("--temperature", f.temperature, "entropy temperature theta")->check(CLI::PositiveNumber);
@@ -112,13 +117,13 @@ int write_report(const QLearningFlags& f, Draw&& draw, const torch::Tensor& data
 
 namespace detail {
 
-template <class Simulator, class Reward, class Picture>
+template <class Simulator, class Backend, class Reward, class Picture>
 int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const Reward& reward,
                      const Picture& picture, at::Generator& generator) {
   using Schedule = sde::OrnsteinUhlenbeck;
   using Estimate = models::RatioScore<Schedule>;
   const Schedule schedule({.horizon = f.horizon});
-  algorithms::QLearning<Schedule, Estimate, Reward, Simulator> learner(
+  algorithms::QLearning<Schedule, Estimate, Reward, Simulator, Backend> learner(
       schedule, Estimate(schedule, data, {}, {.density_floor = f.density_floor}), data.size(1), 0,
       {.temperature = f.temperature, .beta = f.beta, .dt = f.dt, .batch = f.batch, .learning_rate = f.lr},
       reward);
@@ -153,10 +158,17 @@ int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const R
 template <class Reward, class Picture>
 int run_qlearning(const QLearningFlags& f, const torch::Tensor& data, const Reward& reward,
                   const Picture& picture, at::Generator& generator) {
+  using algorithms::EigenBackend, algorithms::TorchBackend;
+  if (f.backend == "eigen") {
+    require(f.sampler != "ddim", "--backend eigen: simulates with sde or ode-euler, not ", f.sampler);
+    if (f.sampler == "ode-euler")
+      return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture, generator);
+    return detail::train_and_report<sde::EulerMaruyama, EigenBackend<float>>(f, data, reward, picture, generator);
+  }
   if (f.sampler == "ode-euler")
-    return detail::train_and_report<sde::ProbabilityFlowEuler>(f, data, reward, picture, generator);
-  if (f.sampler == "ddim") return detail::train_and_report<sde::Ddim>(f, data, reward, picture, generator);
-  return detail::train_and_report<sde::EulerMaruyama>(f, data, reward, picture, generator);
+    return detail::train_and_report<sde::ProbabilityFlowEuler, TorchBackend>(f, data, reward, picture, generator);
+  if (f.sampler == "ddim") return detail::train_and_report<sde::Ddim, TorchBackend>(f, data, reward, picture, generator);
+  return detail::train_and_report<sde::EulerMaruyama, TorchBackend>(f, data, reward, picture, generator);
 }
 
 }  // namespace diffctl::examples
