@@ -47,7 +47,7 @@ struct DemoSettings {
   std::vector<std::string> tune_drift;
   int64_t sample_steps = 0, batch = 0, optimize_steps = 0, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8;
-  double alpha = 0.01, beta = 0.01, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 1e-3, bonus = 1.0;
+  double alpha = 1e-4, beta = 1e-4, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.1, bonus = 1.0;
   bool anchored = true, resume = false;
 };
 
@@ -60,6 +60,21 @@ std::string csv_row(const algorithms::SeikoRound& r) {
                 static_cast<long long>(r.queries_total), r.oracle_reward_mean, r.ensemble_reward_mean,
                 r.uncertainty_mean, r.kl_to_pretrained, r.control_points_mean, r.seconds);
   return line;
+}
+
+// The rounds as an aligned table (the CSV rows, one column per field).
+void print_table(const std::vector<std::string>& rows) {
+  const std::vector<std::string> header{"round", "queries", "oracle r", "ensemble r", "g_hat", "KL", "controls", "seconds"};
+  std::printf("\n");
+  for (const auto& name : header) std::printf("%11s", name.c_str());
+  std::printf("\n");
+  for (const auto& row : rows) {
+    std::stringstream fields(row);
+    std::string field;
+    while (std::getline(fields, field, ',')) std::printf("%11s", field.c_str());
+    std::printf("\n");
+  }
+  std::fflush(stdout);
 }
 
 constexpr const char* kCsvHeader =
@@ -170,6 +185,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                                               {"alpha", s.alpha},
                                               {"beta", s.beta},
                                               {"seed", flags.seed}});
+  print_table(rows);
   std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";
   return 0;
 }
@@ -187,11 +203,11 @@ int main(int argc, char** argv) {
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
   app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform or non-adaptive")
       ->check(CLI::IsMember(kVariants));
-  app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256 512, paper: 1024 ... 8192)");
+  app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256, paper: 1024 ... 8192)");
   app.add_option("--sample-steps", s.sample_steps, "DDPM steps (small: 25, paper: 100)")->check(CLI::PositiveNumber);
   app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--optimize-steps", s.optimize_steps, "optimisation steps per round (small: 30, paper: 200)")
+  app.add_option("--optimize-steps", s.optimize_steps, "optimisation steps per round (small: 40, paper: 200)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-samples", s.eval_samples, "samples measured after each round (small: 200, paper: 1000)")
       ->check(CLI::PositiveNumber);
@@ -222,11 +238,11 @@ int main(int argc, char** argv) {
 
   return examples::run_main("seiko_demo", [&] {
     const bool small = flags.preset == "small";
-    if (s.queries.empty()) s.queries = small ? std::vector<int64_t>{64, 128, 256, 512} : std::vector<int64_t>{1024, 2048, 4096, 8192};
+    if (s.queries.empty()) s.queries = small ? std::vector<int64_t>{64, 128, 256} : std::vector<int64_t>{1024, 2048, 4096, 8192};
     for (const int64_t q : s.queries) require(q >= 1, "--queries: every round needs >= 1 query, found ", q);
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
     if (s.batch == 0) s.batch = small ? 16 : 64;
-    if (s.optimize_steps == 0) s.optimize_steps = small ? 30 : 200;
+    if (s.optimize_steps == 0) s.optimize_steps = small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto generator = examples::start_run(flags);
