@@ -282,6 +282,9 @@ TEST_CASE("Eigen and LibTorch backends train alike from the same weights and noi
     compare_episodes(torch::randn({120, 1}, generator, torch::kDouble), {}, 0, algorithms::NoReward{},
                      sde::ProbabilityFlowEuler{});
   }
+  SECTION("DDIM simulator, 2-D, with a reward") {
+    compare_episodes(torch::randn({120, 2}, generator, torch::kDouble), {}, 0, NearTwo{}, sde::Ddim{});
+  }
   torch::set_num_threads(kept_threads);
 }
 
@@ -327,4 +330,44 @@ TEST_CASE("the Eigen backend rejects what it cannot run", "[algorithms][qlearnin
   Learner learner(schedule, estimate, 2, 0, {.dt = 0.5, .batch = 8, .dtype = torch::kDouble});
   auto generator = make_generator(0);
   CHECK_THROWS_WITH(learner.train_episode(generator), Catch::Contains("data is 1-dimensional, the states 2-dimensional"));
+  // DDIM with x0 clipping is not affine in the state.
+  algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::Ddim, algorithms::EigenBackend<double>>
+      clipped(schedule, estimate, 1, 0, {.dt = 0.5, .batch = 8, .dtype = torch::kDouble}, {},
+              sde::Ddim({.clip_x0 = 0.1}));
+  CHECK_THROWS_WITH(clipped.train_episode(generator), Catch::Contains("ddim does not step affinely"));
+}
+
+TEST_CASE("set_learning_rate changes both backends' next Adam step", "[algorithms][qlearning][eigen]") {
+  // An Adam step moves each weight by about the learning rate, whatever the
+  // gradient's scale: at 1e-9 the weights barely move, at 0.01 they do.
+  const Schedule schedule({.horizon = 2.0});
+  auto generator = make_generator(0);
+  const torch::Tensor data = torch::randn({60, 1}, generator, torch::kDouble);
+  const algorithms::QLearningOptions options{.dt = 0.5, .batch = 16, .learning_rate = 0.01, .dtype = torch::kDouble};
+  algorithms::QLearning<Schedule, Estimate> torch_learner(schedule, Estimate(schedule, data), 1, 0, options);
+  algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::EulerMaruyama,
+                        algorithms::EigenBackend<double>>
+      eigen_learner(schedule, Estimate(schedule, data), 1, 0, options);
+  const auto largest_move = [&](auto& learner) {
+    const auto weights = [&] {
+      std::vector<torch::Tensor> flat;
+      for (const auto& p : learner.backend().networks().first->parameters()) flat.push_back(p.detach().flatten().clone());
+      return torch::cat(flat);
+    };
+    const torch::Tensor before = weights();
+    learner.train_episode(generator);
+    return (weights() - before).abs().max().template item<double>();
+  };
+  for (const double rate : {1e-9, 0.01}) {
+    torch_learner.set_learning_rate(rate);
+    eigen_learner.set_learning_rate(rate);
+    const double torch_move = largest_move(torch_learner), eigen_move = largest_move(eigen_learner);
+    INFO("learning rate " << rate << ": largest move " << torch_move << " (LibTorch), " << eigen_move << " (Eigen)");
+    CHECK(torch_move < 10.0 * rate);
+    CHECK(eigen_move < 10.0 * rate);
+    CHECK(torch_move > 0.1 * rate);
+    CHECK(eigen_move > 0.1 * rate);
+  }
+  CHECK_THROWS_WITH(eigen_learner.set_learning_rate(0.0), Catch::Contains("learning rate must be > 0"));
+  CHECK_THROWS_WITH(torch_learner.set_learning_rate(-1.0), Catch::Contains("learning rate must be > 0"));
 }

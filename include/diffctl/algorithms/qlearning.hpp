@@ -117,6 +117,19 @@ inline std::vector<torch::Tensor> parameters_of(std::initializer_list<models::Ti
   return all;
 }
 
+inline void check_learning_rate(double learning_rate) {
+  require(learning_rate > 0.0 && std::isfinite(learning_rate), "learning rate must be > 0, found ",
+          learning_rate);
+}
+
+// Sets the learning rate of every parameter group of `optimizer` (a step of a
+// learning-rate schedule).
+inline void set_learning_rate(torch::optim::Adam& optimizer, double learning_rate) {
+  check_learning_rate(learning_rate);
+  for (auto& group : optimizer.param_groups())
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(learning_rate);
+}
+
 // The grid of T / dt equal steps, refusing a dt that does not divide T.
 template <NoiseSchedule Schedule>
 sde::TimeGrid grid_with_step(const Schedule& schedule, double dt) {
@@ -250,6 +263,8 @@ class TorchBackend {
     models::copy_weights(*value, *value_);
   }
 
+  void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
+
   models::TimeStateMlp& policy() { return policy_; }
   models::TimeStateMlp& value() { return value_; }
 
@@ -261,13 +276,15 @@ class TorchBackend {
 
 // What QLearning needs of a backend: its networks (built from the shape and the
 // options), one episode's simulation, loss and update given the problem and the
-// noise, and its weights as TimeStateMlp modules (sampling, checkpoints) and back.
+// noise, its weights as TimeStateMlp modules (sampling, checkpoints) and back, and
+// its optimiser's learning rate (schedules).
 template <class B>
 concept QLearningBackend =
     std::constructible_from<B, int64_t, int64_t, const QLearningOptions&> &&
     requires(B& backend, const B& cbackend, const models::TimeStateMlp& network) {
       { cbackend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
       backend.assign(network, network);
+      backend.set_learning_rate(1e-3);
       backend.policy();
       backend.value();
     };
@@ -305,6 +322,9 @@ class QLearning {
     return backend_.episode(Problem{schedule_, score_estimate_, reward_, simulator_, grid_, options_},
                             draw_noise(generator));
   }
+
+  // The learning rate of both networks from the next episode on (a schedule's step).
+  void set_learning_rate(double learning_rate) { backend_.set_learning_rate(learning_rate); }
 
   // The episode's randomness, in the order train_episode draws it.
   EpisodeNoise draw_noise(at::Generator& generator) const {

@@ -16,8 +16,9 @@
 //   QLearning<Schedule, RatioScore<Schedule>, Reward, sde::EulerMaruyama,
 //             EigenBackend<float>> learner(...);
 //
-// CPU only. The simulators are Euler-Maruyama (the paper's) and probability-flow
-// Euler. A score estimate other than RatioScore and every terminal reward are
+// CPU only. Any simulator whose step is affine in the state and the action runs
+// natively (Euler-Maruyama, the paper's; probability-flow Euler; DDIM; Heun):
+// its coefficients are read off the simulator once per grid. A score estimate other than RatioScore and every terminal reward are
 // LibTorch callables: they get the states as a tensor that views this backend's
 // buffer. The episode's randomness still comes from the LibTorch generator, drawn
 // by QLearning in one call, so both backends see identical noise for one seed.
@@ -33,6 +34,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <Eigen/Dense>
 #include <torch/torch.h>
@@ -47,20 +49,35 @@
 namespace diffctl::algorithms {
 
 namespace detail {
-// The Euler step dY = [-f Y + weight g^2 a] dt (+ g dB when stochastic) of the
-// simulators this backend runs natively.
-template <class Simulator>
-struct EulerSimulator : std::false_type {};
-template <>
-struct EulerSimulator<sde::EulerMaruyama> : std::true_type {
-  static constexpr double score_weight = 1.0;
-  static constexpr bool stochastic = true;
+// One simulator step as the backend computes it, Y' = keep Y + push a + noise_std N(0, I).
+struct AffineStep {
+  double keep = 0.0, push = 0.0, noise_std = 0.0;
 };
-template <>
-struct EulerSimulator<sde::ProbabilityFlowEuler> : std::true_type {
-  static constexpr double score_weight = 0.5;
-  static constexpr bool stochastic = false;
-};
+
+// The step of `simulator` from t to t_next with the action as the score, read off
+// the simulator itself by evaluating it at probe points: Euler-Maruyama, the
+// probability-flow Euler step, Heun and DDIM/DDPM without x0 clipping all step
+// affinely in (Y, a), coordinate by coordinate. A step that does not (x0
+// clipping, a state-dependent noise) is refused rather than run wrongly.
+template <class Schedule, class Simulator>
+AffineStep affine_step(const Schedule& schedule, const Simulator& simulator, double t, double t_next) {
+  const auto step = [&](double y, double a) {
+    const auto opts = torch::TensorOptions(torch::kDouble);
+    const Transition transition = simulator.transition(
+        schedule, GivenScore{torch::full({1, 1}, a, opts)}, t, t_next, torch::full({1, 1}, y, opts), {});
+    return std::pair{transition.mean.template item<double>(), transition.noise_std};
+  };
+  const auto [origin, noise] = step(0.0, 0.0);
+  const AffineStep affine{step(1.0, 0.0).first - origin, step(0.0, 1.0).first - origin, noise};
+  const auto [probe, probe_noise] = step(2.0, -3.0);
+  const double expected = 2.0 * affine.keep - 3.0 * affine.push;
+  const double scale = 1.0 + std::abs(affine.keep) + std::abs(affine.push);
+  require(std::abs(origin) <= 1e-12 * scale && std::abs(probe - expected) <= 1e-9 * scale &&
+              probe_noise == noise,
+          "EigenBackend: the simulator ", Simulator::name, " does not step affinely in the state and the "
+          "action at t = ", t, " (clipping or state-dependent noise?); use TorchBackend");
+  return affine;
+}
 
 template <class Estimate>
 struct IsRatioScore : std::false_type {};
@@ -93,15 +110,17 @@ class EigenBackend {
   template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
   EpisodeStats episode(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
                        const EpisodeNoise& noise) {
-    static_assert(detail::EulerSimulator<Simulator>::value,
-                  "EigenBackend simulates with sde::EulerMaruyama or sde::ProbabilityFlowEuler");
-    using Euler = detail::EulerSimulator<Simulator>;
     const sde::TimeGrid& grid = problem.grid;
     const Eigen::Index batch = options_.batch, d = policy_.options().state_dim;
     const Eigen::Index steps = Eigen::Index(grid.steps()), columns = steps * batch;
     const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
     check_noise(noise, steps, batch, d);
     allocate(steps, batch);
+    if (affine_steps_.size() != std::size_t(steps)) {
+      affine_steps_.clear();
+      for (std::size_t k = 0; k < grid.steps(); ++k)
+        affine_steps_.push_back(detail::affine_step(problem.schedule, problem.simulator, grid[k], grid[k + 1]));
+    }
     const double theta = options_.temperature;
 
     // Simulation under the stochastic policy, keeping both networks' activations.
@@ -109,8 +128,8 @@ class EigenBackend {
     states_.leftCols(batch) = ConstMap(noise.prior.template data_ptr<Scalar>(), d, batch);
     const Eigen::Index half = two_threads() ? batch / 2 : batch;
     double gap_first = 0.0, gap_second = 0.0;
-    in_parallel([&] { gap_first = simulate<Euler>(problem, noise, 0, half, 0); },
-                [&] { if (half < batch) gap_second = simulate<Euler>(problem, noise, half, batch - half, 1); });
+    in_parallel([&] { gap_first = simulate(problem, noise, 0, half, 0); },
+                [&] { if (half < batch) gap_second = simulate(problem, noise, half, batch - half, 1); });
     const double score_gap = gap_first + gap_second;
 
     // The reward of Y_N, through LibTorch.
@@ -166,6 +185,11 @@ class EigenBackend {
     value_.copy_from(value);
   }
 
+  void set_learning_rate(double learning_rate) {
+    check_learning_rate(learning_rate);
+    adam_.learning_rate = learning_rate;
+  }
+
   Network& policy() { return policy_; }
   Network& value() { return value_; }
 
@@ -173,7 +197,7 @@ class EigenBackend {
   // Columns [first, first + count) of every step: the policy's actions, the score
   // estimate, the rewards, the next states and both networks' forward passes.
   // Returns this share of the score gap. `worker` picks the thread's estimator.
-  template <class Euler, class Problem>
+  template <class Problem>
   double simulate(const Problem& problem, const EpisodeNoise& noise, Eigen::Index first, Eigen::Index count,
                   int worker) {
     const sde::TimeGrid& grid = problem.grid;
@@ -181,7 +205,7 @@ class EigenBackend {
     const Eigen::Index steps = Eigen::Index(grid.steps());
     const int64_t* z = noise.z.defined() ? noise.z.template data_ptr<int64_t>() + first : nullptr;
     const Scalar* normals = noise.steps.template data_ptr<Scalar>();
-    const double theta = options_.temperature, horizon = problem.schedule.horizon();
+    const double theta = options_.temperature;
     double score_gap = 0.0;
     for (Eigen::Index k = 0; k < steps; ++k) {
       const double t = grid[std::size_t(k)], t_next = grid[std::size_t(k) + 1], h = t_next - t;
@@ -201,11 +225,11 @@ class EigenBackend {
       rewards_.segment(at, count) = Scalar(-g2) * (action - estimate).colwise().squaredNorm();
       score_gap += g2 * h * double((mu - estimate).colwise().squaredNorm().sum()) / double(batch);
 
-      const double s = horizon - t, f = problem.schedule.drift_coef(s), g = problem.schedule.diffusion(s);
+      const detail::AffineStep& step = affine_steps_[std::size_t(k)];
       auto next = states_.middleCols(at + batch, count);
-      next = Scalar(1.0 - h * f) * y + Scalar(Euler::score_weight * h * g * g) * action;
-      if constexpr (Euler::stochastic)
-        next += Scalar(g * std::sqrt(h)) * ConstMap(normals + ((2 * k + 1) * batch + first) * d, d, count);
+      next = Scalar(step.keep) * y + Scalar(step.push) * action;
+      if (step.noise_std > 0.0)
+        next += Scalar(step.noise_std) * ConstMap(normals + ((2 * k + 1) * batch + first) * d, d, count);
     }
     return score_gap;
   }
@@ -311,6 +335,7 @@ class EigenBackend {
   Network policy_, value_;
   models::EigenAdamOptions adam_;
   std::array<std::optional<models::EigenRatioScore<Scalar>>, 2> fused_estimates_;  // one per thread
+  std::vector<detail::AffineStep> affine_steps_;  // the simulator's step on each interval of the grid
   Matrix input_;                       // [1 + d + classes, N B]: (t_k, Y_k, one-hot z) per column
   Matrix states_;                      // [d, (N + 1) B]: Y_0 .. Y_N
   Matrix policy_a1_, policy_a2_;       // [hidden, N B]
