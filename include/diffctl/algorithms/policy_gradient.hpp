@@ -25,6 +25,7 @@
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
+#include "diffctl/runtime.hpp"
 #include "diffctl/sde/integrate.hpp"
 #include "diffctl/sde/solvers.hpp"
 
@@ -36,26 +37,65 @@ struct Chains {
   torch::Tensor z;
 };
 
-// The Euler-Maruyama chain of the model whose score is `policy`, as its states.
+// The randomness of a batch of chains, drawn in one fixed order (classes, prior,
+// all the steps' normals in one call), so that every backend consumes the same
+// numbers for the same seed.
+struct ChainNoise {
+  torch::Tensor z;      // [B] int64 classes, or undefined (unconditional)
+  torch::Tensor prior;  // [B, d]: Y_0
+  torch::Tensor steps;  // [N, B, d]: each step's standard normals
+};
+
 template <NoiseSchedule Schedule>
-Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& policy,
-                     const sde::TimeGrid& grid, int64_t batch, int64_t classes,
-                     at::Generator& generator) {
+ChainNoise draw_chain_noise(const Schedule& schedule, const sde::TimeGrid& grid, int64_t batch, int64_t dim,
+                            int64_t classes, at::Generator& generator, const torch::TensorOptions& options) {
+  ChainNoise noise;
+  if (classes > 0) noise.z = torch::randint(classes, {batch}, generator, torch::kLong).to(options.device());
+  noise.prior = sde::sample_prior(schedule, {batch, dim}, generator, options);
+  noise.steps = standard_normal({int64_t(grid.steps()), batch, dim}, generator, options);
+  return noise;
+}
+
+// Step k of the Euler-Maruyama chain, Y_{k+1} = keep Y_k + push mu(t_k, Y_k) + std N(0, I),
+// with f, g taken at s_k = T - t_k: keep = 1 - f dt, push = g^2 dt, std = g sqrt(dt).
+struct EulerStep {
+  double keep = 0.0, push = 0.0, std = 0.0;
+};
+
+template <NoiseSchedule Schedule>
+std::vector<EulerStep> euler_steps(const Schedule& schedule, const sde::TimeGrid& grid) {
+  std::vector<EulerStep> steps;
+  for (std::size_t k = 0; k < grid.steps(); ++k) {
+    const double t = grid[k], dt = grid[k + 1] - t, s = schedule.horizon() - t;
+    const double g = schedule.diffusion(s);
+    steps.push_back({1.0 - dt * schedule.drift_coef(s), dt * g * g, g * std::sqrt(dt)});
+  }
+  return steps;
+}
+
+// The Euler-Maruyama chains of the model whose score is `policy`, driven by `noise`.
+template <NoiseSchedule Schedule>
+Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
+                     const ChainNoise& noise) {
   torch::NoGradGuard no_grad;
-  const auto device = policy->parameters().front().device();
-  const auto opts = torch::TensorOptions(torch::kFloat).device(device);
-  const torch::Tensor z = classes > 0
-                              ? torch::randint(classes, {batch}, generator, torch::kLong).to(device)
-                              : torch::Tensor{};
-  sde::IntegrateOptions options;
-  options.generator = generator;
-  options.record_times.assign(grid.times().begin(), grid.times().end());
-  options.record_x0 = false;
-  const auto trajectory =
-      sde::integrate(schedule, PolicyScore(policy), sde::EulerMaruyama{}, grid,
-                     sde::sample_prior(schedule, {batch, policy->options().state_dim}, generator, opts),
-                     z, options);
-  return {torch::stack(trajectory.states), z};
+  const auto steps = euler_steps(schedule, grid);
+  std::vector<torch::Tensor> states{noise.prior};
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    const torch::Tensor& y = states.back();
+    const torch::Tensor mu = policy.ptr()->forward(torch::full({y.size(0)}, grid[k], y.options()), y, noise.z);
+    states.push_back(steps[k].keep * y + steps[k].push * mu + steps[k].std * noise.steps[int64_t(k)]);
+  }
+  return {torch::stack(states), noise.z};
+}
+
+// The same with fresh noise from `generator`, in the policy's dtype and device.
+template <NoiseSchedule Schedule>
+Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
+                     int64_t batch, int64_t classes, at::Generator& generator) {
+  const torch::Tensor weight = policy->parameters().front();
+  return sample_chains(schedule, policy, grid,
+                       draw_chain_noise(schedule, grid, batch, policy->options().state_dim, classes, generator,
+                                        torch::TensorOptions(weight.dtype()).device(weight.device())));
 }
 
 // The per-step transition means [N, B, d] of the chain under `policy`, from all
@@ -69,13 +109,11 @@ std::pair<torch::Tensor, torch::Tensor> transition_means(const Schedule& schedul
   const int64_t batch = chains.states.size(1), dim = chains.states.size(2);
   const auto opts = chains.states.options();
   std::vector<double> times, keep, push, stds;
-  for (std::size_t k = 0; k < grid.steps(); ++k) {
-    const double t = grid[k], dt = grid[k + 1] - t, s = schedule.horizon() - t;
-    const double g = schedule.diffusion(s);
-    times.push_back(t);
-    keep.push_back(1.0 - dt * schedule.drift_coef(s));
-    push.push_back(dt * g * g);
-    stds.push_back(g * std::sqrt(dt));
+  for (std::size_t k = 0; k < grid.steps(); ++k) times.push_back(grid[k]);
+  for (const EulerStep& step : euler_steps(schedule, grid)) {
+    keep.push_back(step.keep);
+    push.push_back(step.push);
+    stds.push_back(step.std);
   }
   const auto column = [&](const std::vector<double>& v) {
     return torch::tensor(v, opts).view({steps, 1, 1});
@@ -134,7 +172,7 @@ class PolicyFineTuning {
   std::pair<Chains, torch::Tensor> sample_scored_chains(at::Generator& generator) const {
     Chains chains =
         sample_chains(schedule_, policy_, grid_, batch_, policy_->options().classes, generator);
-    torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(torch::kFloat);
+    torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(chains.states.dtype());
     return {std::move(chains), std::move(reward)};
   }
 
@@ -166,8 +204,17 @@ struct DdpoOptions {
   int64_t inner_epochs = 4;    // gradient steps per sampled batch
 };
 
-template <NoiseSchedule Schedule, TerminalReward Reward>
+inline void check_ddpo_options(const DdpoOptions& options) {
+  require(options.clip > 0.0, "ddpo: clip must be > 0, found ", options.clip);
+  require(options.inner_epochs >= 1, "ddpo: inner_epochs must be >= 1, found ", options.inner_epochs);
+}
+
+// Backend: TorchBackend (LibTorch, any device, the default) or EigenBackend<Scalar>
+// (CPU; policy_gradient_eigen.hpp), as for QLearning.
+template <NoiseSchedule Schedule, TerminalReward Reward, class Backend = TorchBackend>
 class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
+  static_assert(std::same_as<Backend, TorchBackend>,
+                "Ddpo: for EigenBackend include diffctl/algorithms/policy_gradient_eigen.hpp");
   using Base = detail::PolicyFineTuning<Schedule, Reward>;
 
  public:
@@ -176,8 +223,7 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
       : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch),
         options_(options),
         optimizer_(this->policy_->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
-    require(options.clip > 0.0, "ddpo: clip must be > 0, found ", options.clip);
-    require(options.inner_epochs >= 1, "ddpo: inner_epochs must be >= 1, found ", options.inner_epochs);
+    check_ddpo_options(options);
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
@@ -205,6 +251,8 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
     return {reward.mean().template item<double>(), kl, loss_value};
   }
 
+  void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
+
  private:
   DdpoOptions options_;
   torch::optim::Adam optimizer_;
@@ -218,22 +266,37 @@ struct DpokOptions {
   double kl_weight = 0.01;       // beta: weight of the summed per-step KL
 };
 
-template <NoiseSchedule Schedule, TerminalReward Reward>
+inline void check_dpok_options(const DpokOptions& options) {
+  require(options.reward_weight > 0.0 && options.kl_weight >= 0.0,
+          "dpok: expected reward_weight > 0 and kl_weight >= 0, found ", options.reward_weight, " and ",
+          options.kl_weight);
+}
+
+// DPOK's value baseline: the policy's shape with one output.
+inline models::TimeStateMlpOptions value_network_options(const models::TimeStateMlp& policy) {
+  models::TimeStateMlpOptions options = policy->options();
+  options.out_dim = 1;
+  return options;
+}
+
+template <NoiseSchedule Schedule, TerminalReward Reward, class Backend = TorchBackend>
 class Dpok : public detail::PolicyFineTuning<Schedule, Reward> {
+  static_assert(std::same_as<Backend, TorchBackend>,
+                "Dpok: for EigenBackend include diffctl/algorithms/policy_gradient_eigen.hpp");
   using Base = detail::PolicyFineTuning<Schedule, Reward>;
 
  public:
   Dpok(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DpokOptions options = {})
       : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch),
         options_(options),
-        value_(models::TimeStateMlpOptions{pretrained->options().state_dim, 1,
-                                           pretrained->options().classes, pretrained->options().hidden}),
+        value_(value_network_options(pretrained)),
         optimizer_(parameters_of({this->policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
-    value_->to(pretrained->parameters().front().device());
-    require(options.reward_weight > 0.0 && options.kl_weight >= 0.0,
-            "dpok: expected reward_weight > 0 and kl_weight >= 0, found ", options.reward_weight,
-            " and ", options.kl_weight);
+    const torch::Tensor weight = pretrained->parameters().front();
+    value_->to(weight.device(), weight.scalar_type());
+    check_dpok_options(options);
   }
+
+  models::TimeStateMlp& value() { return value_; }
 
   FineTuneStats train_iteration(at::Generator& generator) {
     const auto [chains, reward] = this->sample_scored_chains(generator);
@@ -258,6 +321,8 @@ class Dpok : public detail::PolicyFineTuning<Schedule, Reward> {
     return {reward.mean().template item<double>(), kl.sum(0).mean().template item<double>(),
             policy_loss.template item<double>()};
   }
+
+  void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
 
  private:
   DpokOptions options_;

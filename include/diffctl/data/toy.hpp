@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -47,11 +48,20 @@ inline torch::Tensor swiss_roll(int64_t n, at::Generator& generator, SwissRollOp
   return options.scale * points;
 }
 
-// h(y) = -(y - target)^2 for 1-D samples [B, 1].
+// h(y) = -(y - target)^2 for 1-D samples [B, 1]; for conditional samples (classes
+// z given) h(y, z) = -(y - class_targets[z])^2, each class with its own point.
 struct SquaredDistanceReward {
   double target = 6.0;
-  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const {
-    return -(y - target).square().sum(1);
+  std::vector<double> class_targets;
+  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor& z) const {
+    if (!z.defined()) return -(y - target).square().sum(1);
+    const auto classes = int64_t(class_targets.size());
+    require(classes > 0, "SquaredDistanceReward: classes given, but no class_targets");
+    require(z.numel() == y.size(0) && (z.numel() == 0 || (z.min().item<int64_t>() >= 0 &&
+                                                          z.max().item<int64_t>() < classes)),
+            "SquaredDistanceReward: expected ", y.size(0), " classes in [0, ", classes, ")");
+    const torch::Tensor points = torch::tensor(class_targets, y.options()).index_select(0, z.to(y.device()));
+    return -(y - points.unsqueeze(1)).square().sum(1);
   }
 };
 

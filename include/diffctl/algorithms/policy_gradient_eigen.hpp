@@ -1,0 +1,310 @@
+#pragma once
+// DDPO and DPOK on the Eigen backend: the same iterations as policy_gradient.hpp's,
+// the same function of the same noise, with the networks as EigenMlp and the
+// gradients of the losses written out by hand, for the small networks and
+// batches of the low-dimensional problems on the CPU:
+//
+//   Ddpo<Schedule, Reward, EigenBackend<float>> ddpo(schedule, pretrained_policy, reward, options);
+//
+// Per iteration the policy runs forward once over every (t_k, Y_k) of the batch
+// while the chains are simulated (those activations serve the first gradient
+// step), then forward and backward as one product per layer over all N B columns.
+//
+// Gradients, with mean_k = keep_k Y_k + push_k mu(t_k, Y_k) and
+// log p = -|Y_{k+1} - mean_k|^2 / (2 std_k^2) + const:
+//   d log p / d mu = push_k (Y_{k+1} - mean_k) / std_k^2;
+//   DDPO, loss -sum_k mean_b min(r A, clip(r) A), r = exp(log p - log p_old):
+//     d loss / d log p = -r A / B where r A <= clip(r) A (the unclipped term is
+//     the smaller, or they agree), 0 where the clipped term is the smaller;
+//   DPOK, policy loss -sum_k mean_b (w h - V) log p + kl_weight sum_k mean_b KL_k,
+//     KL_k = |mean_k - mean_k^pre|^2 / (2 std_k^2), and value loss mean (V - w h)^2.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Dense>
+#include <torch/torch.h>
+
+#include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/algorithms/qlearning_eigen.hpp"
+#include "diffctl/error.hpp"
+#include "diffctl/models/eigen_mlp.hpp"
+
+namespace diffctl::algorithms {
+
+namespace detail {
+
+// What the Eigen DDPO and DPOK share: the pretrained network and the copy they
+// fine-tune, the chains and their buffers, the transition means and densities,
+// the policy's backward pass and sampling from it.
+template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
+class EigenPolicyFineTuning {
+ public:
+  using Network = models::EigenMlp<Scalar>;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Row = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
+
+  template <class Solver = sde::EulerMaruyama>
+  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
+                       const Solver& solver = Solver()) const {
+    return sample_policy(schedule_, policy_.to_torch(), grid_, n, z, generator, solver);
+  }
+  Network& policy() { return policy_; }
+  void set_learning_rate(double learning_rate) {
+    check_learning_rate(learning_rate);
+    adam_.learning_rate = learning_rate;
+  }
+
+ protected:
+  EigenPolicyFineTuning(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, double dt,
+                        int64_t batch, double learning_rate)
+      : schedule_(std::move(schedule)),
+        reward_(std::move(reward)),
+        grid_(grid_with_step(schedule_, dt)),
+        steps_(euler_steps(schedule_, grid_)),
+        batch_(batch),
+        pretrained_(Network::from(pretrained)),
+        policy_(Network::from(pretrained)) {
+    require(batch >= 2, "fine-tuning: batch must be >= 2, found ", batch);
+    adam_.learning_rate = learning_rate;
+    const Eigen::Index n = Eigen::Index(steps_.size()) * batch, d = dim(), h = policy_.options().hidden;
+    input_.resize(policy_.input_dim(), n);
+    states_.resize(d, n + batch);
+    for (Matrix* m : {&a1_, &a2_, &reference_a1_, &reference_a2_}) m->resize(h, n);
+    for (Matrix* m : {&dz1_, &dz2_}) m->resize(h, std::min(n, Network::kBlock));
+    for (Matrix* m : {&mu_, &means_, &reference_means_, &grad_means_}) m->resize(d, n);
+  }
+
+  Eigen::Index dim() const { return policy_.options().state_dim; }
+  Eigen::Index columns() const { return Eigen::Index(steps_.size()) * batch_; }
+
+  // A batch of chains from the current policy (states_, input_ and the policy's
+  // activations and outputs a1_, a2_, mu_ for every column) and its terminal
+  // rewards [B]; `noise` as draw_chain_noise gives it, in this scalar type.
+  Row simulate(at::Generator& generator) {
+    const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
+    const Eigen::Index d = dim(), batch = batch_;
+    noise_ = draw_chain_noise(schedule_, grid_, batch, d, policy_.options().classes, generator,
+                              torch::TensorOptions(dtype));
+    const int64_t* z = noise_.z.defined() ? noise_.z.template data_ptr<int64_t>() : nullptr;
+    const Scalar* normals = noise_.steps.template data_ptr<Scalar>();
+    states_.leftCols(batch) = Eigen::Map<const Matrix>(noise_.prior.template data_ptr<Scalar>(), d, batch);
+    for (std::size_t k = 0; k < steps_.size(); ++k) {
+      const Eigen::Index at = Eigen::Index(k) * batch;
+      auto input = input_.middleCols(at, batch);
+      policy_.fill_input(Scalar(grid_[k]), states_.middleCols(at, batch), z, input);
+      auto mu = mu_.middleCols(at, batch);
+      policy_.forward(input, a1_.middleCols(at, batch), a2_.middleCols(at, batch), mu);
+      states_.middleCols(at + batch, batch) =
+          Scalar(steps_[k].keep) * states_.middleCols(at, batch) + Scalar(steps_[k].push) * mu +
+          Scalar(steps_[k].std) * Eigen::Map<const Matrix>(normals + at * d, d, batch);
+    }
+    const torch::Tensor final_states =
+        torch::from_blob(states_.data() + columns() * d, {batch, d}, torch::TensorOptions(dtype));
+    const torch::Tensor reward =
+        torch::Tensor(reward_(final_states, noise_.z)).detach().to(torch::kCPU, dtype).contiguous();
+    require(reward.numel() == batch, "fine-tuning: the reward must give [", batch, "] values, found ",
+            reward.sizes());
+    return Eigen::Map<const Row>(reward.template data_ptr<Scalar>(), batch);
+  }
+
+  // mu_ (and the activations) from the current weights, all columns in one pass.
+  void forward_policy() { policy_.forward(input_, a1_, a2_, mu_); }
+
+  // out = keep Y + push mu per step (out may be mu).
+  void means_of(const Matrix& mu, Matrix& out) const {
+    for (std::size_t k = 0; k < steps_.size(); ++k) {
+      const Eigen::Index at = Eigen::Index(k) * batch_;
+      out.middleCols(at, batch_) = Scalar(steps_[k].keep) * states_.middleCols(at, batch_) +
+                                   Scalar(steps_[k].push) * mu.middleCols(at, batch_);
+    }
+  }
+
+  // means_ = keep Y + push mu_ per step.
+  void compute_means() { means_of(mu_, means_); }
+
+  // The pretrained model's transition means at the chains' states, into reference_means_.
+  void compute_reference_means() {
+    pretrained_.forward(input_, reference_a1_, reference_a2_, reference_means_);
+    means_of(reference_means_, reference_means_);
+  }
+
+  // log p(Y_{k+1} | Y_k) [N B] under means_.
+  Row log_probs() const {
+    Row out(columns());
+    for (std::size_t k = 0; k < steps_.size(); ++k) {
+      const Eigen::Index at = Eigen::Index(k) * batch_;
+      const double sd = steps_[k].std;
+      const double normaliser = double(dim()) * (std::log(sd) + 0.5 * std::log(2.0 * std::numbers::pi));
+      out.segment(at, batch_) =
+          (Scalar(-0.5 / (sd * sd)) * residual(k).colwise().squaredNorm().array() - Scalar(normaliser)).matrix();
+    }
+    return out;
+  }
+
+  // The per-step KL [N B] of means_ to reference_means_.
+  Row kl_to_pretrained() const {
+    Row out(columns());
+    for (std::size_t k = 0; k < steps_.size(); ++k) {
+      const Eigen::Index at = Eigen::Index(k) * batch_;
+      const double sd = steps_[k].std;
+      out.segment(at, batch_) = Scalar(0.5 / (sd * sd)) *
+                                (means_.middleCols(at, batch_) - reference_means_.middleCols(at, batch_))
+                                    .colwise()
+                                    .squaredNorm();
+    }
+    return out;
+  }
+
+  // Y_{k+1} - mean_k for step k [d, B].
+  auto residual(std::size_t k) const {
+    const Eigen::Index at = Eigen::Index(k) * batch_;
+    return states_.middleCols(at + batch_, batch_) - means_.middleCols(at, batch_);
+  }
+
+  // Fills grad_means_ with per-column weights w (d loss / d log p) times
+  // d log p / d mean = (Y' - mean) / std^2, plus kl_weight (d loss / d KL = kl_weight / B)
+  // times d KL / d mean = (mean - mean^pre) / std^2 when kl_weight > 0.
+  void set_mean_gradients(const Row& log_prob_weights, double kl_weight) {
+    for (std::size_t k = 0; k < steps_.size(); ++k) {
+      const Eigen::Index at = Eigen::Index(k) * batch_;
+      const Scalar precision = Scalar(1.0 / (steps_[k].std * steps_[k].std));
+      auto grad = grad_means_.middleCols(at, batch_);
+      grad = (residual(k).array().rowwise() * (precision * log_prob_weights.segment(at, batch_)).array()).matrix();
+      if (kl_weight > 0.0)
+        grad += Scalar(kl_weight * precision / double(batch_)) *
+                (means_.middleCols(at, batch_) - reference_means_.middleCols(at, batch_));
+    }
+  }
+
+  // The policy's gradients from grad_means_ (d mean / d mu = push), then Adam.
+  void step_policy() {
+    for (std::size_t k = 0; k < steps_.size(); ++k)
+      grad_means_.middleCols(Eigen::Index(k) * batch_, batch_) *= Scalar(steps_[k].push);
+    policy_.backward(input_, a1_, a2_, grad_means_, dz2_, dz1_);
+    policy_.adam_step(adam_);
+  }
+
+  Schedule schedule_;
+  Reward reward_;
+  sde::TimeGrid grid_;
+  std::vector<EulerStep> steps_;
+  int64_t batch_;
+  Network pretrained_, policy_;
+  models::EigenAdamOptions adam_;
+  ChainNoise noise_;                             // the current batch's noise (its tensors back z)
+  Matrix input_;                                 // [1 + d + classes, N B]: (t_k, Y_k, one-hot z)
+  Matrix states_;                                // [d, (N + 1) B]: Y_0 .. Y_N
+  Matrix a1_, a2_, reference_a1_, reference_a2_;  // [hidden, N B]
+  Matrix dz1_, dz2_;                             // backward scratch
+  Matrix mu_, means_, reference_means_, grad_means_;  // [d, N B]
+};
+
+}  // namespace detail
+
+template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
+class Ddpo<Schedule, Reward, EigenBackend<Scalar>>
+    : public detail::EigenPolicyFineTuning<Schedule, Reward, Scalar> {
+  using Base = detail::EigenPolicyFineTuning<Schedule, Reward, Scalar>;
+  using Row = typename Base::Row;
+
+ public:
+  Ddpo(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DdpoOptions options = {})
+      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch, options.learning_rate),
+        options_(options) {
+    check_ddpo_options(options);
+  }
+
+  FineTuneStats train_iteration(at::Generator& generator) {
+    const Row reward = this->simulate(generator);
+    const double mean = double(reward.mean());
+    const double spread = std::sqrt((reward.array() - Scalar(mean)).square().sum() / double(reward.size() - 1));
+    const Row advantage = ((reward.array() - Scalar(mean)) / Scalar(spread + 1e-8)).matrix();
+    const Eigen::Index batch = this->batch_, n = this->columns();
+    this->compute_means();
+    const Row old_log_probs = this->log_probs();
+    this->compute_reference_means();
+    const double kl = double(this->kl_to_pretrained().sum()) / double(batch);
+    double loss = 0.0;
+    Row weights(n);
+    for (int64_t epoch = 0; epoch < options_.inner_epochs; ++epoch) {
+      if (epoch > 0) {
+        this->forward_policy();
+        this->compute_means();
+      }
+      const Row log_probs = this->log_probs();
+      loss = 0.0;
+      for (Eigen::Index c = 0; c < n; ++c) {
+        const double a = double(advantage(c % batch));
+        const double ratio = std::exp(double(log_probs(c)) - double(old_log_probs(c)));
+        const double clipped = std::clamp(ratio, 1.0 - options_.clip, 1.0 + options_.clip);
+        const bool unclipped_term = ratio * a <= clipped * a;
+        loss -= std::min(ratio * a, clipped * a) / double(batch);
+        weights(c) = unclipped_term ? Scalar(-ratio * a / double(batch)) : Scalar(0);
+      }
+      this->set_mean_gradients(weights, 0.0);
+      this->step_policy();
+    }
+    return {mean, kl, loss};
+  }
+
+ private:
+  DdpoOptions options_;
+};
+
+template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
+class Dpok<Schedule, Reward, EigenBackend<Scalar>>
+    : public detail::EigenPolicyFineTuning<Schedule, Reward, Scalar> {
+  using Base = detail::EigenPolicyFineTuning<Schedule, Reward, Scalar>;
+  using Row = typename Base::Row;
+  using Matrix = typename Base::Matrix;
+  using Network = typename Base::Network;
+
+ public:
+  Dpok(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DpokOptions options = {})
+      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch, options.learning_rate),
+        options_(options),
+        value_(Network::from(models::TimeStateMlp(value_network_options(pretrained)))) {
+    check_dpok_options(options);
+    const Eigen::Index n = this->columns(), h = value_.options().hidden;
+    for (Matrix* m : {&value_a1_, &value_a2_}) m->resize(h, n);
+    baseline_.resize(1, n);
+  }
+
+  FineTuneStats train_iteration(at::Generator& generator) {
+    const Row reward = this->simulate(generator);
+    const Row target = Scalar(options_.reward_weight) * reward;
+    const Eigen::Index batch = this->batch_, n = this->columns();
+    value_.forward(this->input_, value_a1_, value_a2_, baseline_);
+    this->compute_means();
+    this->compute_reference_means();
+    const Row log_probs = this->log_probs();
+    const Row kl = this->kl_to_pretrained();
+    Row weights(n), grad_baseline(n);
+    double policy_loss = 0.0;
+    for (Eigen::Index c = 0; c < n; ++c) {
+      const double gap = double(target(c % batch)) - double(baseline_(0, c));
+      policy_loss += (-gap * double(log_probs(c)) + options_.kl_weight * double(kl(c))) / double(batch);
+      weights(c) = Scalar(-gap / double(batch));
+      grad_baseline(c) = Scalar(-2.0 * gap / double(n));
+    }
+    this->set_mean_gradients(weights, options_.kl_weight);
+    value_.backward(this->input_, value_a1_, value_a2_, grad_baseline, this->dz2_, this->dz1_);
+    value_.adam_step(this->adam_);
+    this->step_policy();
+    return {double(reward.mean()), double(kl.sum()) / double(batch), policy_loss};
+  }
+
+  Network& value() { return value_; }
+
+ private:
+  DpokOptions options_;
+  Network value_;
+  Matrix value_a1_, value_a2_, baseline_;  // [hidden, N B], [1, N B]
+};
+
+}  // namespace diffctl::algorithms
