@@ -5,6 +5,7 @@
 // simulates the batch under the stochastic policy with the ratio score estimator,
 // then takes one Adam step on the martingale loss. After the table, one line per
 // problem gives the ratio of the two backends' times (medians when repeated).
+// DDPO and DPOK iterations at the same sizes are timed the same way.
 //
 // Flags: `--threads N` (LibTorch's intra-op threads; default: the hardware's
 // concurrency), then Google Benchmark's own `--benchmark_*` flags.
@@ -20,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/data/toy.hpp"
@@ -45,6 +48,20 @@ void episodes(benchmark::State& state, const torch::Tensor& data, Reward reward)
   for (int warm_up = 0; warm_up < 3; ++warm_up) learner.train_episode(generator);
   // One iteration is one episode: the Time column is the time per episode.
   for (auto _ : state) benchmark::DoNotOptimize(learner.train_episode(generator).loss);
+}
+
+// DDPO or DPOK (Method) at the same sizes on the Swiss roll: one iteration samples
+// 300 chains of 20 Euler-Maruyama steps with the policy mean as the score and
+// takes DDPO's 4 clipped gradient steps, or DPOK's one step on policy and value.
+template <template <class, class, class> class Method, class Backend, class Options>
+void iterations(benchmark::State& state, Options options) {
+  const Schedule schedule({.horizon = 5.0});
+  torch::manual_seed(3);
+  const models::TimeStateMlp pretrained(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2});
+  Method<Schedule, data::BoxReward, Backend> method(schedule, pretrained, data::BoxReward{}, options);
+  auto generator = make_generator(7);
+  for (int warm_up = 0; warm_up < 3; ++warm_up) method.train_iteration(generator);
+  for (auto _ : state) benchmark::DoNotOptimize(method.train_iteration(generator).loss);
 }
 
 // The kernels an Eigen episode is made of, for its arithmetic floor: float GEMMs
@@ -100,13 +117,13 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
-    for (const char* problem : {"gmm1d", "swiss_roll"}) {
-      const std::string base = std::string("qlearning_episode/") + problem;
-      const double* torch_time = find(base + "/libtorch");
-      const double* eigen_time = find(base + "/eigen");
+    for (const char* base : {"qlearning_episode/gmm1d", "qlearning_episode/swiss_roll", "ddpo_iteration/swiss_roll",
+                             "dpok_iteration/swiss_roll"}) {
+      const double* torch_time = find(std::string(base) + "/libtorch");
+      const double* eigen_time = find(std::string(base) + "/eigen");
       if (torch_time && eigen_time)
-        std::printf("%s: libtorch %.2f ms, eigen %.2f ms per episode: eigen / libtorch = %.3f (%.1fx faster)\n",
-                    problem, *torch_time, *eigen_time, *eigen_time / *torch_time, *torch_time / *eigen_time);
+        std::printf("%s: libtorch %.2f ms, eigen %.2f ms: eigen / libtorch = %.3f (%.1fx faster)\n", base,
+                    *torch_time, *eigen_time, *eigen_time / *torch_time, *torch_time / *eigen_time);
     }
   }
 
@@ -152,6 +169,16 @@ int main(int argc, char** argv) {
     add("qlearning_episode/swiss_roll/eigen", [=](benchmark::State& state) {
       episodes<Eigen32>(state, roll, data::BoxReward{});
     });
+    const algorithms::DdpoOptions ddpo{.learning_rate = 1e-3};
+    const algorithms::DpokOptions dpok{.learning_rate = 1e-3};
+    add("ddpo_iteration/swiss_roll/libtorch",
+        [=](benchmark::State& state) { iterations<algorithms::Ddpo, Torch>(state, ddpo); });
+    add("ddpo_iteration/swiss_roll/eigen",
+        [=](benchmark::State& state) { iterations<algorithms::Ddpo, Eigen32>(state, ddpo); });
+    add("dpok_iteration/swiss_roll/libtorch",
+        [=](benchmark::State& state) { iterations<algorithms::Dpok, Torch>(state, dpok); });
+    add("dpok_iteration/swiss_roll/eigen",
+        [=](benchmark::State& state) { iterations<algorithms::Dpok, Eigen32>(state, dpok); });
     for (const auto& [name, kind] : {std::pair{"eigen_kernels/gemm_forward_64x64x150", 'f'},
                                      std::pair{"eigen_kernels/gemm_weight_grad_64x256x64", 'w'},
                                      std::pair{"eigen_kernels/gemm_input_grad_64x64x256", 'i'}})

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "diffctl/data/toy.hpp"
 #include "diffctl/io/plots.hpp"
 #include "qlearning_example.hpp"
@@ -25,44 +26,58 @@ struct FineTuneFlags {
 };
 
 template <class Method>
-int fine_tune(Method& method, const examples::QLearningFlags& f, const torch::Tensor& data,
+int fine_tune(Method& method, const examples::QLearningFlags& f, const examples::ExampleData& data,
               const auto& reward, const auto& picture, at::Generator& generator) {
-  io::Progress progress(f.method_name, f.episodes);
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t iteration = 1; iteration <= f.episodes; ++iteration) {
-    const auto stats = method.train_iteration(generator);
-    std::ostringstream status;
-    status << "reward " << stats.reward << "  KL " << stats.kl;
-    progress.update(iteration, status.str());
+  const auto draw = [&](int64_t n, const torch::Tensor& z) { return method.sample(n, z, generator); };
+  const auto trained = examples::train_loop(
+      f, method,
+      [&] {
+        const auto stats = method.train_iteration(generator);
+        std::ostringstream status;
+        status << "reward " << stats.reward << "  KL " << stats.kl;
+        return status.str();
+      },
+      [&](int64_t n) { return examples::mean_reward(data, draw, reward, n); }, [](int64_t, bool) {});
+  return examples::write_report(f, draw, data, reward, picture, trained);
+}
+
+// DDPO or DPOK, as tune.method says, on Backend.
+template <class Backend, class Reward, class Picture>
+int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLearningFlags& f,
+                   const FineTuneFlags& tune, const examples::ExampleData& data, const Reward& reward,
+                   const Picture& picture, at::Generator& generator) {
+  using Schedule = sde::OrnsteinUhlenbeck;
+  const Schedule schedule({.horizon = f.horizon});
+  if (tune.method == "dpok") {
+    algorithms::Dpok<Schedule, Reward, Backend> dpok(
+        schedule, pretrained, reward,
+        {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
+         .kl_weight = tune.kl_weight});
+    return fine_tune(dpok, f, data, reward, picture, generator);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return examples::write_report(
-      f, [&](int64_t n) { return method.sample(n, {}, generator); }, data, reward, picture, seconds);
+  algorithms::Ddpo<Schedule, Reward, Backend> ddpo(
+      schedule, pretrained, reward,
+      {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip, .inner_epochs = tune.inner_epochs});
+  return fine_tune(ddpo, f, data, reward, picture, generator);
 }
 
 template <class Reward, class Picture>
-int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const torch::Tensor& data,
+int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const examples::ExampleData& data,
         const Reward& reward, const Picture& picture, at::Generator& generator) {
   require(!f.init.empty(), "--init: a pretrained checkpoint is required");
+  require(f.snapshots.empty() || tune.method == "qlearning", "--snapshots: only q-learning keeps checkpoints");
   if (tune.method == "qlearning") return examples::run_qlearning(f, data, reward, picture, generator);
 
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
   algorithms::QLearning<Schedule, models::RatioScore<Schedule>> pretrained(
-      schedule, models::RatioScore<Schedule>(schedule, data), data.size(1), 0, {.dt = f.dt});
+      schedule, models::RatioScore<Schedule>(schedule, data.points), data.points.size(1), 0, {.dt = f.dt});
   pretrained.load(f.init);
-  if (tune.method == "dpok") {
-    algorithms::Dpok<Schedule, Reward> dpok(
-        schedule, pretrained.policy(), reward,
-        {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
-         .kl_weight = tune.kl_weight});
-    return fine_tune(dpok, f, data, reward, picture, generator);
-  }
-  algorithms::Ddpo<Schedule, Reward> ddpo(
-      schedule, pretrained.policy(), reward,
-      {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip,
-       .inner_epochs = tune.inner_epochs});
-  return fine_tune(ddpo, f, data, reward, picture, generator);
+  require(f.sampler == "sde", "--sampler: DDPO and DPOK step with Euler-Maruyama (sde), not ", f.sampler);
+  const models::TimeStateMlp& policy = pretrained.policy();
+  if (f.backend == "eigen")
+    return fine_tune_with<algorithms::EigenBackend<float>>(policy, f, tune, data, reward, picture, generator);
+  return fine_tune_with<algorithms::TorchBackend>(policy, f, tune, data, reward, picture, generator);
 }
 
 }  // namespace
@@ -95,13 +110,13 @@ int main(int argc, char** argv) {
       const auto picture = [](const torch::Tensor& s, const torch::Tensor& r) {
         return io::scatter_image(s, r, -3.5, 3.5);
       };
-      return run(flags, tune, data, data::BoxReward{}, picture, generator);
+      return run(flags, tune, {data, {}}, data::BoxReward{}, picture, generator);
     }
     const torch::Tensor data = data::two_mode_mixture(300, generator).first;
     const auto picture = [](const torch::Tensor& s, const torch::Tensor& r) {
       return io::histogram_image(s, r, -7.0, 8.0);
     };
-    return run(flags, tune, data, data::SquaredDistanceReward{}, picture, generator);
+    return run(flags, tune, {data, {}}, data::SquaredDistanceReward{}, picture, generator);
   } catch (const std::exception& error) {
     std::cerr << "finetune_compare: " << error.what() << "\n";
     return 1;

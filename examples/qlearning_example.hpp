@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cli.hpp"
 
@@ -45,6 +47,12 @@ struct QLearningFlags {
   std::optional<int> threads;
   std::string out;
   std::string init;
+  double lr_decay = 1.0;          // the learning rate's factor every lr_decay_every episodes
+  int64_t lr_decay_every = 1000;
+  std::vector<int64_t> snapshots;  // episodes after which DIR/checkpoint_<episode>.pt is kept
+  std::optional<double> target_reward;  // stop once a check's mean reward reaches it
+  int64_t check_every = 100;
+  int64_t check_samples = 1000;
   std::string method_name = "train";  // the progress line's label
 };
 
@@ -54,7 +62,7 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--sampler", f.sampler, "simulator: sde (Euler-Maruyama), ode-euler, ddim")
       ->check(CLI::IsMember({"sde", "ode-euler", "ddim"}));
   app.add_option("--backend", f.backend,
-                 "networks on torch (LibTorch) or eigen (the CPU fast path; sde and ode-euler samplers)")
+                 "networks on torch (LibTorch) or eigen (the CPU fast path)")
       ->check(CLI::IsMember({"torch", "eigen"}));
   app.add_option("--horizon", f.horizon, "T of the OU forward process")->check(CLI::PositiveNumber);
   app.add_option("--dt", f.dt, "time step (must divide T)")->check(CLI::PositiveNumber);
@@ -71,84 +79,218 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: all cores)");
   app.add_option("--out", f.out, "output directory");
   app.add_option("--init", f.init, "start from this checkpoint (checkpoint.pt of an earlier run)");
+  app.add_option("--lr-decay", f.lr_decay,
+                 "scheduler factor: the learning rate is multiplied by it every --lr-decay-every episodes "
+                 "(1: constant)")
+      ->check(CLI::Range(1e-12, 1.0));
+  app.add_option("--lr-decay-every", f.lr_decay_every, "episodes between learning-rate decays")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--snapshots", f.snapshots,
+                 "episodes after which to keep a copy DIR/checkpoint_<episode>.pt (q-learning)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--target-reward", f.target_reward,
+                 "stop training at the first check whose mean reward reaches this value")
+      ->check(CLI::Number);
+  app.add_option("--check-every", f.check_every, "episodes between target-reward checks")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--check-samples", f.check_samples, "generated samples per target-reward check")
+      ->check(CLI::Range(2, 10000000));
+}
+
+// The training data: points [n, d], and for a conditional problem (the paper's
+// Algorithm 2) their classes [n] in [0, classes).
+struct ExampleData {
+  torch::Tensor points;
+  torch::Tensor labels;  // undefined: unconditional
+  int64_t classes() const { return labels.defined() ? labels.max().item<int64_t>() + 1 : 0; }
+};
+
+// The conditions of n samples: undefined when unconditional, else the classes in turn.
+inline torch::Tensor conditions(const ExampleData& data, int64_t n) {
+  const int64_t classes = data.classes();
+  return classes > 0 ? torch::arange(n, torch::kLong) % classes : torch::Tensor{};
+}
+
+// How a training loop ended: episodes run (fewer than --episodes when the target
+// reward was reached) and their wall-clock seconds.
+struct TrainingOutcome {
+  int64_t episodes = 0;
+  double seconds = 0.0;
+};
+
+// The loop the examples share around a method's own step: the learning-rate
+// schedule, progress, the stop at --target-reward, and the `save(episode,
+// periodic)` hook (periodic: a tenth of the run has passed). `step()` trains one
+// episode and returns its status line; `check(n)` is the mean reward of n fresh
+// samples of the current model.
+template <class Method, class Step, class Check, class Save>
+TrainingOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step, Check&& check, Save&& save) {
+  io::Progress progress(f.method_name, f.episodes);
+  const int64_t save_every = std::max<int64_t>(1, f.episodes / 10);
+  const auto start = std::chrono::steady_clock::now();
+  TrainingOutcome outcome;
+  std::string status;
+  for (int64_t episode = 1; episode <= f.episodes; ++episode) {
+    status = step();
+    outcome.episodes = episode;
+    if (f.lr_decay != 1.0 && episode % f.lr_decay_every == 0)
+      method.set_learning_rate(f.lr * std::pow(f.lr_decay, double(episode / f.lr_decay_every)));
+    save(episode, episode % save_every == 0);  // a crash loses <= a tenth
+    if (f.target_reward && episode % f.check_every == 0) {
+      const double reached = check(f.check_samples);
+      status += "  check " + std::to_string(reached);
+      if (reached >= *f.target_reward) {
+        progress.update(episode, status);
+        std::cerr << f.method_name << ": reached the target reward " << *f.target_reward << " ("
+                  << reached << " on " << f.check_samples << " samples) after " << episode << " episodes\n";
+        break;
+      }
+    }
+    progress.update(episode, status);
+  }
+  outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return outcome;
+}
+
+// The mean reward of n samples drawn by draw(n, z), z as conditions() gives them.
+template <class Draw, class Reward>
+double mean_reward(const ExampleData& data, Draw&& draw, const Reward& reward, int64_t n) {
+  const torch::Tensor z = conditions(data, n);
+  return torch::Tensor(reward(draw(n, z), z)).to(torch::kDouble).mean().template item<double>();
 }
 
 namespace detail {
 
 constexpr int64_t kWrittenSamples = 3000;  // in samples.csv and the picture
 
-inline std::string csv_rows(const torch::Tensor& x) {
+// Rows of x [n, d], with the class as a last column when z is defined.
+inline std::string csv_rows(const torch::Tensor& x, const torch::Tensor& z = {}) {
   std::ostringstream out;
   const torch::Tensor rows = x.to(torch::kCPU, torch::kDouble).contiguous();
-  for (int64_t i = 0; i < rows.size(0); ++i)
-    for (int64_t j = 0; j < rows.size(1); ++j)
-      out << rows[i][j].item<double>() << (j + 1 < rows.size(1) ? ',' : '\n');
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    for (int64_t j = 0; j < rows.size(1); ++j) out << (j ? "," : "") << rows[i][j].item<double>();
+    if (z.defined()) out << "," << z[i].item<int64_t>();
+    out << '\n';
+  }
+  return out.str();
+}
+
+inline std::string json_quality(const metrics::SampleQuality& q) {
+  std::ostringstream out;
+  out << "\"reward_mean\": " << q.reward.mean << ", \"reward_ci95\": " << q.reward.ci95
+      << ", \"kl_mean\": " << q.kl.mean << ", \"kl_ci95\": " << q.kl.ci95;
   return out.str();
 }
 
 }  // namespace detail
 
-// Evaluates a trained model, whose samples draw(n) gives, as the paper does, and
-// writes DIR/samples.csv, data.csv, metrics.json and samples.png.
+// Evaluates a trained model, whose samples draw(n, z) gives, as the paper does
+// (reward and kNN KL to the data, mean +- 95% CI over batches), and writes
+// DIR/samples.csv, data.csv, metrics.json and samples.png. A conditional model is
+// evaluated class by class against that class's data; its reported reward and KL
+// are the means over classes (CIs combined as independent).
 template <class Draw, class Reward, class Picture>
-int write_report(const QLearningFlags& f, Draw&& draw, const torch::Tensor& data,
-                 const Reward& reward, const Picture& picture, double train_seconds) {
+int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, const Reward& reward,
+                 const Picture& picture, const TrainingOutcome& trained) {
   const std::filesystem::path out(f.out);
-  const auto quality = metrics::sample_quality(
-      draw, [&](const torch::Tensor& y) { return reward(y, {}); }, data,
-      {.batches = f.eval_batches, .batch_size = f.eval_batch_size, .knn = {.k = f.knn_k, .k_q = std::nullopt}});
-  const torch::Tensor samples = draw(detail::kWrittenSamples);
+  const metrics::SampleQualityOptions options{
+      .batches = f.eval_batches, .batch_size = f.eval_batch_size, .knn = {.k = f.knn_k, .k_q = std::nullopt}};
+  const int64_t classes = data.classes();
+  std::vector<metrics::SampleQuality> per_class;
+  std::vector<torch::Tensor> panels;
+  torch::Tensor samples, sample_classes;
+  if (classes == 0) {
+    per_class.push_back(metrics::sample_quality(
+        [&](int64_t n) { return draw(n, torch::Tensor{}); },
+        [&](const torch::Tensor& y) { return reward(y, torch::Tensor{}); }, data.points, options));
+    samples = draw(detail::kWrittenSamples, torch::Tensor{});
+    panels.push_back(picture(samples, data.points));
+  } else {
+    std::vector<torch::Tensor> drawn;
+    for (int64_t c = 0; c < classes; ++c) {
+      const auto z = [c](int64_t n) { return torch::full({n}, c, torch::kLong); };
+      const torch::Tensor reference = data.points.index({data.labels == c});
+      per_class.push_back(metrics::sample_quality(
+          [&](int64_t n) { return draw(n, z(n)); }, [&](const torch::Tensor& y) { return reward(y, z(y.size(0))); },
+          reference, options));
+      drawn.push_back(draw(detail::kWrittenSamples / classes, z(detail::kWrittenSamples / classes)));
+      panels.push_back(picture(drawn.back(), reference));
+    }
+    samples = torch::cat(drawn);
+    sample_classes = torch::arange(classes, torch::kLong).repeat_interleave(detail::kWrittenSamples / classes);
+  }
+  metrics::SampleQuality quality{};
+  for (const auto& q : per_class) {
+    quality.reward.mean += q.reward.mean / double(per_class.size());
+    quality.kl.mean += q.kl.mean / double(per_class.size());
+    quality.reward.ci95 += q.reward.ci95 * q.reward.ci95;
+    quality.kl.ci95 += q.kl.ci95 * q.kl.ci95;
+  }
+  quality.reward.ci95 = std::sqrt(quality.reward.ci95) / double(per_class.size());
+  quality.kl.ci95 = std::sqrt(quality.kl.ci95) / double(per_class.size());
+
   std::ostringstream json;
-  json << "{\n  \"reward_mean\": " << quality.reward.mean << ",\n  \"reward_ci95\": "
-       << quality.reward.ci95 << ",\n  \"kl_mean\": " << quality.kl.mean
-       << ",\n  \"kl_ci95\": " << quality.kl.ci95 << ",\n  \"episodes\": " << f.episodes
-       << ",\n  \"train_seconds\": " << train_seconds << ",\n  \"beta\": " << f.beta
+  json << "{\n  " << detail::json_quality(quality) << ",\n  \"episodes\": " << trained.episodes
+       << ",\n  \"train_seconds\": " << trained.seconds << ",\n  \"beta\": " << f.beta
        << ",\n  \"sampler\": \"" << f.sampler << "\",\n  \"dt\": " << f.dt
-       << ",\n  \"knn_k\": " << f.knn_k << "\n}\n";
-  io::write_text(out / "samples.csv", detail::csv_rows(samples));
-  io::write_text(out / "data.csv", detail::csv_rows(data));
+       << ",\n  \"temperature\": " << f.temperature << ",\n  \"lr\": " << f.lr << ",\n  \"knn_k\": " << f.knn_k;
+  if (classes > 0) {
+    json << ",\n  \"per_class\": [";
+    for (int64_t c = 0; c < classes; ++c)
+      json << (c ? ",\n    " : "\n    ") << "{\"class\": " << c << ", " << detail::json_quality(per_class[std::size_t(c)])
+           << "}";
+    json << "\n  ]";
+  }
+  json << "\n}\n";
+  io::write_text(out / "samples.csv", detail::csv_rows(samples, sample_classes));
+  io::write_text(out / "data.csv", detail::csv_rows(data.points, data.labels));
   io::write_text(out / "metrics.json", json.str());
-  io::write_png(out / "samples.png", picture(samples, data));
+  io::write_png(out / "samples.png", io::tile(panels, 1));
   std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL "
-            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats, " << f.episodes
-            << " episodes in " << train_seconds << " s; wrote " << out.string() << "/\n";
+            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats";
+  for (std::size_t c = 0; classes > 0 && c < per_class.size(); ++c)
+    std::cout << (c ? "; " : " (") << "class " << c << ": reward " << per_class[c].reward.mean << ", KL "
+              << per_class[c].kl.mean << (c + 1 == per_class.size() ? ")" : "");
+  std::cout << ", " << trained.episodes << " episodes in " << trained.seconds << " s; wrote " << out.string()
+            << "/\n";
   return 0;
 }
 
 namespace detail {
 
 template <class Simulator, class Backend, class Reward, class Picture>
-int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const Reward& reward,
+int train_and_report(const QLearningFlags& f, const ExampleData& data, const Reward& reward,
                      const Picture& picture, at::Generator& generator) {
   using Schedule = sde::OrnsteinUhlenbeck;
   using Estimate = models::RatioScore<Schedule>;
   const Schedule schedule({.horizon = f.horizon});
   algorithms::QLearning<Schedule, Estimate, Reward, Simulator, Backend> learner(
-      schedule, Estimate(schedule, data, {}, {.density_floor = f.density_floor}), data.size(1), 0,
+      schedule, Estimate(schedule, data.points, data.labels, {.density_floor = f.density_floor}),
+      data.points.size(1), data.classes(),
       {.temperature = f.temperature, .beta = f.beta, .dt = f.dt, .batch = f.batch, .learning_rate = f.lr},
       reward);
   if (!f.init.empty()) learner.load(f.init);
 
   const std::filesystem::path out(f.out);
   const auto checkpoint = out / "checkpoint.pt";
-  io::Progress progress(f.method_name, f.episodes);
-  const int64_t save_every = std::max<int64_t>(1, f.episodes / 10);
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t episode = 1; episode <= f.episodes; ++episode) {
-    const auto stats = learner.train_episode(generator);
-    if (episode % save_every == 0) learner.save(checkpoint);  // a crash loses <= a tenth
-    std::ostringstream status;
-    status << "loss " << stats.loss << "  reward " << stats.terminal_reward;
-    progress.update(episode, status.str());
-  }
-  const double train_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  learner.save(checkpoint);
-
   const Simulator solver;
-  return write_report(
-      f, [&](int64_t n) { return learner.sample(n, {}, generator, solver); }, data, reward, picture,
-      train_seconds);
+  const auto draw = [&](int64_t n, const torch::Tensor& z) { return learner.sample(n, z, generator, solver); };
+  const TrainingOutcome trained = train_loop(
+      f, learner,
+      [&] {
+        const auto stats = learner.train_episode(generator);
+        std::ostringstream status;
+        status << "loss " << stats.loss << "  reward " << stats.terminal_reward;
+        return status.str();
+      },
+      [&](int64_t n) { return mean_reward(data, draw, reward, n); },
+      [&](int64_t episode, bool periodic) {
+        if (periodic) learner.save(checkpoint);
+        if (std::ranges::find(f.snapshots, episode) != f.snapshots.end())
+          learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt"));
+      });
+  learner.save(checkpoint);
+  return write_report(f, draw, data, reward, picture, trained);
 }
 
 }  // namespace detail
@@ -156,13 +298,15 @@ int train_and_report(const QLearningFlags& f, const torch::Tensor& data, const R
 // Trains on `data` with `reward` as the flags say and writes DIR/checkpoint.pt,
 // samples.csv, data.csv, metrics.json and samples.png (drawn by `picture`).
 template <class Reward, class Picture>
-int run_qlearning(const QLearningFlags& f, const torch::Tensor& data, const Reward& reward,
-                  const Picture& picture, at::Generator& generator) {
+int run_qlearning(const QLearningFlags& f, const ExampleData& data, const Reward& reward, const Picture& picture,
+                  at::Generator& generator) {
   using algorithms::EigenBackend, algorithms::TorchBackend;
+  require(data.points.size(0) >= 1, "the training data is empty");
   if (f.backend == "eigen") {
-    require(f.sampler != "ddim", "--backend eigen: simulates with sde or ode-euler, not ", f.sampler);
     if (f.sampler == "ode-euler")
       return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture, generator);
+    if (f.sampler == "ddim")
+      return detail::train_and_report<sde::Ddim, EigenBackend<float>>(f, data, reward, picture, generator);
     return detail::train_and_report<sde::EulerMaruyama, EigenBackend<float>>(f, data, reward, picture, generator);
   }
   if (f.sampler == "ode-euler")

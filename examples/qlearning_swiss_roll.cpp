@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     const auto picture = [](const torch::Tensor& samples, const torch::Tensor& reference) {
       return io::scatter_image(samples, reference, -3.5, 3.5);
     };
-    return examples::run_qlearning(flags, data, box, picture, generator);
+    return examples::run_qlearning(flags, {data, {}}, box, picture, generator);
   } catch (const std::exception& error) {
     std::cerr << "qlearning_swiss_roll: " << error.what() << "\n";
     return 1;
