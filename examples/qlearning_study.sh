@@ -15,7 +15,7 @@
 #      class and a reward point per class (-6, +6), beta 0 and 1.
 # A finished run (its metrics.json exists) is not run again, so a stopped study
 # continues where it stood; PARTS picks which parts run (default "pretrain
-# beta conditional simulators finetune"; the tables show every finished run).
+# finetune beta conditional simulators"; the tables show every finished run).
 #
 #   examples/qlearning_study.sh OUT
 #
@@ -34,7 +34,7 @@ episodes_b=${EPISODES_B:-30000}
 finetune_episodes=${FINETUNE_EPISODES:-20000}
 finetune_beta=${FINETUNE_BETA:-10}
 finetune_lr=${FINETUNE_LR:-1e-4}
-parts=${PARTS:-pretrain beta conditional simulators finetune}
+parts=${PARTS:-pretrain finetune beta conditional simulators}
 [ "$episodes_b" -lt "$episodes" ] || { echo "$0: EPISODES_B ($episodes_b) must be < EPISODES ($episodes)" >&2; exit 2; }
 for program in qlearning_gmm1d qlearning_swiss_roll finetune_compare; do
   [ -x "$build/examples/$program" ] || { echo "$0: $build/examples/$program not found: build it first" >&2; exit 1; }
@@ -68,6 +68,18 @@ finetune() {  # name init target method [flags]
   run "$name" finetune_compare --problem swiss-roll --init "$init" --method "$method" \
     --episodes "$finetune_episodes" --target-reward "$target" --check-every 5 --lr "$finetune_lr" "$@"
 }
+if has finetune; then
+  for model in a b; do
+    init=$model_a
+    [ $model = b ] && init=$model_b
+    for target in 0.7 0.8 0.9; do
+      finetune "ft-$model-ddpo-$target" "$init" "$target" ddpo
+      finetune "ft-$model-dpok-$target" "$init" "$target" dpok
+      finetune "ft-$model-qlearning-$target" "$init" "$target" qlearning --beta "$finetune_beta"
+    done
+  done
+fi
+
 if has beta; then
   for beta in 0 0.1 1; do run "gmm1d-beta$beta" qlearning_gmm1d --beta $beta --episodes "$episodes"; done
   for beta in 1 10 30; do run "roll-beta$beta" qlearning_swiss_roll --beta $beta --episodes "$episodes"; done
@@ -81,18 +93,6 @@ if has simulators; then
       run "sim-$sampler-dt$dt" qlearning_swiss_roll --beta 0 --sampler $sampler --dt $dt --episodes "$episodes"
       finetune "sim-$sampler-dt$dt-to0.8" "$out/sim-$sampler-dt$dt/checkpoint.pt" 0.8 qlearning \
         --sampler $sampler --dt $dt --beta "$finetune_beta"
-    done
-  done
-fi
-
-if has finetune; then
-  for model in a b; do
-    init=$model_a
-    [ $model = b ] && init=$model_b
-    for target in 0.7 0.8 0.9; do
-      finetune "ft-$model-ddpo-$target" "$init" "$target" ddpo
-      finetune "ft-$model-dpok-$target" "$init" "$target" dpok
-      finetune "ft-$model-qlearning-$target" "$init" "$target" qlearning --beta "$finetune_beta"
     done
   done
 fi
