@@ -8,7 +8,8 @@
 #   2. fine-tuning the Swiss roll's score-matching models A (EPISODES episodes) and
 #      B (the same run's checkpoint after EPISODES_B) with DDPO, DPOK and q-learning,
 #      each stopped when it reaches an expected reward of 0.7, 0.8 or 0.9 (checked on
-#      1000 samples every 5 iterations), with the KL it costs;
+#      2000 samples after every iteration, every 10 for q-learning), with the KL
+#      it costs;
 #   3. the simulators (Euler-Maruyama, probability-flow ODE-Euler, DDIM) at 50, 10
 #      and 5 steps: score matching (beta = 0), then q-learning fine-tuned to 0.8;
 #   4. the conditional version (Algorithm 2) on the 1-D mixture, the mode as the
@@ -62,11 +63,17 @@ model_b=$out/roll-beta0/checkpoint_$episodes_b.pt
 if has pretrain; then
   run roll-beta0 qlearning_swiss_roll --beta 0 --episodes "$episodes" --snapshots "$episodes_b"
 fi
+# A DDPO or DPOK iteration moves the reward by up to a few hundredths, so they are
+# checked after every iteration; q-learning's episodes move it far less, and are
+# checked every 10.
 finetune() {  # name init target method [flags]
   name=$1 init=$2 target=$3 method=$4
   shift 4
+  every=1
+  [ "$method" = qlearning ] && every=10
   run "$name" finetune_compare --problem swiss-roll --init "$init" --method "$method" \
-    --episodes "$finetune_episodes" --target-reward "$target" --check-every 5 --lr "$finetune_lr" "$@"
+    --episodes "$finetune_episodes" --target-reward "$target" --check-every $every --check-samples 2000 \
+    --lr "$finetune_lr" "$@"
 }
 if has finetune; then
   for model in a b; do
