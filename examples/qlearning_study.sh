@@ -23,7 +23,7 @@
 # Environment: BUILD (build directory, default build), EPISODES (50000),
 # EPISODES_B (30000), FINETUNE_EPISODES (at most this many fine-tuning
 # iterations, 20000), FINETUNE_LR (their learning rate, 1e-4), FINETUNE_BETA
-# (q-learning's beta when fine-tuning, 10),
+# (q-learning's beta when fine-tuning, 30),
 # THREADS (2), SEED (0).
 set -eu
 
@@ -33,7 +33,7 @@ build=${BUILD:-build}
 episodes=${EPISODES:-50000}
 episodes_b=${EPISODES_B:-30000}
 finetune_episodes=${FINETUNE_EPISODES:-20000}
-finetune_beta=${FINETUNE_BETA:-10}
+finetune_beta=${FINETUNE_BETA:-30}
 finetune_lr=${FINETUNE_LR:-1e-4}
 parts=${PARTS:-pretrain finetune beta conditional simulators}
 [ "$episodes_b" -lt "$episodes" ] || { echo "$0: EPISODES_B ($episodes_b) must be < EPISODES ($episodes)" >&2; exit 2; }
