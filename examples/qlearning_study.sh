@@ -62,6 +62,7 @@ model_a=$out/roll-beta0/checkpoint.pt
 model_b=$out/roll-beta0/checkpoint_$episodes_b.pt
 if has pretrain; then
   run roll-beta0 qlearning_swiss_roll --beta 0 --episodes "$episodes" --snapshots "$episodes_b"
+  run roll-model-b qlearning_swiss_roll --episodes 0 --init "$model_b"  # evaluates model B
 fi
 # A DDPO or DPOK iteration moves the reward by up to a few hundredths, so they are
 # checked after every iteration; q-learning's episodes move it far less, and are
@@ -137,6 +138,7 @@ seconds() { s=$(field "$1" train_seconds); [ "$s" = "-" ] && echo "-" || printf 
   for beta in 0 1 10 30; do
     echo "| Swiss roll | $beta | $(pm roll-beta$beta reward) | $(pm roll-beta$beta kl) | $(field roll-beta$beta episodes) | $(seconds roll-beta$beta) |"
   done
+  echo "| Swiss roll, model B (the beta = 0 run after $episodes_b episodes) | 0 | $(pm roll-model-b reward) | $(pm roll-model-b kl) | $episodes_b | - |"
   echo
   echo "| conditional 1-D mixture | beta | class 0 (target -6): reward | class 0: KL | class 1 (target +6): reward | class 1: KL | train s |"
   echo "|---|---|---|---|---|---|---|"
