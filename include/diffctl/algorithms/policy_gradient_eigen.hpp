@@ -84,7 +84,8 @@ class EigenPolicyFineTuning {
 
   // A batch of chains from the current policy (states_, input_ and the policy's
   // activations and outputs a1_, a2_, mu_ for every column) and its terminal
-  // rewards [B]; `noise` as draw_chain_noise gives it, in this scalar type.
+  // rewards [B], driven by draw_chain_noise's noise from `generator`, as the
+  // LibTorch backend draws it.
   Row simulate(at::Generator& generator) {
     const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
     const Eigen::Index d = dim(), batch = batch_;
