@@ -2,7 +2,9 @@
 // DDPO (PPO-clip policy gradient), DPOK (policy gradient with a per-step KL to
 // the pretrained model) or continuous-time q-learning with beta > 0, from the
 // same network (--init, a checkpoint.pt of qlearning_gmm1d or qlearning_swiss_roll
-// trained with beta = 0), and reports as those examples do.
+// trained with beta = 0), and reports as those examples do. Its checkpoint.pt
+// holds the fine-tuned policy (with the pretrained value network for DDPO and
+// DPOK), which --init of these examples loads.
 
 #include <iostream>
 
@@ -25,9 +27,18 @@ struct FineTuneFlags {
   int64_t inner_epochs = 4;
 };
 
-template <class Method>
+// The fine-tuned policy as a LibTorch module, whichever backend trained it.
+template <class Network>
+models::TimeStateMlp as_module(const Network& network) {
+  if constexpr (std::same_as<Network, models::TimeStateMlp>) return network;
+  else return network.to_torch();
+}
+
+// Trains `method` as the flags say, writes checkpoint.pt with save(policy) (every
+// tenth of the run and at the end) and reports.
+template <class Method, class Save>
 int fine_tune(Method& method, const examples::QLearningFlags& f, const examples::ExampleData& data,
-              const auto& reward, const auto& picture, at::Generator& generator) {
+              const auto& reward, const auto& picture, const Save& save, at::Generator& generator) {
   const auto draw = [&](int64_t n, const torch::Tensor& z) { return method.sample(n, z, generator); };
   const auto trained = examples::train_loop(
       f, method,
@@ -37,15 +48,19 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
         status << "reward " << stats.reward << "  KL " << stats.kl;
         return status.str();
       },
-      [&](int64_t n) { return examples::mean_reward(data, draw, reward, n); }, [](int64_t, bool) {});
+      [&](int64_t n) { return examples::mean_reward(data, draw, reward, n); },
+      [&](int64_t, bool periodic) {
+        if (periodic) save(as_module(method.policy()));
+      });
+  save(as_module(method.policy()));
   return examples::write_report(f, draw, data, reward, picture, trained);
 }
 
 // DDPO or DPOK, as tune.method says, on Backend.
-template <class Backend, class Reward, class Picture>
+template <class Backend, class Reward, class Picture, class Save>
 int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLearningFlags& f,
                    const FineTuneFlags& tune, const examples::ExampleData& data, const Reward& reward,
-                   const Picture& picture, at::Generator& generator) {
+                   const Picture& picture, const Save& save, at::Generator& generator) {
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
   if (tune.method == "dpok") {
@@ -53,12 +68,12 @@ int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLear
         schedule, pretrained, reward,
         {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
          .kl_weight = tune.kl_weight});
-    return fine_tune(dpok, f, data, reward, picture, generator);
+    return fine_tune(dpok, f, data, reward, picture, save, generator);
   }
   algorithms::Ddpo<Schedule, Reward, Backend> ddpo(
       schedule, pretrained, reward,
       {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip, .inner_epochs = tune.inner_epochs});
-  return fine_tune(ddpo, f, data, reward, picture, generator);
+  return fine_tune(ddpo, f, data, reward, picture, save, generator);
 }
 
 template <class Reward, class Picture>
@@ -74,10 +89,16 @@ int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const exam
       schedule, models::RatioScore<Schedule>(schedule, data.points), data.points.size(1), 0, {.dt = f.dt});
   pretrained.load(f.init);
   require(f.sampler == "sde", "--sampler: DDPO and DPOK step with Euler-Maruyama (sde), not ", f.sampler);
-  const models::TimeStateMlp& policy = pretrained.policy();
+  // The checkpoint holds the fine-tuned policy and the pretrained model's value
+  // network, in q-learning's format, so that --init of every example loads it.
+  const models::TimeStateMlp policy = models::clone_module(pretrained.policy());
+  const auto save = [&](const models::TimeStateMlp& tuned) {
+    models::copy_weights(*tuned, *pretrained.policy());
+    pretrained.save(std::filesystem::path(f.out) / "checkpoint.pt");
+  };
   if (f.backend == "eigen")
-    return fine_tune_with<algorithms::EigenBackend<float>>(policy, f, tune, data, reward, picture, generator);
-  return fine_tune_with<algorithms::TorchBackend>(policy, f, tune, data, reward, picture, generator);
+    return fine_tune_with<algorithms::EigenBackend<float>>(policy, f, tune, data, reward, picture, save, generator);
+  return fine_tune_with<algorithms::TorchBackend>(policy, f, tune, data, reward, picture, save, generator);
 }
 
 }  // namespace
