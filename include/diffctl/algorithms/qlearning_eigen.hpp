@@ -20,8 +20,9 @@
 // natively (Euler-Maruyama, the paper's; probability-flow Euler; DDIM; Heun):
 // its coefficients are read off the simulator once per grid. A score estimate
 // other than RatioScore and every terminal reward are LibTorch callables: they
-// get the states as a tensor that views this backend's buffer. The episode's randomness still comes from the LibTorch generator, drawn
-// by QLearning in one call, so both backends see identical noise for one seed.
+// get the states as a tensor that views this backend's buffer. The episode's
+// randomness still comes from the LibTorch generator, drawn by QLearning in one
+// call, so both backends see identical noise for one seed.
 
 #include <algorithm>
 #include <array>
