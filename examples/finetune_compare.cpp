@@ -46,6 +46,7 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
         const auto stats = method.train_iteration(generator);
         std::ostringstream status;
         status << "reward " << stats.reward << "  KL " << stats.kl;
+        if (stats.clip_fraction > 0.0) status << "  clipped " << stats.clip_fraction;
         return status.str();
       },
       [&](int64_t n) { return examples::mean_reward(data, draw, reward, n); },

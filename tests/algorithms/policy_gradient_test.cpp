@@ -109,14 +109,16 @@ double weight_error(const models::TimeStateMlp& found, const models::TimeStateMl
 }
 
 // Three iterations of a method on both backends, in double, from the same weights
-// and the same seed: the same statistics and the same weights after each.
+// and the same seed: the same statistics and the same weights after each. Returns
+// the largest clip fraction seen.
 template <template <class, class, class> class Method, class Options>
-void compare_backends(const models::TimeStateMlp& pretrained, const Options& options) {
+double compare_backends(const models::TimeStateMlp& pretrained, const Options& options) {
   Method<Schedule, NearTwo, algorithms::TorchBackend> torch_method(kSchedule, pretrained, NearTwo{}, options);
   Method<Schedule, NearTwo, algorithms::EigenBackend<double>> eigen_method(kSchedule, pretrained, NearTwo{},
                                                                           options);
   if constexpr (requires { eigen_method.value(); }) eigen_method.value().copy_from(torch_method.value());
   auto torch_generator = make_generator(7), eigen_generator = make_generator(7);
+  double clip_fraction = 0.0;
   for (int iteration = 0; iteration < 3; ++iteration) {
     const auto expected = torch_method.train_iteration(torch_generator);
     const auto found = eigen_method.train_iteration(eigen_generator);
@@ -125,11 +127,15 @@ void compare_backends(const models::TimeStateMlp& pretrained, const Options& opt
     CHECK(found.reward == Approx(expected.reward).epsilon(1e-9));
     CHECK(found.kl == Approx(expected.kl).epsilon(1e-6).margin(1e-12));
     CHECK(found.loss == Approx(expected.loss).epsilon(1e-6).margin(1e-9));
+    // A ratio on the clip's edge may fall either side: allow a few of the terms.
+    CHECK(found.clip_fraction == Approx(expected.clip_fraction).margin(1e-3));
     CHECK(weight_error(eigen_method.policy().to_torch(), torch_method.policy()) < 1e-6);
+    clip_fraction = std::max(clip_fraction, expected.clip_fraction);
   }
   auto a = make_generator(5), b = make_generator(5);
   const torch::Tensor z = pretrained->options().classes > 0 ? torch::arange(30, torch::kLong) % 2 : torch::Tensor{};
   CHECK(torch::allclose(eigen_method.sample(30, z, a), torch_method.sample(30, z, b), 1e-8, 1e-10));
+  return clip_fraction;
 }
 
 }  // namespace
@@ -144,13 +150,15 @@ TEST_CASE("DDPO and DPOK compute the same iterations on the Eigen and LibTorch b
   models::TimeStateMlp pretrained(models::TimeStateMlpOptions{1, 1, classes, 32});
   pretrained->to(torch::kDouble);
   SECTION("DDPO, 3 inner epochs (clipping active after the first)") {
-    compare_backends<algorithms::Ddpo>(
+    const double clip_fraction = compare_backends<algorithms::Ddpo>(
         pretrained, algorithms::DdpoOptions{.dt = kDt, .batch = 48, .learning_rate = 3e-2, .clip = 0.05,
                                             .inner_epochs = 3});
+    // The clipped branch of the gradient was taken, so it is compared too.
+    CHECK(clip_fraction > 0.05);
   }
   SECTION("DPOK") {
-    compare_backends<algorithms::Dpok>(
-        pretrained, algorithms::DpokOptions{.dt = kDt, .batch = 48, .learning_rate = 1e-2, .reward_weight = 2.0,
-                                            .kl_weight = 0.5});
+    CHECK(compare_backends<algorithms::Dpok>(
+              pretrained, algorithms::DpokOptions{.dt = kDt, .batch = 48, .learning_rate = 1e-2,
+                                                  .reward_weight = 2.0, .kl_weight = 0.5}) == 0.0);
   }
 }

@@ -56,20 +56,13 @@ ChainNoise draw_chain_noise(const Schedule& schedule, const sde::TimeGrid& grid,
   return noise;
 }
 
-// Step k of the Euler-Maruyama chain, Y_{k+1} = keep Y_k + push mu(t_k, Y_k) + std N(0, I),
-// with f, g taken at s_k = T - t_k: keep = 1 - f dt, push = g^2 dt, std = g sqrt(dt).
-struct EulerStep {
-  double keep = 0.0, push = 0.0, std = 0.0;
-};
-
+// The steps of the Euler-Maruyama chain on `grid`, Y_{k+1} = keep Y_k + push mu(t_k, Y_k)
+// + noise_std N(0, I): keep = 1 - f dt, push = g^2 dt, noise_std = g sqrt(dt).
 template <NoiseSchedule Schedule>
-std::vector<EulerStep> euler_steps(const Schedule& schedule, const sde::TimeGrid& grid) {
-  std::vector<EulerStep> steps;
-  for (std::size_t k = 0; k < grid.steps(); ++k) {
-    const double t = grid[k], dt = grid[k + 1] - t, s = schedule.horizon() - t;
-    const double g = schedule.diffusion(s);
-    steps.push_back({1.0 - dt * schedule.drift_coef(s), dt * g * g, g * std::sqrt(dt)});
-  }
+std::vector<AffineStep> euler_steps(const Schedule& schedule, const sde::TimeGrid& grid) {
+  std::vector<AffineStep> steps;
+  for (std::size_t k = 0; k < grid.steps(); ++k)
+    steps.push_back(affine_step(schedule, sde::EulerMaruyama{}, grid[k], grid[k + 1]));
   return steps;
 }
 
@@ -83,7 +76,7 @@ Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& polic
   for (std::size_t k = 0; k < steps.size(); ++k) {
     const torch::Tensor& y = states.back();
     const torch::Tensor mu = policy.ptr()->forward(torch::full({y.size(0)}, grid[k], y.options()), y, noise.z);
-    states.push_back(steps[k].keep * y + steps[k].push * mu + steps[k].std * noise.steps[int64_t(k)]);
+    states.push_back(steps[k].keep * y + steps[k].push * mu + steps[k].noise_std * noise.steps[int64_t(k)]);
   }
   return {torch::stack(states), noise.z};
 }
@@ -110,10 +103,10 @@ std::pair<torch::Tensor, torch::Tensor> transition_means(const Schedule& schedul
   const auto opts = chains.states.options();
   std::vector<double> times, keep, push, stds;
   for (std::size_t k = 0; k < grid.steps(); ++k) times.push_back(grid[k]);
-  for (const EulerStep& step : euler_steps(schedule, grid)) {
+  for (const AffineStep& step : euler_steps(schedule, grid)) {
     keep.push_back(step.keep);
     push.push_back(step.push);
-    stds.push_back(step.std);
+    stds.push_back(step.noise_std);
   }
   const auto column = [&](const std::vector<double>& v) {
     return torch::tensor(v, opts).view({steps, 1, 1});
@@ -140,6 +133,10 @@ struct FineTuneStats {
   double reward;  // mean terminal reward of the iteration's batch
   double kl;      // mean summed per-step KL to the pretrained transitions
   double loss;
+  // DDPO: the fraction of (step, sample, inner epoch) terms where the clipped
+  // ratio was the smaller term, so the clip took their gradient away (PPO's
+  // "clip fraction"); 0 for DPOK.
+  double clip_fraction = 0.0;
 };
 
 
@@ -236,6 +233,7 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
       old_log_probs = transition_log_probs(means, stds, chains);
     }
     double loss_value = 0.0, kl = 0.0;
+    torch::Tensor clipped_terms = torch::zeros({}, torch::TensorOptions(torch::kLong).device(reward.device()));
     for (int64_t epoch = 0; epoch < options_.inner_epochs; ++epoch) {
       const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
       if (epoch == 0)
@@ -243,12 +241,15 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
       const torch::Tensor ratio = (transition_log_probs(means, stds, chains) - old_log_probs).exp();
       const torch::Tensor clipped = ratio.clamp(1.0 - options_.clip, 1.0 + options_.clip);
       const torch::Tensor loss = -torch::min(ratio * advantage, clipped * advantage).mean(1).sum(0);
+      clipped_terms += (clipped * advantage < ratio * advantage).sum();
       optimizer_.zero_grad();
       loss.backward();
       optimizer_.step();
       loss_value = loss.template item<double>();
     }
-    return {reward.mean().template item<double>(), kl, loss_value};
+    const double terms = double(old_log_probs.numel() * options_.inner_epochs);
+    return {reward.mean().template item<double>(), kl, loss_value,
+            double(clipped_terms.template item<int64_t>()) / terms};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }

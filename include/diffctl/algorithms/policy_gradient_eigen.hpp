@@ -77,6 +77,8 @@ class EigenPolicyFineTuning {
     for (Matrix* m : {&a1_, &a2_, &reference_a1_, &reference_a2_}) m->resize(h, n);
     for (Matrix* m : {&dz1_, &dz2_}) m->resize(h, std::min(n, Network::kBlock));
     for (Matrix* m : {&mu_, &means_, &reference_means_, &grad_means_}) m->resize(d, n);
+    reward_values_.resize(batch);
+    for (Row* row : {&log_probs_, &kl_, &weights_}) row->resize(n);
   }
 
   Eigen::Index dim() const { return policy_.options().state_dim; }
@@ -84,9 +86,9 @@ class EigenPolicyFineTuning {
 
   // A batch of chains from the current policy (states_, input_ and the policy's
   // activations and outputs a1_, a2_, mu_ for every column) and its terminal
-  // rewards [B], driven by draw_chain_noise's noise from `generator`, as the
-  // LibTorch backend draws it.
-  Row simulate(at::Generator& generator) {
+  // rewards [B] into reward_, driven by draw_chain_noise's noise from `generator`,
+  // as the LibTorch backend draws it.
+  void simulate(at::Generator& generator) {
     const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
     const Eigen::Index d = dim(), batch = batch_;
     noise_ = draw_chain_noise(schedule_, grid_, batch, d, policy_.options().classes, generator,
@@ -102,7 +104,7 @@ class EigenPolicyFineTuning {
       policy_.forward(input, a1_.middleCols(at, batch), a2_.middleCols(at, batch), mu);
       states_.middleCols(at + batch, batch) =
           Scalar(steps_[k].keep) * states_.middleCols(at, batch) + Scalar(steps_[k].push) * mu +
-          Scalar(steps_[k].std) * Eigen::Map<const Matrix>(normals + at * d, d, batch);
+          Scalar(steps_[k].noise_std) * Eigen::Map<const Matrix>(normals + at * d, d, batch);
     }
     const torch::Tensor final_states =
         torch::from_blob(states_.data() + columns() * d, {batch, d}, torch::TensorOptions(dtype));
@@ -110,7 +112,7 @@ class EigenPolicyFineTuning {
         torch::Tensor(reward_(final_states, noise_.z)).detach().to(torch::kCPU, dtype).contiguous();
     require(reward.numel() == batch, "fine-tuning: the reward must give [", batch, "] values, found ",
             reward.sizes());
-    return Eigen::Map<const Row>(reward.template data_ptr<Scalar>(), batch);
+    reward_values_ = Eigen::Map<const Row>(reward.template data_ptr<Scalar>(), batch);
   }
 
   // mu_ (and the activations) from the current weights, all columns in one pass.
@@ -134,31 +136,27 @@ class EigenPolicyFineTuning {
     means_of(reference_means_, reference_means_);
   }
 
-  // log p(Y_{k+1} | Y_k) [N B] under means_.
-  Row log_probs() const {
-    Row out(columns());
+  // log p(Y_{k+1} | Y_k) [N B] under means_, into out.
+  void log_probs(Row& out) const {
     for (std::size_t k = 0; k < steps_.size(); ++k) {
       const Eigen::Index at = Eigen::Index(k) * batch_;
-      const double sd = steps_[k].std;
+      const double sd = steps_[k].noise_std;
       const double normaliser = double(dim()) * (std::log(sd) + 0.5 * std::log(2.0 * std::numbers::pi));
       out.segment(at, batch_) =
           (Scalar(-0.5 / (sd * sd)) * residual(k).colwise().squaredNorm().array() - Scalar(normaliser)).matrix();
     }
-    return out;
   }
 
-  // The per-step KL [N B] of means_ to reference_means_.
-  Row kl_to_pretrained() const {
-    Row out(columns());
+  // The per-step KL [N B] of means_ to reference_means_, into out.
+  void kl_to_pretrained(Row& out) const {
     for (std::size_t k = 0; k < steps_.size(); ++k) {
       const Eigen::Index at = Eigen::Index(k) * batch_;
-      const double sd = steps_[k].std;
+      const double sd = steps_[k].noise_std;
       out.segment(at, batch_) = Scalar(0.5 / (sd * sd)) *
                                 (means_.middleCols(at, batch_) - reference_means_.middleCols(at, batch_))
                                     .colwise()
                                     .squaredNorm();
     }
-    return out;
   }
 
   // Y_{k+1} - mean_k for step k [d, B].
@@ -173,7 +171,7 @@ class EigenPolicyFineTuning {
   void set_mean_gradients(const Row& log_prob_weights, double kl_weight) {
     for (std::size_t k = 0; k < steps_.size(); ++k) {
       const Eigen::Index at = Eigen::Index(k) * batch_;
-      const Scalar precision = Scalar(1.0 / (steps_[k].std * steps_[k].std));
+      const Scalar precision = Scalar(1.0 / (steps_[k].noise_std * steps_[k].noise_std));
       auto grad = grad_means_.middleCols(at, batch_);
       grad = (residual(k).array().rowwise() * (precision * log_prob_weights.segment(at, batch_)).array()).matrix();
       if (kl_weight > 0.0)
@@ -193,7 +191,7 @@ class EigenPolicyFineTuning {
   Schedule schedule_;
   Reward reward_;
   sde::TimeGrid grid_;
-  std::vector<EulerStep> steps_;
+  std::vector<AffineStep> steps_;
   int64_t batch_;
   Network pretrained_, policy_;
   models::EigenAdamOptions adam_;
@@ -203,6 +201,8 @@ class EigenPolicyFineTuning {
   Matrix a1_, a2_, reference_a1_, reference_a2_;  // [hidden, N B]
   Matrix dz1_, dz2_;                             // backward scratch
   Matrix mu_, means_, reference_means_, grad_means_;  // [d, N B]
+  Row reward_values_;                            // [B]: the batch's terminal rewards
+  Row log_probs_, kl_, weights_;                 // [N B]: per (step, sample)
 };
 
 }  // namespace detail
@@ -218,43 +218,49 @@ class Ddpo<Schedule, Reward, EigenBackend<Scalar>>
       : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch, options.learning_rate),
         options_(options) {
     check_ddpo_options(options);
+    advantage_.resize(this->batch_);
+    old_log_probs_.resize(this->columns());
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
-    const Row reward = this->simulate(generator);
+    this->simulate(generator);
+    const Row& reward = this->reward_values_;
     const double mean = double(reward.mean());
     const double spread = std::sqrt((reward.array() - Scalar(mean)).square().sum() / double(reward.size() - 1));
-    const Row advantage = ((reward.array() - Scalar(mean)) / Scalar(spread + 1e-8)).matrix();
+    advantage_ = ((reward.array() - Scalar(mean)) / Scalar(spread + 1e-8)).matrix();
     const Eigen::Index batch = this->batch_, n = this->columns();
     this->compute_means();
-    const Row old_log_probs = this->log_probs();
+    this->log_probs(old_log_probs_);
     this->compute_reference_means();
-    const double kl = double(this->kl_to_pretrained().sum()) / double(batch);
+    this->kl_to_pretrained(this->kl_);
+    const double kl = double(this->kl_.sum()) / double(batch);
     double loss = 0.0;
-    Row weights(n);
+    int64_t clipped_terms = 0;
     for (int64_t epoch = 0; epoch < options_.inner_epochs; ++epoch) {
       if (epoch > 0) {
         this->forward_policy();
         this->compute_means();
       }
-      const Row log_probs = this->log_probs();
+      this->log_probs(this->log_probs_);
       loss = 0.0;
       for (Eigen::Index c = 0; c < n; ++c) {
-        const double a = double(advantage(c % batch));
-        const double ratio = std::exp(double(log_probs(c)) - double(old_log_probs(c)));
+        const double a = double(advantage_(c % batch));
+        const double ratio = std::exp(double(this->log_probs_(c)) - double(old_log_probs_(c)));
         const double clipped = std::clamp(ratio, 1.0 - options_.clip, 1.0 + options_.clip);
-        const bool unclipped_term = ratio * a <= clipped * a;
+        const bool clip_active = clipped * a < ratio * a;
+        clipped_terms += clip_active;
         loss -= std::min(ratio * a, clipped * a) / double(batch);
-        weights(c) = unclipped_term ? Scalar(-ratio * a / double(batch)) : Scalar(0);
+        this->weights_(c) = clip_active ? Scalar(0) : Scalar(-ratio * a / double(batch));
       }
-      this->set_mean_gradients(weights, 0.0);
+      this->set_mean_gradients(this->weights_, 0.0);
       this->step_policy();
     }
-    return {mean, kl, loss};
+    return {mean, kl, loss, double(clipped_terms) / double(n * options_.inner_epochs)};
   }
 
  private:
   DdpoOptions options_;
+  Row advantage_, old_log_probs_;  // [B], [N B]
 };
 
 template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
@@ -274,30 +280,30 @@ class Dpok<Schedule, Reward, EigenBackend<Scalar>>
     const Eigen::Index n = this->columns(), h = value_.options().hidden;
     for (Matrix* m : {&value_a1_, &value_a2_}) m->resize(h, n);
     baseline_.resize(1, n);
+    grad_baseline_.resize(n);
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
-    const Row reward = this->simulate(generator);
-    const Row target = Scalar(options_.reward_weight) * reward;
+    this->simulate(generator);
+    const Row& reward = this->reward_values_;
     const Eigen::Index batch = this->batch_, n = this->columns();
     value_.forward(this->input_, value_a1_, value_a2_, baseline_);
     this->compute_means();
     this->compute_reference_means();
-    const Row log_probs = this->log_probs();
-    const Row kl = this->kl_to_pretrained();
-    Row weights(n), grad_baseline(n);
+    this->log_probs(this->log_probs_);
+    this->kl_to_pretrained(this->kl_);
     double policy_loss = 0.0;
     for (Eigen::Index c = 0; c < n; ++c) {
-      const double gap = double(target(c % batch)) - double(baseline_(0, c));
-      policy_loss += (-gap * double(log_probs(c)) + options_.kl_weight * double(kl(c))) / double(batch);
-      weights(c) = Scalar(-gap / double(batch));
-      grad_baseline(c) = Scalar(-2.0 * gap / double(n));
+      const double gap = double(Scalar(options_.reward_weight) * reward(c % batch)) - double(baseline_(0, c));
+      policy_loss += (-gap * double(this->log_probs_(c)) + options_.kl_weight * double(this->kl_(c))) / double(batch);
+      this->weights_(c) = Scalar(-gap / double(batch));
+      grad_baseline_(c) = Scalar(-2.0 * gap / double(n));
     }
-    this->set_mean_gradients(weights, options_.kl_weight);
-    value_.backward(this->input_, value_a1_, value_a2_, grad_baseline, this->dz2_, this->dz1_);
+    this->set_mean_gradients(this->weights_, options_.kl_weight);
+    value_.backward(this->input_, value_a1_, value_a2_, grad_baseline_, this->dz2_, this->dz1_);
     value_.adam_step(this->adam_);
     this->step_policy();
-    return {double(reward.mean()), double(kl.sum()) / double(batch), policy_loss};
+    return {double(reward.mean()), double(this->kl_.sum()) / double(batch), policy_loss};
   }
 
   Network& value() { return value_; }
@@ -306,6 +312,7 @@ class Dpok<Schedule, Reward, EigenBackend<Scalar>>
   DpokOptions options_;
   Network value_;
   Matrix value_a1_, value_a2_, baseline_;  // [hidden, N B], [1, N B]
+  Row grad_baseline_;                      // [N B]
 };
 
 }  // namespace diffctl::algorithms

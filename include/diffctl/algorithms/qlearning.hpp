@@ -82,6 +82,38 @@ struct GivenScore {
 };
 }  // namespace detail
 
+// One simulator step with the action as the score, Y' = keep Y + push a + noise_std N(0, I).
+struct AffineStep {
+  double keep = 0.0, push = 0.0, noise_std = 0.0;
+};
+
+// The step of `simulator` from t to t_next, read off the simulator itself by
+// evaluating it at probe points: Euler-Maruyama, the probability-flow Euler step,
+// Heun and DDIM/DDPM without x0 clipping all step affinely in (Y, a), coordinate
+// by coordinate. The Eigen backends run these coefficients, and DDPO/DPOK's
+// transition densities use Euler-Maruyama's, so the solver stays the one
+// definition of a step. A step that is not affine (x0 clipping, a state-dependent
+// noise) is refused rather than run wrongly.
+template <class Schedule, class Simulator>
+AffineStep affine_step(const Schedule& schedule, const Simulator& simulator, double t, double t_next) {
+  const auto step = [&](double y, double a) {
+    const auto opts = torch::TensorOptions(torch::kDouble);
+    const Transition transition = simulator.transition(
+        schedule, detail::GivenScore{torch::full({1, 1}, a, opts)}, t, t_next, torch::full({1, 1}, y, opts), {});
+    return std::pair{transition.mean.template item<double>(), transition.noise_std};
+  };
+  const auto [origin, noise] = step(0.0, 0.0);
+  const AffineStep affine{step(1.0, 0.0).first - origin, step(0.0, 1.0).first - origin, noise};
+  const auto [probe, probe_noise] = step(2.0, -3.0);
+  const double expected = 2.0 * affine.keep - 3.0 * affine.push;
+  const double scale = 1.0 + std::abs(affine.keep) + std::abs(affine.push);
+  require(std::abs(origin) <= 1e-12 * scale && std::abs(probe - expected) <= 1e-9 * scale &&
+              probe_noise == noise,
+          "the simulator ", Simulator::name, " does not step affinely in the state and the action at t = ", t,
+          " (clipping or state-dependent noise?); the Eigen backend needs an affine step: use TorchBackend");
+  return affine;
+}
+
 // The policy mean mu_psi(t, y, z) as a DriftModel: the learned score.
 class PolicyScore {
  public:

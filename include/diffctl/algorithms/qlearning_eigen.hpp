@@ -50,36 +50,6 @@
 namespace diffctl::algorithms {
 
 namespace detail {
-// One simulator step as the backend computes it, Y' = keep Y + push a + noise_std N(0, I).
-struct AffineStep {
-  double keep = 0.0, push = 0.0, noise_std = 0.0;
-};
-
-// The step of `simulator` from t to t_next with the action as the score, read off
-// the simulator itself by evaluating it at probe points: Euler-Maruyama, the
-// probability-flow Euler step, Heun and DDIM/DDPM without x0 clipping all step
-// affinely in (Y, a), coordinate by coordinate. A step that does not (x0
-// clipping, a state-dependent noise) is refused rather than run wrongly.
-template <class Schedule, class Simulator>
-AffineStep affine_step(const Schedule& schedule, const Simulator& simulator, double t, double t_next) {
-  const auto step = [&](double y, double a) {
-    const auto opts = torch::TensorOptions(torch::kDouble);
-    const Transition transition = simulator.transition(
-        schedule, GivenScore{torch::full({1, 1}, a, opts)}, t, t_next, torch::full({1, 1}, y, opts), {});
-    return std::pair{transition.mean.template item<double>(), transition.noise_std};
-  };
-  const auto [origin, noise] = step(0.0, 0.0);
-  const AffineStep affine{step(1.0, 0.0).first - origin, step(0.0, 1.0).first - origin, noise};
-  const auto [probe, probe_noise] = step(2.0, -3.0);
-  const double expected = 2.0 * affine.keep - 3.0 * affine.push;
-  const double scale = 1.0 + std::abs(affine.keep) + std::abs(affine.push);
-  require(std::abs(origin) <= 1e-12 * scale && std::abs(probe - expected) <= 1e-9 * scale &&
-              probe_noise == noise,
-          "EigenBackend: the simulator ", Simulator::name, " does not step affinely in the state and the "
-          "action at t = ", t, " (clipping or state-dependent noise?); use TorchBackend");
-  return affine;
-}
-
 template <class Estimate>
 struct IsRatioScore : std::false_type {};
 template <class Schedule>
@@ -120,7 +90,7 @@ class EigenBackend {
     if (affine_steps_.size() != std::size_t(steps)) {
       affine_steps_.clear();
       for (std::size_t k = 0; k < grid.steps(); ++k)
-        affine_steps_.push_back(detail::affine_step(problem.schedule, problem.simulator, grid[k], grid[k + 1]));
+        affine_steps_.push_back(affine_step(problem.schedule, problem.simulator, grid[k], grid[k + 1]));
     }
     const double theta = options_.temperature;
 
@@ -226,7 +196,7 @@ class EigenBackend {
       rewards_.segment(at, count) = Scalar(-g2) * (action - estimate).colwise().squaredNorm();
       score_gap += g2 * h * double((mu - estimate).colwise().squaredNorm().sum()) / double(batch);
 
-      const detail::AffineStep& step = affine_steps_[std::size_t(k)];
+      const AffineStep& step = affine_steps_[std::size_t(k)];
       auto next = states_.middleCols(at + batch, count);
       next = Scalar(step.keep) * y + Scalar(step.push) * action;
       if (step.noise_std > 0.0)
@@ -336,7 +306,7 @@ class EigenBackend {
   Network policy_, value_;
   models::EigenAdamOptions adam_;
   std::array<std::optional<models::EigenRatioScore<Scalar>>, 2> fused_estimates_;  // one per thread
-  std::vector<detail::AffineStep> affine_steps_;  // the simulator's step on each interval of the grid
+  std::vector<AffineStep> affine_steps_;  // the simulator's step on each interval of the grid
   Matrix input_;                       // [1 + d + classes, N B]: (t_k, Y_k, one-hot z) per column
   Matrix states_;                      // [d, (N + 1) B]: Y_0 .. Y_N
   Matrix policy_a1_, policy_a2_;       // [hidden, N B]
