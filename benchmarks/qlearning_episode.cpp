@@ -14,10 +14,12 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <unistd.h>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -185,10 +187,20 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(name, [kind = kind](benchmark::State& state) { gemm(state, kind); })
           ->MinTime(1.0);
     benchmark::RegisterBenchmark("eigen_kernels/ratio_exp_300", exponentials)->MinTime(1.0);
+    // The ratio lines go with the console table; --benchmark_format=csv or json
+    // (benchmarks/run_all.sh reads csv) gets Google Benchmark's own reporter.
+    const bool console = std::none_of(argv + 1, argv + argc, [](const char* arg) {
+      const std::string_view flag(arg);
+      return flag.starts_with("--benchmark_format=") && flag != "--benchmark_format=console";
+    });
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    RatioReporter reporter;
-    benchmark::RunSpecifiedBenchmarks(&reporter);
+    if (console) {
+      RatioReporter reporter;
+      benchmark::RunSpecifiedBenchmarks(&reporter);
+    } else {
+      benchmark::RunSpecifiedBenchmarks();
+    }
     benchmark::Shutdown();
   } catch (const std::exception& error) {
     std::fprintf(stderr, "qlearning_episode: %s\n", error.what());

@@ -23,39 +23,44 @@ cmake --build "$build" -j"$(nproc)" --target solver_steps qlearning_episode imag
 mkdir -p "$out"
 
 threads=${THREADS:+--threads $THREADS}
-# bench NAME [FILTER]: medians of REPETITIONS runs as CSV.
+# bench NAME: every benchmark of the binary in its own process, as CSV: Google
+# Benchmark's CSV needs the same counters in every row of a process, and a
+# peak-memory counter needs a fresh process. Medians of REPETITIONS runs, except
+# the backprop rows (one run each: their counter is the process's peak).
 bench() {
-  name=$1 filter=${2:-.}
+  name=$1
   device_flag=""
   case $name in image_networks | reward_ensemble | image_sampling) device_flag="--device $device" ;; esac
   # shellcheck disable=SC2086
-  "$build/benchmarks/$name" $device_flag $threads --benchmark_filter="$filter" \
-    --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true --benchmark_format=csv \
-    >>"$out/$name.csv" 2>>"$out/$name.log"
+  "$build/benchmarks/$name" $device_flag $threads --benchmark_list_tests=true >"$out/$name.list"
+  while read -r test; do
+    case $test in backprop/*) runs=1 ;; *) runs=$repetitions ;; esac
+    echo "run_all.sh: $name $test" >&2
+    # shellcheck disable=SC2086
+    "$build/benchmarks/$name" $device_flag $threads --benchmark_filter="^$test\$" \
+      --benchmark_repetitions="$runs" --benchmark_report_aggregates_only=true --benchmark_format=csv \
+      >>"$out/$name.csv" 2>>"$out/$name.log" </dev/null
+  done <"$out/$name.list"
 }
-rm -f "$out"/*.csv "$out"/*.log
+rm -f "$out"/*.csv "$out"/*.log "$out"/*.list
+# qlearning_episode and solver_steps have no --device: they run on the CPU only.
 if [ "$device" = cpu ]; then
   bench solver_steps
   bench qlearning_episode
 fi
 bench image_networks
 bench reward_ensemble
-bench image_sampling sampling
-# One backprop configuration per process: the peak-memory counter needs a fresh process.
-for config in 10/0 10/5 20/0 20/5 50/0 50/5; do
-  "$build/benchmarks/image_sampling" --device "$device" $threads --benchmark_filter="backprop/$config/" \
-    --benchmark_format=csv >>"$out/image_sampling.csv" 2>>"$out/image_sampling.log"
-done
+bench image_sampling
 
 # Google Benchmark's CSV: name,iterations,real_time,cpu_time,time_unit,...,counters.
-# Keep medians (and the single-run backprop rows), print name, time and counters.
+# Keep medians (and the single-run rows), print name, time and counters.
 {
   echo "| benchmark | real time | counters |"
   echo "|---|---|---|"
   for file in "$out"/*.csv; do
     awk -F, '
       /^name,/ { for (i = 1; i <= NF; ++i) { col[i] = $i; gsub(/"/, "", col[i]) }; next }
-      NF > 4 && ($1 ~ /_median"?$/ || $1 ~ /backprop/) {
+      NF > 4 && $1 !~ /_(mean|stddev|cv)"?$/ {
         gsub(/"/, "", $1); sub(/_median$/, "", $1)
         counters = ""
         for (i = 11; i <= NF; ++i) if ($i != "") counters = counters sprintf("%s %.4g; ", col[i], $i)
