@@ -86,7 +86,7 @@ class EigenPolicyFineTuning {
 
   // A batch of chains from the current policy (states_, input_ and the policy's
   // activations and outputs a1_, a2_, mu_ for every column) and its terminal
-  // rewards [B] into reward_, driven by draw_chain_noise's noise from `generator`,
+  // rewards [B] into reward_values_, driven by draw_chain_noise's noise from `generator`,
   // as the LibTorch backend draws it.
   void simulate(at::Generator& generator) {
     const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
