@@ -47,10 +47,11 @@ TEST_CASE("the transition densities are those of the sampled chains", "[algorith
   const models::TimeStateMlp policy(models::TimeStateMlpOptions{1, 1, 0, 16});
   auto generator = make_generator(1);
   const auto grid = algorithms::grid_with_step(kSchedule, kDt);
-  const auto chains = algorithms::sample_chains(kSchedule, policy, grid, 2000, 0, generator);
+  const auto steps = algorithms::euler_steps(kSchedule, grid);
+  const auto chains = algorithms::sample_chains(kSchedule, policy, grid, steps, 2000, 0, generator);
   torch::NoGradGuard no_grad;
   auto trained = policy;
-  const auto [means, stds] = algorithms::transition_means(kSchedule, trained, grid, chains);
+  const auto [means, stds] = algorithms::transition_means(trained, grid, steps, chains);
   const torch::Tensor residual = (chains.states.narrow(0, 1, 20) - means) / stds.view({-1, 1, 1});
   const double n = double(residual.numel());
   CHECK(std::abs(residual.mean().item<double>()) < 4.0 / std::sqrt(n));

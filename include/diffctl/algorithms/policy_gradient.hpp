@@ -66,12 +66,11 @@ std::vector<AffineStep> euler_steps(const Schedule& schedule, const sde::TimeGri
   return steps;
 }
 
-// The Euler-Maruyama chains of the model whose score is `policy`, driven by `noise`.
-template <NoiseSchedule Schedule>
-Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
-                     const ChainNoise& noise) {
+// The Euler-Maruyama chains of the model whose score is `policy`, driven by `noise`;
+// steps: euler_steps(schedule, grid), computed once by a caller that samples often.
+inline Chains sample_chains(const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
+                            const std::vector<AffineStep>& steps, const ChainNoise& noise) {
   torch::NoGradGuard no_grad;
-  const auto steps = euler_steps(schedule, grid);
   std::vector<torch::Tensor> states{noise.prior};
   for (std::size_t k = 0; k < steps.size(); ++k) {
     const torch::Tensor& y = states.back();
@@ -84,26 +83,26 @@ Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& polic
 // The same with fresh noise from `generator`, in the policy's dtype and device.
 template <NoiseSchedule Schedule>
 Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
-                     int64_t batch, int64_t classes, at::Generator& generator) {
+                     const std::vector<AffineStep>& steps, int64_t batch, int64_t classes, at::Generator& generator) {
   const torch::Tensor weight = policy->parameters().front();
-  return sample_chains(schedule, policy, grid,
+  return sample_chains(policy, grid, steps,
                        draw_chain_noise(schedule, grid, batch, policy->options().state_dim, classes, generator,
                                         torch::TensorOptions(weight.dtype()).device(weight.device())));
 }
 
 // The per-step transition means [N, B, d] of the chain under `policy`, from all
-// (t_k, Y_k) in one pass, and the steps' standard deviations g sqrt(dt) [N].
-template <NoiseSchedule Schedule>
-std::pair<torch::Tensor, torch::Tensor> transition_means(const Schedule& schedule,
-                                                         models::TimeStateMlp& policy,
-                                                         const sde::TimeGrid& grid,
-                                                         const Chains& chains) {
+// (t_k, Y_k) in one pass, and the steps' standard deviations g sqrt(dt) [N];
+// affine_steps: euler_steps(schedule, grid).
+inline std::pair<torch::Tensor, torch::Tensor> transition_means(models::TimeStateMlp& policy,
+                                                                const sde::TimeGrid& grid,
+                                                                const std::vector<AffineStep>& affine_steps,
+                                                                const Chains& chains) {
   const int64_t steps = static_cast<int64_t>(grid.steps());
   const int64_t batch = chains.states.size(1), dim = chains.states.size(2);
   const auto opts = chains.states.options();
   std::vector<double> times, keep, push, stds;
   for (std::size_t k = 0; k < grid.steps(); ++k) times.push_back(grid[k]);
-  for (const AffineStep& step : euler_steps(schedule, grid)) {
+  for (const AffineStep& step : affine_steps) {
     keep.push_back(step.keep);
     push.push_back(step.push);
     stds.push_back(step.noise_std);
@@ -159,6 +158,7 @@ class PolicyFineTuning {
       : schedule_(std::move(schedule)),
         reward_(std::move(reward)),
         grid_(grid_with_step(schedule_, dt)),
+        steps_(euler_steps(schedule_, grid_)),
         batch_(batch),
         pretrained_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
         policy_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())) {
@@ -168,7 +168,7 @@ class PolicyFineTuning {
   // A batch of chains from the current model and their terminal rewards [B].
   std::pair<Chains, torch::Tensor> sample_scored_chains(at::Generator& generator) const {
     Chains chains =
-        sample_chains(schedule_, policy_, grid_, batch_, policy_->options().classes, generator);
+        sample_chains(schedule_, policy_, grid_, steps_, batch_, policy_->options().classes, generator);
     torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(chains.states.dtype());
     return {std::move(chains), std::move(reward)};
   }
@@ -179,7 +179,7 @@ class PolicyFineTuning {
     torch::Tensor reference;
     {
       torch::NoGradGuard no_grad;
-      reference = transition_means(schedule_, pretrained_, grid_, chains).first;
+      reference = transition_means(pretrained_, grid_, steps_, chains).first;
     }
     return (means - reference).square().sum(2) / (2.0 * stds.square().view({-1, 1}));
   }
@@ -187,6 +187,7 @@ class PolicyFineTuning {
   Schedule schedule_;
   Reward reward_;
   sde::TimeGrid grid_;
+  std::vector<AffineStep> steps_;  // the Euler-Maruyama steps on grid_, read off the solver once
   int64_t batch_;
   models::TimeStateMlp pretrained_;
   models::TimeStateMlp policy_;
@@ -229,13 +230,13 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
     torch::Tensor old_log_probs;
     {
       torch::NoGradGuard no_grad;
-      const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
+      const auto [means, stds] = transition_means(this->policy_, this->grid_, this->steps_, chains);
       old_log_probs = transition_log_probs(means, stds, chains);
     }
     double loss_value = 0.0, kl = 0.0;
     torch::Tensor clipped_terms = torch::zeros({}, torch::TensorOptions(torch::kLong).device(reward.device()));
     for (int64_t epoch = 0; epoch < options_.inner_epochs; ++epoch) {
-      const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
+      const auto [means, stds] = transition_means(this->policy_, this->grid_, this->steps_, chains);
       if (epoch == 0)
         kl = this->kl_to_pretrained(chains, means.detach(), stds).sum(0).mean().template item<double>();
       const torch::Tensor ratio = (transition_log_probs(means, stds, chains) - old_log_probs).exp();
@@ -310,7 +311,7 @@ class Dpok : public detail::PolicyFineTuning<Schedule, Reward> {
                         chains.states.narrow(0, 0, steps).reshape({steps * batch, -1}),
                         chains.z.defined() ? chains.z.repeat({steps}) : torch::Tensor{})
             .view({steps, batch});
-    const auto [means, stds] = transition_means(this->schedule_, this->policy_, this->grid_, chains);
+    const auto [means, stds] = transition_means(this->policy_, this->grid_, this->steps_, chains);
     const torch::Tensor log_probs = transition_log_probs(means, stds, chains);
     const torch::Tensor kl = this->kl_to_pretrained(chains, means, stds);
     const torch::Tensor policy_loss = -((target - baseline).detach() * log_probs).mean(1).sum(0) +
