@@ -47,7 +47,7 @@ struct DemoSettings {
   std::vector<std::string> tune_drift;
   int64_t sample_steps = 0, batch = 0, optimize_steps = 0, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8;
-  double alpha = 1e-4, beta = 1e-4, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.1, bonus = 1.0;
+  double alpha = 1e-4, beta = 1e-4, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
   bool anchored = true, resume = false;
 };
 
