@@ -10,9 +10,7 @@
 
 #include "diffctl/algorithms/policy_gradient.hpp"
 #include "diffctl/algorithms/policy_gradient_eigen.hpp"
-#include "diffctl/data/toy.hpp"
-#include "diffctl/io/plots.hpp"
-#include "qlearning_example.hpp"
+#include "toy_problems.hpp"
 
 using namespace diffctl;
 
@@ -80,6 +78,7 @@ int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLear
 template <class Reward, class Picture>
 int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const examples::ExampleData& data,
         const Reward& reward, const Picture& picture, at::Generator& generator) {
+  require(!f.exact_score, "--exact-score: not a fine-tuning method (qlearning_swiss_roll --exact-score reports the floor)");
   require(!f.init.empty(), "--init: a pretrained checkpoint is required");
   require(f.snapshots.empty() || tune.method == "qlearning", "--snapshots: only q-learning keeps checkpoints");
   if (tune.method == "qlearning") return examples::run_qlearning(f, data, reward, picture, generator);
@@ -119,26 +118,28 @@ int main(int argc, char** argv) {
   app.add_option("--reward-weight", tune.reward_weight, "DPOK: weight of the reward")->check(CLI::PositiveNumber);
   app.add_option("--clip", tune.clip, "DDPO: PPO clip range")->check(CLI::PositiveNumber);
   app.add_option("--inner-epochs", tune.inner_epochs, "DDPO: gradient steps per batch")->check(CLI::PositiveNumber);
+  examples::SwissRollProblem roll;
+  examples::MixtureProblem mixture;
+  roll.add_flags(app);
+  mixture.add_flags(app);
+  int64_t data_size = 300;
+  examples::add_data_size_flag(app, data_size);
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   if (flags.out.empty()) flags.out = "out/finetune_" + tune.method;
   flags.method_name = tune.method;
+  roll.data_size = mixture.data_size = data_size;
   try {
     keep_freed_memory();
-    configure_threads(flags.threads);
+    examples::configure_example_threads(flags);
     auto generator = seed_everything(flags.seed);
-    // The data the pretrained model learned, drawn as its example draws it.
+    // The data the pretrained model learned, drawn as its example draws it (the
+    // same flags and seed give the same points).
     if (tune.problem == "swiss-roll") {
-      const torch::Tensor data = data::swiss_roll(300, generator);
-      const auto picture = [](const torch::Tensor& s, const torch::Tensor& r) {
-        return io::scatter_image(s, r, -3.5, 3.5);
-      };
-      return run(flags, tune, {data, {}}, data::BoxReward{}, picture, generator);
+      const auto picture = [&](const torch::Tensor& s, const torch::Tensor& r) { return roll.picture(s, r); };
+      return run(flags, tune, roll.data(generator, flags.seed), roll.box, picture, generator);
     }
-    const torch::Tensor data = data::two_mode_mixture(300, generator).first;
-    const auto picture = [](const torch::Tensor& s, const torch::Tensor& r) {
-      return io::histogram_image(s, r, -7.0, 8.0);
-    };
-    return run(flags, tune, {data, {}}, data::SquaredDistanceReward{}, picture, generator);
+    const auto picture = [&](const torch::Tensor& s, const torch::Tensor& r) { return mixture.picture(s, r); };
+    return run(flags, tune, mixture.data(generator, flags.seed), mixture.reward, picture, generator);
   } catch (const std::exception& error) {
     std::cerr << "finetune_compare: " << error.what() << "\n";
     return 1;

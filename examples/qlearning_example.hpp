@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -31,7 +32,7 @@ struct QLearningFlags {
   int64_t episodes = 50000;
   double beta = 0.0;
   std::string sampler = "sde";
-  std::string backend = "torch";  // torch (LibTorch) or eigen (the CPU fast path)
+  std::string backend = "eigen";  // eigen (the CPU fast path) or torch (LibTorch)
   double horizon = 5.0;
   double dt = 0.25;
   double temperature = 0.1;
@@ -43,6 +44,8 @@ struct QLearningFlags {
   // float32 samples in 1-D coincide with data points now and then, which k = 1
   // cannot take (a zero distance); k = 2 looks past single coincidences.
   int64_t knn_k = 2;
+  std::string kl_reference = "fresh";  // fresh: new data for every batch; train: the training set
+  bool exact_score = false;  // no training: sample with the ratio estimator's score itself
   std::uint64_t seed = 0;
   std::optional<int> threads;
   std::string out;
@@ -62,7 +65,7 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--sampler", f.sampler, "simulator: sde (Euler-Maruyama), ode-euler, ddim")
       ->check(CLI::IsMember({"sde", "ode-euler", "ddim"}));
   app.add_option("--backend", f.backend,
-                 "networks on torch (LibTorch) or eigen (the CPU fast path)")
+                 "networks on eigen (the CPU fast path, the default) or torch (LibTorch)")
       ->check(CLI::IsMember({"torch", "eigen"}));
   app.add_option("--horizon", f.horizon, "T of the OU forward process")->check(CLI::PositiveNumber);
   app.add_option("--dt", f.dt, "time step (must divide T)")->check(CLI::PositiveNumber);
@@ -74,9 +77,18 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--eval-batches", f.eval_batches, "evaluation batches")->check(CLI::Range(2, 100000));
   app.add_option("--eval-batch-size", f.eval_batch_size, "samples per evaluation batch")
       ->check(CLI::Range(2, 1000000));
+  app.add_flag("--exact-score", f.exact_score,
+               "train nothing: sample with the ratio estimator's score (the exact score of the noised "
+               "training set), the floor a perfect learner reaches with this simulator and step");
   app.add_option("--knn-k", f.knn_k, "neighbour order of the kNN KL estimate")->check(CLI::Range(1, 100));
+  app.add_option("--kl-reference", f.kl_reference,
+                 "the KL's reference: fresh (new data, as many points as a batch, for every batch) or "
+                 "train (the training set)")
+      ->check(CLI::IsMember({"fresh", "train"}));
   app.add_option("--seed", f.seed, "random seed");
-  app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: all cores)");
+  app.add_option("--threads", f.threads,
+                 "threads (default: all cores for the Eigen backend and the evaluation; one for "
+                 "--backend torch, whose small networks run slower on more)");
   app.add_option("--out", f.out, "output directory");
   app.add_option("--init", f.init, "start from this checkpoint (checkpoint.pt of an earlier run)");
   app.add_option("--lr-decay", f.lr_decay,
@@ -97,11 +109,23 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
       ->check(CLI::Range(2, 10000000));
 }
 
+// Sets LibTorch's intra-op threads as --threads says; by default all cores, but one
+// for --backend torch: its per-step calls on a 64-wide MLP are too small to split,
+// and measured at the paper's settings an episode takes longer on two threads than
+// on one (examples/RESULTS.md, "Threads").
+inline int configure_example_threads(const QLearningFlags& f) {
+  return configure_threads(f.threads || f.backend != "torch" ? f.threads : std::optional<int>(1));
+}
+
 // The training data: points [n, d], and for a conditional problem (the paper's
-// Algorithm 2) their classes [n] in [0, classes).
+// Algorithm 2) their classes [n] in [0, classes); and where more of the same comes
+// from: draw_fresh(n, generator) gives n new points and their classes (undefined
+// when unconditional), from a generator seeded with fresh_seed.
 struct ExampleData {
   torch::Tensor points;
   torch::Tensor labels;  // undefined: unconditional
+  std::function<std::pair<torch::Tensor, torch::Tensor>(int64_t, at::Generator&)> draw_fresh;
+  std::uint64_t fresh_seed = 0;
   int64_t classes() const { return labels.defined() ? labels.max().item<int64_t>() + 1 : 0; }
 };
 
@@ -178,7 +202,8 @@ inline std::string csv_rows(const torch::Tensor& x, const torch::Tensor& z = {})
 inline std::string json_quality(const metrics::SampleQuality& q) {
   std::ostringstream out;
   out << "\"reward_mean\": " << q.reward.mean << ", \"reward_ci95\": " << q.reward.ci95
-      << ", \"kl_mean\": " << q.kl.mean << ", \"kl_ci95\": " << q.kl.ci95;
+      << ", \"kl_mean\": " << q.kl.mean << ", \"kl_ci95\": " << q.kl.ci95
+      << ", \"forward_kl_mean\": " << q.forward_kl.mean << ", \"forward_kl_ci95\": " << q.forward_kl.ci95;
   return out.str();
 }
 
@@ -186,54 +211,69 @@ inline std::string json_quality(const metrics::SampleQuality& q) {
 
 // Evaluates a trained model, whose samples draw(n, z) gives, as the paper does
 // (reward and kNN KL to the data, mean +- 95% CI over batches), and writes
-// DIR/samples.csv, data.csv, metrics.json and samples.png. A conditional model is
-// evaluated class by class against that class's data; its reported reward and KL
-// are the means over classes (CIs combined as independent).
+// DIR/samples.csv, data.csv, metrics.json and samples.png. The KL's reference is
+// fresh data (--kl-reference fresh: as many new points as a batch, drawn anew for
+// every batch) or the training set (train). A conditional model is evaluated class
+// by class against that class's data; its reported reward and KL are the means
+// over classes (CIs combined as independent).
 template <class Draw, class Reward, class Picture>
 int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, const Reward& reward,
                  const Picture& picture, const TrainingOutcome& trained) {
   const std::filesystem::path out(f.out);
   const metrics::SampleQualityOptions options{
       .batches = f.eval_batches, .batch_size = f.eval_batch_size, .knn = {.k = f.knn_k, .k_q = std::nullopt}};
+  const bool fresh = f.kl_reference == "fresh";
+  require(!fresh || data.draw_fresh, "--kl-reference fresh: this problem has no source of fresh data");
+  at::Generator fresh_generator = make_generator(data.fresh_seed);
   const int64_t classes = data.classes();
+  // n new points of class c (all of them when unconditional, c = -1); about n for a class.
+  const auto fresh_points = [&](int64_t n, int64_t c) {
+    const auto [x, labels] = data.draw_fresh(c < 0 ? n : n * classes, fresh_generator);
+    return c < 0 ? x : x.index({labels == c});
+  };
   std::vector<metrics::SampleQuality> per_class;
-  std::vector<torch::Tensor> panels;
-  torch::Tensor samples, sample_classes;
-  if (classes == 0) {
+  double data_reward = 0.0;  // the mean reward of fresh data, the paper's reference row
+  std::vector<torch::Tensor> panels, drawn;
+  for (int64_t c = classes > 0 ? 0 : -1; c < std::max<int64_t>(classes, 0); ++c) {
+    const auto z = [c](int64_t n) { return c < 0 ? torch::Tensor{} : torch::full({n}, c, torch::kLong); };
+    const torch::Tensor training = c < 0 ? data.points : data.points.index({data.labels == c});
+    const auto class_reward = [&](const torch::Tensor& y) { return torch::Tensor(reward(y, z(y.size(0)))); };
     per_class.push_back(metrics::sample_quality(
-        [&](int64_t n) { return draw(n, torch::Tensor{}); },
-        [&](const torch::Tensor& y) { return reward(y, torch::Tensor{}); }, data.points, options));
-    samples = draw(detail::kWrittenSamples, torch::Tensor{});
-    panels.push_back(picture(samples, data.points));
-  } else {
-    std::vector<torch::Tensor> drawn;
-    for (int64_t c = 0; c < classes; ++c) {
-      const auto z = [c](int64_t n) { return torch::full({n}, c, torch::kLong); };
-      const torch::Tensor reference = data.points.index({data.labels == c});
-      per_class.push_back(metrics::sample_quality(
-          [&](int64_t n) { return draw(n, z(n)); }, [&](const torch::Tensor& y) { return reward(y, z(y.size(0))); },
-          reference, options));
-      drawn.push_back(draw(detail::kWrittenSamples / classes, z(detail::kWrittenSamples / classes)));
-      panels.push_back(picture(drawn.back(), reference));
+        [&](int64_t n) { return draw(n, z(n)); }, class_reward,
+        [&](int64_t n) { return fresh ? fresh_points(n, c) : training; }, options));
+    if (data.draw_fresh) {
+      const torch::Tensor held_out = fresh_points(options.batches * options.batch_size, c);
+      data_reward += class_reward(held_out).to(torch::kDouble).mean().template item<double>() /
+                     double(std::max<int64_t>(classes, 1));
     }
-    samples = torch::cat(drawn);
-    sample_classes = torch::arange(classes, torch::kLong).repeat_interleave(detail::kWrittenSamples / classes);
+    const int64_t shown = detail::kWrittenSamples / std::max<int64_t>(classes, 1);
+    drawn.push_back(draw(shown, z(shown)));
+    panels.push_back(picture(drawn.back(), training));
   }
+  const torch::Tensor samples = torch::cat(drawn);
+  const torch::Tensor sample_classes =
+      classes > 0 ? torch::arange(classes, torch::kLong).repeat_interleave(detail::kWrittenSamples / classes)
+                  : torch::Tensor{};
   metrics::SampleQuality quality{};
-  for (const auto& q : per_class) {
-    quality.reward.mean += q.reward.mean / double(per_class.size());
-    quality.kl.mean += q.kl.mean / double(per_class.size());
-    quality.reward.ci95 += q.reward.ci95 * q.reward.ci95;
-    quality.kl.ci95 += q.kl.ci95 * q.kl.ci95;
-  }
-  quality.reward.ci95 = std::sqrt(quality.reward.ci95) / double(per_class.size());
-  quality.kl.ci95 = std::sqrt(quality.kl.ci95) / double(per_class.size());
+  for (const auto& q : per_class)
+    for (auto [total, one] : {std::pair{&quality.reward, q.reward}, std::pair{&quality.kl, q.kl},
+                              std::pair{&quality.forward_kl, q.forward_kl}}) {
+      total->mean += one.mean / double(per_class.size());
+      total->ci95 += one.ci95 * one.ci95;
+    }
+  for (auto* total : {&quality.reward, &quality.kl, &quality.forward_kl})
+    total->ci95 = std::sqrt(total->ci95) / double(per_class.size());
 
   std::ostringstream json;
   json << "{\n  " << detail::json_quality(quality) << ",\n  \"episodes\": " << trained.episodes
        << ",\n  \"train_seconds\": " << trained.seconds << ",\n  \"beta\": " << f.beta
        << ",\n  \"sampler\": \"" << f.sampler << "\",\n  \"dt\": " << f.dt
-       << ",\n  \"temperature\": " << f.temperature << ",\n  \"lr\": " << f.lr << ",\n  \"knn_k\": " << f.knn_k;
+       << ",\n  \"temperature\": " << f.temperature << ",\n  \"lr\": " << f.lr << ",\n  \"knn_k\": " << f.knn_k
+       << ",\n  \"kl_reference\": \""
+       << (fresh ? "fresh data, " + std::to_string(f.eval_batch_size) + " new points per batch"
+                 : "the training data, " + std::to_string(data.points.size(0)) + " points")
+       << "\",\n  \"exact_score\": " << (f.exact_score ? "true" : "false");
+  if (data.draw_fresh) json << ",\n  \"data_reward\": " << data_reward;
   if (classes > 0) {
     json << ",\n  \"per_class\": [";
     for (int64_t c = 0; c < classes; ++c)
@@ -247,7 +287,8 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
   io::write_text(out / "metrics.json", json.str());
   io::write_png(out / "samples.png", io::tile(panels, 1));
   std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL "
-            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats";
+            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats (data || samples: " << quality.forward_kl.mean
+            << ")";
   for (std::size_t c = 0; classes > 0 && c < per_class.size(); ++c)
     std::cout << (c ? "; " : " (") << "class " << c << ": reward " << per_class[c].reward.mean << ", KL "
               << per_class[c].kl.mean << (c + 1 == per_class.size() ? ")" : "");
@@ -295,13 +336,42 @@ int train_and_report(const QLearningFlags& f, const ExampleData& data, const Rew
 
 }  // namespace detail
 
+// The floor a perfect score learner reaches at these settings: the same simulator
+// on the same grid, driven by the ratio estimator's score itself (the exact score
+// of the noised training set), with no network and no training.
+template <class Simulator, class Reward, class Picture>
+int report_exact_score(const QLearningFlags& f, const ExampleData& data, const Reward& reward,
+                       const Picture& picture, at::Generator& generator) {
+  using Schedule = sde::OrnsteinUhlenbeck;
+  const Schedule schedule({.horizon = f.horizon});
+  const models::RatioScore<Schedule> score(schedule, data.points, data.labels, {.density_floor = f.density_floor});
+  const sde::TimeGrid grid = algorithms::grid_with_step(schedule, f.dt);
+  const Simulator solver;
+  const auto draw = [&](int64_t n, const torch::Tensor& z) {
+    torch::NoGradGuard no_grad;
+    sde::IntegrateOptions options;
+    options.generator = generator;
+    const torch::Tensor prior = sde::sample_prior(schedule, {n, data.points.size(1)}, generator, data.points.options());
+    return sde::integrate(schedule, score, solver, grid, prior, z, options).final_state;
+  };
+  return write_report(f, draw, data, reward, picture, {});
+}
+
 // Trains on `data` with `reward` as the flags say and writes DIR/checkpoint.pt,
-// samples.csv, data.csv, metrics.json and samples.png (drawn by `picture`).
+// samples.csv, data.csv, metrics.json and samples.png (drawn by `picture`); with
+// --exact-score, reports the exact-score floor instead of training.
 template <class Reward, class Picture>
 int run_qlearning(const QLearningFlags& f, const ExampleData& data, const Reward& reward, const Picture& picture,
                   at::Generator& generator) {
   using algorithms::EigenBackend, algorithms::TorchBackend;
   require(data.points.size(0) >= 1, "the training data is empty");
+  if (f.exact_score) {
+    require(f.init.empty() && f.beta == 0.0,
+            "--exact-score samples with the ratio estimator's score: it takes no --init and no --beta");
+    if (f.sampler == "ode-euler") return report_exact_score<sde::ProbabilityFlowEuler>(f, data, reward, picture, generator);
+    if (f.sampler == "ddim") return report_exact_score<sde::Ddim>(f, data, reward, picture, generator);
+    return report_exact_score<sde::EulerMaruyama>(f, data, reward, picture, generator);
+  }
   if (f.backend == "eigen") {
     if (f.sampler == "ode-euler")
       return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture, generator);

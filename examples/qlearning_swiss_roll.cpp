@@ -3,9 +3,7 @@
 
 #include <iostream>
 
-#include "diffctl/data/toy.hpp"
-#include "diffctl/io/plots.hpp"
-#include "qlearning_example.hpp"
+#include "toy_problems.hpp"
 
 using namespace diffctl;
 
@@ -13,27 +11,18 @@ int main(int argc, char** argv) {
   CLI::App app{"q-learning on the 2-D Swiss roll"};
   examples::QLearningFlags flags;
   flags.out = "out/qlearning_swiss_roll";
-  data::SwissRollOptions roll;
-  data::BoxReward box;
-  int64_t data_size = 300;
+  examples::SwissRollProblem problem;
   examples::add_qlearning_flags(app, flags);
-  app.add_option("--roll-noise", roll.noise, "noise added to the roll")->check(CLI::NonNegativeNumber);
-  app.add_option("--box-x-min", box.lo_x, "reward box");
-  app.add_option("--box-x-max", box.hi_x, "reward box");
-  app.add_option("--box-y-min", box.lo_y, "reward box");
-  app.add_option("--box-y-max", box.hi_y, "reward box");
-  app.add_option("--data-size", data_size, "training samples")->check(CLI::Range(2, 10000000));
+  problem.add_flags(app);
+  examples::add_data_size_flag(app, problem.data_size);
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   try {
-    require(box.lo_x < box.hi_x && box.lo_y < box.hi_y, "--box-*: expected min < max");
     keep_freed_memory();
-    configure_threads(flags.threads);
+    examples::configure_example_threads(flags);
     auto generator = seed_everything(flags.seed);
-    const torch::Tensor data = data::swiss_roll(data_size, generator, roll);
-    const auto picture = [](const torch::Tensor& samples, const torch::Tensor& reference) {
-      return io::scatter_image(samples, reference, -3.5, 3.5);
-    };
-    return examples::run_qlearning(flags, {data, {}}, box, picture, generator);
+    const examples::ExampleData data = problem.data(generator, flags.seed);
+    const auto picture = [&](const torch::Tensor& s, const torch::Tensor& r) { return problem.picture(s, r); };
+    return examples::run_qlearning(flags, data, problem.box, picture, generator);
   } catch (const std::exception& error) {
     std::cerr << "qlearning_swiss_roll: " << error.what() << "\n";
     return 1;

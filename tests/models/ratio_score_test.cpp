@@ -6,6 +6,9 @@
 #include "diffctl/models/gaussian_mixture_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/solvers.hpp"
+#include "diffctl/sde/time_grid.hpp"
 
 using namespace diffctl;
 using Schedule = sde::OrnsteinUhlenbeck;
@@ -73,4 +76,44 @@ TEST_CASE("the ratio estimator rejects bad data", "[models][ratio][errors]") {
   CHECK_THROWS_WITH(estimate.score(0.5, torch::zeros({4, 1}), torch::zeros({4}, torch::kLong)),
                     Catch::Contains("the data has no labels"));
   CHECK_THROWS_WITH(estimate.score(1.0, torch::zeros({4, 1}), {}), Catch::Contains("sigma(s) is 0"));
+}
+
+// The exact-score floor of the q-learning study: the simulator driven by the ratio
+// estimator itself, no learning. For one data point x0 the estimate is the exact
+// score -(y - alpha x0) / sigma^2 of N(alpha x0, sigma^2), Euler-Maruyama on the
+// OU process (f = -1, g^2 = 2) is then linear in y, and the samples are Gaussian
+// with a mean and variance that a scalar recursion gives exactly:
+//   m' = (1 + h) m - 2 h (m - alpha x0) / sigma^2,
+//   v' = (1 + h - 2 h / sigma^2)^2 v + 2 h,   from m = 0, v = sigma(T)^2.
+// The last step adds variance 2 h however exact the score: the floor at step h.
+TEST_CASE("the exact-score floor of Euler-Maruyama matches its closed form", "[models][ratio][floor]") {
+  const double horizon = 5.0, x0 = 1.5;
+  const Schedule schedule({.horizon = horizon});
+  const models::RatioScore<Schedule> estimate(schedule, torch::full({1, 1}, x0, torch::kDouble), {},
+                                              {.density_floor = 1e-300});
+  for (const std::size_t steps : {20, 50}) {
+    const sde::TimeGrid grid = sde::TimeGrid::uniform(horizon, steps);
+    double m = 0.0, v = std::pow(schedule.sigma(horizon), 2);
+    for (std::size_t k = 0; k + 1 < grid.size(); ++k) {
+      const double h = grid[k + 1] - grid[k], s = horizon - grid[k];
+      const double alpha = schedule.alpha(s), var = std::pow(schedule.sigma(s), 2);
+      m = (1.0 + h) * m - 2.0 * h * (m - alpha * x0) / var;
+      v = std::pow(1.0 + h - 2.0 * h / var, 2) * v + 2.0 * h;
+    }
+    const int64_t n = 200000;
+    auto generator = make_generator(11);
+    sde::IntegrateOptions options;
+    options.generator = generator;
+    const torch::Tensor prior = sde::sample_prior(schedule, {n, 1}, generator, torch::kDouble);
+    const torch::Tensor y =
+        sde::integrate(schedule, estimate, sde::EulerMaruyama{}, grid, prior, {}, options).final_state;
+    const double mean = y.mean().item<double>(), variance = y.var().item<double>();
+    INFO(steps << " steps: mean " << mean << " (exact " << m << "), variance " << variance << " (exact " << v
+               << ")");
+    // 5 standard errors of the mean and of a normal sample's variance.
+    CHECK(std::abs(mean - m) < 5.0 * std::sqrt(v / n));
+    CHECK(std::abs(variance - v) < 5.0 * v * std::sqrt(2.0 / n));
+    // The floor is the last step's noise: 2 h to within 1%, not a score error.
+    CHECK(std::abs(v / (2.0 * horizon / double(steps)) - 1.0) < 0.01);
+  }
 }
