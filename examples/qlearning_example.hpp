@@ -112,7 +112,7 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
 // Sets LibTorch's intra-op threads as --threads says; by default all cores, but one
 // for --backend torch: its per-step calls on a 64-wide MLP are too small to split,
 // and measured at the paper's settings an episode takes longer on two threads than
-// on one (examples/RESULTS.md, "Threads").
+// on one (benchmarks/README.md, "q-learning against PyTorch").
 inline int configure_example_threads(const QLearningFlags& f) {
   return configure_threads(f.threads || f.backend != "torch" ? f.threads : std::optional<int>(1));
 }
