@@ -55,7 +55,7 @@ TEST_CASE("the Swiss roll's moments are scikit-learn's, with its noise and our s
     const double var_z = exact.zz - exact.z * exact.z + noise * noise;
     const double cov = exact.xz - exact.x * exact.z;
     INFO("noise " << noise << ", scale " << scale);
-    // 5 standard errors; the fourth moments of the roll are below 3 var^2.
+    // 5 standard errors; for the variances, taking mu4 - var^2 <= 3 var^2.
     CHECK(std::abs(x.mean().item<double>() - exact.x) < 5.0 * std::sqrt(var_x / n));
     CHECK(std::abs(z.mean().item<double>() - exact.z) < 5.0 * std::sqrt(var_z / n));
     CHECK(std::abs(x.var().item<double>() - var_x) < 5.0 * var_x * std::sqrt(3.0 / n));
