@@ -55,12 +55,13 @@ void episodes(benchmark::State& state, const torch::Tensor& data, Reward reward)
 // DDPO or DPOK (Method) at the same sizes on the Swiss roll: one iteration samples
 // 300 chains of 20 Euler-Maruyama steps with the policy mean as the score and
 // takes DDPO's 4 clipped gradient steps, or DPOK's one step on policy and value.
-template <template <class, class, class> class Method, class Backend, class Options>
+template <template <class, class, class, class, class> class Method, class Backend, class Options>
 void iterations(benchmark::State& state, Options options) {
   const Schedule schedule({.horizon = 5.0});
   torch::manual_seed(3);
   const models::TimeStateMlp pretrained(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2});
-  Method<Schedule, data::BoxReward, Backend> method(schedule, pretrained, data::BoxReward{}, options);
+  Method<Schedule, algorithms::PolicyScore, data::BoxReward, sde::EulerMaruyama, Backend> method(
+      schedule, algorithms::PolicyScore(pretrained), data::BoxReward{}, algorithms::chain_shape(pretrained), options);
   auto generator = make_generator(7);
   for (int warm_up = 0; warm_up < 3; ++warm_up) method.train_iteration(generator);
   for (auto _ : state) benchmark::DoNotOptimize(method.train_iteration(generator).loss);

@@ -26,10 +26,10 @@ struct FineTuneFlags {
 };
 
 // The fine-tuned policy as a LibTorch module, whichever backend trained it.
-template <class Network>
-models::TimeStateMlp as_module(const Network& network) {
-  if constexpr (std::same_as<Network, models::TimeStateMlp>) return network;
-  else return network.to_torch();
+template <class Policy>
+models::TimeStateMlp as_module(const Policy& policy) {
+  if constexpr (std::same_as<Policy, algorithms::PolicyScore>) return policy.network();
+  else return policy.to_torch();
 }
 
 // Trains `method` as the flags say, writes checkpoint.pt with save(policy) (every
@@ -62,15 +62,17 @@ int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLear
                    const Picture& picture, const Save& save, at::Generator& generator) {
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
+  using algorithms::PolicyScore;
+  const algorithms::ChainShape shape = algorithms::chain_shape(pretrained);
   if (tune.method == "dpok") {
-    algorithms::Dpok<Schedule, Reward, Backend> dpok(
-        schedule, pretrained, reward,
+    algorithms::Dpok<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> dpok(
+        schedule, PolicyScore(pretrained), reward, shape,
         {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
-         .kl_weight = tune.kl_weight});
+         .kl_weight = tune.kl_weight, .value_hidden = pretrained->options().hidden});
     return fine_tune(dpok, f, data, reward, picture, save, generator);
   }
-  algorithms::Ddpo<Schedule, Reward, Backend> ddpo(
-      schedule, pretrained, reward,
+  algorithms::Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> ddpo(
+      schedule, PolicyScore(pretrained), reward, shape,
       {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip, .inner_epochs = tune.inner_epochs});
   return fine_tune(ddpo, f, data, reward, picture, save, generator);
 }

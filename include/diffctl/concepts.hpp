@@ -50,6 +50,31 @@ concept SdeSolver =
       { solver.transition(schedule, model, t, t_next, x, z) } -> std::same_as<Transition>;
     };
 
+// A drift model that can also take one time per sample, t [B]: many steps of a
+// chain in one call of its network. Optional; fine-tuning batches its steps with
+// it and otherwise calls score() step by step.
+template <class M>
+concept TimeBatchedDrift = DriftModel<M> && requires(const M& model, const torch::Tensor& t,
+                                                     const torch::Tensor& x, const torch::Tensor& z) {
+  { model.score_at(t, x, z) } -> std::same_as<torch::Tensor>;
+};
+
+// A drift model whose network can be fine-tuned: an independent copy (same
+// weights, new tensors) and the module that holds its parameters
+// (models::EpsilonScore, algorithms::PolicyScore).
+template <class D>
+concept TunableDrift = DriftModel<D> && requires(const D& drift) {
+  { drift.snapshot() } -> std::same_as<D>;
+  { drift.network().ptr()->parameters() } -> std::same_as<std::vector<torch::Tensor>>;
+};
+
+// A reward r(x, z) -> [B] of final states x and conditions z (undefined when
+// unconditional): a classifier's probability, an analytic reward, an oracle.
+template <class F>
+concept RewardFunction = requires(const F& reward, const torch::Tensor& x, const torch::Tensor& z) {
+  { reward(x, z) } -> std::convertible_to<torch::Tensor>;
+};
+
 // The control strategy nu: the impulse u = nu(t, x, z) applied to the state at a
 // selected time t (x jumps by u), same shape as x and in the units of x.
 template <class P>

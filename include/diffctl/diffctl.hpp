@@ -3,8 +3,11 @@
 // into the including translation unit; include it where PNGs are written).
 
 #include "diffctl/algorithms/classifier_training.hpp"
+#include "diffctl/algorithms/continuous_seiko.hpp"
 #include "diffctl/algorithms/denoising_pretraining.hpp"
+#include "diffctl/algorithms/gradient_clipping.hpp"
 #include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/concepts.hpp"
@@ -31,6 +34,9 @@
 #include "diffctl/models/state_dict.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/models/unet.hpp"
+#include "diffctl/mss/selection.hpp"
+#include "diffctl/objective/path_kl.hpp"
+#include "diffctl/policy/control.hpp"
 #include "diffctl/reward/calibration.hpp"
 #include "diffctl/reward/ensemble.hpp"
 #include "diffctl/reward/feedback_dataset.hpp"

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <numbers>
 #include <vector>
 
 #include "diffctl/sde/integrate.hpp"
@@ -240,4 +241,24 @@ TEST_CASE("solvers reject steps outside the schedule", "[solvers][errors]") {
   CHECK_THROWS_WITH(Heun{}.transition(c.schedule, model, 0.5, 1.5, x, {}),
                     Catch::Contains("t_next <= T"));
   CHECK_THROWS_WITH(Ddim({.eta = 1.5}), Catch::Contains("eta must lie in [0, 1]"));
+}
+
+TEST_CASE("a step's log-probability is the Gaussian density of its transition", "[solvers][transition]") {
+  // Known answer: N(next; 0, 0.5^2 I) in 2-D at next = (1, 0) is
+  // -1 / (2 * 0.25) - 2 log 0.5 - log(2 pi).
+  const Transition step{torch::zeros({1, 2}, torch::kDouble), 0.5, {}};
+  const double expected = -2.0 - 2.0 * std::log(0.5) - std::log(2.0 * std::numbers::pi);
+  CHECK(transition_log_prob(step, torch::tensor({{1.0, 0.0}}, torch::kDouble)).item<double>() ==
+        Approx(expected).epsilon(1e-12));
+  // The density of a DDPM step integrates to 1 over a fine grid of 1-D states.
+  const GaussianCase<VpLinear> c{VpLinear{}, torch::tensor({0.3}, torch::kDouble), 0.7};
+  const Transition ddpm =
+      Ddpm().transition(c.schedule, c.model(), 0.5, 0.6, torch::full({1, 1}, 0.2, torch::kDouble), {});
+  const torch::Tensor points = torch::linspace(-6.0, 6.0, 24001, torch::kDouble).unsqueeze(1);
+  const Transition broadcast{ddpm.mean.expand({points.size(0), 1}), ddpm.noise_std, {}};
+  const double mass = (transition_log_prob(broadcast, points).exp() * (12.0 / 24000.0)).sum().item<double>();
+  CHECK(mass == Approx(1.0).epsilon(1e-6));
+  // A deterministic step has no density.
+  CHECK_THROWS_WITH(transition_log_prob(Transition{torch::zeros({1, 2}), 0.0, {}}, torch::zeros({1, 2})),
+                    Catch::Contains("deterministic"));
 }

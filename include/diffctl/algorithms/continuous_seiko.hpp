@@ -63,14 +63,6 @@ concept TrainablePolicy = ControlPolicy<P> && requires(P& policy, const P& const
   policy.add_to(checkpoint, prefix);
 };
 
-// A drift model whose network can be fine-tuned: its parameters by name, an
-// independent copy, and the module to checkpoint (models::EpsilonScore).
-template <class D>
-concept TunableDrift = requires(const D& drift) {
-  { drift.snapshot() } -> std::same_as<D>;
-  { drift.network().ptr() };
-};
-
 struct SeikoOptions {
   // Oracle queries of each round; the number of rounds is its length.
   std::vector<int64_t> queries_per_round{64, 128, 256, 512};
@@ -177,7 +169,7 @@ class ContinuousSeiko {
   }
 
   // Runs round rounds_done() + 1: feedback, ensemble refit, optimisation.
-  template <reward::RewardFunction OracleReward>
+  template <RewardFunction OracleReward>
   SeikoRound run_round(reward::Oracle<OracleReward>& oracle, reward::FeedbackDataset& feedback) {
     require(rounds_done_ < rounds(), "SEIKO: all ", rounds(), " rounds are done");
     const auto start = std::chrono::steady_clock::now();
@@ -203,7 +195,7 @@ class ContinuousSeiko {
   }
 
   // Measures the current model on eval_samples fresh samples (round 0: before any).
-  template <reward::RewardFunction OracleReward>
+  template <RewardFunction OracleReward>
   SeikoRound evaluate(reward::Oracle<OracleReward>& oracle) {
     torch::NoGradGuard no_grad;
     SeikoRound report;
@@ -291,7 +283,7 @@ class ContinuousSeiko {
     else return drift;
   }
 
-  template <reward::RewardFunction OracleReward>
+  template <RewardFunction OracleReward>
   void collect_feedback(reward::Oracle<OracleReward>& oracle, reward::FeedbackDataset& feedback, int64_t round) {
     const int64_t wanted = options_.queries_per_round[static_cast<std::size_t>(round - 1)];
     // A run stopped mid-round kept the chunks it paid for: ask only the rest.

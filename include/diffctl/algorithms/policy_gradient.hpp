@@ -1,22 +1,34 @@
 #pragma once
 // The discrete-time fine-tuning baselines, DDPO (Black et al. 2024) and DPOK (Fan
-// et al. 2023), on the same problem and network as q-learning.
+// et al. 2023), for any fine-tunable drift model and any solver with Gaussian steps.
 //
-// Discrete-time view: an Euler-Maruyama step of the reverse SDE with the policy
-// mean mu_theta as the score is the Gaussian transition
-//
-//   p_theta(Y_{k+1} | Y_k) = N( Y_k + (-f Y_k + g^2 mu_theta(t_k, Y_k)) dt, g^2 dt I ),
-//
-// f, g taken at s_k = T - t_k. Both methods sample chains from the current model,
-// score them with the terminal reward and follow the policy gradient of
+// A chain Y_0 .. Y_N of the solver on a uniform grid is a product of Gaussian
+// transitions p_theta(Y_{k+1} | Y_k) = N(mean_theta(t_k, Y_k), s_k^2 I), each the
+// solver's own Transition at (t_k, Y_k) with the model's score in it (Euler-Maruyama
+// on the reverse SDE, DDPM, DDIM with eta > 0), as the reference implementations
+// take it from their scheduler's step. Both methods sample chains from the current
+// model, score them with the terminal reward and follow the policy gradient of
 // sum_k log p_theta(Y_{k+1} | Y_k). DDPO clips the importance ratio as PPO does and
 // has no KL term. DPOK adds, per step, the closed-form KL between the fine-tuned
-// and the pretrained transitions (same covariance, so |mean gap|^2 / (2 g^2 dt)),
-// a learned value baseline and a weight on the reward.
+// and the pretrained transitions (objective::transition_kl), a learned value
+// baseline and a weight on the reward.
+//
+// A drift that takes one time per sample (TimeBatchedDrift: the small MLPs), with
+// a solver whose steps are affine in the state and the score (Euler-Maruyama,
+// DDPM, DDIM without clipping: their coefficients read off the solver once), sends
+// every step of the batch through its network and the step in one pass. Any other
+// (the image UNet) goes step by step with one backward pass per step, so that
+// memory stays that of one step, as DDPO's reference implementation does.
+//
+//   Ddpo<Schedule, models::EpsilonScore<Schedule, models::UNet>, Reward, sde::Ddpm> ddpo(
+//       schedule, pretrained, reward, {.sample = {1, 28, 28}, .classes = 10}, options);
+//
+// Backend: TorchBackend (any drift and solver, any device) or, for the MLP policy
+// with Euler-Maruyama, EigenBackend<Scalar> (policy_gradient_eigen.hpp).
 
-#include <cmath>
 #include <cstdint>
-#include <numbers>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -25,108 +37,30 @@
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
-#include "diffctl/runtime.hpp"
+#include "diffctl/objective/path_kl.hpp"
 #include "diffctl/sde/integrate.hpp"
 #include "diffctl/sde/solvers.hpp"
+#include "diffctl/sde/transition.hpp"
 
 namespace diffctl::algorithms {
 
-// A batch of chains Y_0 .. Y_N [N+1, B, d] and their conditions z [B] (or undefined).
+// What a chain carries: one sample's shape ({d}, or {1, 28, 28} for an image) and
+// the number of classes its conditions are drawn from (0: unconditional).
+struct ChainShape {
+  std::vector<int64_t> sample;
+  int64_t classes = 0;
+};
+
+// The shape of the chains of a q-learning policy network.
+inline ChainShape chain_shape(const models::TimeStateMlp& policy) {
+  return {{policy->options().state_dim}, policy->options().classes};
+}
+
+// A batch of chains Y_0 .. Y_N [N+1, B, ...] and their conditions z [B] (or undefined).
 struct Chains {
   torch::Tensor states;
   torch::Tensor z;
 };
-
-// The randomness of a batch of chains, drawn in one fixed order (classes, prior,
-// all the steps' normals in one call), so that every backend consumes the same
-// numbers for the same seed.
-struct ChainNoise {
-  torch::Tensor z;      // [B] int64 classes, or undefined (unconditional)
-  torch::Tensor prior;  // [B, d]: Y_0
-  torch::Tensor steps;  // [N, B, d]: each step's standard normals
-};
-
-template <NoiseSchedule Schedule>
-ChainNoise draw_chain_noise(const Schedule& schedule, const sde::TimeGrid& grid, int64_t batch, int64_t dim,
-                            int64_t classes, at::Generator& generator, const torch::TensorOptions& options) {
-  ChainNoise noise;
-  if (classes > 0) noise.z = torch::randint(classes, {batch}, generator, torch::kLong).to(options.device());
-  noise.prior = sde::sample_prior(schedule, {batch, dim}, generator, options);
-  noise.steps = standard_normal({int64_t(grid.steps()), batch, dim}, generator, options);
-  return noise;
-}
-
-// The steps of the Euler-Maruyama chain on `grid`, Y_{k+1} = keep Y_k + push mu(t_k, Y_k)
-// + noise_std N(0, I): keep = 1 - f dt, push = g^2 dt, noise_std = g sqrt(dt).
-template <NoiseSchedule Schedule>
-std::vector<AffineStep> euler_steps(const Schedule& schedule, const sde::TimeGrid& grid) {
-  std::vector<AffineStep> steps;
-  for (std::size_t k = 0; k < grid.steps(); ++k)
-    steps.push_back(affine_step(schedule, sde::EulerMaruyama{}, grid[k], grid[k + 1]));
-  return steps;
-}
-
-// The Euler-Maruyama chains of the model whose score is `policy`, driven by `noise`;
-// steps: euler_steps(schedule, grid), computed once by a caller that samples often.
-inline Chains sample_chains(const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
-                            const std::vector<AffineStep>& steps, const ChainNoise& noise) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> states{noise.prior};
-  for (std::size_t k = 0; k < steps.size(); ++k) {
-    const torch::Tensor& y = states.back();
-    const torch::Tensor mu = policy.ptr()->forward(torch::full({y.size(0)}, grid[k], y.options()), y, noise.z);
-    states.push_back(steps[k].keep * y + steps[k].push * mu + steps[k].noise_std * noise.steps[int64_t(k)]);
-  }
-  return {torch::stack(states), noise.z};
-}
-
-// The same with fresh noise from `generator`, in the policy's dtype and device.
-template <NoiseSchedule Schedule>
-Chains sample_chains(const Schedule& schedule, const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
-                     const std::vector<AffineStep>& steps, int64_t batch, int64_t classes, at::Generator& generator) {
-  const torch::Tensor weight = policy->parameters().front();
-  return sample_chains(policy, grid, steps,
-                       draw_chain_noise(schedule, grid, batch, policy->options().state_dim, classes, generator,
-                                        torch::TensorOptions(weight.dtype()).device(weight.device())));
-}
-
-// The per-step transition means [N, B, d] of the chain under `policy`, from all
-// (t_k, Y_k) in one pass, and the steps' standard deviations g sqrt(dt) [N];
-// affine_steps: euler_steps(schedule, grid).
-inline std::pair<torch::Tensor, torch::Tensor> transition_means(models::TimeStateMlp& policy,
-                                                                const sde::TimeGrid& grid,
-                                                                const std::vector<AffineStep>& affine_steps,
-                                                                const Chains& chains) {
-  const int64_t steps = static_cast<int64_t>(grid.steps());
-  const int64_t batch = chains.states.size(1), dim = chains.states.size(2);
-  const auto opts = chains.states.options();
-  std::vector<double> times, keep, push, stds;
-  for (std::size_t k = 0; k < grid.steps(); ++k) times.push_back(grid[k]);
-  for (const AffineStep& step : affine_steps) {
-    keep.push_back(step.keep);
-    push.push_back(step.push);
-    stds.push_back(step.noise_std);
-  }
-  const auto column = [&](const std::vector<double>& v) {
-    return torch::tensor(v, opts).view({steps, 1, 1});
-  };
-  const torch::Tensor before = chains.states.narrow(0, 0, steps);
-  const torch::Tensor mu =
-      policy->forward(torch::tensor(times, opts).repeat_interleave(batch), before.reshape({-1, dim}),
-                      chains.z.defined() ? chains.z.repeat({steps}) : torch::Tensor{})
-          .view({steps, batch, dim});
-  return {before * column(keep) + mu * column(push), torch::tensor(stds, opts)};
-}
-
-// log p_theta(Y_{k+1} | Y_k) [N, B].
-inline torch::Tensor transition_log_probs(const torch::Tensor& means, const torch::Tensor& stds,
-                                          const Chains& chains) {
-  const int64_t steps = means.size(0), dim = means.size(2);
-  const torch::Tensor after = chains.states.narrow(0, 1, steps);
-  const torch::Tensor sd = stds.view({steps, 1});
-  return -0.5 * (after - means).square().sum(2) / sd.square() -
-         double(dim) * (sd.log() + 0.5 * std::log(2.0 * std::numbers::pi));
-}
 
 struct FineTuneStats {
   double reward;  // mean terminal reward of the iteration's batch
@@ -138,59 +72,172 @@ struct FineTuneStats {
   double clip_fraction = 0.0;
 };
 
-
 namespace detail {
-// What DDPO and DPOK share: the pretrained network, the copy they fine-tune, the
-// grid, and the sampling of chains and of the fine-tuned model.
-template <NoiseSchedule Schedule, TerminalReward Reward>
+// What DDPO and DPOK share: the pretrained model, the copy they fine-tune, the
+// grid and solver, sampling scored chains, and the transitions along them.
+template <NoiseSchedule Schedule, TunableDrift Drift, RewardFunction Reward, class Solver>
+  requires SdeSolver<Solver, Schedule, Drift>
 class PolicyFineTuning {
  public:
-  template <class Solver = sde::EulerMaruyama>
-  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator,
-                       const Solver& solver = Solver()) const {
-    return sample_policy(schedule_, policy_, grid_, n, z, generator, solver);
+  // n samples [n, ...] of the fine-tuned model, integrated over the training grid
+  // by `solver` (by default the one it is trained with).
+  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator) const {
+    return sample(n, z, generator, solver_);
   }
-  models::TimeStateMlp& policy() { return policy_; }
+  template <class OtherSolver>
+    requires SdeSolver<OtherSolver, Schedule, Drift>
+  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator, const OtherSolver& solver) const {
+    torch::NoGradGuard no_grad;
+    sde::IntegrateOptions options;
+    options.generator = generator;
+    options.record_x0 = false;
+    return sde::integrate(schedule_, policy_, solver, grid_,
+                          sde::sample_prior(schedule_, batch_shape(n), generator, tensor_options()), z, options)
+        .final_state;
+  }
+  // The fine-tuned model (its network: policy().network()).
+  Drift& policy() { return policy_; }
+  const sde::TimeGrid& grid() const { return grid_; }
 
  protected:
-  PolicyFineTuning(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward,
-                   double dt, int64_t batch)
+  PolicyFineTuning(Schedule schedule, const Drift& pretrained, Reward reward, ChainShape shape, double dt,
+                   int64_t batch, Solver solver)
       : schedule_(std::move(schedule)),
         reward_(std::move(reward)),
+        solver_(std::move(solver)),
+        shape_(std::move(shape)),
         grid_(grid_with_step(schedule_, dt)),
-        steps_(euler_steps(schedule_, grid_)),
         batch_(batch),
-        pretrained_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())),
-        policy_(std::dynamic_pointer_cast<models::TimeStateMlpImpl>(pretrained->clone())) {
+        pretrained_(pretrained.snapshot()),
+        policy_(pretrained.snapshot()) {
     require(batch >= 2, "fine-tuning: batch must be >= 2, found ", batch);
+    require(!shape_.sample.empty() && shape_.classes >= 0, "fine-tuning: expected a sample shape and classes >= 0");
+    for (torch::Tensor& p : pretrained_.network().ptr()->parameters()) p.requires_grad_(false);
+    if constexpr (TimeBatchedDrift<Drift>) {
+      std::vector<double> keep, push, noise;
+      for (std::size_t k = 0; k < grid_.steps(); ++k) {
+        const auto step = try_affine_step(schedule_, solver_, grid_[k], grid_[k + 1]);
+        if (!step) return;  // not affine: step by step
+        keep.push_back(step->keep);
+        push.push_back(step->push);
+        noise.push_back(step->noise_std);
+      }
+      check_noise(noise, 0);
+      const auto options = tensor_options();
+      affine_ = {torch::tensor(keep, options), torch::tensor(push, options), torch::tensor(noise, options)};
+    }
   }
 
-  // A batch of chains from the current model and their terminal rewards [B].
+  std::vector<torch::Tensor> parameters() const { return policy_.network().ptr()->parameters(); }
+  torch::TensorOptions tensor_options() const {
+    const torch::Tensor weight = parameters().front();
+    return torch::TensorOptions(weight.dtype()).device(weight.device());
+  }
+  std::vector<int64_t> batch_shape(int64_t n) const {
+    std::vector<int64_t> shape{n};
+    shape.insert(shape.end(), shape_.sample.begin(), shape_.sample.end());
+    return shape;
+  }
+  int64_t steps() const { return int64_t(grid_.steps()); }
+
+  // A batch of chains from the current model and their terminal rewards [B]. The
+  // randomness comes in a fixed order: the classes, the prior, each step's noise.
   std::pair<Chains, torch::Tensor> sample_scored_chains(at::Generator& generator) const {
-    Chains chains =
-        sample_chains(schedule_, policy_, grid_, steps_, batch_, policy_->options().classes, generator);
-    torch::Tensor reward = torch::Tensor(reward_(chains.states[-1], chains.z)).to(chains.states.dtype());
-    return {std::move(chains), std::move(reward)};
+    torch::NoGradGuard no_grad;
+    const auto options = tensor_options();
+    torch::Tensor z;
+    if (shape_.classes > 0) z = torch::randint(shape_.classes, {batch_}, generator, torch::kLong).to(options.device());
+    sde::IntegrateOptions integrate;
+    integrate.generator = generator;
+    integrate.record_x0 = false;
+    integrate.record_times.assign(grid_.times().begin(), grid_.times().end());
+    const sde::Trajectory trajectory = sde::integrate(
+        schedule_, policy_, solver_, grid_, sde::sample_prior(schedule_, batch_shape(batch_), generator, options), z,
+        integrate);
+    torch::Tensor reward = torch::Tensor(reward_(trajectory.final_state, z)).to(options);
+    require(reward.dim() == 1 && reward.size(0) == batch_, "fine-tuning: the reward must give [", batch_,
+            "] values, found ", reward.sizes());
+    return {Chains{torch::stack(trajectory.states), z}, std::move(reward)};
   }
 
-  // Per-step KL [N, B] of transitions with these means to the pretrained ones.
-  torch::Tensor kl_to_pretrained(const Chains& chains, const torch::Tensor& means,
-                                 const torch::Tensor& stds) {
+  // Calls pass(first, count) over consecutive ranges of steps that cover the grid:
+  // all of them at once for a TimeBatchedDrift with affine steps, else one at a time.
+  void for_each_pass(const std::function<void(int64_t, int64_t)>& pass) const {
+    const int64_t per_pass = affine_.keep.defined() ? steps() : 1;
+    for (int64_t first = 0; first < steps(); first += per_pass) pass(first, std::min(per_pass, steps() - first));
+  }
+
+  // The transitions of `drift` on steps [first, first + count) of the chains: the
+  // solver's step at each (t_k, Y_k), stacked.
+  StepStack transitions(const Drift& drift, const Chains& chains, int64_t first, int64_t count) const {
+    if constexpr (TimeBatchedDrift<Drift>) {
+      if (affine_.keep.defined()) {
+        const int64_t batch = chains.states.size(1);
+        const torch::Tensor before = chains.states.narrow(0, first, count);
+        const torch::Tensor scores =
+            drift.score_at(times(first, count).repeat_interleave(batch), before.flatten(0, 1),
+                           chains.z.defined() ? chains.z.repeat({count}) : torch::Tensor{})
+                .view(before.sizes());
+        std::vector<int64_t> column(std::size_t(before.dim()), 1);
+        column[0] = count;
+        return {before * affine_.keep.narrow(0, first, count).view(column) +
+                    scores * affine_.push.narrow(0, first, count).view(column),
+                affine_.noise_std.narrow(0, first, count)};
+      }
+    }
+    std::vector<torch::Tensor> means;
+    std::vector<double> noise_std;
+    for (int64_t k = first; k < first + count; ++k) {
+      Transition step = solver_.transition(schedule_, drift, grid_[std::size_t(k)], grid_[std::size_t(k) + 1],
+                                           chains.states[k], chains.z);
+      means.push_back(std::move(step.mean));
+      noise_std.push_back(step.noise_std);
+    }
+    check_noise(noise_std, first);
+    return {torch::stack(means), torch::tensor(noise_std, tensor_options())};
+  }
+
+  // Refuses a step without noise (steps first, first + 1, ...): it has no density.
+  void check_noise(const std::vector<double>& noise_std, int64_t first) const {
+    for (std::size_t i = 0; i < noise_std.size(); ++i)
+      require(noise_std[i] > 0.0, "fine-tuning: the solver's step from t = ", grid_[std::size_t(first) + i],
+              " is deterministic; DDPO and DPOK need noise in every step (Euler-Maruyama, DDPM, DDIM with eta > 0)");
+  }
+
+  // log p(Y_{k+1} | Y_k) [count, B] of those transitions.
+  torch::Tensor log_probs(const StepStack& steps, const Chains& chains, int64_t first) const {
+    return log_prob(steps, chains.states.narrow(0, first + 1, steps.means.size(0)));
+  }
+
+  // Per-step KL [count, B] of those transitions to the pretrained model's.
+  torch::Tensor kl_to_pretrained(const StepStack& tuned, const Chains& chains, int64_t first) const {
     torch::Tensor reference;
     {
       torch::NoGradGuard no_grad;
-      reference = transition_means(pretrained_, grid_, steps_, chains).first;
+      reference = transitions(pretrained_, chains, first, tuned.means.size(0)).means;
     }
-    return (means - reference).square().sum(2) / (2.0 * stds.square().view({-1, 1}));
+    return objective::transition_kl(tuned, reference);
+  }
+
+  // The generation times t_k of steps [first, first + count), as a tensor.
+  torch::Tensor times(int64_t first, int64_t count) const {
+    const auto all = grid_.times();
+    return torch::tensor(std::vector<double>(all.begin() + first, all.begin() + first + count), tensor_options());
   }
 
   Schedule schedule_;
   Reward reward_;
+  Solver solver_;
+  ChainShape shape_;
   sde::TimeGrid grid_;
-  std::vector<AffineStep> steps_;  // the Euler-Maruyama steps on grid_, read off the solver once
   int64_t batch_;
-  models::TimeStateMlp pretrained_;
-  models::TimeStateMlp policy_;
+  Drift pretrained_;
+  Drift policy_;
+  // With a TimeBatchedDrift and affine steps: each step's keep, push and noise_std
+  // [N], Y_{k+1} = keep_k Y_k + push_k score(t_k, Y_k) + noise_std_k xi.
+  struct {
+    torch::Tensor keep, push, noise_std;
+  } affine_;
 };
 }  // namespace detail
 
@@ -207,50 +254,61 @@ inline void check_ddpo_options(const DdpoOptions& options) {
   require(options.inner_epochs >= 1, "ddpo: inner_epochs must be >= 1, found ", options.inner_epochs);
 }
 
-// Backend: TorchBackend (LibTorch, any device, the default) or EigenBackend<Scalar>
-// (CPU; policy_gradient_eigen.hpp), as for QLearning.
-template <NoiseSchedule Schedule, TerminalReward Reward, class Backend = TorchBackend>
-class Ddpo : public detail::PolicyFineTuning<Schedule, Reward> {
+template <NoiseSchedule Schedule, TunableDrift Drift, RewardFunction Reward, class Solver = sde::EulerMaruyama,
+          class Backend = TorchBackend>
+  requires SdeSolver<Solver, Schedule, Drift>
+class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
   static_assert(std::same_as<Backend, TorchBackend>,
-                "Ddpo: for EigenBackend include diffctl/algorithms/policy_gradient_eigen.hpp");
-  using Base = detail::PolicyFineTuning<Schedule, Reward>;
+                "Ddpo: EigenBackend runs PolicyScore with Euler-Maruyama; include "
+                "diffctl/algorithms/policy_gradient_eigen.hpp");
+  using Base = detail::PolicyFineTuning<Schedule, Drift, Reward, Solver>;
 
  public:
-  // Fine-tunes a copy of `pretrained` (the policy network of a q-learning model).
-  Ddpo(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DdpoOptions options = {})
-      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch),
+  // Fine-tunes a copy of `pretrained`, whose chains have the given shape.
+  Ddpo(Schedule schedule, const Drift& pretrained, Reward reward, ChainShape shape, DdpoOptions options = {},
+       Solver solver = Solver())
+      : Base(std::move(schedule), pretrained, std::move(reward), std::move(shape), options.dt, options.batch,
+             std::move(solver)),
         options_(options),
-        optimizer_(this->policy_->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
+        optimizer_(this->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
     check_ddpo_options(options);
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
     const auto [chains, reward] = this->sample_scored_chains(generator);
     const torch::Tensor advantage = ((reward - reward.mean()) / (reward.std() + 1e-8)).unsqueeze(0);
-    torch::Tensor old_log_probs;
+    // The sampling model's log-densities, and its KL to the pretrained model.
+    torch::Tensor old_log_probs, kl;
     {
       torch::NoGradGuard no_grad;
-      const auto [means, stds] = transition_means(this->policy_, this->grid_, this->steps_, chains);
-      old_log_probs = transition_log_probs(means, stds, chains);
+      std::vector<torch::Tensor> log_probs, kls;
+      this->for_each_pass([&](int64_t first, int64_t count) {
+        const auto tuned = this->transitions(this->policy_, chains, first, count);
+        log_probs.push_back(this->log_probs(tuned, chains, first));
+        kls.push_back(this->kl_to_pretrained(tuned, chains, first));
+      });
+      old_log_probs = torch::cat(log_probs);
+      kl = torch::cat(kls);
     }
-    double loss_value = 0.0, kl = 0.0;
-    torch::Tensor clipped_terms = torch::zeros({}, torch::TensorOptions(torch::kLong).device(reward.device()));
+    const auto counter = torch::TensorOptions(torch::kLong).device(reward.device());
+    torch::Tensor clipped_terms = torch::zeros({}, counter), loss = torch::zeros({}, reward.options());
     for (int64_t epoch = 0; epoch < options_.inner_epochs; ++epoch) {
-      const auto [means, stds] = transition_means(this->policy_, this->grid_, this->steps_, chains);
-      if (epoch == 0)
-        kl = this->kl_to_pretrained(chains, means.detach(), stds).sum(0).mean().template item<double>();
-      const torch::Tensor ratio = (transition_log_probs(means, stds, chains) - old_log_probs).exp();
-      const torch::Tensor clipped = ratio.clamp(1.0 - options_.clip, 1.0 + options_.clip);
-      const torch::Tensor loss = -torch::min(ratio * advantage, clipped * advantage).mean(1).sum(0);
-      clipped_terms += (clipped * advantage < ratio * advantage).sum();
       optimizer_.zero_grad();
-      loss.backward();
+      loss = torch::zeros({}, reward.options());
+      this->for_each_pass([&](int64_t first, int64_t count) {
+        const auto tuned = this->transitions(this->policy_, chains, first, count);
+        const torch::Tensor ratio = (this->log_probs(tuned, chains, first) - old_log_probs.narrow(0, first, count)).exp();
+        const torch::Tensor clipped = ratio.clamp(1.0 - options_.clip, 1.0 + options_.clip);
+        const torch::Tensor pass_loss = -torch::min(ratio * advantage, clipped * advantage).mean(1).sum(0);
+        clipped_terms += (clipped * advantage < ratio * advantage).sum();
+        pass_loss.backward();
+        loss += pass_loss.detach();
+      });
       optimizer_.step();
-      loss_value = loss.template item<double>();
     }
     const double terms = double(old_log_probs.numel() * options_.inner_epochs);
-    return {reward.mean().template item<double>(), kl, loss_value,
-            double(clipped_terms.template item<int64_t>()) / terms};
+    return {reward.mean().template item<double>(), kl.sum(0).mean().template item<double>(),
+            loss.template item<double>(), double(clipped_terms.template item<int64_t>()) / terms};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
@@ -266,67 +324,81 @@ struct DpokOptions {
   double learning_rate = 1e-4;   // policy and value baseline
   double reward_weight = 10.0;   // alpha: weight of the reward against the KL
   double kl_weight = 0.01;       // beta: weight of the summed per-step KL
+  int64_t value_hidden = 64;     // width of the value baseline's MLP
 };
 
 inline void check_dpok_options(const DpokOptions& options) {
   require(options.reward_weight > 0.0 && options.kl_weight >= 0.0,
           "dpok: expected reward_weight > 0 and kl_weight >= 0, found ", options.reward_weight, " and ",
           options.kl_weight);
+  require(options.value_hidden >= 1, "dpok: value_hidden must be >= 1, found ", options.value_hidden);
 }
 
-// DPOK's value baseline: the policy's shape with one output.
-inline models::TimeStateMlpOptions value_network_options(const models::TimeStateMlp& policy) {
-  models::TimeStateMlpOptions options = policy->options();
-  options.out_dim = 1;
-  return options;
+// DPOK's value baseline V(t, Y, z): an MLP on the flattened state.
+inline models::TimeStateMlpOptions value_network_options(const ChainShape& shape, int64_t hidden) {
+  int64_t dim = 1;
+  for (const int64_t size : shape.sample) dim *= size;
+  return {.state_dim = dim, .out_dim = 1, .classes = shape.classes, .hidden = hidden};
 }
 
-template <NoiseSchedule Schedule, TerminalReward Reward, class Backend = TorchBackend>
-class Dpok : public detail::PolicyFineTuning<Schedule, Reward> {
+template <NoiseSchedule Schedule, TunableDrift Drift, RewardFunction Reward, class Solver = sde::EulerMaruyama,
+          class Backend = TorchBackend>
+  requires SdeSolver<Solver, Schedule, Drift>
+class Dpok : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
   static_assert(std::same_as<Backend, TorchBackend>,
-                "Dpok: for EigenBackend include diffctl/algorithms/policy_gradient_eigen.hpp");
-  using Base = detail::PolicyFineTuning<Schedule, Reward>;
+                "Dpok: EigenBackend runs PolicyScore with Euler-Maruyama; include "
+                "diffctl/algorithms/policy_gradient_eigen.hpp");
+  using Base = detail::PolicyFineTuning<Schedule, Drift, Reward, Solver>;
 
  public:
-  Dpok(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DpokOptions options = {})
-      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch),
-        options_(options),
-        value_(value_network_options(pretrained)),
-        optimizer_(parameters_of({this->policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
-    const torch::Tensor weight = pretrained->parameters().front();
-    value_->to(weight.device(), weight.scalar_type());
-    check_dpok_options(options);
-  }
+  Dpok(Schedule schedule, const Drift& pretrained, Reward reward, ChainShape shape, DpokOptions options = {},
+       Solver solver = Solver())
+      : Base(std::move(schedule), pretrained, std::move(reward), std::move(shape), options.dt, options.batch,
+             std::move(solver)),
+        options_((check_dpok_options(options), options)),
+        value_(value_network_options(this->shape_, options.value_hidden)),
+        optimizer_(all_parameters(), torch::optim::AdamOptions(options.learning_rate)) {}
 
   models::TimeStateMlp& value() { return value_; }
 
   FineTuneStats train_iteration(at::Generator& generator) {
     const auto [chains, reward] = this->sample_scored_chains(generator);
     const torch::Tensor target = options_.reward_weight * reward.unsqueeze(0);  // [1, B]
-    const int64_t steps = chains.states.size(0) - 1, batch = reward.size(0);
-    const auto times = this->grid_.times();
-    const torch::Tensor baseline =
-        value_->forward(torch::tensor(std::vector<double>(times.begin(), times.end() - 1),
-                                      chains.states.options()).repeat_interleave(batch),
-                        chains.states.narrow(0, 0, steps).reshape({steps * batch, -1}),
-                        chains.z.defined() ? chains.z.repeat({steps}) : torch::Tensor{})
-            .view({steps, batch});
-    const auto [means, stds] = transition_means(this->policy_, this->grid_, this->steps_, chains);
-    const torch::Tensor log_probs = transition_log_probs(means, stds, chains);
-    const torch::Tensor kl = this->kl_to_pretrained(chains, means, stds);
-    const torch::Tensor policy_loss = -((target - baseline).detach() * log_probs).mean(1).sum(0) +
-                                      options_.kl_weight * kl.mean(1).sum(0);
-    const torch::Tensor value_loss = (baseline - target).square().mean();
+    const int64_t batch = reward.size(0);
+    const double terms = double(this->steps() * batch);
+    torch::Tensor policy_loss = torch::zeros({}, reward.options()), kl = torch::zeros({}, reward.options());
     optimizer_.zero_grad();
-    (policy_loss + value_loss).backward();
+    this->for_each_pass([&](int64_t first, int64_t count) {
+      const torch::Tensor before = chains.states.narrow(0, first, count);
+      const torch::Tensor baseline =
+          value_->forward(this->times(first, count).repeat_interleave(batch), before.reshape({count * batch, -1}),
+                          chains.z.defined() ? chains.z.repeat({count}) : torch::Tensor{})
+              .view({count, batch});
+      const auto tuned = this->transitions(this->policy_, chains, first, count);
+      const torch::Tensor step_kl = this->kl_to_pretrained(tuned, chains, first);
+      const torch::Tensor pass_policy_loss =
+          -((target - baseline).detach() * this->log_probs(tuned, chains, first)).mean(1).sum(0) +
+          options_.kl_weight * step_kl.mean(1).sum(0);
+      const torch::Tensor value_loss = (baseline - target).square().sum() / terms;
+      (pass_policy_loss + value_loss).backward();
+      policy_loss += pass_policy_loss.detach();
+      kl += step_kl.detach().sum(0).mean();
+    });
     optimizer_.step();
-    return {reward.mean().template item<double>(), kl.sum(0).mean().template item<double>(),
-            policy_loss.template item<double>()};
+    return {reward.mean().template item<double>(), kl.template item<double>(), policy_loss.template item<double>()};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
 
  private:
+  std::vector<torch::Tensor> all_parameters() {
+    const auto options = this->tensor_options();
+    value_->to(options.device(), options.dtype().toScalarType());
+    std::vector<torch::Tensor> all = this->parameters();
+    for (const torch::Tensor& p : value_->parameters()) all.push_back(p);
+    return all;
+  }
+
   DpokOptions options_;
   models::TimeStateMlp value_;
   torch::optim::Adam optimizer_;

@@ -4,7 +4,8 @@
 // gradients of the losses written out by hand, for the small networks and
 // batches of the low-dimensional problems on the CPU:
 //
-//   Ddpo<Schedule, Reward, EigenBackend<float>> ddpo(schedule, pretrained_policy, reward, options);
+//   Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, EigenBackend<float>> ddpo(
+//       schedule, PolicyScore(pretrained_network), reward, chain_shape(pretrained_network), options);
 //
 // Per iteration the policy runs forward once over every (t_k, Y_k) of the batch
 // while the chains are simulated (those activations serve the first gradient
@@ -36,12 +37,22 @@
 
 namespace diffctl::algorithms {
 
+// The Euler-Maruyama steps on `grid`, Y_{k+1} = keep Y_k + push mu(t_k, Y_k) +
+// noise_std N(0, I), read off the solver.
+template <NoiseSchedule Schedule>
+std::vector<AffineStep> euler_steps(const Schedule& schedule, const sde::TimeGrid& grid) {
+  std::vector<AffineStep> steps;
+  for (std::size_t k = 0; k < grid.steps(); ++k)
+    steps.push_back(affine_step(schedule, sde::EulerMaruyama{}, grid[k], grid[k + 1]));
+  return steps;
+}
+
 namespace detail {
 
 // What the Eigen DDPO and DPOK share: the pretrained network and the copy they
 // fine-tune, the chains and their buffers, the transition means and densities,
 // the policy's backward pass and sampling from it.
-template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
+template <NoiseSchedule Schedule, RewardFunction Reward, class Scalar>
 class EigenPolicyFineTuning {
  public:
   using Network = models::EigenMlp<Scalar>;
@@ -60,8 +71,8 @@ class EigenPolicyFineTuning {
   }
 
  protected:
-  EigenPolicyFineTuning(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, double dt,
-                        int64_t batch, double learning_rate)
+  EigenPolicyFineTuning(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward,
+                        const ChainShape& shape, double dt, int64_t batch, double learning_rate)
       : schedule_(std::move(schedule)),
         reward_(std::move(reward)),
         grid_(grid_with_step(schedule_, dt)),
@@ -70,6 +81,10 @@ class EigenPolicyFineTuning {
         pretrained_(Network::from(pretrained)),
         policy_(Network::from(pretrained)) {
     require(batch >= 2, "fine-tuning: batch must be >= 2, found ", batch);
+    const ChainShape expected = chain_shape(pretrained);
+    require(shape.sample == expected.sample && shape.classes == expected.classes,
+            "fine-tuning: the chain shape does not match the policy network's (state_dim ",
+            pretrained->options().state_dim, ", classes ", pretrained->options().classes, ")");
     adam_.learning_rate = learning_rate;
     const Eigen::Index n = Eigen::Index(steps_.size()) * batch, d = dim(), h = policy_.options().hidden;
     input_.resize(policy_.input_dim(), n);
@@ -86,17 +101,18 @@ class EigenPolicyFineTuning {
 
   // A batch of chains from the current policy (states_, input_ and the policy's
   // activations and outputs a1_, a2_, mu_ for every column) and its terminal
-  // rewards [B] into reward_values_, driven by draw_chain_noise's noise from `generator`,
-  // as the LibTorch backend draws it.
+  // rewards [B] into reward_values_, from `generator` in the LibTorch backend's
+  // order: the classes, the prior, each step's noise.
   void simulate(at::Generator& generator) {
-    const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
+    const auto options = torch::TensorOptions(torch::CppTypeToScalarType<Scalar>::value);
     const Eigen::Index d = dim(), batch = batch_;
-    noise_ = draw_chain_noise(schedule_, grid_, batch, d, policy_.options().classes, generator,
-                              torch::TensorOptions(dtype));
-    const int64_t* z = noise_.z.defined() ? noise_.z.template data_ptr<int64_t>() : nullptr;
-    const Scalar* normals = noise_.steps.template data_ptr<Scalar>();
-    states_.leftCols(batch) = Eigen::Map<const Matrix>(noise_.prior.template data_ptr<Scalar>(), d, batch);
+    const int64_t classes = policy_.options().classes;
+    z_ = classes > 0 ? torch::randint(classes, {batch}, generator, torch::kLong) : torch::Tensor{};
+    const int64_t* z = z_.defined() ? z_.template data_ptr<int64_t>() : nullptr;
+    const torch::Tensor prior = sde::sample_prior(schedule_, {batch, d}, generator, options);
+    states_.leftCols(batch) = Eigen::Map<const Matrix>(prior.template data_ptr<Scalar>(), d, batch);
     for (std::size_t k = 0; k < steps_.size(); ++k) {
+      const torch::Tensor normals = standard_normal({batch, d}, generator, options);
       const Eigen::Index at = Eigen::Index(k) * batch;
       auto input = input_.middleCols(at, batch);
       policy_.fill_input(Scalar(grid_[k]), states_.middleCols(at, batch), z, input);
@@ -104,12 +120,12 @@ class EigenPolicyFineTuning {
       policy_.forward(input, a1_.middleCols(at, batch), a2_.middleCols(at, batch), mu);
       states_.middleCols(at + batch, batch) =
           Scalar(steps_[k].keep) * states_.middleCols(at, batch) + Scalar(steps_[k].push) * mu +
-          Scalar(steps_[k].noise_std) * Eigen::Map<const Matrix>(normals + at * d, d, batch);
+          Scalar(steps_[k].noise_std) * Eigen::Map<const Matrix>(normals.template data_ptr<Scalar>(), d, batch);
     }
     const torch::Tensor final_states =
-        torch::from_blob(states_.data() + columns() * d, {batch, d}, torch::TensorOptions(dtype));
+        torch::from_blob(states_.data() + columns() * d, {batch, d}, options);
     const torch::Tensor reward =
-        torch::Tensor(reward_(final_states, noise_.z)).detach().to(torch::kCPU, dtype).contiguous();
+        torch::Tensor(reward_(final_states, z_)).detach().to(options).contiguous();
     require(reward.numel() == batch, "fine-tuning: the reward must give [", batch, "] values, found ",
             reward.sizes());
     reward_values_ = Eigen::Map<const Row>(reward.template data_ptr<Scalar>(), batch);
@@ -195,7 +211,7 @@ class EigenPolicyFineTuning {
   int64_t batch_;
   Network pretrained_, policy_;
   models::EigenAdamOptions adam_;
-  ChainNoise noise_;                             // the current batch's noise (its tensors back z)
+  torch::Tensor z_;                              // the current batch's classes (or undefined)
   Matrix input_;                                 // [1 + d + classes, N B]: (t_k, Y_k, one-hot z)
   Matrix states_;                                // [d, (N + 1) B]: Y_0 .. Y_N
   Matrix a1_, a2_, reference_a1_, reference_a2_;  // [hidden, N B]
@@ -207,15 +223,17 @@ class EigenPolicyFineTuning {
 
 }  // namespace detail
 
-template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
-class Ddpo<Schedule, Reward, EigenBackend<Scalar>>
+template <NoiseSchedule Schedule, RewardFunction Reward, class Scalar>
+class Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, EigenBackend<Scalar>>
     : public detail::EigenPolicyFineTuning<Schedule, Reward, Scalar> {
   using Base = detail::EigenPolicyFineTuning<Schedule, Reward, Scalar>;
   using Row = typename Base::Row;
 
  public:
-  Ddpo(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DdpoOptions options = {})
-      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch, options.learning_rate),
+  Ddpo(Schedule schedule, const PolicyScore& pretrained, Reward reward, const ChainShape& shape,
+       DdpoOptions options = {}, sde::EulerMaruyama = {})
+      : Base(std::move(schedule), pretrained.network(), std::move(reward), shape, options.dt, options.batch,
+             options.learning_rate),
         options_(options) {
     check_ddpo_options(options);
     advantage_.resize(this->batch_);
@@ -263,8 +281,8 @@ class Ddpo<Schedule, Reward, EigenBackend<Scalar>>
   Row advantage_, old_log_probs_;  // [B], [N B]
 };
 
-template <NoiseSchedule Schedule, TerminalReward Reward, class Scalar>
-class Dpok<Schedule, Reward, EigenBackend<Scalar>>
+template <NoiseSchedule Schedule, RewardFunction Reward, class Scalar>
+class Dpok<Schedule, PolicyScore, Reward, sde::EulerMaruyama, EigenBackend<Scalar>>
     : public detail::EigenPolicyFineTuning<Schedule, Reward, Scalar> {
   using Base = detail::EigenPolicyFineTuning<Schedule, Reward, Scalar>;
   using Row = typename Base::Row;
@@ -272,10 +290,12 @@ class Dpok<Schedule, Reward, EigenBackend<Scalar>>
   using Network = typename Base::Network;
 
  public:
-  Dpok(Schedule schedule, const models::TimeStateMlp& pretrained, Reward reward, DpokOptions options = {})
-      : Base(std::move(schedule), pretrained, std::move(reward), options.dt, options.batch, options.learning_rate),
+  Dpok(Schedule schedule, const PolicyScore& pretrained, Reward reward, const ChainShape& shape,
+       DpokOptions options = {}, sde::EulerMaruyama = {})
+      : Base(std::move(schedule), pretrained.network(), std::move(reward), shape, options.dt, options.batch,
+             options.learning_rate),
         options_(options),
-        value_(Network::from(models::TimeStateMlp(value_network_options(pretrained)))) {
+        value_(Network::from(models::TimeStateMlp(value_network_options(shape, options.value_hidden)))) {
     check_dpok_options(options);
     const Eigen::Index n = this->columns(), h = value_.options().hidden;
     for (Matrix* m : {&value_a1_, &value_a2_}) m->resize(h, n);

@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <numbers>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -43,12 +44,6 @@
 #include "diffctl/sde/time_grid.hpp"
 
 namespace diffctl::algorithms {
-
-// A terminal reward h(y, z) -> [B], z the conditions (undefined when unconditional).
-template <class R>
-concept TerminalReward = requires(const R& reward, const torch::Tensor& y, const torch::Tensor& z) {
-  { reward(y, z) } -> std::convertible_to<torch::Tensor>;
-};
 
 // The reward of plain score matching (beta = 0 makes it irrelevant).
 struct NoReward {
@@ -90,12 +85,12 @@ struct AffineStep {
 // The step of `simulator` from t to t_next, read off the simulator itself by
 // evaluating it at probe points: Euler-Maruyama, the probability-flow Euler step,
 // Heun and DDIM/DDPM without x0 clipping all step affinely in (Y, a), coordinate
-// by coordinate. The Eigen backends run these coefficients, and DDPO/DPOK's
-// transition densities use Euler-Maruyama's, so the solver stays the one
-// definition of a step. A step that is not affine (x0 clipping, a state-dependent
-// noise) is refused rather than run wrongly.
+// by coordinate. The Eigen backends and the batched passes of DDPO and DPOK run
+// these coefficients, so the solver stays the one definition of a step. A step
+// that is not affine (x0 clipping, a state-dependent noise) gives none.
 template <class Schedule, class Simulator>
-AffineStep affine_step(const Schedule& schedule, const Simulator& simulator, double t, double t_next) {
+std::optional<AffineStep> try_affine_step(const Schedule& schedule, const Simulator& simulator, double t,
+                                          double t_next) {
   const auto step = [&](double y, double a) {
     const auto opts = torch::TensorOptions(torch::kDouble);
     const Transition transition = simulator.transition(
@@ -107,20 +102,35 @@ AffineStep affine_step(const Schedule& schedule, const Simulator& simulator, dou
   const auto [probe, probe_noise] = step(2.0, -3.0);
   const double expected = 2.0 * affine.keep - 3.0 * affine.push;
   const double scale = 1.0 + std::abs(affine.keep) + std::abs(affine.push);
-  require(std::abs(origin) <= 1e-12 * scale && std::abs(probe - expected) <= 1e-9 * scale &&
-              probe_noise == noise,
-          "the simulator ", Simulator::name, " does not step affinely in the state and the action at t = ", t,
-          " (clipping or state-dependent noise?); the Eigen backend needs an affine step: use TorchBackend");
-  return affine;
+  if (std::abs(origin) <= 1e-12 * scale && std::abs(probe - expected) <= 1e-9 * scale && probe_noise == noise)
+    return affine;
+  return std::nullopt;
 }
 
-// The policy mean mu_psi(t, y, z) as a DriftModel: the learned score.
+// The same, refusing a step that is not affine rather than running it wrongly.
+template <class Schedule, class Simulator>
+AffineStep affine_step(const Schedule& schedule, const Simulator& simulator, double t, double t_next) {
+  const auto affine = try_affine_step(schedule, simulator, t, t_next);
+  require(affine.has_value(), "the simulator ", Simulator::name,
+          " does not step affinely in the state and the action at t = ", t,
+          " (clipping or state-dependent noise?); the Eigen backend needs an affine step: use TorchBackend");
+  return *affine;
+}
+
+// The policy mean mu_psi(t, y, z) as a DriftModel: the learned score. It shares
+// the module it is given; snapshot() is an independent copy.
 class PolicyScore {
  public:
   explicit PolicyScore(models::TimeStateMlp policy) : policy_(std::move(policy)) {}
   torch::Tensor score(double t, const torch::Tensor& y, const torch::Tensor& z) const {
-    return policy_.ptr()->forward(torch::full({y.size(0)}, t, y.options()), y, z);
+    return score_at(torch::full({y.size(0)}, t, y.options()), y, z);
   }
+  // One time per sample, t [B]: every step of a chain in one pass.
+  torch::Tensor score_at(const torch::Tensor& t, const torch::Tensor& y, const torch::Tensor& z) const {
+    return policy_.ptr()->forward(t, y, z);
+  }
+  const models::TimeStateMlp& network() const { return policy_; }
+  PolicyScore snapshot() const { return PolicyScore(models::clone_module(policy_)); }
 
  private:
   models::TimeStateMlp policy_;
@@ -321,7 +331,7 @@ concept QLearningBackend =
       backend.value();
     };
 
-template <NoiseSchedule Schedule, DriftModel ScoreEstimate, TerminalReward Reward = NoReward,
+template <NoiseSchedule Schedule, DriftModel ScoreEstimate, RewardFunction Reward = NoReward,
           class Simulator = sde::EulerMaruyama, QLearningBackend Backend = TorchBackend>
   requires SdeSolver<Simulator, Schedule, detail::GivenScore>
 class QLearning {

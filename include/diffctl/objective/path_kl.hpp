@@ -18,6 +18,14 @@
 
 namespace diffctl::objective {
 
+// KL of stacked Gaussian steps (means [K, B, ...], noise_std [K] > 0) against
+// steps with the reference means and the same noise, per step and sample [K, B].
+inline torch::Tensor transition_kl(const StepStack& tuned, const torch::Tensor& reference_means) {
+  require(tuned.means.sizes() == reference_means.sizes(), "transition KL: means of shapes ", tuned.means.sizes(),
+          " and ", reference_means.sizes());
+  return (tuned.means - reference_means).square().flatten(2).sum(2) / (2.0 * tuned.noise_std.square().view({-1, 1}));
+}
+
 // KL of one Gaussian step against another with the same noise, per sample [B].
 // Deterministic steps (noise 0) have no density: they count 0 here, and the
 // fine-tuning algorithms place no control before them.
@@ -28,7 +36,7 @@ inline torch::Tensor transition_kl(const Transition& tuned, const Transition& re
           "transition KL: the steps' noise differs (", tuned.noise_std, " vs ", reference.noise_std,
           "): the path KL needs one schedule and one solver");
   if (tuned.noise_std <= 0.0) return torch::zeros({tuned.mean.size(0)}, tuned.mean.options());
-  return (tuned.mean - reference.mean).square().flatten(1).sum(1) / (2.0 * tuned.noise_std * tuned.noise_std);
+  return transition_kl(StepStack::of(tuned), reference.mean.unsqueeze(0))[0];
 }
 
 // KL( N(mean, e^{2 log_std} I) || N(ref_mean, e^{2 ref_log_std} I) ) over the

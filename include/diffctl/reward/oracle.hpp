@@ -22,17 +22,11 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/runtime.hpp"
 
 namespace diffctl::reward {
-
-// Any callable r(x, z) -> [B]: a classifier's probability, an analytic reward of
-// the low-dimensional problems, ... z is undefined for unconditional rewards.
-template <class F>
-concept RewardFunction = requires(const F& reward, const torch::Tensor& x, const torch::Tensor& z) {
-  { reward(x, z) } -> std::convertible_to<torch::Tensor>;
-};
 
 // Whether a classifier's reward is p(z | x) or log p(z | x).
 enum class RewardScale { probability, log_probability };

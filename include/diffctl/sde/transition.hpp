@@ -1,6 +1,11 @@
 #pragma once
 
+#include <cmath>
+#include <numbers>
+
 #include <torch/torch.h>
+
+#include "diffctl/error.hpp"
 
 namespace diffctl {
 
@@ -15,5 +20,41 @@ struct Transition {
   torch::Tensor score;      // the model's score at the step's start (t, x): reused
                             // for the Tweedie estimate, so recording costs no extra call
 };
+
+// Several steps of one batch of chains, stacked on a leading step dimension: the
+// means [K, B, ...] and each step's noise_std [K]. DDPO and DPOK differentiate a
+// group of steps at once in this form.
+struct StepStack {
+  torch::Tensor means;
+  torch::Tensor noise_std;
+
+  // The stack of one step.
+  static StepStack of(const Transition& step) {
+    return {step.mean.unsqueeze(0), torch::full({1}, step.noise_std, step.mean.options())};
+  }
+};
+
+// log N(next_k; mean_k, noise_std_k^2 I) [K, B] over all of a sample's
+// coordinates, for next [K, B, ...]: the density a policy-gradient method
+// differentiates, read off the solver's own steps. Every noise_std must be > 0.
+inline torch::Tensor log_prob(const StepStack& steps, const torch::Tensor& next) {
+  require(next.dim() >= 3 && next.sizes() == steps.means.sizes() && steps.noise_std.dim() == 1 &&
+              steps.noise_std.size(0) == next.size(0),
+          "step log-probability: states of shape ", next.sizes(), " for means of shape ", steps.means.sizes(),
+          " and ", steps.noise_std.sizes(), " noise levels (expected [K, B, ...] and [K])");
+  const double coordinates = double(c10::multiply_integers(next.sizes().slice(2)));
+  const torch::Tensor noise_std = steps.noise_std.view({-1, 1});
+  return (next - steps.means).square().flatten(2).sum(2) * (-0.5) / noise_std.square() -
+         coordinates * (noise_std.log() + 0.5 * std::log(2.0 * std::numbers::pi));
+}
+
+// log N(next; mean, noise_std^2 I) per sample [B] of one step; a deterministic
+// step (noise_std 0) has no density.
+inline torch::Tensor transition_log_prob(const Transition& step, const torch::Tensor& next) {
+  require(step.noise_std > 0.0, "transition log-probability: the step is deterministic (noise_std 0) and has no density");
+  require(next.dim() >= 2 && next.sizes() == step.mean.sizes(), "transition log-probability: a state of shape ",
+          next.sizes(), " for a step of shape ", step.mean.sizes(), " (expected batch-first [B, ...])");
+  return log_prob(StepStack::of(step), next.unsqueeze(0))[0];
+}
 
 }  // namespace diffctl
