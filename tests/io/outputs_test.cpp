@@ -1,13 +1,15 @@
-// Output files of training runs: the metrics log across a crash and a resume, and
-// sample grids.
+// Output files of training runs: the metrics log across a crash and a resume,
+// sample grids and NumPy arrays.
 
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "diffctl/io/metrics_log.hpp"
+#include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
 #include "support/temp_dir.hpp"
 
@@ -59,4 +61,32 @@ TEST_CASE("an image grid maps [-1, 1] to gray levels, row by row", "[io][plots]"
   CHECK(grid[0][0][0].item<int>() == 220);  // the gap
   CHECK(io::image_grid(images, 3, -1.0, 1.0, 2).sizes() == torch::IntArrayRef({4 + 4, 3 * 4 + 8, 1}));
   CHECK_THROWS_WITH(io::image_grid(torch::zeros({2, 2, 4, 4}), 2), Catch::Contains("expected images [N, 1 or 3, H, W]"));
+}
+
+TEST_CASE("an .npy file holds NumPy's header, then the values in C order", "[io][npy]") {
+  const testing::TempDir dir;
+  const auto path = dir.path() / "samples.npy";
+  // A transposed (non-contiguous) tensor is written in its logical C order.
+  const torch::Tensor images = torch::arange(6, torch::kUInt8).view({3, 2}).t();  // [[0, 2, 4], [1, 3, 5]]
+  io::write_npy(path, images);
+  const std::string bytes = read(path);
+  REQUIRE(bytes.size() >= 10);
+  CHECK(bytes.substr(0, 8) == std::string("\x93NUMPY\x01\x00", 8));
+  const std::size_t length = std::size_t(uint8_t(bytes[8])) | (std::size_t(uint8_t(bytes[9])) << 8);
+  CHECK((10 + length) % 64 == 0);
+  const std::string header = bytes.substr(10, length);
+  CHECK(header.starts_with("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }"));
+  CHECK(header.back() == '\n');
+  CHECK(bytes.substr(10 + length) == std::string("\x00\x02\x04\x01\x03\x05", 6));
+
+  io::write_npy(path, torch::tensor({7, -1}, torch::kLong));
+  const std::string labels = read(path);
+  CHECK(labels.find("'descr': '<i8'") != std::string::npos);
+  CHECK(labels.find("'shape': (2,)") != std::string::npos);
+  CHECK(labels.size() % 64 == 16);  // header to a 64-byte boundary, then two 8-byte values
+  int64_t values[2];
+  std::memcpy(values, labels.data() + labels.size() - 16, 16);
+  CHECK(values[0] == 7);
+  CHECK(values[1] == -1);
+  CHECK_THROWS_WITH(io::write_npy(path, torch::zeros({2}, torch::kHalf)), Catch::Contains("no NumPy type"));
 }

@@ -1,0 +1,65 @@
+// Prompt accuracy, diversity and per-class Frechet distance against cases with
+// known answers.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "diffctl/metrics/conditional_quality.hpp"
+#include "diffctl/runtime.hpp"
+
+using namespace diffctl;
+
+TEST_CASE("the Frechet distance has its closed form under a shift and a scaling", "[metrics][frechet]") {
+  auto generator = make_generator(0);
+  torch::Tensor a = torch::randn({200, 5}, generator, torch::kDouble) * torch::tensor({1.0, 2.0, 0.5, 1.0, 3.0}, torch::kDouble);
+  a = a - a.mean(0);
+  // Same covariance, means apart by c: |c|^2.
+  const torch::Tensor shift = torch::tensor({1.0, -2.0, 0.0, 0.5, 0.0}, torch::kDouble);
+  CHECK(metrics::frechet_distance(a, a + shift) == Approx(5.25).epsilon(1e-9));
+  CHECK(metrics::frechet_distance(a, a) == Approx(0.0).margin(1e-9));
+  // Zero means, covariance S against 4 S: Tr(S) + 4 Tr(S) - 2 Tr(2 S) = Tr(S).
+  const double trace = (a.t().mm(a) / 199.0).trace().item<double>();
+  CHECK(metrics::frechet_distance(a, 2.0 * a) == Approx(trace).epsilon(1e-9));
+  CHECK_THROWS_WITH(metrics::frechet_distance(a, torch::zeros({3, 4})), Catch::Contains("[M, F]"));
+}
+
+TEST_CASE("the mean pairwise distance averages over distinct pairs", "[metrics][diversity]") {
+  // 0, 1 and 3 on a line: distances 1, 3 and 2.
+  CHECK(metrics::mean_pairwise_distance(torch::tensor({{0.0}, {1.0}, {3.0}})) == Approx(2.0));
+  CHECK(metrics::mean_pairwise_distance(torch::ones({4, 3})) == 0.0);
+}
+
+TEST_CASE("conditional quality tells a faithful prompt from a collapsed one", "[metrics][conditional]") {
+  auto generator = make_generator(1);
+  const torch::Tensor real0 = torch::randn({60, 4}, generator, torch::kDouble);
+  const torch::Tensor real1 = torch::randn({60, 4}, generator, torch::kDouble) + 3.0;
+  const torch::Tensor real = torch::cat({real0, real1});
+  const torch::Tensor labels = torch::cat({torch::zeros({60}, torch::kLong), torch::ones({60}, torch::kLong)});
+  // Prompt 0: the real images of class 0 themselves, labelled 0. Prompt 1: ten
+  // copies of one image, which the classifier calls class 0 with logits (2, 0).
+  const torch::Tensor features = torch::cat({real0, real1[0].expand({10, 4})});
+  const torch::Tensor prompts = torch::cat({torch::zeros({60}, torch::kLong), torch::ones({10}, torch::kLong)});
+  const torch::Tensor logits = torch::cat({torch::tensor({{5.0, 0.0}}).expand({60, 2}), torch::tensor({{2.0, 0.0}}).expand({10, 2})});
+  const auto quality = metrics::conditional_quality(logits, features, prompts, real, labels);
+  REQUIRE(quality.prompts.size() == 2);
+  const auto& faithful = quality.prompts[0];
+  const auto& collapsed = quality.prompts[1];
+  CHECK(faithful.count == 60);
+  CHECK(faithful.accuracy == 1.0);
+  CHECK(faithful.probability == Approx(1.0 / (1.0 + std::exp(-5.0))));
+  CHECK(faithful.diversity == Approx(1.0));
+  CHECK(faithful.frechet == Approx(0.0).margin(1e-9));
+  CHECK(collapsed.accuracy == 0.0);
+  CHECK(collapsed.probability == Approx(1.0 / (1.0 + std::exp(2.0))));
+  CHECK(collapsed.diversity == 0.0);
+  // One point against the class: the mean's offset plus the class's whole variance.
+  const torch::Tensor centred = real1 - real1.mean(0);
+  const double expected = (real1[0] - real1.mean(0)).square().sum().item<double>() +
+                          (centred.t().mm(centred) / 59.0).trace().item<double>();
+  CHECK(collapsed.frechet == Approx(expected).epsilon(1e-9));
+  CHECK(quality.accuracy == 0.5);
+  CHECK(quality.diversity == Approx(0.5));
+  CHECK_THROWS_WITH(metrics::conditional_quality(logits, features, torch::full({70}, 2, torch::kLong), real, labels),
+                    Catch::Contains("prompts must lie in [0, 2)"));
+}
