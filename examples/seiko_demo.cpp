@@ -10,10 +10,15 @@
 //
 // and writes into --out:
 //   rounds.csv       round, queries_total, oracle_reward_mean, ensemble_reward_mean,
-//                    uncertainty_mean, kl_to_pretrained, control_points_mean, seconds
-//                    (round 0: the pretrained model)
+//                    uncertainty_mean, kl_to_pretrained, control_points_mean, seconds,
+//                    oracle_accuracy, diversity, class_fd (round 0: the pretrained
+//                    model; the last three in the oracle's terms against the test
+//                    images, metrics/conditional_quality.hpp)
 //   round_<i>.png    samples after round i, one row per prompt
-//   metrics.json     the last round's figures and the run's settings
+//   samples.npy      the final model's evaluation samples, uint8 [N, H, W] (or
+//   prompts.npy      [N, H, W, C]), at least 100 per prompt, and their prompts int64 [N]
+//   metrics.json     the final evaluation's figures (overall and per prompt) and the
+//                    run's settings
 //   feedback.bin     every label paid for; seiko.pt the last round's checkpoint
 //                    (--resume continues a killed run without asking again)
 //
@@ -21,7 +26,9 @@
 // control times, optimism mean + std), max, thompson, ucb (feature covariance),
 // greedy (no bonus), discrete (control at every measured time), uniform (--top-k
 // evenly spaced control times, whatever the uncertainty), non-adaptive (one round
-// with the whole budget).
+// with the whole budget). --control picks how a control acts: impulse (the state
+// jumps at the control time) or held (policy::Held: a drift until the next
+// measured time, at a KL that stays bounded as the grid refines).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -29,7 +36,9 @@
 #include <sstream>
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
+#include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
+#include "diffctl/metrics/conditional_quality.hpp"
 #include "diffctl/io/png.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/policy/control.hpp"
@@ -43,10 +52,12 @@ namespace {
 struct DemoSettings {
   std::string diffusion_dir = "out/diffusion", oracle_dir = "out/oracle", weak_dir = "out/weak";
   std::string variant = "mean-std";
+  std::string control = "impulse";
   std::vector<int64_t> queries;
   std::vector<std::string> tune_drift;
-  int64_t sample_steps = 0, batch = 0, optimize_steps = 0, eval_samples = 0, top_k = 3, measure_every = 2;
-  int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8;
+  // 0 (-1 for optimize_steps, where 0 is a choice): the preset's value.
+  int64_t sample_steps = 0, batch = 0, optimize_steps = -1, eval_samples = 0, top_k = 3, measure_every = 2;
+  int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8, final_per_prompt = 100;
   double alpha = 1e-4, beta = 1e-4, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
   bool anchored = true, resume = false;
 };
@@ -54,17 +65,55 @@ struct DemoSettings {
 const std::vector<std::string> kVariants{"mean-std", "max",      "thompson",    "ucb",
                                          "greedy",   "discrete", "non-adaptive", "uniform"};
 
-std::string csv_row(const algorithms::SeikoRound& r) {
-  char line[256];
-  std::snprintf(line, sizeof line, "%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.2f,%.1f", static_cast<long long>(r.round),
-                static_cast<long long>(r.queries_total), r.oracle_reward_mean, r.ensemble_reward_mean,
-                r.uncertainty_mean, r.kl_to_pretrained, r.control_points_mean, r.seconds);
+// Prompted samples in the oracle's terms: accuracy, diversity and per-class
+// Frechet distance in its penultimate features, against the test images.
+class QualityMeter {
+ public:
+  QualityMeter(models::ResNet18 oracle, const data::ImageDataset& test, const torch::Device& device)
+      : oracle_(std::move(oracle)), device_(device), real_labels_(test.labels) {
+    real_features_ = evaluate(data::normalize_images(test.images)).second;
+  }
+
+  metrics::ConditionalQuality measure(const torch::Tensor& x, const torch::Tensor& z) const {
+    const auto [logits, features] = evaluate(x);
+    return metrics::conditional_quality(logits, features, z, real_features_, real_labels_);
+  }
+
+ private:
+  // Logits and features of images in [-1, 1], in batches, in eval mode.
+  std::pair<torch::Tensor, torch::Tensor> evaluate(const torch::Tensor& images) const {
+    torch::NoGradGuard no_grad;
+    auto& net = *oracle_.ptr();
+    const bool was_training = net.is_training();
+    net.eval();
+    std::vector<torch::Tensor> logits, features;
+    for (int64_t begin = 0; begin < images.size(0); begin += 256) {
+      const torch::Tensor f = net.features(images.narrow(0, begin, std::min<int64_t>(256, images.size(0) - begin)).to(device_));
+      logits.push_back(net.head()(f).cpu());
+      features.push_back(f.cpu());
+    }
+    net.train(was_training);
+    return {torch::cat(logits), torch::cat(features)};
+  }
+
+  models::ResNet18 oracle_;
+  torch::Device device_;
+  torch::Tensor real_features_, real_labels_;
+};
+
+std::string csv_row(const algorithms::SeikoRound& r, const metrics::ConditionalQuality& q) {
+  char line[320];
+  std::snprintf(line, sizeof line, "%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.2f,%.1f,%.4f,%.4f,%.3f",
+                static_cast<long long>(r.round), static_cast<long long>(r.queries_total), r.oracle_reward_mean,
+                r.ensemble_reward_mean, r.uncertainty_mean, r.kl_to_pretrained, r.control_points_mean, r.seconds,
+                q.accuracy, q.diversity, q.frechet);
   return line;
 }
 
 // The rounds as an aligned table (the CSV rows, one column per field).
 void print_table(const std::vector<std::string>& rows) {
-  const std::vector<std::string> header{"round", "queries", "oracle r", "ensemble r", "g_hat", "KL", "controls", "seconds"};
+  const std::vector<std::string> header{"round", "queries", "oracle r", "ensemble r", "g_hat", "KL",
+                                        "controls", "seconds", "accuracy", "diversity", "class FD"};
   std::printf("\n");
   for (const auto& name : header) std::printf("%11s", name.c_str());
   std::printf("\n");
@@ -79,15 +128,16 @@ void print_table(const std::vector<std::string>& rows) {
 
 constexpr const char* kCsvHeader =
     "round,queries_total,oracle_reward_mean,ensemble_reward_mean,uncertainty_mean,kl_to_pretrained,"
-    "control_points_mean,seconds";
+    "control_points_mean,seconds,oracle_accuracy,diversity,class_fd";
 
-template <class Optimism, class Mss, class Schedule, class Drift>
+template <bool kHeld, class Optimism, class Mss, class Schedule, class Drift>
 int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule schedule, Drift pretrained,
         const std::vector<std::string>& class_names, int64_t image_size, int64_t channels, Optimism optimism, Mss mss,
         at::Generator& generator, const torch::Device& device) {
   const std::filesystem::path out = flags.out;
   const int64_t classes = static_cast<int64_t>(class_names.size());
   models::ResNet18 strong = examples::load_classifier(s.oracle_dir, image_size, device);
+  const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
   models::ResNet18 weak = examples::load_classifier(s.weak_dir, image_size, device);
 
   using Members = reward::SharedBackboneHeads<models::ResNet18>;
@@ -97,10 +147,16 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                              .anchored = s.anchored},
                      .seed = flags.seed},
                     std::move(optimism));
-  policy::NetworkControl control(policy::ImageControlNet(policy::ImageControlNetOptions{
+  policy::NetworkControl network_control(policy::ImageControlNet(policy::ImageControlNetOptions{
       .channels = channels, .classes = classes, .width = s.control_width, .image_size = image_size,
       .class_image_scale = s.class_image_scale}));
-  control.network()->to(device);
+  network_control.network()->to(device);
+  // Impulses at the control times, or the same controls held as a drift until the
+  // next measured time (--control held).
+  auto control = [&] {
+    if constexpr (kHeld) return policy::Held(std::move(network_control));
+    else return std::move(network_control);
+  }();
 
   // Non-adaptive: the whole budget asked of the pretrained model in one round,
   // with as many optimisation steps as the K rounds of the other variants.
@@ -158,33 +214,65 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   };
   std::cout << kCsvHeader << "\n";
   for (const auto& row : rows) std::cout << row << "\n";
+  const auto measured = [&] {
+    const auto& samples = seiko.last_evaluation();
+    return quality.measure(samples.x, samples.z);
+  };
   algorithms::SeikoRound last;
   if (rows.empty()) {
     last = seiko.evaluate(oracle);
-    rows.push_back(csv_row(last));
+    rows.push_back(csv_row(last, measured()));
     std::cout << rows.back() << std::endl;
     picture(0);
     write_rows();
   }
   while (seiko.rounds_done() < seiko.rounds()) {
     last = seiko.run_round(oracle, feedback);
-    rows.push_back(csv_row(last));
+    rows.push_back(csv_row(last, measured()));
     std::cout << rows.back() << std::endl;
     picture(last.round);
     seiko.save(checkpoint_path);
     write_rows();
   }
-  examples::write_json(out / "metrics.json", {{"variant", s.variant},
-                                              {"rounds", seiko.rounds()},
-                                              {"queries_total", last.queries_total},
-                                              {"oracle_reward_mean", last.oracle_reward_mean},
-                                              {"ensemble_reward_mean", last.ensemble_reward_mean},
-                                              {"uncertainty_mean", last.uncertainty_mean},
-                                              {"kl_to_pretrained", last.kl_to_pretrained},
-                                              {"control_points_mean", last.control_points_mean},
-                                              {"alpha", s.alpha},
-                                              {"beta", s.beta},
-                                              {"seed", flags.seed}});
+  // The final evaluation: final_per_prompt samples of every prompt, kept as NumPy
+  // arrays, their figures in metrics.json.
+  {
+    seiko.set_eval_samples(classes * s.final_per_prompt);
+    const algorithms::SeikoRound final_round = seiko.evaluate(oracle);
+    const auto& samples = seiko.last_evaluation();
+    const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
+    torch::Tensor images = data::to_uint8(samples.x.cpu());
+    images = channels == 1 ? images.squeeze(1) : images.permute({0, 2, 3, 1});
+    io::write_npy(out / "samples.npy", images);
+    io::write_npy(out / "prompts.npy", samples.z.cpu());
+    nlohmann::json per_prompt = nlohmann::json::array();
+    for (const auto& p : q.prompts)
+      per_prompt.push_back({{"prompt", p.prompt},
+                            {"class_name", class_names[static_cast<std::size_t>(p.prompt)]},
+                            {"samples", p.count},
+                            {"oracle_accuracy", p.accuracy},
+                            {"oracle_probability", p.probability},
+                            {"diversity", p.diversity},
+                            {"class_fd", p.frechet}});
+    examples::write_json(out / "metrics.json", {{"variant", s.variant},
+                                                {"rounds", seiko.rounds()},
+                                                {"queries_total", final_round.queries_total},
+                                                {"eval_samples", samples.x.size(0)},
+                                                {"oracle_reward_mean", final_round.oracle_reward_mean},
+                                                {"ensemble_reward_mean", final_round.ensemble_reward_mean},
+                                                {"uncertainty_mean", final_round.uncertainty_mean},
+                                                {"kl_to_pretrained", final_round.kl_to_pretrained},
+                                                {"control_points_mean", final_round.control_points_mean},
+                                                {"oracle_accuracy", q.accuracy},
+                                                {"oracle_probability", q.probability},
+                                                {"diversity", q.diversity},
+                                                {"class_fd", q.frechet},
+                                                {"per_prompt", per_prompt},
+                                                {"control", s.control},
+                                                {"alpha", s.alpha},
+                                                {"beta", s.beta},
+                                                {"seed", flags.seed}});
+  }
   print_table(rows);
   std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";
   return 0;
@@ -203,6 +291,8 @@ int main(int argc, char** argv) {
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
   app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform or non-adaptive")
       ->check(CLI::IsMember(kVariants));
+  app.add_option("--control", s.control, "impulse (the state jumps at a control time) or held (a drift until the next measured time)")
+      ->check(CLI::IsMember({"impulse", "held"}));
   app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256, paper: 1024 ... 8192)");
   app.add_option("--sample-steps", s.sample_steps, "DDPM steps (small: 25, paper: 100)")->check(CLI::PositiveNumber);
   app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64)")
@@ -231,6 +321,9 @@ int main(int argc, char** argv) {
                  "scale of the control's per-class impulse image (its learning-rate multiplier)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--per-prompt", s.per_prompt, "samples per prompt in the round pictures")->check(CLI::PositiveNumber);
+  app.add_option("--final-per-prompt", s.final_per_prompt,
+                 "samples per prompt of the final evaluation (samples.npy, metrics.json)")
+      ->check(CLI::Range(int64_t{2}, int64_t{100000}));
   app.add_option("--tune-drift", s.tune_drift,
                  "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");
   app.add_flag("--resume", s.resume, "continue the run in --out");
@@ -242,7 +335,7 @@ int main(int argc, char** argv) {
     for (const int64_t q : s.queries) require(q >= 1, "--queries: every round needs >= 1 query, found ", q);
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
     if (s.batch == 0) s.batch = small ? 16 : 64;
-    if (s.optimize_steps == 0) s.optimize_steps = small ? 40 : 200;
+    if (s.optimize_steps < 0) s.optimize_steps = small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto generator = examples::start_run(flags);
@@ -268,19 +361,19 @@ int main(int argc, char** argv) {
       const models::PromptedDrift<Score> drift(score, conditional);
       const mss::TopK top{s.top_k};
       const int64_t channels = unet.in_channels;
-      if (s.variant == "max")
-        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MaxOfMembers{}, top, generator, device);
-      if (s.variant == "thompson")
-        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::Thompson{}, top, generator, device);
-      if (s.variant == "ucb")
-        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::FeatureUcb(s.bonus, 1.0), top, generator, device);
-      if (s.variant == "greedy")
-        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::Greedy{}, top, generator, device);
-      if (s.variant == "uniform")
-        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MeanPlusStd{s.bonus}, mss::Uniform{s.top_k}, generator, device);
-      if (s.variant == "discrete")
-        return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device);
-      return run(s, flags, schedule, drift, class_names, size, channels, reward::optimism::MeanPlusStd{s.bonus}, top, generator, device);
+      const auto launch = [&](auto optimism, auto selection) {
+        if (s.control == "held")
+          return run<true>(s, flags, schedule, drift, class_names, size, channels, optimism, selection, generator, device);
+        return run<false>(s, flags, schedule, drift, class_names, size, channels, optimism, selection, generator, device);
+      };
+      const reward::optimism::MeanPlusStd mean_std{s.bonus};
+      if (s.variant == "max") return launch(reward::optimism::MaxOfMembers{}, top);
+      if (s.variant == "thompson") return launch(reward::optimism::Thompson{}, top);
+      if (s.variant == "ucb") return launch(reward::optimism::FeatureUcb(s.bonus, 1.0), top);
+      if (s.variant == "greedy") return launch(reward::optimism::Greedy{}, top);
+      if (s.variant == "uniform") return launch(mean_std, mss::Uniform{s.top_k});
+      if (s.variant == "discrete") return launch(mean_std, mss::EveryStep{});
+      return launch(mean_std, top);
     });
   });
 }

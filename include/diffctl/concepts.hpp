@@ -83,6 +83,12 @@ concept ControlPolicy = requires(const P& policy, double t, const torch::Tensor&
   { policy.control(t, x, z) } -> std::same_as<torch::Tensor>;
 };
 
+// A control policy whose control is held (policy::Held): set at a control time
+// t_k, it is added to the drift until the next measured time instead of making
+// the state jump.
+template <class P>
+concept HeldControl = ControlPolicy<P> && requires { requires P::holds_control; };
+
 // The measurement selection strategy mu: from the generation times of a
 // hallucinated trajectory [R] and the reward model's uncertainty there [R, B],
 // a bool mask [R, B] of the (time, sample) pairs that receive a control.

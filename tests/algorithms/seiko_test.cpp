@@ -257,3 +257,59 @@ TEST_CASE("gradient clipping without a host read matches LibTorch's", "[seiko]")
                               Approx(max_norm).epsilon(1e-5));
   }
 }
+
+namespace {
+
+// u = c everywhere: a policy with nothing to train, for closed-form KLs.
+struct ConstantControl {
+  torch::Tensor value;
+  torch::Tensor control(double, const torch::Tensor& x, const torch::Tensor&) const {
+    return value.to(x.dtype()).expand_as(x);
+  }
+  std::vector<torch::Tensor> parameters() const { return {}; }
+  ConstantControl snapshot() const { return *this; }
+  void add_to(io::Checkpoint&, const std::string&) {}
+};
+
+// The KL to the pretrained model of SEIKO's samples when the control is c at
+// every measured time (every second step of 20), per sample.
+template <class Policy>
+torch::Tensor kl_of_constant_control(const Mixture& pretrained, Policy policy) {
+  using ConstantSeiko = algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::EveryStep, sde::EulerMaruyama, Ensemble>;
+  ConstantSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), 20), {2}, pretrained, std::move(policy),
+                      mlp_ensemble(1), {.queries_per_round = {1}, .measure_every = 2, .show_progress = false},
+                      mss::EveryStep{}, sde::EulerMaruyama{}, objective::PathKl{1.0, 0.0});
+  return seiko.sample(64, /*with_kl=*/true).kl_to_pretrained;
+}
+
+}  // namespace
+
+TEST_CASE("held controls and impulses cost their closed-form KL", "[seiko][held]") {
+  // Pretrained: data N(m, sd^2 I), so the score is linear, -(x - alpha m) / v with
+  // v = alpha^2 sd^2 + sigma^2, and Euler-Maruyama's step from x has mean
+  // x (1 - f h) + g^2 h score(x) and variance g^2 h (f, g at the step's start).
+  // A drift c held over a step moves its mean by c h: |c|^2 h / (2 g^2) nats.
+  // An impulse c before a step moves it by c (1 - f h - g^2 h / v): about
+  // |c|^2 / (2 g^2 h), without bound as h shrinks.
+  const Schedule schedule;
+  const Mixture pretrained = Mixture::gaussian(schedule, torch::tensor({0.5, -0.5}), 0.7);
+  const torch::Tensor c = torch::tensor({0.3, -0.4});
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 20);
+  double held = 0.0, impulse = 0.0;
+  for (std::size_t k = 0; k < grid.steps(); ++k) {
+    const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
+    const double f = schedule.drift_coef(s), g2 = std::pow(schedule.diffusion(s), 2);
+    const double v = std::pow(schedule.alpha(s) * 0.7, 2) + std::pow(schedule.sigma(s), 2);
+    held += 0.25 * h / (2.0 * g2);
+    if (k % 2 == 0) impulse += 0.25 * std::pow(1.0 - f * h - g2 * h / v, 2) / (2.0 * g2 * h);
+  }
+  const torch::Tensor held_kl = kl_of_constant_control(pretrained, policy::Held<ConstantControl>({c}));
+  const torch::Tensor impulse_kl = kl_of_constant_control(pretrained, ConstantControl{c});
+  INFO("held " << held_kl.mean().item<double>() << " (closed form " << held << "), impulse "
+               << impulse_kl.mean().item<double>() << " (closed form " << impulse << ")");
+  CHECK(held_kl.min().item<double>() == Approx(held).epsilon(1e-4));
+  CHECK(held_kl.max().item<double>() == Approx(held).epsilon(1e-4));
+  CHECK(impulse_kl.min().item<double>() == Approx(impulse).epsilon(1e-4));
+  CHECK(impulse_kl.max().item<double>() == Approx(impulse).epsilon(1e-4));
+  CHECK(impulse > 10.0 * held);
+}

@@ -194,14 +194,18 @@ class ContinuousSeiko {
     return report;
   }
 
-  // Measures the current model on eval_samples fresh samples (round 0: before any).
+  // Measures the current model on eval_samples fresh samples (round 0: before any),
+  // the prompts spread evenly over the classes; last_evaluation() keeps them.
   template <RewardFunction OracleReward>
   SeikoRound evaluate(reward::Oracle<OracleReward>& oracle) {
     torch::NoGradGuard no_grad;
     SeikoRound report;
     report.round = rounds_done_;
     report.queries_total = oracle.queries();
-    const SeikoSamples samples = sample(options_.eval_samples, /*with_kl=*/true);
+    const int64_t n = options_.eval_samples;
+    const torch::Tensor prompts = options_.classes > 0 ? torch::arange(n, torch::kLong) % options_.classes : torch::Tensor{};
+    last_evaluation_ = sample(n, /*with_kl=*/true, prompts);
+    const SeikoSamples& samples = last_evaluation_;
     const auto estimate = reward_.estimate(samples.x, samples.z);
     report.oracle_reward_mean = oracle.ground_truth(samples.x, samples.z).mean().template item<double>();
     report.ensemble_reward_mean = estimate.mean.mean().template item<double>();
@@ -256,6 +260,13 @@ class ContinuousSeiko {
     return rounds_done_;
   }
 
+  // The number of samples evaluate() measures from now on.
+  void set_eval_samples(int64_t n) {
+    require(n >= 1, "SEIKO: eval_samples must be >= 1, found ", n);
+    options_.eval_samples = n;
+  }
+  // The samples of the last evaluate() (or run_round()).
+  const SeikoSamples& last_evaluation() const { return last_evaluation_; }
   int64_t rounds() const { return static_cast<int64_t>(options_.queries_per_round.size()); }
   int64_t rounds_done() const { return rounds_done_; }
   Policy& policy() { return policy_; }
@@ -386,11 +397,20 @@ class ContinuousSeiko {
   }
 
   // Step 4 (and 7's forward pass): the controlled sampler, with the regularizer's
-  // path penalty and, when asked, the path KL to the pretrained model.
+  // path penalty and, when asked, the path KL to the pretrained model. An impulse
+  // acts at its measured time; a held control (HeldControl) on every step until
+  // the next measured time.
   Run controlled_run(const torch::Tensor& x_init, const torch::Tensor& z, const torch::Tensor& mask, bool with_grad,
                      bool with_kl) {
+    constexpr bool held = HeldControl<Policy>;
+    // The measured row whose control acts on each step.
     std::vector<int64_t> row_of(grid_.size(), -1);
-    for (std::size_t r = 0; r < measure_index_.size(); ++r) row_of[measure_index_[r]] = static_cast<int64_t>(r);
+    for (std::size_t r = 0; r < measure_index_.size(); ++r) {
+      const std::size_t end = !held ? measure_index_[r] + 1
+                              : r + 1 < measure_index_.size() ? measure_index_[r + 1]
+                                                              : grid_.steps();
+      for (std::size_t k = measure_index_[r]; k < end; ++k) row_of[k] = static_cast<int64_t>(r);
+    }
     const auto per_sample = [](const torch::Tensor& m, const torch::Tensor& like) {
       std::vector<int64_t> shape(static_cast<std::size_t>(like.dim()), 1);
       shape[0] = like.size(0);
@@ -400,20 +420,31 @@ class ContinuousSeiko {
     // rows have any control (the others skip the policy entirely) and, for each,
     // the indices of its controlled samples, sent back to the device.
     const torch::Tensor host_mask = mask.cpu();
+    std::vector<torch::Tensor> samples_of_row;
+    for (std::size_t r = 0; r < measure_index_.size(); ++r)
+      samples_of_row.push_back(host_mask[static_cast<int64_t>(r)].nonzero().squeeze(1).to(mask.device(), /*non_blocking=*/true));
     std::vector<bool> controlled(grid_.size(), false);
     std::vector<torch::Tensor> controlled_samples(grid_.size());
-    for (std::size_t r = 0; r < measure_index_.size(); ++r) {
-      const torch::Tensor samples = host_mask[static_cast<int64_t>(r)].nonzero().squeeze(1);
-      controlled[measure_index_[r]] = samples.numel() > 0;
-      controlled_samples[measure_index_[r]] = samples.to(mask.device(), /*non_blocking=*/true);
+    for (std::size_t k = 0; k < grid_.size(); ++k) {
+      if (row_of[k] < 0) continue;
+      controlled_samples[k] = samples_of_row[static_cast<std::size_t>(row_of[k])];
+      controlled[k] = controlled_samples[k].numel() > 0;
     }
 
-    std::vector<torch::Tensor> previous_impulse(grid_.size());
+    // Each controlled row's control and the previous round's, set at its measured
+    // time: an impulse there, or a drift held until the next measured time.
+    std::vector<torch::Tensor> control(measure_index_.size()), previous_control(measure_index_.size());
+    const auto set_controls = [&](std::size_t k, double t, const torch::Tensor& x) {
+      const int64_t row = row_of[k];
+      if (measure_index_[static_cast<std::size_t>(row)] != k) return;
+      const torch::Tensor on = per_sample(mask[row], x);
+      previous_control[static_cast<std::size_t>(row)] = previous_policy_.control(t, x, z) * on;
+      control[static_cast<std::size_t>(row)] = policy_.control(t, x, z) * on;
+    };
     const auto impulses = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
-      if (!controlled[k]) return {};
-      const torch::Tensor on = per_sample(mask[row_of[k]], x);
-      previous_impulse[k] = previous_policy_.control(t, x, z) * on;
-      return policy_.control(t, x, z) * on;
+      if (held || !controlled[k]) return {};
+      set_controls(k, t, x);
+      return control[static_cast<std::size_t>(row_of[k])];
     };
 
     Run run;
@@ -424,6 +455,12 @@ class ContinuousSeiko {
     options.with_grad = with_grad;
     options.backprop_steps = options_.backprop_steps;
     options.generator = generator_;
+    if (held)
+      options.added_drift = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
+        if (!controlled[k]) return {};
+        set_controls(k, t, x);
+        return control[static_cast<std::size_t>(row_of[k])];
+      };
     constexpr bool drift_tuned = TunableDrift<Drift>;
     const bool drift_changes = drift_tuned && !drift_parameters_.empty();
     options.on_step = [&](const sde::StepRecord& r) {
@@ -435,8 +472,13 @@ class ContinuousSeiko {
       const auto pick = [&](const torch::Tensor& t) { return rows.defined() && t.defined() ? t.index_select(0, rows) : t; };
       const torch::Tensor from = pick(r.before_impulse), zs = pick(z);
       const Transition tuned{pick(r.step.mean), r.step.noise_std, {}};
-      const torch::Tensor from_previous = previous_impulse[r.k].defined() ? from + pick(previous_impulse[r.k]) : from;
-      const auto [pretrained, previous] = reference_steps(r.t, r.t_next, from, from_previous, zs, drift_changes);
+      // The previous round's control: its impulse moved the state the step starts
+      // from; its held drift moves the step's mean.
+      const torch::Tensor& previous_u = controlled[r.k] ? previous_control[static_cast<std::size_t>(row_of[r.k])] : torch::Tensor{};
+      const bool jumped = !held && previous_u.defined();
+      auto [pretrained, previous] = reference_steps(r.t, r.t_next, from, jumped ? from + pick(previous_u) : from, zs, drift_changes);
+      if (held && previous_u.defined() && r.step.noise_std > 0.0)
+        previous.mean = previous.mean + pick(previous_u) * (r.t_next - r.t);
       const auto add = [&](const torch::Tensor& total, const torch::Tensor& part) {
         return rows.defined() ? total.index_add(0, rows, part) : total + part;
       };
@@ -497,6 +539,7 @@ class ContinuousSeiko {
   std::vector<torch::Tensor> drift_parameters_;
   torch::Tensor init_mean_, init_log_std_, prior_mean_, prior_log_std_, previous_mean_, previous_log_std_;
   int64_t rounds_done_ = 0;
+  SeikoSamples last_evaluation_;
 };
 
 }  // namespace diffctl::algorithms

@@ -10,6 +10,11 @@
 //                        models::TimeStateMlp for vectors, ImageControlNet for images.
 //                        Its last layer starts at zero, so training starts from "no
 //                        control", i.e. from the pretrained model.
+//   Held<Policy>         the same control, held: set at a control time t_k and added
+//                        to the drift until the next measured time t_{k+1}, so that it
+//                        costs |u|^2 (t_{k+1} - t_k) / (2 sigma^2) nats, where an
+//                        impulse over a step of length h costs |u|^2 / (2 sigma^2 h),
+//                        without bound as the grid refines.
 
 #include <cstdint>
 #include <string>
@@ -57,6 +62,24 @@ class NetworkControl {
 
  private:
   Net net_;
+};
+
+template <class Policy>
+class Held {
+ public:
+  static constexpr bool holds_control = true;
+
+  explicit Held(Policy policy) : policy_(std::move(policy)) {}
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const {
+    return policy_.control(t, x, z);
+  }
+  std::vector<torch::Tensor> parameters() const { return policy_.parameters(); }
+  Held snapshot() const { return Held(policy_.snapshot()); }
+  void add_to(io::Checkpoint& checkpoint, const std::string& prefix) { policy_.add_to(checkpoint, prefix); }
+  Policy& policy() { return policy_; }
+
+ private:
+  Policy policy_;
 };
 
 // A small convolutional control for images:

@@ -61,6 +61,11 @@ struct IntegrateOptions {
   std::optional<std::size_t> backprop_steps;
   // Source of the steps' noise; the device's default generator when absent.
   c10::optional<at::Generator> generator;
+  // A drift added to the solver's step from grid point k (time t, state x after any
+  // impulse): a defined v (x's shape or one sample's) shifts the step's mean by
+  // v (t_next - t), a control held over the step. Steps without noise take none
+  // (there it would cost infinite KL).
+  std::function<torch::Tensor(std::size_t, double, const torch::Tensor&)> added_drift{};
   // Called at every step, under the step's gradient mode (e.g. to add up a path KL
   // against reference models).
   std::function<void(const StepRecord&)> on_step{};
@@ -77,14 +82,14 @@ namespace detail {
 
 inline bool all_finite(const torch::Tensor& x) { return torch::isfinite(x).all().item<bool>(); }
 
-inline void check_impulse(const torch::Tensor& u, const torch::Tensor& x, double t) {
-  require(u.defined(), "impulse at t = ", t, ": u is undefined");
-  require(u.device() == x.device(), "impulse at t = ", t, ": u is on ", u.device(),
-          " but the state is on ", x.device());
+// what: "impulse" (a jump of the state) or "held drift" (added to a step's drift).
+inline void check_impulse(const torch::Tensor& u, const torch::Tensor& x, double t, const char* what = "impulse") {
+  require(u.defined(), what, " at t = ", t, ": u is undefined");
+  require(u.device() == x.device(), what, " at t = ", t, ": u is on ", u.device(), " but the state is on ", x.device());
   const bool whole = u.sizes() == x.sizes();
   const bool per_sample = x.dim() >= 1 && u.sizes() == x.sizes().slice(1);
-  require(whole || per_sample, "impulse at t = ", t, ": u has shape ", u.sizes(),
-          ", expected the state's ", x.sizes(), " or one sample's ", x.sizes().slice(1));
+  require(whole || per_sample, what, " at t = ", t, ": u has shape ", u.sizes(), ", expected the state's ", x.sizes(),
+          " or one sample's ", x.sizes().slice(1));
 }
 
 inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tensor& x,
@@ -154,6 +159,12 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
     Transition step = solver.transition(schedule, model, t, grid[k + 1], x, z);
     require(step.mean.sizes() == x.sizes(), "integrate: the step from t = ", t,
             " returned shape ", step.mean.sizes(), " for a state of shape ", x.sizes());
+    if (options.added_drift && step.noise_std > 0.0) {
+      if (torch::Tensor v = options.added_drift(k, t, x); v.defined()) {
+        detail::check_impulse(v, x, t, "held drift");
+        step.mean = step.mean + v * (grid[k + 1] - t);
+      }
+    }
     if (record[k]) keep(t, x, [&] { return x0_from_score(schedule, s, x, step.score); });
     if (options.on_step) options.on_step(StepRecord{k, t, grid[k + 1], before_impulse, x, step});
     x = step.noise_std > 0.0
