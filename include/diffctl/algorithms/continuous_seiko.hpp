@@ -403,13 +403,16 @@ class ContinuousSeiko {
   Run controlled_run(const torch::Tensor& x_init, const torch::Tensor& z, const torch::Tensor& mask, bool with_grad,
                      bool with_kl) {
     constexpr bool held = HeldControl<Policy>;
-    // The measured row whose control acts on each step.
+    // The measured row whose control acts on each step, and how long a held
+    // control lasts (D: to the next measured time, or to T).
     std::vector<int64_t> row_of(grid_.size(), -1);
+    std::vector<double> hold(measure_index_.size(), 1.0);
     for (std::size_t r = 0; r < measure_index_.size(); ++r) {
       const std::size_t end = !held ? measure_index_[r] + 1
                               : r + 1 < measure_index_.size() ? measure_index_[r + 1]
                                                               : grid_.steps();
       for (std::size_t k = measure_index_[r]; k < end; ++k) row_of[k] = static_cast<int64_t>(r);
+      if (held) hold[r] = grid_[end] - grid_[measure_index_[r]];
     }
     const auto per_sample = [](const torch::Tensor& m, const torch::Tensor& like) {
       std::vector<int64_t> shape(static_cast<std::size_t>(like.dim()), 1);
@@ -432,14 +435,17 @@ class ContinuousSeiko {
     }
 
     // Each controlled row's control and the previous round's, set at its measured
-    // time: an impulse there, or a drift held until the next measured time.
+    // time: an impulse u there, or the drift u / D held for the D until the next
+    // measured time (the same displacement u over the interval, at the same scale
+    // of the policy's output, for |u|^2 / (2 sigma^2 D) nats instead of
+    // |u|^2 / (2 sigma^2 h)).
     std::vector<torch::Tensor> control(measure_index_.size()), previous_control(measure_index_.size());
     const auto set_controls = [&](std::size_t k, double t, const torch::Tensor& x) {
-      const int64_t row = row_of[k];
-      if (measure_index_[static_cast<std::size_t>(row)] != k) return;
-      const torch::Tensor on = per_sample(mask[row], x);
-      previous_control[static_cast<std::size_t>(row)] = previous_policy_.control(t, x, z) * on;
-      control[static_cast<std::size_t>(row)] = policy_.control(t, x, z) * on;
+      const std::size_t row = static_cast<std::size_t>(row_of[k]);
+      if (measure_index_[row] != k) return;
+      const torch::Tensor on = per_sample(mask[static_cast<int64_t>(row)], x) / hold[row];
+      previous_control[row] = previous_policy_.control(t, x, z) * on;
+      control[row] = policy_.control(t, x, z) * on;
     };
     const auto impulses = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
       if (held || !controlled[k]) return {};

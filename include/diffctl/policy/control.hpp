@@ -10,11 +10,13 @@
 //                        models::TimeStateMlp for vectors, ImageControlNet for images.
 //                        Its last layer starts at zero, so training starts from "no
 //                        control", i.e. from the pretrained model.
-//   Held<Policy>         the same control, held: set at a control time t_k and added
-//                        to the drift until the next measured time t_{k+1}, so that it
-//                        costs |u|^2 (t_{k+1} - t_k) / (2 sigma^2) nats, where an
-//                        impulse over a step of length h costs |u|^2 / (2 sigma^2 h),
-//                        without bound as the grid refines.
+//   Held<Policy>         the same control, held: set at a control time t_k, u / D is
+//                        added to the drift until the next measured time t_{k+1}
+//                        (D = t_{k+1} - t_k), so that u is still the displacement it
+//                        makes, at the output scale of an impulse, and it costs
+//                        |u|^2 / (2 sigma^2 D) nats, where an impulse over a step of
+//                        length h costs |u|^2 / (2 sigma^2 h), without bound as the
+//                        grid refines.
 
 #include <cstdint>
 #include <string>
