@@ -244,21 +244,21 @@ TEST_CASE("solvers reject steps outside the schedule", "[solvers][errors]") {
 }
 
 TEST_CASE("a step's log-probability is the Gaussian density of its transition", "[solvers][transition]") {
-  // Known answer: N(next; 0, 0.5^2 I) in 2-D at next = (1, 0) is
-  // -1 / (2 * 0.25) - 2 log 0.5 - log(2 pi).
-  const Transition step{torch::zeros({1, 2}, torch::kDouble), 0.5, {}};
-  const double expected = -2.0 - 2.0 * std::log(0.5) - std::log(2.0 * std::numbers::pi);
-  CHECK(transition_log_prob(step, torch::tensor({{1.0, 0.0}}, torch::kDouble)).item<double>() ==
-        Approx(expected).epsilon(1e-12));
+  // Known answers, two steps stacked with their own noise: N(next; 0, 0.5^2 I) in
+  // 2-D at (1, 0) is -1 / (2 * 0.25) - 2 log 0.5 - log(2 pi); N(next; 0, 2^2 I) at
+  // (2, 0) is -4 / (2 * 4) - 2 log 2 - log(2 pi).
+  const StepStack steps{torch::zeros({2, 1, 2}, torch::kDouble), torch::tensor({0.5, 2.0}, torch::kDouble)};
+  const torch::Tensor next = torch::tensor({{{1.0, 0.0}}, {{2.0, 0.0}}}, torch::kDouble);
+  const torch::Tensor found = log_prob(steps, next);
+  const double log_2pi = std::log(2.0 * std::numbers::pi);
+  CHECK(found[0][0].item<double>() == Approx(-2.0 - 2.0 * std::log(0.5) - log_2pi).epsilon(1e-12));
+  CHECK(found[1][0].item<double>() == Approx(-0.5 - 2.0 * std::log(2.0) - log_2pi).epsilon(1e-12));
   // The density of a DDPM step integrates to 1 over a fine grid of 1-D states.
   const GaussianCase<VpLinear> c{VpLinear{}, torch::tensor({0.3}, torch::kDouble), 0.7};
   const Transition ddpm =
       Ddpm().transition(c.schedule, c.model(), 0.5, 0.6, torch::full({1, 1}, 0.2, torch::kDouble), {});
-  const torch::Tensor points = torch::linspace(-6.0, 6.0, 24001, torch::kDouble).unsqueeze(1);
-  const Transition broadcast{ddpm.mean.expand({points.size(0), 1}), ddpm.noise_std, {}};
-  const double mass = (transition_log_prob(broadcast, points).exp() * (12.0 / 24000.0)).sum().item<double>();
+  const torch::Tensor points = torch::linspace(-6.0, 6.0, 24001, torch::kDouble).view({1, -1, 1});
+  const StepStack broadcast = StepStack::of(Transition{ddpm.mean.expand({points.size(1), 1}), ddpm.noise_std, {}});
+  const double mass = (log_prob(broadcast, points).exp() * (12.0 / 24000.0)).sum().item<double>();
   CHECK(mass == Approx(1.0).epsilon(1e-6));
-  // A deterministic step has no density.
-  CHECK_THROWS_WITH(transition_log_prob(Transition{torch::zeros({1, 2}), 0.0, {}}, torch::zeros({1, 2})),
-                    Catch::Contains("deterministic"));
 }

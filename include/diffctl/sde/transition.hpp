@@ -48,13 +48,4 @@ inline torch::Tensor log_prob(const StepStack& steps, const torch::Tensor& next)
          coordinates * (noise_std.log() + 0.5 * std::log(2.0 * std::numbers::pi));
 }
 
-// log N(next; mean, noise_std^2 I) per sample [B] of one step; a deterministic
-// step (noise_std 0) has no density.
-inline torch::Tensor transition_log_prob(const Transition& step, const torch::Tensor& next) {
-  require(step.noise_std > 0.0, "transition log-probability: the step is deterministic (noise_std 0) and has no density");
-  require(next.dim() >= 2 && next.sizes() == step.mean.sizes(), "transition log-probability: a state of shape ",
-          next.sizes(), " for a step of shape ", step.mean.sizes(), " (expected batch-first [B, ...])");
-  return log_prob(StepStack::of(step), next.unsqueeze(0))[0];
-}
-
 }  // namespace diffctl
