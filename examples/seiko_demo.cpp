@@ -28,7 +28,11 @@
 // evenly spaced control times, whatever the uncertainty), non-adaptive (one round
 // with the whole budget). --control picks how a control acts: impulse (the state
 // jumps at the control time) or held (policy::Held: a drift until the next
-// measured time, at a KL that stays bounded as the grid refines).
+// measured time, at a KL that stays bounded as the grid refines). --reward
+// log-probability with --alpha 1 is the objective in nats whose optimum is the
+// class-conditional data distribution; --guidance w adds the reward model's
+// gradient at the Tweedie estimate to the control (policy::Guided, gain w / alpha).
+// examples/RESULTS.md has what each measured.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -53,13 +57,15 @@ struct DemoSettings {
   std::string diffusion_dir = "out/diffusion", oracle_dir = "out/oracle", weak_dir = "out/weak";
   std::string variant = "mean-std";
   std::string control = "impulse";
+  std::string reward = "probability";
   std::vector<int64_t> queries;
   std::vector<std::string> tune_drift;
   // 0 (-1 for optimize_steps, where 0 is a choice): the preset's value.
   int64_t sample_steps = 0, batch = 0, optimize_steps = -1, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8, final_per_prompt = 100;
-  double alpha = 1e-4, beta = 1e-4, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
-  bool anchored = true, resume = false;
+  double alpha = 1e-4, beta = 1e-4, guidance = 0.0, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
+  bool anchored = true, resume = false, learn_gain = true;
+  std::string optimal_from;
 };
 
 const std::vector<std::string> kVariants{"mean-std", "max",      "thompson",    "ucb",
@@ -101,6 +107,15 @@ class QualityMeter {
   torch::Tensor real_features_, real_labels_;
 };
 
+// The guidance gain of a guided control (0: none).
+template <class Policy>
+double gain_of(Policy& policy) {
+  if constexpr (!GuidedControl<Policy>) return 0.0;
+  else if (!policy.guided()) return 0.0;
+  else if constexpr (requires { policy.policy(); }) return policy.policy().gain();
+  else return policy.gain();
+}
+
 std::string csv_row(const algorithms::SeikoRound& r, const metrics::ConditionalQuality& q) {
   char line[320];
   std::snprintf(line, sizeof line, "%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.2f,%.1f,%.4f,%.4f,%.3f",
@@ -130,33 +145,25 @@ constexpr const char* kCsvHeader =
     "round,queries_total,oracle_reward_mean,ensemble_reward_mean,uncertainty_mean,kl_to_pretrained,"
     "control_points_mean,seconds,oracle_accuracy,diversity,class_fd";
 
-template <bool kHeld, class Optimism, class Mss, class Schedule, class Drift>
-int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule schedule, Drift pretrained,
+template <class Control, class Optimism, class Mss, class Schedule, class Drift>
+int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule schedule, Drift pretrained, Control control,
         const std::vector<std::string>& class_names, int64_t image_size, int64_t channels, Optimism optimism, Mss mss,
         at::Generator& generator, const torch::Device& device) {
   const std::filesystem::path out = flags.out;
   const int64_t classes = static_cast<int64_t>(class_names.size());
   models::ResNet18 strong = examples::load_classifier(s.oracle_dir, image_size, device);
-  const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
+  const data::ImageDataset test = examples::load_dataset(flags, data::Split::test);
+  const QualityMeter quality(strong, test, device);
   models::ResNet18 weak = examples::load_classifier(s.weak_dir, image_size, device);
 
   using Members = reward::SharedBackboneHeads<models::ResNet18>;
   using Ensemble = reward::BootstrapEnsemble<Members, Optimism>;
-  Ensemble ensemble(Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator),
+  const auto scale = s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+  Ensemble ensemble(Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator, {scale}),
                     {.fit = {.steps = s.ensemble_steps, .batch = 1 << 20, .learning_rate = s.ensemble_lr, .l2 = s.ensemble_l2,
                              .anchored = s.anchored},
                      .seed = flags.seed},
                     std::move(optimism));
-  policy::NetworkControl network_control(policy::ImageControlNet(policy::ImageControlNetOptions{
-      .channels = channels, .classes = classes, .width = s.control_width, .image_size = image_size,
-      .class_image_scale = s.class_image_scale}));
-  network_control.network()->to(device);
-  // Impulses at the control times, or the same controls held as a drift until the
-  // next measured time (--control held).
-  auto control = [&] {
-    if constexpr (kHeld) return policy::Held(std::move(network_control));
-    else return std::move(network_control);
-  }();
 
   // Non-adaptive: the whole budget asked of the pretrained model in one round,
   // with as many optimisation steps as the K rounds of the other variants.
@@ -175,6 +182,8 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                                    .measure_every = s.measure_every,
                                    .tune_drift = s.tune_drift,
                                    .classes = classes,
+                                   // The guidance's prior: the images' variance per pixel.
+                                   .guidance_prior_variance = data::normalize_images(test.images).var().item<double>(),
                                    .eval_samples = s.eval_samples,
                                    .chunk = 128,
                                    .seed = flags.seed};
@@ -182,7 +191,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, Ensemble> seiko(
       schedule, grid, {channels, image_size, image_size}, std::move(pretrained), std::move(control),
       std::move(ensemble), options, mss, sde::Ddpm({.clip_x0 = 1.0}), objective::PathKl{s.alpha, s.beta}, device);
-  reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong),
+  reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong, scale),
                         {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
 
   const auto feedback_path = out / "feedback.bin", checkpoint_path = out / "seiko.pt";
@@ -269,6 +278,10 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                                                 {"class_fd", q.frechet},
                                                 {"per_prompt", per_prompt},
                                                 {"control", s.control},
+                                                {"reward", s.reward},
+                                                {"guidance", s.guidance},
+                                                {"guidance_gain", gain_of(seiko.policy())},
+                                                {"optimal_from", s.optimal_from},
                                                 {"alpha", s.alpha},
                                                 {"beta", s.beta},
                                                 {"seed", flags.seed}});
@@ -305,8 +318,15 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--measure-every", s.measure_every, "sampler steps between measured (controllable) times")
       ->check(CLI::PositiveNumber);
-  app.add_option("--alpha", s.alpha, "weight of the KL to the pretrained model")->check(CLI::NonNegativeNumber);
+  app.add_option("--reward", s.reward, "the oracle's reward: log-probability (log p(z | x)) or probability (p(z | x))")
+      ->check(CLI::IsMember({"log-probability", "probability"}));
+  app.add_option("--alpha", s.alpha, "weight of the KL to the pretrained model (nats per unit of reward)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--beta", s.beta, "weight of the KL to the previous round")->check(CLI::NonNegativeNumber);
+  app.add_option("--guidance", s.guidance,
+                 "the control's initial guidance gain, in units of 1 / alpha (0: the control network alone)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--learn-gain,!--fixed-gain", s.learn_gain, "train the guidance gain with the control network"); 
   app.add_option("--lr", s.lr, "AdamW learning rate of the control and initial distribution")->check(CLI::PositiveNumber);
   app.add_option("--bonus", s.bonus, "c of mean + c std and of the feature UCB")->check(CLI::NonNegativeNumber);
   app.add_option("--noise", s.noise, "oracle label noise sigma")->check(CLI::NonNegativeNumber);
@@ -326,6 +346,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{2}, int64_t{100000}));
   app.add_option("--tune-drift", s.tune_drift,
                  "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");
+  app.add_option("--optimal-from", s.optimal_from,
+                 "no fine-tuning: control by the drift difference to the class-conditional model in this "
+                 "pretrain_diffusion output (the optimal control of --reward log-probability --alpha 1, as exact as "
+                 "the two models; needs --control held --measure-every 1 --optimize-steps 0)");
   app.add_flag("--resume", s.resume, "continue the run in --out");
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
 
@@ -361,11 +385,42 @@ int main(int argc, char** argv) {
       const models::PromptedDrift<Score> drift(score, conditional);
       const mss::TopK top{s.top_k};
       const int64_t channels = unet.in_channels;
+      const int64_t classes = static_cast<int64_t>(class_names.size());
       const auto launch = [&](auto optimism, auto selection) {
+        // The reward model's guidance (gain guidance / alpha, the tilt exp(r / alpha))
+        // plus the network as a learned correction; impulses at the control times, or
+        // the same controls held as a drift until the next measured time.
+        policy::NetworkControl network(policy::ImageControlNet(policy::ImageControlNetOptions{
+            .channels = channels, .classes = classes, .width = s.control_width, .image_size = size,
+            .class_image_scale = s.class_image_scale}));
+        network.network()->to(device);
+        policy::Guided guided(std::move(network), {.gain = s.guidance / s.alpha, .learn_gain = s.learn_gain});
         if (s.control == "held")
-          return run<true>(s, flags, schedule, drift, class_names, size, channels, optimism, selection, generator, device);
-        return run<false>(s, flags, schedule, drift, class_names, size, channels, optimism, selection, generator, device);
+          return run(s, flags, schedule, drift, policy::Held(std::move(guided)), class_names, size, channels, optimism,
+                     selection, generator, device);
+        return run(s, flags, schedule, drift, std::move(guided), class_names, size, channels, optimism, selection,
+                   generator, device);
       };
+      if (!s.optimal_from.empty()) {
+        require(s.control == "held" && s.measure_every == 1 && s.optimize_steps == 0 && conditional == false,
+                "--optimal-from needs an unconditional --diffusion model, --control held, --measure-every 1 and "
+                "--optimize-steps 0");
+        const nlohmann::json target_config = examples::read_json(std::filesystem::path(s.optimal_from) / "config.json");
+        require(target_config.at("conditional").get<bool>() &&
+                    target_config.at("schedule").get<std::string>() == config.at("schedule").get<std::string>() &&
+                    target_config.at("class_names") == config.at("class_names"),
+                "--optimal-from ", s.optimal_from, ": needs a class-conditional model of the same classes and schedule");
+        models::UNet target_network(examples::unet_options_from_json(target_config.at("unet")));
+        models::load_weights(*target_network, std::filesystem::path(s.optimal_from) / "model.pt");
+        target_network->to(device);
+        target_network->eval();
+        const models::PromptedDrift<Score> target(
+            Score(schedule, target_network, {.time_scale = target_config.at("time_scale"), .guidance = 0.0, .null_label = -1}),
+            true);
+        policy::DriftDifference optimal(schedule, target, drift, schedule.horizon() / double(s.sample_steps));
+        return run(s, flags, schedule, drift, std::move(optimal), class_names, size, channels,
+                   reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device);
+      }
       const reward::optimism::MeanPlusStd mean_std{s.bonus};
       if (s.variant == "max") return launch(reward::optimism::MaxOfMembers{}, top);
       if (s.variant == "thompson") return launch(reward::optimism::Thompson{}, top);

@@ -9,12 +9,18 @@
 
 #include <concepts>
 #include <span>
+#include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
 #include "diffctl/sde/transition.hpp"
 
 namespace diffctl {
+
+namespace io {
+struct Checkpoint;
+}
 
 // The forward process dx = f(s) x ds + g(s) dW on s in [0, horizon()], with
 // marginals x_s = alpha(s) x_0 + sigma(s) eps. Every argument is forward time s;
@@ -83,11 +89,35 @@ concept ControlPolicy = requires(const P& policy, double t, const torch::Tensor&
   { policy.control(t, x, z) } -> std::same_as<torch::Tensor>;
 };
 
+// A control policy steered by the reward model: control(t, x, z, guidance) takes the
+// displacement that the reward model's gradient proposes over the control's span
+// (the fine-tuning algorithm computes it, see ContinuousSeiko) and returns the
+// control in the same units, e.g. a gain times the guidance plus a learned
+// correction (policy::Guided). guided() says whether it reads the guidance at all
+// (a guidance gain fixed at zero does not), so that it is computed only when used.
+template <class P>
+concept GuidedControl = requires(const P& policy, double t, const torch::Tensor& x,
+                                 const torch::Tensor& z, const torch::Tensor& guidance) {
+  { policy.control(t, x, z, guidance) } -> std::same_as<torch::Tensor>;
+  { policy.guided() } -> std::convertible_to<bool>;
+};
+
+// A policy that fine-tuning can train: its parameters, an independent copy (the
+// previous round's policy) and its entries in a round's checkpoint.
+template <class P>
+concept TrainablePolicy = (ControlPolicy<P> || GuidedControl<P>) &&
+                          requires(P& policy, const P& const_policy, io::Checkpoint& checkpoint,
+                                   const std::string& prefix) {
+                            { const_policy.parameters() } -> std::same_as<std::vector<torch::Tensor>>;
+                            { const_policy.snapshot() } -> std::same_as<P>;
+                            policy.add_to(checkpoint, prefix);
+                          };
+
 // A control policy whose control is held (policy::Held): set at a control time
 // t_k, it is added to the drift until the next measured time instead of making
 // the state jump.
 template <class P>
-concept HeldControl = ControlPolicy<P> && requires { requires P::holds_control; };
+concept HeldControl = (ControlPolicy<P> || GuidedControl<P>) && requires { requires P::holds_control; };
 
 // The measurement selection strategy mu: from the generation times of a
 // hallucinated trajectory [R] and the reward model's uncertainty there [R, B],

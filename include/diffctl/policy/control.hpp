@@ -10,6 +10,12 @@
 //                        models::TimeStateMlp for vectors, ImageControlNet for images.
 //                        Its last layer starts at zero, so training starts from "no
 //                        control", i.e. from the pretrained model.
+//   Guided<Residual>     u = w G + residual(t, x, z): a learnable gain w > 0 times the
+//                        guidance G that the fine-tuning algorithm computes from the
+//                        reward model's gradient (ContinuousSeiko: at the Tweedie
+//                        estimate x0_hat(x_t), over the control's span), plus a learned
+//                        correction that starts at zero. Fine-tuning then corrects
+//                        guidance instead of finding the reward's direction from nothing.
 //   Held<Policy>         the same control, held: set at a control time t_k, u / D is
 //                        added to the drift until the next measured time t_{k+1}
 //                        (D = t_{k+1} - t_k), so that u is still the displacement it
@@ -18,6 +24,7 @@
 //                        length h costs |u|^2 / (2 sigma^2 h), without bound as the
 //                        grid refines.
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -25,9 +32,11 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/models/module_copy.hpp"
+#include "diffctl/sde/schedules.hpp"
 
 namespace diffctl::policy {
 
@@ -66,14 +75,113 @@ class NetworkControl {
   Net net_;
 };
 
+struct GuidedOptions {
+  double gain = 1.0;         // w at the start (1 / alpha: the guidance of the tilt exp(r / alpha))
+  bool learn_gain = true;    // whether fine-tuning trains w
+  // w = gain exp(gain_rate theta) with theta trained from 0: Adam moves theta by
+  // about its learning rate per step, so gain_rate sets how fast w can change
+  // (x e^1 per 1 / (gain_rate lr) steps), as class_image_scale does for images.
+  double gain_rate = 10.0;
+};
+
+template <class Residual>
+class Guided {
+ public:
+  // A gain fixed at 0 makes the policy the residual alone (and the guidance unused).
+  Guided(Residual residual, GuidedOptions options = {})
+      : residual_(std::move(residual)), options_(options), log_gain_(torch::zeros({}).requires_grad_(options.learn_gain)) {
+    require(std::isfinite(options.gain) && options.gain >= 0.0 && std::isfinite(options.gain_rate) &&
+                options.gain_rate > 0.0,
+            "Guided: the gain must be finite and >= 0 and the gain rate > 0, found ", options.gain, " and ",
+            options.gain_rate);
+  }
+
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& guidance) const {
+    if (!guided()) return residual_.control(t, x, z);
+    require(guidance.sizes() == x.sizes(), "Guided: the guidance ", guidance.sizes(), " must have the state's shape ",
+            x.sizes());
+    return gain_tensor().to(x.device(), x.scalar_type()) * guidance + residual_.control(t, x, z);
+  }
+  bool guided() const { return options_.gain != 0.0; }
+  std::vector<torch::Tensor> parameters() const {
+    std::vector<torch::Tensor> all = residual_.parameters();
+    if (options_.learn_gain && guided()) all.push_back(log_gain_);
+    return all;
+  }
+  Guided snapshot() const {
+    Guided copy(residual_.snapshot(), options_);
+    copy.log_gain_ = log_gain_.detach().clone().requires_grad_(log_gain_.requires_grad());
+    return copy;
+  }
+  void add_to(io::Checkpoint& checkpoint, const std::string& prefix) {
+    residual_.add_to(checkpoint, prefix);
+    checkpoint.tensors.emplace_back(prefix + "guidance_log_gain", &log_gain_);
+  }
+  // The current gain w.
+  double gain() const { return gain_tensor().template item<double>(); }
+  Residual& residual() { return residual_; }
+
+ private:
+  torch::Tensor gain_tensor() const { return options_.gain * (options_.gain_rate * log_gain_).exp(); }
+
+  Residual residual_;
+  GuidedOptions options_;
+  torch::Tensor log_gain_;  // theta
+};
+
+// The control that turns one sampler into another: u = D g(s)^2 (target's score
+// - base's score), held as a drift for D, changes the base model's reverse drift
+// -f x + g^2 score_base into the target's. With base the pretrained unconditional
+// model and target a class-conditional model of the same data, it is the optimal
+// control of r = log p(z | x), alpha = 1 (g^2 grad log p_t(z | x_t), by Bayes' rule
+// on the two scores) as exactly as the two models are: the reference against which
+// fine-tuning's KL is measured. D must be the span ContinuousSeiko holds it for
+// (the time between measured times); nothing to train.
+template <NoiseSchedule Schedule, DriftModel Target, DriftModel Base>
+class DriftDifference {
+ public:
+  static constexpr bool holds_control = true;
+
+  DriftDifference(Schedule schedule, Target target, Base base, double span)
+      : schedule_(std::move(schedule)), target_(std::move(target)), base_(std::move(base)), span_(span) {
+    require(span > 0.0 && std::isfinite(span), "DriftDifference: the span must be > 0, found ", span);
+  }
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const {
+    torch::NoGradGuard no_grad;
+    const double g = schedule_.diffusion(sde::forward_time(schedule_, t));
+    return (span_ * g * g) * (target_.score(t, x, z) - base_.score(t, x, z));
+  }
+  std::vector<torch::Tensor> parameters() const { return {}; }
+  DriftDifference snapshot() const { return *this; }
+  void add_to(io::Checkpoint&, const std::string&) {}
+
+ private:
+  Schedule schedule_;
+  Target target_;
+  Base base_;
+  double span_;
+};
+
 template <class Policy>
 class Held {
  public:
   static constexpr bool holds_control = true;
 
   explicit Held(Policy policy) : policy_(std::move(policy)) {}
-  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const {
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const
+    requires ControlPolicy<Policy>
+  {
     return policy_.control(t, x, z);
+  }
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& guidance) const
+    requires GuidedControl<Policy>
+  {
+    return policy_.control(t, x, z, guidance);
+  }
+  bool guided() const
+    requires GuidedControl<Policy>
+  {
+    return policy_.guided();
   }
   std::vector<torch::Tensor> parameters() const { return policy_.parameters(); }
   Held snapshot() const { return Held(policy_.snapshot()); }
