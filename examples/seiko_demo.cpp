@@ -26,7 +26,9 @@
 // control times, optimism mean + std), max, thompson, ucb (feature covariance),
 // greedy (no bonus), discrete (control at every measured time), uniform (--top-k
 // evenly spaced control times, whatever the uncertainty), non-adaptive (one round
-// with the whole budget). --control picks how a control acts: impulse (the state
+// with the whole budget); ddpo and dpok fine-tune the UNet itself at the same
+// oracle budget (one query per chain; the class embedding of a conditional copy
+// of the unconditional UNet starts at zero), reported on the same axes. --control picks how a control acts: impulse (the state
 // jumps at the control time) or held (policy::Held: a drift until the next
 // measured time, at a KL that stays bounded as the grid refines). --reward
 // log-probability with --alpha 1 is the objective in nats whose optimum is the
@@ -36,13 +38,17 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <limits>
+#include <tuple>
 #include <iostream>
 #include <sstream>
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
+#include "diffctl/algorithms/policy_gradient.hpp"
 #include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
 #include "diffctl/metrics/conditional_quality.hpp"
+#include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/io/png.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/policy/control.hpp"
@@ -66,10 +72,17 @@ struct DemoSettings {
   double alpha = 1e-4, beta = 1e-4, guidance = 0.0, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
   bool anchored = true, resume = false, learn_gain = true;
   std::string optimal_from;
+  double pg_lr = 1e-4;  // DDPO's and DPOK's Adam learning rate on the UNet
 };
 
-const std::vector<std::string> kVariants{"mean-std", "max",      "thompson",    "ucb",
-                                         "greedy",   "discrete", "non-adaptive", "uniform"};
+// The sampler: DDPM's ancestral steps with x0_hat clipped to the images' range.
+// Its last step (posterior variance 0) is deterministic; DDPO and DPOK need a
+// density for every step, so they sample with the forward process's variance.
+const sde::Ddpm kSolver({.clip_x0 = 1.0});
+const sde::Ddpm kNoisySolver({.variance = sde::DdpmVariance::forward, .clip_x0 = 1.0});
+
+const std::vector<std::string> kVariants{"mean-std", "max",          "thompson", "ucb",  "greedy",
+                                         "discrete", "non-adaptive", "uniform",  "ddpo", "dpok"};
 
 // Prompted samples in the oracle's terms: accuracy, diversity and per-class
 // Frechet distance in its penultimate features, against the test images.
@@ -145,6 +158,51 @@ constexpr const char* kCsvHeader =
     "round,queries_total,oracle_reward_mean,ensemble_reward_mean,uncertainty_mean,kl_to_pretrained,"
     "control_points_mean,seconds,oracle_accuracy,diversity,class_fd";
 
+// The final evaluation's outputs: samples.npy (uint8 [N, H, W] or [N, H, W, C]),
+// prompts.npy (int64 [N]) and metrics.json (the figures overall and per prompt,
+// and the run's settings); then the rounds' table on the terminal.
+void write_final_evaluation(const std::filesystem::path& out, const std::vector<std::string>& rows,
+                            const std::vector<std::string>& class_names,
+                            const torch::Tensor& x, const torch::Tensor& z, const algorithms::SeikoRound& figures,
+                            const metrics::ConditionalQuality& q, nlohmann::json settings) {
+  torch::Tensor images = data::to_uint8(x.cpu());
+  images = images.size(1) == 1 ? images.squeeze(1) : images.permute({0, 2, 3, 1});
+  io::write_npy(out / "samples.npy", images);
+  io::write_npy(out / "prompts.npy", z.cpu());
+  nlohmann::json per_prompt = nlohmann::json::array();
+  for (const auto& p : q.prompts)
+    per_prompt.push_back({{"prompt", p.prompt},
+                          {"class_name", class_names[static_cast<std::size_t>(p.prompt)]},
+                          {"samples", p.count},
+                          {"oracle_accuracy", p.accuracy},
+                          {"oracle_probability", p.probability},
+                          {"diversity", p.diversity},
+                          {"class_fd", p.frechet}});
+  nlohmann::json metrics{{"queries_total", figures.queries_total},
+                         {"eval_samples", x.size(0)},
+                         {"oracle_reward_mean", figures.oracle_reward_mean},
+                         {"ensemble_reward_mean", figures.ensemble_reward_mean},
+                         {"uncertainty_mean", figures.uncertainty_mean},
+                         {"kl_to_pretrained", figures.kl_to_pretrained},
+                         {"control_points_mean", figures.control_points_mean},
+                         {"oracle_accuracy", q.accuracy},
+                         {"oracle_probability", q.probability},
+                         {"diversity", q.diversity},
+                         {"class_fd", q.frechet},
+                         {"per_prompt", per_prompt}};
+  metrics.update(settings);
+  examples::write_json(out / "metrics.json", metrics);
+  print_table(rows);
+  std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";
+}
+
+// rounds.csv, rewritten whole after every round.
+void write_rounds(const std::filesystem::path& out, const std::vector<std::string>& rows) {
+  std::string text = std::string(kCsvHeader) + "\n";
+  for (const auto& row : rows) text += row + "\n";
+  io::write_text(out / "rounds.csv", text);
+}
+
 template <class Control, class Optimism, class Mss, class Schedule, class Drift>
 int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule schedule, Drift pretrained, Control control,
         const std::vector<std::string>& class_names, int64_t image_size, int64_t channels, Optimism optimism, Mss mss,
@@ -190,7 +248,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   const auto grid = sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps));
   algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, Ensemble> seiko(
       schedule, grid, {channels, image_size, image_size}, std::move(pretrained), std::move(control),
-      std::move(ensemble), options, mss, sde::Ddpm({.clip_x0 = 1.0}), objective::PathKl{s.alpha, s.beta}, device);
+      std::move(ensemble), options, mss, kSolver, objective::PathKl{s.alpha, s.beta}, device);
   reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong, scale),
                         {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
 
@@ -216,11 +274,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
     const torch::Tensor images = seiko.sample(prompts.size(0), false, prompts).x;
     io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
   };
-  const auto write_rows = [&] {
-    std::string text = std::string(kCsvHeader) + "\n";
-    for (const auto& row : rows) text += row + "\n";
-    io::write_text(out / "rounds.csv", text);
-  };
+  const auto write_rows = [&] { write_rounds(out, rows); };
   std::cout << kCsvHeader << "\n";
   for (const auto& row : rows) std::cout << row << "\n";
   const auto measured = [&] {
@@ -250,44 +304,132 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
     const algorithms::SeikoRound final_round = seiko.evaluate(oracle);
     const auto& samples = seiko.last_evaluation();
     const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
-    torch::Tensor images = data::to_uint8(samples.x.cpu());
-    images = channels == 1 ? images.squeeze(1) : images.permute({0, 2, 3, 1});
-    io::write_npy(out / "samples.npy", images);
-    io::write_npy(out / "prompts.npy", samples.z.cpu());
-    nlohmann::json per_prompt = nlohmann::json::array();
-    for (const auto& p : q.prompts)
-      per_prompt.push_back({{"prompt", p.prompt},
-                            {"class_name", class_names[static_cast<std::size_t>(p.prompt)]},
-                            {"samples", p.count},
-                            {"oracle_accuracy", p.accuracy},
-                            {"oracle_probability", p.probability},
-                            {"diversity", p.diversity},
-                            {"class_fd", p.frechet}});
-    examples::write_json(out / "metrics.json", {{"variant", s.variant},
-                                                {"rounds", seiko.rounds()},
-                                                {"queries_total", final_round.queries_total},
-                                                {"eval_samples", samples.x.size(0)},
-                                                {"oracle_reward_mean", final_round.oracle_reward_mean},
-                                                {"ensemble_reward_mean", final_round.ensemble_reward_mean},
-                                                {"uncertainty_mean", final_round.uncertainty_mean},
-                                                {"kl_to_pretrained", final_round.kl_to_pretrained},
-                                                {"control_points_mean", final_round.control_points_mean},
-                                                {"oracle_accuracy", q.accuracy},
-                                                {"oracle_probability", q.probability},
-                                                {"diversity", q.diversity},
-                                                {"class_fd", q.frechet},
-                                                {"per_prompt", per_prompt},
-                                                {"control", s.control},
-                                                {"reward", s.reward},
-                                                {"guidance", s.guidance},
-                                                {"guidance_gain", gain_of(seiko.policy())},
-                                                {"optimal_from", s.optimal_from},
-                                                {"alpha", s.alpha},
-                                                {"beta", s.beta},
-                                                {"seed", flags.seed}});
+    write_final_evaluation(out, rows, class_names, samples.x, samples.z, final_round, q,
+                           {{"variant", s.variant},
+                            {"rounds", seiko.rounds()},
+                            {"control", s.control},
+                            {"reward", s.reward},
+                            {"guidance", s.guidance},
+                            {"guidance_gain", gain_of(seiko.policy())},
+                            {"optimal_from", s.optimal_from},
+                            {"alpha", s.alpha},
+                            {"beta", s.beta},
+                            {"seed", flags.seed}});
   }
-  print_table(rows);
-  std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";
+  return 0;
+}
+
+// The oracle as DDPO's and DPOK's reward: every chain they score is a paid query.
+template <class Oracle>
+struct PaidQueries {
+  Oracle* oracle;
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor& z) const {
+    return oracle->query(x, z).to(x.device(), x.scalar_type());
+  }
+};
+
+// DDPO or DPOK on the UNet itself, at the oracle budget SEIKO gets: the
+// unconditional model's weights in a class-conditional UNet whose class embedding
+// starts at zero (so it starts as the pretrained model and can learn to meet the
+// prompts), each chain's terminal reward one paid query, and a round the
+// iterations (batch chains each) that spend that round's queries.
+template <class Schedule, class MakeAlgorithm>
+int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags, const Schedule& schedule,
+                        const nlohmann::json& config, const std::vector<std::string>& class_names,
+                        at::Generator& generator, const torch::Device& device, MakeAlgorithm make_algorithm) {
+  const std::filesystem::path out = flags.out;
+  const int64_t classes = static_cast<int64_t>(class_names.size()), size = config.at("image_size");
+  models::ResNet18 strong = examples::load_classifier(s.oracle_dir, size, device);
+  const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
+  models::UNetOptions options = examples::unet_options_from_json(config.at("unet"));
+  require(options.num_classes == 0, "--variant ", s.variant, " fine-tunes an unconditional --diffusion model");
+  options.num_classes = classes;
+  models::UNet network(options);
+  const auto weights = std::filesystem::path(s.diffusion_dir) / "model.pt";
+  const auto report = models::load_weights(*network, weights, {}, {.strict = false});
+  require(report.unexpected.empty() && report.missing == std::vector<std::string>{"label_emb.weight"}, weights.string(),
+          ": expected the unconditional UNet's weights, all but the class embedding");
+  {
+    torch::NoGradGuard no_grad;
+    network->named_parameters()["label_emb.weight"].zero_();
+  }
+  network->to(device);
+  network->eval();  // no dropout: the log-densities must be the sampler's
+  using Score = models::EpsilonScore<Schedule, models::UNet>;
+  const Score pretrained(schedule, network, {.time_scale = config.at("time_scale"), .guidance = 0.0, .null_label = -1});
+  const auto scale = s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+  using Oracle = reward::Oracle<reward::ClassifierReward<models::ResNet18>>;
+  Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong, scale),
+                {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
+  const int64_t channels = options.in_channels;
+  auto algorithm = make_algorithm(pretrained, PaidQueries<Oracle>{&oracle},
+                                  algorithms::ChainShape{{channels, size, size}, classes});
+  algorithm.policy().network().ptr()->eval();
+
+  // Samples of the tuned model for the given prompts, with their path KL to the
+  // pretrained model, in chunks.
+  const auto sample = [&](const torch::Tensor& prompts) {
+    std::vector<torch::Tensor> xs, kls;
+    for (int64_t begin = 0; begin < prompts.size(0); begin += 128) {
+      const torch::Tensor z = prompts.narrow(0, begin, std::min<int64_t>(128, prompts.size(0) - begin)).to(device);
+      const torch::Tensor x_init = sde::sample_prior(schedule, {z.size(0), channels, size, size}, generator,
+                                                     torch::TensorOptions(torch::kFloat).device(device));
+      auto run = objective::sample_with_path_kl(schedule, algorithm.policy(), pretrained, kNoisySolver, algorithm.grid(),
+                                                x_init, z, generator);
+      xs.push_back(run.x);
+      kls.push_back(run.kl);
+    }
+    return std::pair{torch::cat(xs), torch::cat(kls)};
+  };
+  const auto evaluate = [&](int64_t round, int64_t n, double seconds) {
+    const torch::Tensor prompts = torch::arange(n, torch::kLong) % classes;
+    const auto [x, kl] = sample(prompts);
+    algorithms::SeikoRound figures;
+    figures.round = round;
+    figures.queries_total = oracle.queries();
+    figures.oracle_reward_mean = oracle.ground_truth(x, prompts.to(device)).mean().template item<double>();
+    figures.ensemble_reward_mean = figures.uncertainty_mean = std::numeric_limits<double>::quiet_NaN();
+    figures.kl_to_pretrained = kl.mean().template item<double>();
+    figures.seconds = seconds;
+    return std::tuple{figures, quality.measure(x, prompts), x, prompts};
+  };
+  const auto picture = [&](int64_t round) {
+    const torch::Tensor images = sample(torch::arange(classes, torch::kLong).repeat_interleave(s.per_prompt)).first;
+    io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
+  };
+
+  std::vector<std::string> rows;
+  std::cout << kCsvHeader << "\n";
+  const auto add_row = [&](const algorithms::SeikoRound& figures, const metrics::ConditionalQuality& q) {
+    rows.push_back(csv_row(figures, q));
+    std::cout << rows.back() << std::endl;
+    picture(figures.round);
+    write_rounds(out, rows);
+  };
+  {
+    const auto [figures, q, x, z] = evaluate(0, s.eval_samples, 0.0);
+    add_row(figures, q);
+  }
+  for (std::size_t round = 0; round < s.queries.size(); ++round) {
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t iterations = std::max<int64_t>(1, s.queries[round] / s.batch);
+    io::Progress progress(s.variant + " round " + std::to_string(round + 1), iterations);
+    for (int64_t i = 0; i < iterations; ++i) {
+      algorithm.train_iteration(generator);
+      progress.update(i + 1);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto [figures, q, x, z] = evaluate(int64_t(round) + 1, s.eval_samples, seconds);
+    add_row(figures, q);
+  }
+  const auto [figures, q, x, z] = evaluate(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
+  write_final_evaluation(out, rows, class_names, x, z, figures, q,
+                         {{"variant", s.variant},
+                          {"rounds", s.queries.size()},
+                          {"reward", s.reward},
+                          {"alpha", s.alpha},
+                          {"learning_rate", s.pg_lr},
+                          {"seed", flags.seed}});
   return 0;
 }
 
@@ -302,7 +444,7 @@ int main(int argc, char** argv) {
   app.add_option("--diffusion", s.diffusion_dir, "pretrain_diffusion output (the pretrained model)");
   app.add_option("--oracle", s.oracle_dir, "train_classifier --strength strong output (the oracle)");
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
-  app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform or non-adaptive")
+  app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo or dpok")
       ->check(CLI::IsMember(kVariants));
   app.add_option("--control", s.control, "impulse (the state jumps at a control time) or held (a drift until the next measured time)")
       ->check(CLI::IsMember({"impulse", "held"}));
@@ -346,6 +488,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{2}, int64_t{100000}));
   app.add_option("--tune-drift", s.tune_drift,
                  "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");
+  app.add_option("--pg-lr", s.pg_lr, "ddpo, dpok: Adam learning rate of the UNet")->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
                  "no fine-tuning: control by the drift difference to the class-conditional model in this "
                  "pretrain_diffusion output (the optimal control of --reward log-probability --alpha 1, as exact as "
@@ -401,6 +544,26 @@ int main(int argc, char** argv) {
         return run(s, flags, schedule, drift, std::move(guided), class_names, size, channels, optimism, selection,
                    generator, device);
       };
+      const double dt = schedule.horizon() / double(s.sample_steps);
+      if (s.variant == "ddpo")
+        return run_policy_gradient(s, flags, schedule, config, class_names, generator, device,
+                                   [&](const auto& pretrained, auto reward, algorithms::ChainShape shape) {
+                                     return algorithms::Ddpo<Schedule, std::decay_t<decltype(pretrained)>,
+                                                             decltype(reward), sde::Ddpm>(
+                                         schedule, pretrained, reward, std::move(shape),
+                                         {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr}, kNoisySolver);
+                                   });
+      if (s.variant == "dpok")
+        // DPOK's objective reward_weight r - kl_weight KL, with SEIKO's alpha: r - alpha KL.
+        return run_policy_gradient(s, flags, schedule, config, class_names, generator, device,
+                                   [&](const auto& pretrained, auto reward, algorithms::ChainShape shape) {
+                                     return algorithms::Dpok<Schedule, std::decay_t<decltype(pretrained)>,
+                                                             decltype(reward), sde::Ddpm>(
+                                         schedule, pretrained, reward, std::move(shape),
+                                         {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr, .reward_weight = 1.0,
+                                          .kl_weight = s.alpha},
+                                         kNoisySolver);
+                                   });
       if (!s.optimal_from.empty()) {
         require(s.control == "held" && s.measure_every == 1 && s.optimize_steps == 0 && conditional == false,
                 "--optimal-from needs an unconditional --diffusion model, --control held, --measure-every 1 and "
@@ -417,7 +580,7 @@ int main(int argc, char** argv) {
         const models::PromptedDrift<Score> target(
             Score(schedule, target_network, {.time_scale = target_config.at("time_scale"), .guidance = 0.0, .null_label = -1}),
             true);
-        policy::DriftDifference optimal(schedule, target, drift, schedule.horizon() / double(s.sample_steps));
+        policy::DriftDifference optimal(schedule, kSolver, target, drift, schedule.horizon() / double(s.sample_steps));
         return run(s, flags, schedule, drift, std::move(optimal), class_names, size, channels,
                    reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device);
       }

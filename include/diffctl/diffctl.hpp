@@ -38,6 +38,7 @@
 #include "diffctl/models/unet.hpp"
 #include "diffctl/mss/selection.hpp"
 #include "diffctl/objective/path_kl.hpp"
+#include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/calibration.hpp"
 #include "diffctl/reward/ensemble.hpp"

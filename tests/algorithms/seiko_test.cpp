@@ -14,6 +14,7 @@
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/mss/selection.hpp"
 #include "diffctl/objective/path_kl.hpp"
+#include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/ensemble.hpp"
 #include "diffctl/runtime.hpp"
@@ -394,14 +395,14 @@ TEST_CASE("the optimal control for a log-probability reward draws each class at 
   // into the class-conditional one (policy::DriftDifference), held one step at a
   // time. It checks the sampler and its KL accounting: class shares 1 and KL
   // -log p(z) (0.69, 1.20, 1.61 nats), up to the 100-step discretisation.
-  using Optimal = policy::DriftDifference<Schedule, Mixture, Unprompted>;
+  using Optimal = policy::DriftDifference<Schedule, sde::EulerMaruyama, Mixture, Unprompted>;
   using OptimalSeiko = algorithms::ContinuousSeiko<Schedule, Unprompted, Optimal, mss::EveryStep, sde::EulerMaruyama,
                                                    ExactReward>;
   torch::manual_seed(5);
   const std::size_t steps = 100;
   const Unprompted pretrained(three_classes(), false);
   OptimalSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), steps), {2}, pretrained,
-                     Optimal(Schedule{}, three_classes(), pretrained, Schedule{}.horizon() / double(steps)), ExactReward{},
+                     Optimal(Schedule{}, sde::EulerMaruyama{}, three_classes(), pretrained, Schedule{}.horizon() / double(steps)), ExactReward{},
                      {.queries_per_round = {1}, .classes = 3, .chunk = 2000, .seed = 5, .show_progress = false},
                      mss::EveryStep{}, sde::EulerMaruyama{}, objective::PathKl{1.0, 0.0});
   const auto figures = class_figures(seiko, 2000);
@@ -454,4 +455,33 @@ TEST_CASE("guided SEIKO with a log-probability reward approaches the class-condi
     CHECK(after[c].objective > log_share - 1.0);
     CHECK(after[c].kl < -log_share + 1.0);
   }
+}
+
+TEST_CASE("the path KL of samples between two Gaussian models has its closed form", "[seiko][kl]") {
+  // Data N(m1, sd^2 I) against N(m2, sd^2 I): the scores differ by alpha (m1 - m2) / v
+  // with v = alpha^2 sd^2 + sigma^2, whatever the state, so an Euler-Maruyama step
+  // of length h costs h g^2 alpha^2 |m1 - m2|^2 / (2 v^2), the same for every sample.
+  const Schedule schedule;
+  const torch::Tensor m1 = torch::tensor({1.0, -0.5}, torch::kDouble), m2 = torch::tensor({0.2, 0.4}, torch::kDouble);
+  const double sd = 0.6;
+  const Mixture first = Mixture::gaussian(schedule, m1, sd), second = Mixture::gaussian(schedule, m2, sd);
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 30);
+  double expected = 0.0;
+  for (std::size_t k = 0; k < grid.steps(); ++k) {
+    const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
+    const double alpha = schedule.alpha(s), v = alpha * alpha * sd * sd + std::pow(schedule.sigma(s), 2);
+    expected += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha * (m1 - m2).square().sum().item<double>() /
+                (2.0 * v * v);
+  }
+  at::Generator generator = make_generator(3);
+  const torch::Tensor x_init = sde::sample_prior(schedule, {64, 2}, generator, torch::kDouble);
+  const auto run = objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {}, generator);
+  INFO("closed form " << expected << " nats");
+  CHECK(run.x.sizes() == x_init.sizes());
+  CHECK(run.kl.min().item<double>() == Approx(expected).epsilon(1e-9));
+  CHECK(run.kl.max().item<double>() == Approx(expected).epsilon(1e-9));
+  CHECK(objective::sample_with_path_kl(schedule, first, first, sde::EulerMaruyama{}, grid, x_init, {}, generator)
+            .kl.abs()
+            .max()
+            .item<double>() == 0.0);
 }

@@ -24,6 +24,7 @@
 //                        length h costs |u|^2 / (2 sigma^2 h), without bound as the
 //                        grid refines.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -129,27 +130,35 @@ class Guided {
   torch::Tensor log_gain_;  // theta
 };
 
-// The control that turns one sampler into another: u = D g(s)^2 (target's score
-// - base's score), held as a drift for D, changes the base model's reverse drift
-// -f x + g^2 score_base into the target's. With base the pretrained unconditional
-// model and target a class-conditional model of the same data, it is the optimal
-// control of r = log p(z | x), alpha = 1 (g^2 grad log p_t(z | x_t), by Bayes' rule
-// on the two scores) as exactly as the two models are: the reference against which
-// fine-tuning's KL is measured. D must be the span ContinuousSeiko holds it for
-// (the time between measured times); nothing to train.
-template <NoiseSchedule Schedule, DriftModel Target, DriftModel Base>
+// The control that turns one sampler into another: held for one step of length
+// h, u = mean of the solver's step under the target model - mean under the base
+// model (for Euler-Maruyama h g^2 (score_target - score_base)), so the controlled
+// base sampler makes exactly the target's steps, and the path KL ContinuousSeiko
+// measures is the KL between the two samplers. With base the pretrained
+// unconditional model and target a class-conditional model of the same data, it is
+// the optimal control of r = log p(z | x), alpha = 1 (g^2 grad log p_t(z | x_t), by
+// Bayes' rule on the two scores) as exactly as the two models are: a reference
+// for fine-tuning's reward and KL. Use it with a uniform grid of step h measured
+// at every step (ContinuousSeiko's measure_every = 1); nothing to train.
+template <NoiseSchedule Schedule, class Solver, DriftModel Target, DriftModel Base>
+  requires SdeSolver<Solver, Schedule, Target> && SdeSolver<Solver, Schedule, Base>
 class DriftDifference {
  public:
   static constexpr bool holds_control = true;
 
-  DriftDifference(Schedule schedule, Target target, Base base, double span)
-      : schedule_(std::move(schedule)), target_(std::move(target)), base_(std::move(base)), span_(span) {
-    require(span > 0.0 && std::isfinite(span), "DriftDifference: the span must be > 0, found ", span);
+  DriftDifference(Schedule schedule, Solver solver, Target target, Base base, double step)
+      : schedule_(std::move(schedule)),
+        solver_(std::move(solver)),
+        target_(std::move(target)),
+        base_(std::move(base)),
+        step_(step) {
+    require(step > 0.0 && std::isfinite(step), "DriftDifference: the step must be > 0, found ", step);
   }
   torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const {
     torch::NoGradGuard no_grad;
-    const double g = schedule_.diffusion(sde::forward_time(schedule_, t));
-    return (span_ * g * g) * (target_.score(t, x, z) - base_.score(t, x, z));
+    const double t_next = std::min(t + step_, schedule_.horizon());
+    return solver_.transition(schedule_, target_, t, t_next, x, z).mean -
+           solver_.transition(schedule_, base_, t, t_next, x, z).mean;
   }
   std::vector<torch::Tensor> parameters() const { return {}; }
   DriftDifference snapshot() const { return *this; }
@@ -157,9 +166,10 @@ class DriftDifference {
 
  private:
   Schedule schedule_;
+  Solver solver_;
   Target target_;
   Base base_;
-  double span_;
+  double step_;
 };
 
 template <class Policy>

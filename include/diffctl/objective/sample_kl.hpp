@@ -1,0 +1,42 @@
+#pragma once
+// Samples of one model with each sample's path KL to another: the figure that puts
+// any fine-tuned sampler (SEIKO's controls, DDPO's or DPOK's drift) on one axis.
+// Both models step with the same schedule, solver and grid, so every step is a
+// Gaussian with the same noise and costs objective::transition_kl.
+
+#include <utility>
+
+#include <torch/torch.h>
+
+#include "diffctl/concepts.hpp"
+#include "diffctl/objective/path_kl.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/time_grid.hpp"
+
+namespace diffctl::objective {
+
+struct SamplesWithKl {
+  torch::Tensor x;   // x_T [B, ...]
+  torch::Tensor kl;  // [B] nats, KL of the sample's path under `model` to `reference`'s
+};
+
+// Integrates `model` from x_init with conditions z (undefined: none), without
+// gradients, and adds up each step's KL to `reference`'s step from the same state.
+template <NoiseSchedule Schedule, DriftModel Model, DriftModel Reference, class Solver>
+  requires SdeSolver<Solver, Schedule, Model> && SdeSolver<Solver, Schedule, Reference>
+SamplesWithKl sample_with_path_kl(const Schedule& schedule, const Model& model, const Reference& reference,
+                                  const Solver& solver, const sde::TimeGrid& grid, const torch::Tensor& x_init,
+                                  const torch::Tensor& z, at::Generator& generator) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor kl = torch::zeros({x_init.size(0)}, x_init.options());
+  sde::IntegrateOptions options;
+  options.record_x0 = false;
+  options.generator = generator;
+  options.on_step = [&](const sde::StepRecord& r) {
+    kl += transition_kl(r.step, solver.transition(schedule, reference, r.t, r.t_next, r.state, z));
+  };
+  torch::Tensor x = sde::integrate(schedule, model, solver, grid, x_init, z, options).final_state;
+  return {std::move(x), std::move(kl)};
+}
+
+}  // namespace diffctl::objective
