@@ -463,7 +463,7 @@ int main(int argc, char** argv) {
   app.add_option("--reward", s.reward, "the oracle's reward: log-probability (log p(z | x)) or probability (p(z | x))")
       ->check(CLI::IsMember({"log-probability", "probability"}));
   app.add_option("--alpha", s.alpha, "weight of the KL to the pretrained model (nats per unit of reward)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--beta", s.beta, "weight of the KL to the previous round")->check(CLI::NonNegativeNumber);
   app.add_option("--guidance", s.guidance,
                  "the control's initial guidance gain, in units of 1 / alpha (0: the control network alone)")
@@ -519,6 +519,9 @@ int main(int argc, char** argv) {
     const auto class_names = config.at("class_names").get<std::vector<std::string>>();
     const bool conditional = config.at("conditional");
     const int64_t size = config.at("image_size");
+    require(s.eval_samples >= 2 * int64_t(class_names.size()), "--eval-samples ", s.eval_samples,
+            ": the per-prompt diversity and class FD need at least 2 samples of each of the ", class_names.size(),
+            " prompts");
 
     return examples::with_schedule(config.at("schedule").get<std::string>(), [&](auto schedule) {
       using Schedule = decltype(schedule);
@@ -537,7 +540,9 @@ int main(int argc, char** argv) {
             .channels = channels, .classes = classes, .width = s.control_width, .image_size = size,
             .class_image_scale = s.class_image_scale}));
         network.network()->to(device);
-        policy::Guided guided(std::move(network), {.gain = s.guidance / s.alpha, .learn_gain = s.learn_gain});
+        require(s.guidance == 0.0 || s.alpha > 0.0, "--guidance ", s.guidance, " needs --alpha > 0 (its gain is guidance / alpha)");
+        policy::Guided guided(std::move(network),
+                              {.gain = s.guidance == 0.0 ? 0.0 : s.guidance / s.alpha, .learn_gain = s.learn_gain});
         if (s.control == "held")
           return run(s, flags, schedule, drift, policy::Held(std::move(guided)), class_names, size, channels, optimism,
                      selection, generator, device);
