@@ -7,7 +7,7 @@
 // it on 1,000 held-out test images against the noiseless reward.
 //
 // Writes into --out:
-//   feedback.bin  every label paid for (a killed run resumes from it and asks the
+//   feedback.sqlite  every label paid for (a killed run resumes from it and asks the
 //                 oracle nothing twice; the ensemble is refitted from the labels)
 //   rounds.csv    per round: queries, mean |r_hat - r|, mean g_hat, coverage of
 //                 |r_hat - r| <= k g_hat (k = 1, 2, 3), correlation of g_hat with
@@ -43,7 +43,7 @@ std::string run_rounds(const Settings& s, Members members, const data::ImageData
                         {.noise_std = s.noise, .budget = std::nullopt, .seed = 1});
   reward::BootstrapEnsemble ensemble(
       std::move(members), {.fit = {.steps = s.steps, .batch = s.batch, .learning_rate = s.lr, .l2 = s.l2}, .seed = 2});
-  reward::FeedbackDataset feedback(out / "feedback.bin");
+  reward::FeedbackDataset feedback(out / "feedback.sqlite");
   if (feedback.oracle_state()) {
     oracle.restore(*feedback.oracle_state());
     std::cerr << "reward_calibration: resuming with " << feedback.size() << " labels from "

@@ -19,7 +19,8 @@
 //   prompts.npy      [N, H, W, C]), at least 100 per prompt, and their prompts int64 [N]
 //   metrics.json     the final evaluation's figures (overall and per prompt) and the
 //                    run's settings
-//   feedback.bin     every label paid for; seiko.pt the last round's checkpoint
+//   feedback.sqlite  every label paid for (SQLite: `sqlite3 feedback.sqlite .schema`);
+//                    seiko.pt the last round's checkpoint
 //                    (--resume continues a killed run without asking again)
 //
 // --variant picks the algorithm: mean-std (continuous SEIKO: top-k uncertain
@@ -252,7 +253,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong, scale),
                         {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
 
-  const auto feedback_path = out / "feedback.bin", checkpoint_path = out / "seiko.pt";
+  const auto feedback_path = out / "feedback.sqlite", checkpoint_path = out / "seiko.pt";
   require(s.resume || !std::filesystem::exists(feedback_path), feedback_path.string(),
           " exists: pass --resume to continue that run, or choose another --out");
   reward::FeedbackDataset feedback(feedback_path);

@@ -40,7 +40,7 @@ phase "weak classifier" "$models/weak/classifier.pt" \
   "$build/examples/train_classifier" --strength weak --out "$models/weak"
 
 resume=""
-[ -f "$out/feedback.bin" ] && resume=--resume
+[ -f "$out/feedback.sqlite" ] && resume=--resume
 t=$(date +%s)
 "$build/examples/seiko_demo" --diffusion "$models/diffusion_uncond" --oracle "$models/oracle" --weak "$models/weak" \
   --out "$out" $resume "$@"

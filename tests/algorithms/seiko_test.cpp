@@ -171,7 +171,7 @@ TEST_CASE("a resumed SEIKO run asks the oracle nothing twice and continues exact
   {
     auto seiko = make_seiko(0.01);
     auto oracle = make_oracle();
-    reward::FeedbackDataset feedback(dir / "feedback.bin");
+    reward::FeedbackDataset feedback(dir / "feedback.sqlite");
     seiko.run_round(oracle, feedback);
     seiko.save(dir / "seiko.pt");
     for (int64_t chunk = 0; chunk < 64; chunk += 32) {  // round 2's labels, then the crash
@@ -181,7 +181,7 @@ TEST_CASE("a resumed SEIKO run asks the oracle nothing twice and continues exact
   }
   auto seiko = make_seiko(0.01, 1);
   auto oracle = make_oracle();
-  reward::FeedbackDataset feedback(dir / "feedback.bin");
+  reward::FeedbackDataset feedback(dir / "feedback.sqlite");
   oracle.restore(*feedback.oracle_state());
   CHECK(seiko.load(dir / "seiko.pt", feedback) == 1);
   seiko.run_round(oracle, feedback);
@@ -440,7 +440,7 @@ TEST_CASE("guided SEIKO with a log-probability reward approaches the class-condi
   const auto before = class_figures(seiko, 1000);
   const testing::TempDir dir;
   reward::Oracle oracle(ClassLogProbability{}, {.seed = 1});
-  reward::FeedbackDataset feedback(dir / "feedback.bin");
+  reward::FeedbackDataset feedback(dir / "feedback.sqlite");
   seiko.run_round(oracle, feedback);
   const auto after = class_figures(seiko, 1000);
   for (int64_t c = 0; c < 3; ++c) {

@@ -2,14 +2,25 @@
 
 #include <torch/torch.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <random>
+#include <thread>
+#include <vector>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 
+#include "diffctl/io/sqlite.hpp"
 #include "diffctl/reward/calibration.hpp"
 #include "diffctl/reward/feedback_dataset.hpp"
 #include "diffctl/reward/oracle.hpp"
@@ -121,7 +132,7 @@ TEST_CASE("a restored oracle continues the count and the noise stream", "[reward
 
 TEST_CASE("a bound feedback dataset is on disk after every append and reloads whole", "[reward]") {
   TempDir dir;
-  const fs::path file = dir / "run" / "feedback.bin";
+  const fs::path file = dir / "run" / "feedback.sqlite";
   reward::Oracle oracle(SumReward{}, {.noise_std = 0.2, .budget = std::nullopt, .seed = 4});
   auto generator = make_generator(8);
   reward::FeedbackDataset data(file);
@@ -136,7 +147,7 @@ TEST_CASE("a bound feedback dataset is on disk after every append and reloads wh
   const torch::Tensor z1 = torch::tensor({1, 1}, torch::kLong);
   const torch::Tensor y1 = reward::query_and_record(oracle, data, x1, z1, 1);
 
-  const reward::FeedbackDataset loaded(file);
+  const reward::FeedbackDataset loaded(file);  // a second connection, while the first is open
   REQUIRE(loaded.size() == 5);
   CHECK(loaded.sample_shape() == std::vector<int64_t>{1, 2, 2});
   CHECK(torch::equal(loaded.x(), torch::cat({x0, x1})));
@@ -154,86 +165,203 @@ TEST_CASE("a bound feedback dataset is on disk after every append and reloads wh
   // Unconditional data, unbound, saved and loaded explicitly.
   reward::FeedbackDataset plain;
   plain.append(torch::ones({4, 2}), {}, torch::arange(4, torch::kDouble), 0);
-  plain.save(dir / "plain.bin");
-  const auto reread = reward::FeedbackDataset::load(dir / "plain.bin");
+  plain.save(dir / "plain.sqlite");
+  const auto reread = reward::FeedbackDataset::load(dir / "plain.sqlite");
   CHECK(!reread.z().defined());
   CHECK(!reread.oracle_state());
   CHECK(torch::equal(reread.y(), torch::arange(4, torch::kDouble)));
+  CHECK_THROWS_WITH(reward::FeedbackDataset::load(dir / "absent.sqlite"), Contains("no such file"));
+}
+
+namespace {
+
+// The samples of chunk k of the writer below: 4 rows of value k.
+torch::Tensor chunk_samples(int64_t k) { return torch::full({4, 3}, double(k)); }
+
+// Appends chunks 0, 1, ... (one per round) to `file` until it holds `chunks`,
+// continuing the oracle from the store: what a resumed run does.
+int64_t write_chunks(const fs::path& file, int64_t chunks) {
+  reward::Oracle oracle(SumReward{}, {.noise_std = 0.3, .budget = std::nullopt, .seed = 21});
+  reward::FeedbackDataset data(file);
+  if (data.oracle_state()) oracle.restore(*data.oracle_state());
+  const int64_t before = oracle.queries();
+  for (int64_t k = data.size() / 4; k < chunks; ++k) reward::query_and_record(oracle, data, chunk_samples(k), {}, k);
+  return oracle.queries() - before;
+}
+
+constexpr int64_t kWriterChunks = 400;
+
+}  // namespace
+
+// Run by the kill test below in a child process (hidden from the suite).
+TEST_CASE("feedback writer for the kill test", "[.feedback-writer]") {
+  const char* file = std::getenv("DIFFCTL_TEST_FEEDBACK_FILE");
+  REQUIRE(file != nullptr);
+  write_chunks(file, kWriterChunks);
 }
 
 TEST_CASE("a resumed run has every label it paid for and asks none twice", "[reward]") {
   TempDir dir;
-  const fs::path file = dir / "feedback.bin";
-  const auto samples = [](int64_t round) { return torch::full({4, 2}, double(round)); };
-  // Runs rounds [0, rounds) with the oracle and the dataset from `file`, skipping
-  // rounds whose labels are already there; returns the queries it made.
-  const auto run = [&](int64_t rounds) {
-    reward::Oracle oracle(SumReward{}, {.noise_std = 0.3, .budget = 12, .seed = 21});
-    reward::FeedbackDataset data(file);
-    if (data.oracle_state()) oracle.restore(*data.oracle_state());
-    const int64_t before = oracle.queries();
-    for (int64_t round = 0; round < rounds; ++round) {
-      if (data.has_round(round)) continue;
-      reward::query_and_record(oracle, data, samples(round), {}, round);
-    }
-    return oracle.queries() - before;
-  };
-  CHECK(run(2) == 8);  // killed after round 1
-  CHECK(run(3) == 4);  // resumed: only round 2 is asked
-  CHECK(run(3) == 0);  // nothing left to ask
+  const fs::path file = dir / "feedback.sqlite";
+  CHECK(write_chunks(file, 2) == 8);  // killed after round 1
+  CHECK(write_chunks(file, 3) == 4);  // resumed: only round 2 is asked
+  CHECK(write_chunks(file, 3) == 0);  // nothing left to ask
   const reward::FeedbackDataset resumed(file);
 
   TempDir straight_dir;
-  reward::Oracle oracle(SumReward{}, {.noise_std = 0.3, .budget = 12, .seed = 21});
-  reward::FeedbackDataset straight(straight_dir / "feedback.bin");
-  for (int64_t round = 0; round < 3; ++round)
-    reward::query_and_record(oracle, straight, samples(round), {}, round);
-  CHECK(torch::equal(resumed.y(), straight.y()));
+  write_chunks(straight_dir / "feedback.sqlite", 3);
+  CHECK(torch::equal(resumed.y(), reward::FeedbackDataset(straight_dir / "feedback.sqlite").y()));
   CHECK(resumed.oracle_state()->queries == 12);
 }
 
-TEST_CASE("a crash while writing leaves the previous dataset whole", "[reward]") {
+TEST_CASE("a writer killed at random points loses no label and asks none twice", "[reward]") {
   TempDir dir;
-  const fs::path file = dir / "feedback.bin";
-  reward::FeedbackDataset data(file);
-  data.append(torch::ones({2, 3}), {}, torch::ones({2}), 0);
-  // A crash mid-write leaves only a partial file beside the dataset.
-  write_bytes(file.string() + ".partial", "half a file");
-  CHECK(reward::FeedbackDataset(file).size() == 2);
+  const fs::path file = dir / "feedback.sqlite";
+  std::mt19937 random(7);
+  std::vector<int64_t> rows_after_kill;
+  for (int kill = 0; kill < 5; ++kill) {
+    // This test binary, running only the hidden writer case, with the store's path.
+    const std::string self = fs::read_symlink("/proc/self/exe").string();
+    std::vector<std::string> arguments{self, "[.feedback-writer]"};
+    std::vector<char*> argv;
+    for (auto& a : arguments) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::string variable = "DIFFCTL_TEST_FEEDBACK_FILE=" + file.string();
+    std::vector<char*> envp{variable.data(), nullptr};
+    posix_spawn_file_actions_t quiet;
+    posix_spawn_file_actions_init(&quiet);
+    posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
+    pid_t child = 0;
+    REQUIRE(posix_spawn(&child, self.c_str(), &quiet, nullptr, argv.data(), envp.data()) == 0);
+    posix_spawn_file_actions_destroy(&quiet);
+    // Kill it while it appends: after it has written something new, at a random moment.
+    const int64_t before = rows_after_kill.empty() ? 0 : rows_after_kill.back();
+    for (int wait = 0; wait < 3000; ++wait) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (fs::exists(file) && reward::FeedbackDataset(file).size() > before) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 60)(random)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    CHECK(WIFSIGNALED(status));
+    const reward::FeedbackDataset data(file);
+    CHECK(data.size() % 4 == 0);
+    REQUIRE(data.oracle_state());
+    CHECK(data.oracle_state()->queries == data.size());
+    rows_after_kill.push_back(data.size());
+  }
+  std::string counts;
+  for (const int64_t n : rows_after_kill) counts += std::to_string(n) + " ";
+  INFO("rows after each kill: " << counts);
+  CHECK(rows_after_kill.back() > rows_after_kill.front());
+  CHECK(rows_after_kill.back() < 4 * kWriterChunks);  // each kill came mid-run
 
-  // A failing write (the directory became a file) leaves the dataset as it was.
-  const fs::path blocked = dir / "blocked" / "feedback.bin";
-  reward::FeedbackDataset bound(blocked);
-  bound.append(torch::ones({1, 3}), {}, torch::ones({1}), 0);
-  fs::remove_all(dir / "blocked");
-  write_bytes(dir / "blocked", "not a directory");
-  CHECK_THROWS(bound.append(torch::ones({2, 3}), {}, torch::ones({2}), 1));
-  CHECK(bound.size() == 1);
-  CHECK(!bound.has_round(1));
+  // The killed and resumed run's labels, completed, are the uninterrupted run's.
+  const int64_t chunks = rows_after_kill.back() / 4 + 1;
+  write_chunks(file, chunks);
+  TempDir straight;
+  write_chunks(straight / "feedback.sqlite", chunks);
+  const reward::FeedbackDataset resumed(file), uninterrupted(straight / "feedback.sqlite");
+  CHECK(torch::equal(resumed.x(), uninterrupted.x()));
+  CHECK(torch::equal(resumed.y(), uninterrupted.y()));
+  CHECK(resumed.oracle_state()->queries == 4 * chunks);
 }
 
-TEST_CASE("a corrupt or truncated dataset file is reported, never half-loaded", "[reward]") {
+TEST_CASE("a failed write leaves the dataset and its store as they were", "[reward]") {
   TempDir dir;
-  const fs::path file = dir / "feedback.bin";
+  const fs::path file = dir / "feedback.sqlite";
+  reward::Oracle oracle(SumReward{}, {.noise_std = 0.1, .budget = std::nullopt, .seed = 2});
   reward::FeedbackDataset data(file);
-  data.append(torch::randn({8, 4}), torch::zeros({8}, torch::kLong), torch::randn({8}), 0);
+  reward::query_and_record(oracle, data, torch::ones({2, 3}), {}, 0);
+  const reward::OracleState after_round_0 = oracle.state();
+  // The disk refuses the second row of round 1 (a trigger stands in for a full disk),
+  // after the first was inserted: the whole chunk and the oracle's state roll back.
+  io::Sqlite(file).exec(
+      "CREATE TRIGGER refuse BEFORE INSERT ON labels WHEN NEW.round = 1 AND "
+      "(SELECT count(*) FROM labels WHERE round = 1) = 1 BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  CHECK_THROWS_WITH(reward::query_and_record(oracle, data, torch::ones({2, 3}), {}, 1), Contains("disk full"));
+  CHECK(data.size() == 2);
+  CHECK(!data.has_round(1));
+  const reward::FeedbackDataset reread(file);
+  CHECK(reread.size() == 2);
+  CHECK(reread.oracle_state()->queries == after_round_0.queries);
+  CHECK(torch::equal(reread.oracle_state()->generator_state, after_round_0.generator_state));
+}
+
+TEST_CASE("a corrupt or foreign store is reported with its name, never half-loaded", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "feedback.sqlite";
+  {
+    reward::FeedbackDataset data(file);
+    data.append(torch::full({8, 4}, 1234.5f), torch::zeros({8}, torch::kLong), torch::randn({8}), 0);
+  }  // closed: the journal is folded into the file
   const std::string bytes = read_bytes(file);
 
+  // A flipped bit in a sample's bytes: its row's checksum.
+  float value = 1234.5f;
+  const std::size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&value), sizeof(value)));
+  REQUIRE(at != std::string::npos);
   std::string flipped = bytes;
-  flipped[bytes.size() / 2] = static_cast<char>(flipped[bytes.size() / 2] ^ 0x10);
+  flipped[at + 1] = static_cast<char>(flipped[at + 1] ^ 0x10);
   write_bytes(file, flipped);
-  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()) && Contains("checksum mismatch"));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()) && Contains("checksum mismatch") &&
+                                                      Contains("row "));
 
-  write_bytes(file, bytes.substr(0, bytes.size() - 10));
-  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("truncated"));
+  write_bytes(file, bytes.substr(0, bytes.size() / 2));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()));
 
   write_bytes(file, "col1,col2\n1,2\n");
-  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("not a feedback dataset"));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()) && Contains("not an SQLite database"));
   write_bytes(file, "");
-  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("not a feedback dataset"));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("not an SQLite database"));
+  write_bytes(file, std::string("DFBK\1\0\0\0", 8));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("earlier format"));
+
+  fs::remove(file);
+  io::Sqlite(file, /*create=*/true).exec("CREATE TABLE songs(title TEXT)");
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()) && Contains("another application"));
+
+  // Rows written by something else that break the store's rules.
+  fs::remove(file);
+  reward::FeedbackDataset(file).append(torch::zeros({2, 4}), torch::zeros({2}, torch::kLong), torch::zeros({2}), 0);
+  io::Sqlite(file).exec("UPDATE labels SET label = 'high' WHERE id = 2");
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("row 2") && Contains("label must be a number"));
+  io::Sqlite(file).exec("UPDATE labels SET label = 1e999 WHERE id = 2");
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("row 2") && Contains("finite"));
+  io::Sqlite(file).exec("UPDATE labels SET label = 0.5, round = -1 WHERE id = 2");
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains("row 2") && Contains("round"));
 
   write_bytes(file, bytes);
+  fs::remove(file.string() + "-wal");
+  fs::remove(file.string() + "-shm");
   CHECK(reward::FeedbackDataset(file).size() == 8);
+}
+
+TEST_CASE("labels written into the store by another process join the data", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "feedback.sqlite";
+  reward::FeedbackDataset data(file);
+  CHECK_THROWS_WITH(reward::FeedbackDataset{}.ask(torch::zeros({1, 2}), {}, 0), Contains("bound to a file"));
+  data.append(torch::zeros({1, 2}), torch::tensor({0}, torch::kLong), torch::tensor({0.25}), 0);
+  const std::vector<int64_t> ids = data.ask(torch::ones({3, 2}), torch::tensor({1, 2, 1}, torch::kLong), 1);
+  CHECK(ids == std::vector<int64_t>{2, 3, 4});
+  CHECK(data.size() == 1);
+  CHECK(data.pending(1) == 3);
+  CHECK(data.asked_in_round(1) == 3);
+  CHECK(reward::FeedbackDataset(file).pending() == 3);  // pending rows are on disk
+
+  // A person with the sqlite3 command labels two of them.
+  const std::string command = "sqlite3 '" + file.string() +
+                              "' \"UPDATE labels SET label = id * 0.5, labelled_at = datetime('now') "
+                              "WHERE label IS NULL AND id <= 3\"";
+  REQUIRE(std::system(command.c_str()) == 0);
+  CHECK(data.refresh() == 1);
+  CHECK(data.size() == 3);
+  CHECK(torch::equal(data.y(), torch::tensor({0.25, 1.0, 1.5}, torch::kDouble)));
+  CHECK(torch::equal(data.z(), torch::tensor({0, 1, 2}, torch::kLong)));
+  CHECK(data.pending(1) == 1);
+  CHECK(data.asked_in_round(1) == 3);
 }
 
 TEST_CASE("the feedback dataset rejects bad labels and mismatched batches", "[reward]") {
