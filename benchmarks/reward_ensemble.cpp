@@ -11,10 +11,22 @@
 // <members> is `whole` (a ResNet18 per member) or `heads` (4 linear heads on one
 // frozen backbone: one backbone pass for all members, features cached for a fit).
 //
+//   feedback_store/<N>  N labelled CIFAR-sized samples (3x32x32 float32, the paper
+//                       preset's) appended to a new feedback store in chunks of
+//                       256, each chunk one synchronous transaction, in a folder
+//                       under the current directory (a real disk, not tmpfs): time
+//                       per append and bytes written per row (/proc/self/io), beside
+//                       the bytes the earlier whole-file format wrote for the same
+//                       appends (it rewrote the file on each: sum over appends of
+//                       the file's size, computed).
+//
 // Flags: `--threads N` (default: the hardware's concurrency), `--device cpu|cuda`.
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 
@@ -85,6 +97,49 @@ void estimate(benchmark::State& state) {
   state.counters["images/s"] = benchmark::Counter(double(kBatch), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Bytes this process has written to storage so far (/proc/self/io's write_bytes).
+double written_bytes() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  double value = 0.0;
+  while (io >> key >> value)
+    if (key == "write_bytes:") return value;
+  return 0.0;
+}
+
+void feedback_store(benchmark::State& state) {
+  constexpr int64_t kChunk = 256, kSampleFloats = 3 * 32 * 32;
+  const int64_t n = state.range(0);
+  auto generator = make_generator(5);
+  const torch::Tensor x = torch::rand({kChunk, 3, 32, 32}, generator);
+  const torch::Tensor z = torch::randint(kClasses, {kChunk}, generator, torch::kLong);
+  const torch::Tensor y = torch::rand({kChunk}, generator, torch::kDouble);
+  const std::filesystem::path dir = std::filesystem::absolute("feedback_store_benchmark");
+  double bytes = 0.0, appends = 0.0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::filesystem::remove_all(dir);
+    const double before = written_bytes();
+    state.ResumeTiming();
+    reward::FeedbackDataset data(dir / "feedback.sqlite");
+    for (int64_t done = 0; done < n; done += kChunk) data.append(x, z, y, done / kChunk);
+    state.PauseTiming();
+    bytes += written_bytes() - before;
+    appends += double((n + kChunk - 1) / kChunk);
+    state.ResumeTiming();
+  }
+  std::filesystem::remove_all(dir);
+  // The earlier format: header, then per row the sample (float32), z, y and round
+  // (8 bytes each), rewritten whole after every append.
+  double rewritten = 0.0;
+  for (int64_t rows = kChunk; rows < n + kChunk; rows += kChunk)
+    rewritten += 64.0 + double(std::min(rows, n)) * double(kSampleFloats * 4 + 24);
+  state.counters["bytes/row"] = bytes / double(state.iterations()) / double(n);
+  state.counters["old_bytes/row"] = rewritten / double(n);
+  state.counters["ms/append"] =
+      benchmark::Counter(appends * 1e-3, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
 using Whole = reward::ModuleMembers<models::ResNet18>;
 using Heads = reward::SharedBackboneHeads<models::ResNet18>;
 
@@ -105,6 +160,9 @@ int main(int argc, char** argv) {
     }
     benchmark::RegisterBenchmark("estimate/whole", estimate<Whole>)->Unit(benchmark::kMillisecond)->UseRealTime();
     benchmark::RegisterBenchmark("estimate/heads", estimate<Heads>)->Unit(benchmark::kMillisecond)->UseRealTime();
+    for (const int64_t n : {1024, 15360})
+      benchmark::RegisterBenchmark("feedback_store", feedback_store)->Arg(n)->Unit(benchmark::kSecond)->UseRealTime()
+          ->Iterations(1);
     return bench::run_benchmarks(argc, argv);
   } catch (const std::exception& error) {
     std::cerr << "reward_ensemble: " << error.what() << "\n";

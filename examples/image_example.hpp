@@ -155,6 +155,16 @@ inline nlohmann::json read_json(const std::filesystem::path& path) {
   }
 }
 
+// Reading options for the weights file `file` of a run whose config.json is
+// `config`: its SHA-256 as recorded there when it was written, so a corrupt or
+// replaced file is refused (runs of earlier versions record none and load
+// unchecked).
+inline models::ReadStateDictOptions recorded_weights(const nlohmann::json& config, const std::string& file) {
+  models::ReadStateDictOptions options;
+  if (config.contains("sha256")) options.sha256 = config.at("sha256").value(file, std::string());
+  return options;
+}
+
 // The ResNet18 a train_classifier run wrote into `dir` (config.json and
 // classifier.pt), on `device`, in evaluation mode; it must take `image_size` pixels.
 inline models::ResNet18 load_classifier(const std::filesystem::path& dir, int64_t image_size,
@@ -163,7 +173,7 @@ inline models::ResNet18 load_classifier(const std::filesystem::path& dir, int64_
   require(config.at("image_size") == image_size, (dir / "config.json").string(), ": the classifier takes ",
           config.at("image_size").dump(), "-pixel images, these have ", image_size);
   models::ResNet18 classifier(resnet_options_from_json(config.at("resnet")));
-  models::load_weights(*classifier, dir / "classifier.pt");
+  models::load_weights(*classifier, dir / "classifier.pt", recorded_weights(config, "classifier.pt"));
   classifier->to(device);
   classifier->eval();
   return classifier;

@@ -89,16 +89,16 @@ int main(int argc, char** argv) {
                                                  .ema_decay = s.ema_decay,
                                                  .label_dropout = s.unconditional ? 0.0 : s.label_dropout,
                                                  .null_label = s.label_dropout > 0.0 ? classes : -1};
-      const nlohmann::json config = {{"schedule", s.schedule},
-                                     {"time_scale", options.time_scale},
-                                     {"prediction", "epsilon"},
-                                     {"dataset", flags.dataset},
-                                     {"class_names", train.class_names},
-                                     {"conditional", !s.unconditional},
-                                     {"null_label", options.null_label},
-                                     {"image_size", image_size},
-                                     {"preset", flags.preset},
-                                     {"unet", examples::to_json(unet)}};
+      nlohmann::json config = {{"schedule", s.schedule},
+                               {"time_scale", options.time_scale},
+                               {"prediction", "epsilon"},
+                               {"dataset", flags.dataset},
+                               {"class_names", train.class_names},
+                               {"conditional", !s.unconditional},
+                               {"null_label", options.null_label},
+                               {"image_size", image_size},
+                               {"preset", flags.preset},
+                               {"unet", examples::to_json(unet)}};
 
       models::UNet model(unet), ema(unet);
       model->to(device);
@@ -122,7 +122,9 @@ int main(int argc, char** argv) {
       });
       if (!finished) return 0;
 
-      models::save_state_dict(*ema, out / "model.pt");
+      // The weights' digest joins the run's description, for every reader to check.
+      config["sha256"] = {{"model.pt", models::save_state_dict(*ema, out / "model.pt")}};
+      examples::write_json(out / "config.json", config);
 
       // One row per class (or one row of unconditional samples).
       const int64_t rows = s.unconditional ? 1 : classes;

@@ -79,8 +79,8 @@ std::string run_rounds(const Settings& s, Members members, const data::ImageData
     require(used + count <= pool, "--rounds ", s.rounds, " with --first-round ", s.first_round, " needs ",
             used + count, " test images besides the ", s.held_out, " held out; there are ", pool);
     if (!feedback.has_round(round))
-      reward::query_and_record(oracle, feedback, images.narrow(0, used, count).to(device),
-                               prompts.narrow(0, used, count).to(device), round);
+      oracle.record(feedback, images.narrow(0, used, count).to(device),
+                    prompts.narrow(0, used, count).to(device), round);
     used += count;
     const auto fit = ensemble.fit(feedback);
     record(round, fit.seconds);

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
             ": expected an epsilon-prediction model");
     const models::UNetOptions unet = examples::unet_options_from_json(config.at("unet"));
     models::UNet model(unet);
-    models::load_weights(*model, from / "model.pt");
+    models::load_weights(*model, from / "model.pt", examples::recorded_weights(config, "model.pt"));
     model->to(device);
     model->eval();
 

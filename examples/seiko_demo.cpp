@@ -1,8 +1,9 @@
 // Continuous-time SEIKO on Fashion-MNIST: online fine-tuning of a pretrained
 // diffusion model (unconditional by default, so that control alone must meet the
 // prompts) with a feedback budget. The oracle is the strong classifier (reward:
-// its probability of the prompted class, plus label noise); the reward ensemble
-// starts from the weak classifier. It needs the outputs of
+// its probability of the prompted class, plus label noise), or any reward model
+// brought as a TorchScript file (--oracle-script); the reward ensemble starts from
+// the weak classifier. It needs the outputs of
 //
 //   pretrain_diffusion --unconditional --out out/diffusion
 //   train_classifier --strength strong --out out/oracle
@@ -40,6 +41,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <iostream>
 #include <sstream>
@@ -54,6 +56,8 @@
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/ensemble.hpp"
+#include "diffctl/reward/external_oracle.hpp"
+#include "diffctl/reward/scripted_reward.hpp"
 #include "image_example.hpp"
 
 using namespace diffctl;
@@ -72,15 +76,38 @@ struct DemoSettings {
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8, final_per_prompt = 100;
   double alpha = 1e-4, beta = 1e-4, guidance = 0.0, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
   bool anchored = true, resume = false, learn_gain = true;
-  std::string optimal_from;
+  std::string optimal_from, oracle_script;
+  bool external_labels = false;
+  double label_wait = -1.0;  // seconds to wait for outside labels; < 0: as long as it takes
   double pg_lr = 1e-4;  // DDPO's and DPOK's Adam learning rate on the UNet
 };
+
+// The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
+// TorchScript file computes (--oracle-script). The classifier measures accuracy,
+// diversity and class FD either way.
+struct DemoOracleReward {
+  reward::ClassifierReward<models::ResNet18> classifier;
+  std::optional<reward::ScriptedReward> script;
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor& z) const {
+    return script ? (*script)(x, z) : classifier(x, z);
+  }
+};
+
+DemoOracleReward oracle_reward(const DemoSettings& s, const models::ResNet18& strong, const torch::Device& device) {
+  const auto scale = s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+  std::optional<reward::ScriptedReward> script;
+  if (!s.oracle_script.empty()) script.emplace(s.oracle_script, device);
+  return {reward::ClassifierReward<models::ResNet18>(strong, scale), std::move(script)};
+}
 
 // The sampler: DDPM's ancestral steps with x0_hat clipped to the images' range.
 // Its last step (posterior variance 0) is deterministic; DDPO and DPOK need a
 // density for every step, so they sample with the forward process's variance.
 const sde::Ddpm kSolver({.clip_x0 = 1.0});
 const sde::Ddpm kNoisySolver({.variance = sde::DdpmVariance::forward, .clip_x0 = 1.0});
+
+// The exit status of a run that stopped to wait for labels from outside.
+constexpr int kLabelsPendingExit = 3;
 
 const std::vector<std::string> kVariants{"mean-std", "max",          "thompson", "ucb",  "greedy",
                                          "discrete", "non-adaptive", "uniform",  "ddpo", "dpok"};
@@ -250,24 +277,18 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, Ensemble> seiko(
       schedule, grid, {channels, image_size, image_size}, std::move(pretrained), std::move(control),
       std::move(ensemble), options, mss, kSolver, objective::PathKl{s.alpha, s.beta}, device);
-  reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong, scale),
-                        {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
-
   const auto feedback_path = out / "feedback.sqlite", checkpoint_path = out / "seiko.pt";
   require(s.resume || !std::filesystem::exists(feedback_path), feedback_path.string(),
           " exists: pass --resume to continue that run, or choose another --out");
   reward::FeedbackDataset feedback(feedback_path);
   std::vector<std::string> rows;
   if (s.resume && std::filesystem::exists(checkpoint_path)) {
-    if (feedback.oracle_state()) oracle.restore(*feedback.oracle_state());
     const int64_t done = seiko.load(checkpoint_path, feedback);
     std::ifstream in(out / "rounds.csv");
     std::string line;
     std::getline(in, line);
     while (std::getline(in, line) && static_cast<int64_t>(rows.size()) <= done) rows.push_back(line);
     std::cerr << "seiko_demo: resuming after round " << done << " with " << feedback.size() << " labels\n";
-  } else if (feedback.oracle_state()) {
-    oracle.restore(*feedback.oracle_state());  // labels of a run killed in round 1
   }
 
   const torch::Tensor prompts = torch::arange(classes, torch::kLong).repeat_interleave(s.per_prompt);
@@ -282,40 +303,74 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
     const auto& samples = seiko.last_evaluation();
     return quality.measure(samples.x, samples.z);
   };
-  algorithms::SeikoRound last;
-  if (rows.empty()) {
-    last = seiko.evaluate(oracle);
-    rows.push_back(csv_row(last, measured()));
-    std::cout << rows.back() << std::endl;
-    picture(0);
-    write_rows();
-  }
-  while (seiko.rounds_done() < seiko.rounds()) {
-    last = seiko.run_round(oracle, feedback);
-    rows.push_back(csv_row(last, measured()));
-    std::cout << rows.back() << std::endl;
-    picture(last.round);
-    seiko.save(checkpoint_path);
-    write_rows();
-  }
-  // The final evaluation: final_per_prompt samples of every prompt, kept as NumPy
-  // arrays, their figures in metrics.json.
-  {
-    seiko.set_eval_samples(classes * s.final_per_prompt);
-    const algorithms::SeikoRound final_round = seiko.evaluate(oracle);
-    const auto& samples = seiko.last_evaluation();
-    const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
-    write_final_evaluation(out, rows, class_names, samples.x, samples.z, final_round, q,
-                           {{"variant", s.variant},
-                            {"rounds", seiko.rounds()},
-                            {"control", s.control},
-                            {"reward", s.reward},
-                            {"guidance", s.guidance},
-                            {"guidance_gain", gain_of(seiko.policy())},
-                            {"optimal_from", s.optimal_from},
-                            {"alpha", s.alpha},
-                            {"beta", s.beta},
-                            {"seed", flags.seed}});
+  // The queries column counts the store's rows asked up to the row's round, so a
+  // resumed run reports what an uninterrupted one does.
+  const auto asked_through = [&](int64_t round) {
+    int64_t asked = 0;
+    for (int64_t r = 0; r <= round; ++r) asked += feedback.asked_in_round(r);
+    return asked;
+  };
+  // The rounds, the oracle answering now or from outside the process.
+  const auto drive = [&](auto& oracle) {
+    algorithms::SeikoRound last;
+    if (rows.empty()) {
+      last = seiko.evaluate(oracle);
+      last.queries_total = asked_through(0);
+      rows.push_back(csv_row(last, measured()));
+      std::cout << rows.back() << std::endl;
+      picture(0);
+      write_rows();
+    }
+    while (seiko.rounds_done() < seiko.rounds()) {
+      last = seiko.run_round(oracle, feedback);
+      last.queries_total = asked_through(last.round);
+      rows.push_back(csv_row(last, measured()));
+      std::cout << rows.back() << std::endl;
+      picture(last.round);
+      // The row first: a kill between the two resumes from the previous round's
+      // checkpoint, which runs this round again and rewrites its row.
+      write_rows();
+      seiko.save(checkpoint_path);
+    }
+    // The final evaluation: final_per_prompt samples of every prompt, kept as NumPy
+    // arrays, their figures in metrics.json.
+    {
+      seiko.set_eval_samples(classes * s.final_per_prompt);
+      algorithms::SeikoRound final_round = seiko.evaluate(oracle);
+      final_round.queries_total = asked_through(seiko.rounds());
+      const auto& samples = seiko.last_evaluation();
+      const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
+      write_final_evaluation(out, rows, class_names, samples.x, samples.z, final_round, q,
+                             {{"variant", s.variant},
+                              {"rounds", seiko.rounds()},
+                              {"control", s.control},
+                              {"reward", s.reward},
+                              {"oracle_script", s.oracle_script},
+                              {"external_labels", s.external_labels},
+                              {"guidance", s.guidance},
+                              {"guidance_gain", gain_of(seiko.policy())},
+                              {"optimal_from", s.optimal_from},
+                              {"alpha", s.alpha},
+                              {"beta", s.beta},
+                              {"seed", flags.seed}});
+    }
+  };
+  if (s.external_labels) {
+    const std::optional<double> wait = s.label_wait < 0 ? std::nullopt : std::optional<double>(s.label_wait);
+    reward::ExternalOracle oracle(feedback, {.images_dir = out / "queries", .wait_seconds = wait});
+    try {
+      drive(oracle);
+    } catch (const reward::LabelsPending& pending) {
+      std::cerr << "seiko_demo: " << pending.what() << " with --resume (pictures of the queries: "
+                << (out / "queries").string() << "/<id>.png)\n";
+      return kLabelsPendingExit;
+    }
+  } else {
+    reward::Oracle oracle(oracle_reward(s, strong, device),
+                          {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
+    // The oracle's count and noise stream continue where the stored labels end.
+    if (feedback.oracle_state()) oracle.restore(*feedback.oracle_state());
+    drive(oracle);
   }
   return 0;
 }
@@ -347,7 +402,8 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   options.num_classes = classes;
   models::UNet network(options);
   const auto weights = std::filesystem::path(s.diffusion_dir) / "model.pt";
-  const auto report = models::load_weights(*network, weights, {}, {.strict = false});
+  const auto report = models::load_weights(*network, weights, examples::recorded_weights(config, "model.pt"),
+                                           {.strict = false});
   require(report.unexpected.empty() && report.missing == std::vector<std::string>{"label_emb.weight"}, weights.string(),
           ": expected the unconditional UNet's weights, all but the class embedding");
   {
@@ -358,9 +414,8 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   network->eval();  // no dropout: the log-densities must be the sampler's
   using Score = models::EpsilonScore<Schedule, models::UNet>;
   const Score pretrained(schedule, network, {.time_scale = config.at("time_scale"), .guidance = 0.0, .null_label = -1});
-  const auto scale = s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
-  using Oracle = reward::Oracle<reward::ClassifierReward<models::ResNet18>>;
-  Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong, scale),
+  using Oracle = reward::Oracle<DemoOracleReward>;
+  Oracle oracle(oracle_reward(s, strong, device),
                 {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
   const int64_t channels = options.in_channels;
   auto algorithm = make_algorithm(pretrained, PaidQueries<Oracle>{&oracle},
@@ -428,6 +483,7 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
                          {{"variant", s.variant},
                           {"rounds", s.queries.size()},
                           {"reward", s.reward},
+                          {"oracle_script", s.oracle_script},
                           {"alpha", s.alpha},
                           {"learning_rate", s.pg_lr},
                           {"seed", flags.seed}});
@@ -444,6 +500,16 @@ int main(int argc, char** argv) {
   examples::add_image_flags(app, flags);
   app.add_option("--diffusion", s.diffusion_dir, "pretrain_diffusion output (the pretrained model)");
   app.add_option("--oracle", s.oracle_dir, "train_classifier --strength strong output (the oracle)");
+  app.add_option("--oracle-script", s.oracle_script,
+                 "a TorchScript reward model as the oracle: forward(images [B, C, H, W] in [-1, 1], prompts [B] "
+                 "int64) -> rewards [B], on the scale --reward names; --oracle still measures the samples")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--external-labels", s.external_labels,
+               "labels from outside the process: each round's queries become rows with label NULL in "
+               "feedback.sqlite (pictures in queries/<id>.png), and the round goes on once something fills them in");
+  app.add_option("--label-wait", s.label_wait,
+                 "with --external-labels, seconds to wait for a round's labels before stopping (exit 3; go on "
+                 "with --resume); default: as long as it takes");
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
   app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo or dpok")
       ->check(CLI::IsMember(kVariants));
@@ -501,6 +567,11 @@ int main(int argc, char** argv) {
     const bool small = flags.preset == "small";
     if (s.queries.empty()) s.queries = small ? std::vector<int64_t>{64, 128, 256} : std::vector<int64_t>{1024, 2048, 4096, 8192};
     for (const int64_t q : s.queries) require(q >= 1, "--queries: every round needs >= 1 query, found ", q);
+    require(!s.external_labels || (s.variant != "ddpo" && s.variant != "dpok"), "--external-labels: --variant ",
+            s.variant, " scores every chain it samples at once and needs an oracle in the process");
+    require(!s.external_labels || s.oracle_script.empty(),
+            "--external-labels and --oracle-script name two oracles; choose one");
+    require(s.external_labels || s.label_wait < 0, "--label-wait needs --external-labels");
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
     if (s.batch == 0) s.batch = small ? 16 : 64;
     if (s.optimize_steps < 0) s.optimize_steps = small ? 40 : 200;
@@ -514,7 +585,7 @@ int main(int argc, char** argv) {
     const nlohmann::json config = examples::read_json(from / "config.json");
     const models::UNetOptions unet = examples::unet_options_from_json(config.at("unet"));
     models::UNet network(unet);
-    models::load_weights(*network, from / "model.pt");
+    models::load_weights(*network, from / "model.pt", examples::recorded_weights(config, "model.pt"));
     network->to(device);
     network->eval();
     const auto class_names = config.at("class_names").get<std::vector<std::string>>();
@@ -580,7 +651,8 @@ int main(int argc, char** argv) {
                     target_config.at("class_names") == config.at("class_names"),
                 "--optimal-from ", s.optimal_from, ": needs a class-conditional model of the same classes and schedule");
         models::UNet target_network(examples::unet_options_from_json(target_config.at("unet")));
-        models::load_weights(*target_network, std::filesystem::path(s.optimal_from) / "model.pt");
+        models::load_weights(*target_network, std::filesystem::path(s.optimal_from) / "model.pt",
+                             examples::recorded_weights(target_config, "model.pt"));
         target_network->to(device);
         target_network->eval();
         const models::PromptedDrift<Score> target(

@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
                                              {"test_images", report.count},
                                              {"steps", trainer.steps()},
                                              {"train_seconds", train_seconds}});
-    models::save_state_dict(*model, out / "classifier.pt");
+    config["sha256"] = {{"classifier.pt", models::save_state_dict(*model, out / "classifier.pt")}};
     config["test_accuracy"] = report.accuracy;
     examples::write_json(out / "config.json", config);
     std::cout << "train_classifier: " << s.strength << " classifier, test accuracy " << report.accuracy

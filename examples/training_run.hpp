@@ -54,7 +54,9 @@ class TrainingRun {
     const auto description_path = out_ / description_file;
     if (flags_.resume) {
       require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
-      require(read_json(description_path) == description, "--resume: ", description_path.string(),
+      nlohmann::json recorded = read_json(description_path);
+      recorded.erase("sha256");  // added when a finished run wrote its weights
+      require(recorded == description, "--resume: ", description_path.string(),
               " describes another run (model, data or settings differ)");
       resumed_at_ = io::load_checkpoint(checkpoint_path, checkpoint_);
       batches_.seek(batch_position_[0].item<int64_t>(), batch_position_[1].item<int64_t>());

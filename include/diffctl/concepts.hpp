@@ -21,6 +21,9 @@ namespace diffctl {
 namespace io {
 struct Checkpoint;
 }
+namespace reward {
+class FeedbackDataset;
+}
 
 // The forward process dx = f(s) x ds + g(s) dW on s in [0, horizon()], with
 // marginals x_s = alpha(s) x_0 + sigma(s) eps. Every argument is forward time s;
@@ -142,6 +145,21 @@ concept UncertainReward =
       { reward.uncertainty(x, z) } -> std::same_as<torch::Tensor>;
       { reward.optimistic(x, z) } -> std::same_as<torch::Tensor>;
     };
+
+// Where a round's labels come from. record(data, x, z, round) asks about the B
+// samples x [B, ...] under prompts z and stores them in the feedback dataset (with
+// their labels, or as pending rows for a labeller outside the process); wait(data,
+// round) returns once every row asked in that round has its label (or throws);
+// ground_truth(x, z) is the noiseless reward [B] for measuring samples, not a query
+// (NaN where it is unknown); queries() counts the labels asked so far.
+template <class O>
+concept FeedbackOracle = requires(O& oracle, const O& const_oracle, reward::FeedbackDataset& data,
+                                  const torch::Tensor& x, const torch::Tensor& z, int64_t round) {
+  oracle.record(data, x, z, round);
+  oracle.wait(data, round);
+  { const_oracle.ground_truth(x, z) } -> std::same_as<torch::Tensor>;
+  { const_oracle.queries() } -> std::convertible_to<int64_t>;
+};
 
 // The KL regularizer of the fine-tuning objective: the penalty [B], in nats, that
 // one step of the fine-tuned process pays for departing from the same step of the

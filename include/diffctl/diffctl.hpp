@@ -1,6 +1,7 @@
 #pragma once
-// Umbrella header: all of diffctl but io/png.hpp (which compiles stb_image_write
-// into the including translation unit; include it where PNGs are written).
+// Umbrella header: all of diffctl but io/png.hpp and reward/external_oracle.hpp,
+// which uses it (png.hpp compiles stb_image_write into the including translation
+// unit; include them where PNGs are written).
 
 #include "diffctl/algorithms/classifier_training.hpp"
 #include "diffctl/algorithms/continuous_seiko.hpp"
@@ -46,6 +47,7 @@
 #include "diffctl/reward/members.hpp"
 #include "diffctl/reward/optimism.hpp"
 #include "diffctl/reward/oracle.hpp"
+#include "diffctl/reward/scripted_reward.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/integrate.hpp"
 #include "diffctl/sde/schedules.hpp"

@@ -4,11 +4,21 @@
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
+#include "diffctl/io/sqlite.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/models/gaussian_mixture_score.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
@@ -17,6 +27,8 @@
 #include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/ensemble.hpp"
+#include "diffctl/reward/external_oracle.hpp"
+#include "diffctl/reward/scripted_reward.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/solvers.hpp"
 #include "support/temp_dir.hpp"
@@ -53,7 +65,8 @@ Ensemble mlp_ensemble(std::uint64_t seed) {
                                       .seed = seed});
 }
 
-Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, double lr = 0.01, int64_t k = 3) {
+Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, double lr = 0.01, int64_t k = 3,
+                 int64_t chunk = 128) {
   torch::manual_seed(seed + 100);
   Policy policy(models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 0, .hidden = 32}));
   algorithms::SeikoOptions options{.queries_per_round = {64, 64},
@@ -62,7 +75,7 @@ Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, doubl
                                    .learning_rate = lr,
                                    .measure_every = 2,
                                    .eval_samples = 512,
-                                   .chunk = 128,
+                                   .chunk = chunk,
                                    .seed = seed,
                                    .show_progress = false};
   return Seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), 20), {2}, two_modes(), std::move(policy),
@@ -133,6 +146,108 @@ TEST_CASE("the path KL of two linear-Gaussian samplers matches its moment recurs
   CHECK(objective::gaussian_kl(m, l, torch::zeros({2}), torch::zeros({})).item<double>() == Approx(expected));
 }
 
+namespace {
+// A TorchScript module with the given forward body, saved to `file`, as Python's
+// torch.jit.script(...).save(file) would make it.
+void save_script(const std::filesystem::path& file, const std::string& body) {
+  torch::jit::Module module("Rater");
+  module.define("def forward(self, x: Tensor, z: Tensor) -> Tensor:\n    return " + body + "\n");
+  module.save(file.string());
+}
+}  // namespace
+
+TEST_CASE("an oracle brought as a TorchScript file drives a SEIKO round", "[seiko]") {
+  testing::TempDir dir;
+  save_script(dir / "right_mode.pt", "torch.sigmoid(2.0 * x[:, 0])");
+  const reward::ScriptedReward scripted(dir / "right_mode.pt");
+  const torch::Tensor x = torch::randn({5, 2});
+  CHECK(torch::allclose(scripted(x, {}), RightMode{}(x, {})));
+
+  // The same round with the scripted oracle and with the compiled-in one: same
+  // samples, same labels, same tuned model.
+  const auto round_with = [](auto reward) {
+    reward::Oracle oracle(std::move(reward), {.noise_std = 0.05, .budget = 128, .seed = 3});
+    auto seiko = make_seiko(0.01, 1, 20, 0.03, 10);
+    reward::FeedbackDataset feedback;
+    const double before = seiko.evaluate(oracle).oracle_reward_mean;
+    const double after = seiko.run_round(oracle, feedback).oracle_reward_mean;
+    return std::tuple{feedback.y(), before, after};
+  };
+  const auto [scripted_labels, scripted_before, scripted_after] = round_with(scripted);
+  const auto [labels, before, after] = round_with(RightMode{});
+  REQUIRE(scripted_labels.size(0) == 64);
+  CHECK(torch::allclose(scripted_labels, labels, 0.0, 1e-6));
+  CHECK(scripted_before == Approx(before).margin(1e-6));
+  CHECK(scripted_after == Approx(after).margin(1e-4));
+  CHECK(scripted_after > scripted_before);
+
+  // Answers that cannot be labels are refused, naming the file.
+  save_script(dir / "column.pt", "x[:, 0:1]");
+  CHECK_THROWS_WITH(reward::ScriptedReward(dir / "column.pt")(x, {}),
+                    Contains("column.pt") && Contains("[5, 1]") && Contains("expected [5]"));
+  save_script(dir / "nan.pt", "x[:, 0] / 0.0 * 0.0");
+  CHECK_THROWS_WITH(reward::ScriptedReward(dir / "nan.pt")(x, {}), Contains("nan.pt") && Contains("finite"));
+  save_script(dir / "prompted.pt", "x[:, 0] + z.float()");
+  const torch::Tensor z = torch::tensor({0, 1, 2, 3, 4}, torch::kLong);
+  CHECK(torch::allclose(reward::ScriptedReward(dir / "prompted.pt")(x, z), x.select(1, 0) + z));
+  CHECK_THROWS_WITH(reward::ScriptedReward(dir / "prompted.pt")(x, z.narrow(0, 0, 4)), Contains("5 samples"));
+  {
+    std::ofstream text(dir / "notes.pt");
+    text << "not a model";
+  }
+  CHECK_THROWS_WITH(reward::ScriptedReward(dir / "notes.pt"), Contains("notes.pt") && Contains("not a TorchScript"));
+  CHECK_THROWS_WITH(reward::ScriptedReward(dir / "absent.pt"), Contains("no such file"));
+}
+
+TEST_CASE("labels from outside the process drive a SEIKO round, which stops while they are pending", "[seiko]") {
+  testing::TempDir dir;
+  const std::filesystem::path store = dir / "feedback.sqlite";
+  auto seiko = make_seiko(0.01, 1, 20, 0.03, 10);
+  reward::FeedbackDataset feedback(store);
+  {
+    reward::ExternalOracle asker(feedback, {.poll_seconds = 0.01, .wait_seconds = 0.0, .show_progress = false});
+    CHECK_THROWS_AS(seiko.run_round(asker, feedback), reward::LabelsPending);
+    CHECK(asker.queries() == 64);
+  }
+  CHECK(seiko.rounds_done() == 0);
+  CHECK(feedback.pending(1) == 64);
+  CHECK(feedback.empty());
+
+  // A person labels the first half with the sqlite3 command...
+  const std::string half = "sqlite3 '" + store.string() + "' \"UPDATE labels SET label = 0.5 WHERE id <= 32\"";
+  REQUIRE(std::system(half.c_str()) == 0);
+  // ... and a rating service the rest while the round waits: it reads each pending
+  // sample's float32 bytes and answers the right-mode reward.
+  std::thread service([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    io::Sqlite db(store);
+    std::vector<std::pair<int64_t, double>> answers;
+    auto pending = db.prepare("SELECT id, sample FROM labels WHERE label IS NULL");
+    while (pending.step()) {
+      float x[2];
+      std::memcpy(x, pending.blob(1).data(), sizeof(x));
+      answers.emplace_back(pending.integer(0), 1.0 / (1.0 + std::exp(-2.0 * x[0])));
+    }
+    pending.reset();
+    io::Sqlite::Transaction write(db);
+    auto label = db.prepare("UPDATE labels SET label = ?, labelled_at = datetime('now') WHERE id = ?");
+    for (const auto& [id, y] : answers) label.bind(1, y).bind(2, id).run();
+    write.commit();
+  });
+  reward::ExternalOracle oracle(feedback, {.poll_seconds = 0.02, .show_progress = false});
+  CHECK(oracle.queries() == 64);  // from the store
+  const algorithms::SeikoRound round = seiko.run_round(oracle, feedback);
+  service.join();
+  CHECK(seiko.rounds_done() == 1);
+  CHECK(round.queries_total == 64);  // nothing asked twice
+  REQUIRE(feedback.size() == 64);
+  CHECK(feedback.pending() == 0);
+  CHECK(torch::equal(feedback.y().narrow(0, 0, 32), torch::full({32}, 0.5, torch::kDouble)));
+  const torch::Tensor rest = feedback.y().narrow(0, 32, 32), truth = RightMode{}(feedback.x().narrow(0, 32, 32), {});
+  CHECK(torch::allclose(rest, truth.to(torch::kDouble), 0.0, 1e-6));
+  CHECK(std::isnan(round.oracle_reward_mean));  // unknown outside: measured by other means
+}
+
 TEST_CASE("two rounds of continuous SEIKO raise the oracle reward on an easy reward", "[seiko]") {
   // Control at each of the 10 measured times (top-10 of 10). With the top 3 only,
   // the same budget reaches about 0.6: the most uncertain times are early, where
@@ -158,37 +273,60 @@ TEST_CASE("two rounds of continuous SEIKO raise the oracle reward on an easy rew
   CHECK_THROWS_WITH(seiko.run_round(oracle, feedback), Contains("all 2 rounds are done"));
 }
 
-TEST_CASE("a resumed SEIKO run asks the oracle nothing twice and continues exactly", "[seiko]") {
+namespace {
+// The oracle of a process killed after answering `chunks` chunks: the next query
+// never happens.
+struct KilledAfter {
+  reward::Oracle<RightMode>& oracle;
+  int chunks;
+  torch::Tensor record(reward::FeedbackDataset& data, const torch::Tensor& x, const torch::Tensor& z, int64_t round) {
+    if (chunks-- == 0) throw std::runtime_error("killed");
+    return oracle.record(data, x, z, round);
+  }
+  void wait(reward::FeedbackDataset&, int64_t) const {}
+  torch::Tensor ground_truth(const torch::Tensor& x, const torch::Tensor& z) const { return oracle.ground_truth(x, z); }
+  int64_t queries() const { return oracle.queries(); }
+};
+}  // namespace
+
+TEST_CASE("a SEIKO run killed mid-round asks the oracle nothing twice and replays exactly", "[seiko]") {
   testing::TempDir dir;
+  constexpr int64_t chunk = 16;  // four chunks a round
   // Uninterrupted.
-  auto straight = make_seiko(0.01);
+  auto straight = make_seiko(0.01, 1, 40, 0.01, 3, chunk);
   auto straight_oracle = make_oracle();
   reward::FeedbackDataset straight_feedback;
   straight.run_round(straight_oracle, straight_feedback);
-  straight.run_round(straight_oracle, straight_feedback);
+  const algorithms::SeikoRound straight_round = straight.run_round(straight_oracle, straight_feedback);
 
-  // Killed after round 1 and after round 2's labels were stored.
+  // Killed in round 2, after two of its four chunks were labelled and stored.
   {
-    auto seiko = make_seiko(0.01);
+    auto seiko = make_seiko(0.01, 1, 40, 0.01, 3, chunk);
     auto oracle = make_oracle();
     reward::FeedbackDataset feedback(dir / "feedback.sqlite");
     seiko.run_round(oracle, feedback);
     seiko.save(dir / "seiko.pt");
-    for (int64_t chunk = 0; chunk < 64; chunk += 32) {  // round 2's labels, then the crash
-      const auto samples = seiko.sample(32);
-      reward::query_and_record(oracle, feedback, samples.x, samples.z, 2);
-    }
+    KilledAfter dying{oracle, 2};
+    CHECK_THROWS_WITH(seiko.run_round(dying, feedback), Contains("killed"));
+    CHECK(feedback.count_in_round(2) == 2 * chunk);
   }
-  auto seiko = make_seiko(0.01, 1);
+  // Resumed in a new process: the checkpoint of round 1, the store, the oracle's state.
+  auto seiko = make_seiko(0.01, 1, 40, 0.01, 3, chunk);
   auto oracle = make_oracle();
   reward::FeedbackDataset feedback(dir / "feedback.sqlite");
   oracle.restore(*feedback.oracle_state());
   CHECK(seiko.load(dir / "seiko.pt", feedback) == 1);
-  seiko.run_round(oracle, feedback);
-  CHECK(oracle.queries() == 128);  // round 2 was not asked again
-  CHECK(feedback.size() == 128);
-  CHECK(torch::equal(feedback.y().narrow(0, 0, 64), straight_feedback.y().narrow(0, 0, 64)));
-  CHECK(torch::equal(feedback.x().narrow(0, 0, 64), straight_feedback.x().narrow(0, 0, 64)));
+  const algorithms::SeikoRound round = seiko.run_round(oracle, feedback);
+  CHECK(oracle.queries() == 128);  // round 2's stored chunks were not asked again
+  REQUIRE(feedback.size() == 128);
+  CHECK(torch::equal(feedback.x(), straight_feedback.x()));
+  CHECK(torch::equal(feedback.y(), straight_feedback.y()));
+  // ... and everything after replays: the tuned control and the round's figures.
+  const auto tuned = seiko.policy().parameters(), expected = straight.policy().parameters();
+  REQUIRE(tuned.size() == expected.size());
+  for (std::size_t i = 0; i < tuned.size(); ++i) CHECK(torch::equal(tuned[i], expected[i]));
+  CHECK(round.oracle_reward_mean == straight_round.oracle_reward_mean);
+  CHECK(round.kl_to_pretrained == straight_round.kl_to_pretrained);
 }
 
 TEST_CASE("with a very large alpha the fine-tuned sampler stays the pretrained one", "[seiko]") {

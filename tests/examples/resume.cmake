@@ -1,7 +1,8 @@
 # A training run stopped part-way and resumed must end exactly where the same run
 # uninterrupted ends: same weights file, same logged losses.
 #   cmake -DPROGRAM=... -DWORK_DIR=... -DARGS="a;b;..." -DSTEPS=N -DSTOP=K
-#         -DWEIGHTS=model.pt -P resume.cmake
+#         -DWEIGHTS=model.pt [-DKEEP=ON] -P resume.cmake
+# With -DKEEP=ON the uninterrupted run's output stays for the tests that need it.
 
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -41,4 +42,8 @@ if(NOT straight STREQUAL resumed)
 endif()
 list(LENGTH straight rows)
 message(STATUS "resume matches: ${WEIGHTS} identical, ${rows} metrics rows identical")
-file(REMOVE_RECURSE "${WORK_DIR}")
+if(KEEP)
+  file(REMOVE_RECURSE "${WORK_DIR}/resumed")
+else()
+  file(REMOVE_RECURSE "${WORK_DIR}")
+endif()

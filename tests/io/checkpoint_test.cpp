@@ -182,7 +182,24 @@ TEST_CASE("a checkpoint that does not fit names the file and the entry", "[check
     io::Checkpoint checkpoint = run.checkpoint();
     CHECK_THROWS_AS(io::load_checkpoint(truncated, checkpoint), std::invalid_argument);
     CHECK_THROWS_WITH(io::load_checkpoint(truncated, checkpoint),
-                      Contains(truncated.string()) && Contains("cannot be read"));
+                      Contains(truncated.string()) && Contains("SHA-256") && Contains("truncated or corrupt"));
+  }
+  SECTION("a changed byte, a bare archive, another file") {
+    std::vector<char> bytes = read_bytes(path);
+    const fs::path changed = dir.path() / "changed.pt";
+    const auto write = [&](const std::vector<char>& content) {
+      std::ofstream out(changed, std::ios::binary | std::ios::trunc);
+      out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    };
+    Run run(5);
+    io::Checkpoint checkpoint = run.checkpoint();
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x04);
+    write(bytes);
+    CHECK_THROWS_WITH(io::load_checkpoint(changed, checkpoint), Contains("SHA-256") && Contains("corrupt"));
+    write(std::vector<char>(bytes.begin() + 73, bytes.end()));  // the archive alone, as before digests
+    CHECK_THROWS_WITH(io::load_checkpoint(changed, checkpoint), Contains("bare LibTorch archive"));
+    write({'h', 'i'});
+    CHECK_THROWS_WITH(io::load_checkpoint(changed, checkpoint), Contains("not a diffctl checkpoint"));
   }
   SECTION("bad names") {
     Run run(5);

@@ -169,6 +169,46 @@ TEST_CASE("save_state_dict and read_state_dict round-trip a module", "[weights]"
   CHECK(fresh->head->weight.requires_grad());
 }
 
+TEST_CASE("SHA-256 gives the digests of FIPS 180-4's examples", "[weights]") {
+  using diffctl::io::sha256;
+  CHECK(sha256("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(sha256(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  // Lengths around the padding boundary (55, 56 and 64 bytes) fed in pieces.
+  for (const std::size_t n : {55u, 56u, 63u, 64u, 65u}) {
+    const std::string text(n, 'x');
+    diffctl::io::Sha256 pieces;
+    pieces.update(text.substr(0, 7)).update(text.substr(7));
+    CHECK(pieces.hex() == sha256(text));
+  }
+}
+
+TEST_CASE("weights written with their SHA-256 are refused once a byte changes", "[weights]") {
+  TempDir dir;
+  const fs::path file = dir.path() / "net.pt";
+  const std::string digest = models::save_state_dict(*make_net(1), file);
+  CHECK(digest == diffctl::io::sha256_file(file));
+  models::ReadStateDictOptions checked;
+  checked.sha256 = digest;
+  CHECK(models::read_state_dict(file, checked).size() == 9);
+
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x01);
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  Net net = make_net(2);
+  CHECK_THROWS_WITH(models::load_weights(*net, file, checked),
+                    Contains(file.string()) && Contains("SHA-256") && Contains(digest) && Contains("corrupt"));
+}
+
 TEST_CASE("save_state_dict writes the zip layout Python's torch.load reads", "[weights]") {
   TempDir dir;
   const fs::path file = dir.path() / "net.pt";

@@ -141,11 +141,11 @@ TEST_CASE("a bound feedback dataset is on disk after every append and reloads wh
 
   const torch::Tensor x0 = torch::randn({3, 1, 2, 2}, generator);
   const torch::Tensor z0 = torch::tensor({2, 0, 1}, torch::kLong);
-  reward::query_and_record(oracle, data, x0, z0, 0);
+  oracle.record(data, x0, z0, 0);
   REQUIRE(fs::exists(file));
   const torch::Tensor x1 = torch::randn({2, 1, 2, 2}, generator);
   const torch::Tensor z1 = torch::tensor({1, 1}, torch::kLong);
-  const torch::Tensor y1 = reward::query_and_record(oracle, data, x1, z1, 1);
+  const torch::Tensor y1 = oracle.record(data, x1, z1, 1);
 
   const reward::FeedbackDataset loaded(file);  // a second connection, while the first is open
   REQUIRE(loaded.size() == 5);
@@ -185,7 +185,7 @@ int64_t write_chunks(const fs::path& file, int64_t chunks) {
   reward::FeedbackDataset data(file);
   if (data.oracle_state()) oracle.restore(*data.oracle_state());
   const int64_t before = oracle.queries();
-  for (int64_t k = data.size() / 4; k < chunks; ++k) reward::query_and_record(oracle, data, chunk_samples(k), {}, k);
+  for (int64_t k = data.size() / 4; k < chunks; ++k) oracle.record(data, chunk_samples(k), {}, k);
   return oracle.queries() - before;
 }
 
@@ -273,14 +273,14 @@ TEST_CASE("a failed write leaves the dataset and its store as they were", "[rewa
   const fs::path file = dir / "feedback.sqlite";
   reward::Oracle oracle(SumReward{}, {.noise_std = 0.1, .budget = std::nullopt, .seed = 2});
   reward::FeedbackDataset data(file);
-  reward::query_and_record(oracle, data, torch::ones({2, 3}), {}, 0);
+  oracle.record(data, torch::ones({2, 3}), {}, 0);
   const reward::OracleState after_round_0 = oracle.state();
   // The disk refuses the second row of round 1 (a trigger stands in for a full disk),
   // after the first was inserted: the whole chunk and the oracle's state roll back.
   io::Sqlite(file).exec(
       "CREATE TRIGGER refuse BEFORE INSERT ON labels WHEN NEW.round = 1 AND "
       "(SELECT count(*) FROM labels WHERE round = 1) = 1 BEGIN SELECT RAISE(ABORT, 'disk full'); END");
-  CHECK_THROWS_WITH(reward::query_and_record(oracle, data, torch::ones({2, 3}), {}, 1), Contains("disk full"));
+  CHECK_THROWS_WITH(oracle.record(data, torch::ones({2, 3}), {}, 1), Contains("disk full"));
   CHECK(data.size() == 2);
   CHECK(!data.has_round(1));
   const reward::FeedbackDataset reread(file);

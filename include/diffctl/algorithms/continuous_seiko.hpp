@@ -166,8 +166,8 @@ class ContinuousSeiko {
   }
 
   // Runs round rounds_done() + 1: feedback, ensemble refit, optimisation.
-  template <RewardFunction OracleReward>
-  SeikoRound run_round(reward::Oracle<OracleReward>& oracle, reward::FeedbackDataset& feedback) {
+  template <FeedbackOracle Oracle>
+  SeikoRound run_round(Oracle& oracle, reward::FeedbackDataset& feedback) {
     require(rounds_done_ < rounds(), "SEIKO: all ", rounds(), " rounds are done");
     const auto start = std::chrono::steady_clock::now();
     const int64_t round = rounds_done_ + 1;
@@ -193,8 +193,8 @@ class ContinuousSeiko {
 
   // Measures the current model on eval_samples fresh samples (round 0: before any),
   // the prompts spread evenly over the classes; last_evaluation() keeps them.
-  template <RewardFunction OracleReward>
-  SeikoRound evaluate(reward::Oracle<OracleReward>& oracle) {
+  template <FeedbackOracle Oracle>
+  SeikoRound evaluate(Oracle& oracle) {
     torch::NoGradGuard no_grad;
     SeikoRound report;
     report.round = rounds_done_;
@@ -291,19 +291,25 @@ class ContinuousSeiko {
     else return drift;
   }
 
-  template <RewardFunction OracleReward>
-  void collect_feedback(reward::Oracle<OracleReward>& oracle, reward::FeedbackDataset& feedback, int64_t round) {
+  template <FeedbackOracle Oracle>
+  void collect_feedback(Oracle& oracle, reward::FeedbackDataset& feedback, int64_t round) {
     const int64_t wanted = options_.queries_per_round[static_cast<std::size_t>(round - 1)];
-    // A run stopped mid-round kept the chunks it paid for: ask only the rest.
-    int64_t have = feedback.count_in_round(round);
+    // A run stopped mid-round kept the rows it asked about: ask only the rest. The
+    // chunks it asked are drawn again (and not asked), so that the generator, and
+    // with it everything after, replays the uninterrupted run.
+    const int64_t asked = feedback.asked_in_round(round);
     io::Progress progress("seiko round " + std::to_string(round) + " feedback", wanted);
-    while (have < wanted) {
+    for (int64_t have = 0; have < wanted;) {
       const int64_t count = std::min(options_.chunk, wanted - have);
       const SeikoSamples samples = sample(count);
-      reward::query_and_record(oracle, feedback, samples.x, samples.z, round);
+      const int64_t fresh = std::min(count, have + count - asked);
+      if (fresh > 0)
+        oracle.record(feedback, samples.x.narrow(0, count - fresh, fresh),
+                      samples.z.defined() ? samples.z.narrow(0, count - fresh, fresh) : samples.z, round);
       have += count;
       if (options_.show_progress) progress.update(have);
     }
+    oracle.wait(feedback, round);
   }
 
   double optimize(int64_t round) {

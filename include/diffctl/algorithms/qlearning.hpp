@@ -34,6 +34,7 @@
 
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/io/checkpoint.hpp"
 #include "diffctl/io/files.hpp"
 #include "diffctl/models/module_copy.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
@@ -397,22 +398,13 @@ class QLearning {
     archive.write("policy", policy);
     archive.write("value", value);
     archive.write("shape", shape());
-    io::write_atomically(path, [&](const std::filesystem::path& partial) {
-      archive.save_to(partial.string());
-      return true;
-    });
+    io::write_archive(path, archive);
   }
 
   // Loads networks saved by save(); the checkpoint's shape must match this learner's.
   void load(const std::filesystem::path& path) {
     const std::string name = "checkpoint " + path.string();
-    require(std::filesystem::is_regular_file(path), name, ": no such file");
-    torch::serialize::InputArchive archive;
-    try {
-      archive.load_from(path.string(), options_.device);
-    } catch (const c10::Error&) {
-      throw std::invalid_argument(name + ": not a readable checkpoint (truncated or another format)");
-    }
+    torch::serialize::InputArchive archive = io::read_archive(path, options_.device);
     torch::Tensor saved_shape;
     require(archive.try_read("shape", saved_shape), name, ": not a q-learning checkpoint (no shape)");
     const auto text = [](const torch::Tensor& v) {

@@ -11,7 +11,10 @@
 //   diffctl::io::save_checkpoint(path, checkpoint);  // every N steps and at the end
 //
 // The file is written beside `path` and renamed over it, so a crash mid-save leaves
-// the previous checkpoint whole. Loading checks every entry the Checkpoint names
+// the previous checkpoint whole. It is a LibTorch archive behind a short header
+// with the archive's SHA-256 ("DFCKPT1\n", 64 hex digits, "\n"): LibTorch's archive
+// reader crashes on some corrupted archives (found by fuzzing), so only bytes whose
+// digest matches ever reach it. Loading checks every entry the Checkpoint names
 // (presence, names and shapes of each module's tensors, generator state sizes)
 // before it changes anything, and names the file and the entry when one does not fit.
 
@@ -20,15 +23,19 @@
 #include <cctype>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "diffctl/error.hpp"
 #include "diffctl/io/files.hpp"
+#include "diffctl/io/sha256.hpp"
 #include "diffctl/models/state_dict.hpp"
 
 namespace diffctl::io {
@@ -49,6 +56,8 @@ struct Checkpoint {
 namespace detail {
 
 constexpr std::int64_t kCheckpointFormat = 1;
+constexpr std::string_view kCheckpointMagic = "DFCKPT1\n";
+constexpr std::size_t kCheckpointHeader = kCheckpointMagic.size() + 64 + 1;
 
 template <class Entries>
 void check_entry_names(const Entries& entries, const char* kind) {
@@ -142,62 +151,111 @@ inline torch::Device checkpoint_device(const Checkpoint& checkpoint) {
 
 }  // namespace detail
 
-// Writes everything `checkpoint` names to `path` (a LibTorch archive), atomically.
-inline void save_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
-  detail::check_checkpoint_names(checkpoint);
+// Writes a LibTorch archive to `path` behind its SHA-256 (the header above), whole
+// or not at all.
+inline void write_archive(const std::filesystem::path& path, torch::serialize::OutputArchive& archive) {
+  std::string bytes;
+  try {
+    archive.save_to([&](const void* data, std::size_t size) {
+      bytes.append(static_cast<const char*>(data), size);
+      return size;
+    });
+  } catch (const c10::Error& error) {
+    throw std::runtime_error("could not write checkpoint " + path.string() + ": " +
+                             models::detail::short_message(error));
+  }
   write_atomically(path, [&](const std::filesystem::path& partial) {
-    torch::serialize::OutputArchive archive;
-    const auto unit = archive.compilation_unit();
-    archive.write("diffctl_checkpoint", torch::tensor(detail::kCheckpointFormat),
-                  /*is_buffer=*/true);
-    archive.write("step", torch::tensor(checkpoint.step), /*is_buffer=*/true);
-    if (!checkpoint.modules.empty()) {
-      torch::serialize::OutputArchive group(unit);
-      for (const auto& [name, module] : checkpoint.modules) {
-        torch::serialize::OutputArchive entry(unit);
-        module->save(entry);
-        group.write(name, entry);
-      }
-      archive.write("modules", group);
-    }
-    if (!checkpoint.optimizers.empty()) {
-      torch::serialize::OutputArchive group(unit);
-      for (const auto& [name, optimizer] : checkpoint.optimizers) {
-        torch::serialize::OutputArchive entry(unit);
-        optimizer->save(entry);
-        group.write(name, entry);
-      }
-      archive.write("optimizers", group);
-    }
-    if (!checkpoint.generators.empty()) {
-      torch::serialize::OutputArchive group(unit);
-      for (const auto& [name, handle] : checkpoint.generators) {
-        at::Generator generator = handle;
-        torch::Tensor state;
-        {
-          std::lock_guard<std::mutex> lock(generator.mutex());
-          state = generator.get_state();
-        }
-        group.write(name, state, /*is_buffer=*/true);
-      }
-      archive.write("generators", group);
-    }
-    if (!checkpoint.tensors.empty()) {
-      torch::serialize::OutputArchive group(unit);
-      for (const auto& [name, tensor] : checkpoint.tensors) {
-        require(tensor->defined(), "checkpoint tensor \"", name, "\" is undefined");
-        group.write(name, tensor->detach(), /*is_buffer=*/true);
-      }
-      archive.write("tensors", group);
-    }
-    try {
-      archive.save_to(partial.string());
-    } catch (const c10::Error& error) {
-      throw std::runtime_error("could not write checkpoint " + path.string() + ": " +
-                               models::detail::short_message(error));
-    }
+    std::ofstream out(partial, std::ios::binary);
+    out << detail::kCheckpointMagic << sha256(bytes) << '\n' << bytes;
+    out.close();
+    if (!out) throw std::runtime_error("could not write checkpoint " + path.string());
     return true;
   });
+}
+
+// Reads an archive written by write_archive onto `device`, after checking its
+// digest: a truncated, corrupt or foreign file is refused with its name before
+// LibTorch parses a byte of it.
+inline torch::serialize::InputArchive read_archive(const std::filesystem::path& path,
+                                                   c10::optional<torch::Device> device = c10::nullopt) {
+  const std::string name = "checkpoint " + path.string();
+  require(std::filesystem::is_regular_file(path), name, ": no such file");
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    require(static_cast<bool>(in), name, ": cannot open");
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const std::string_view header = std::string_view(bytes).substr(0, detail::kCheckpointHeader);
+  require(header.starts_with(detail::kCheckpointMagic), name, ": not a diffctl checkpoint",
+          bytes.starts_with("PK") ? " (a bare LibTorch archive, as diffctl wrote before its checkpoints carried "
+                                    "their SHA-256; start that run again)"
+                                  : "");
+  require(header.size() == detail::kCheckpointHeader && header.back() == '\n', name,
+          ": truncated header (file corrupt)");
+  const std::string_view recorded = header.substr(detail::kCheckpointMagic.size(), 64);
+  const std::string_view archive_bytes = std::string_view(bytes).substr(detail::kCheckpointHeader);
+  const std::string found = sha256(archive_bytes);
+  require(found == recorded, name, ": SHA-256 ", found, " where ", recorded,
+          " was recorded (the file is truncated or corrupt)");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(archive_bytes.data(), archive_bytes.size(), device);
+  } catch (const c10::Error& error) {
+    throw std::invalid_argument(name + ": cannot be read: " + models::detail::short_message(error));
+  }
+  return archive;
+}
+
+// Writes everything `checkpoint` names to `path` (a LibTorch archive behind its
+// SHA-256), atomically.
+inline void save_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
+  detail::check_checkpoint_names(checkpoint);
+  torch::serialize::OutputArchive archive;
+  const auto unit = archive.compilation_unit();
+  archive.write("diffctl_checkpoint", torch::tensor(detail::kCheckpointFormat),
+                /*is_buffer=*/true);
+  archive.write("step", torch::tensor(checkpoint.step), /*is_buffer=*/true);
+  if (!checkpoint.modules.empty()) {
+    torch::serialize::OutputArchive group(unit);
+    for (const auto& [name, module] : checkpoint.modules) {
+      torch::serialize::OutputArchive entry(unit);
+      module->save(entry);
+      group.write(name, entry);
+    }
+    archive.write("modules", group);
+  }
+  if (!checkpoint.optimizers.empty()) {
+    torch::serialize::OutputArchive group(unit);
+    for (const auto& [name, optimizer] : checkpoint.optimizers) {
+      torch::serialize::OutputArchive entry(unit);
+      optimizer->save(entry);
+      group.write(name, entry);
+    }
+    archive.write("optimizers", group);
+  }
+  if (!checkpoint.generators.empty()) {
+    torch::serialize::OutputArchive group(unit);
+    for (const auto& [name, handle] : checkpoint.generators) {
+      at::Generator generator = handle;
+      torch::Tensor state;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        state = generator.get_state();
+      }
+      group.write(name, state, /*is_buffer=*/true);
+    }
+    archive.write("generators", group);
+  }
+  if (!checkpoint.tensors.empty()) {
+    torch::serialize::OutputArchive group(unit);
+    for (const auto& [name, tensor] : checkpoint.tensors) {
+      require(tensor->defined(), "checkpoint tensor \"", name, "\" is undefined");
+      group.write(name, tensor->detach(), /*is_buffer=*/true);
+    }
+    archive.write("tensors", group);
+  }
+  write_archive(path, archive);
 }
 
 // Restores everything `checkpoint` names from `path` and returns the saved step
@@ -205,14 +263,7 @@ inline void save_checkpoint(const std::filesystem::path& path, const Checkpoint&
 inline std::int64_t load_checkpoint(const std::filesystem::path& path, Checkpoint& checkpoint) {
   detail::check_checkpoint_names(checkpoint);
   require(std::filesystem::is_regular_file(path), "checkpoint ", path.string(), ": no such file");
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path.string(), detail::checkpoint_device(checkpoint));
-  } catch (const c10::Error& error) {
-    throw std::invalid_argument("checkpoint " + path.string() +
-                                ": cannot be read (truncated or not a checkpoint): " +
-                                models::detail::short_message(error));
-  }
+  torch::serialize::InputArchive archive = read_archive(path, detail::checkpoint_device(checkpoint));
   torch::Tensor format;
   require(archive.try_read("diffctl_checkpoint", format) && format.numel() == 1, "checkpoint ",
           path.string(), ": not a diffctl checkpoint (no entry diffctl_checkpoint)");

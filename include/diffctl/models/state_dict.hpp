@@ -37,6 +37,7 @@
 
 #include "diffctl/error.hpp"
 #include "diffctl/io/files.hpp"
+#include "diffctl/io/sha256.hpp"
 
 namespace diffctl::models {
 
@@ -50,6 +51,10 @@ struct ReadStateDictOptions {
   std::string key{};
   // Drops a leading "module." from every name (models wrapped in DataParallel).
   bool strip_module_prefix = false;
+  // The file's SHA-256 as save_state_dict returned it (64 hex digits); when given,
+  // a file with another digest is refused before it is read. Empty: not checked
+  // (weights a user brings).
+  std::string sha256{};
 };
 
 struct LoadStateDictOptions {
@@ -609,6 +614,11 @@ inline std::string describe_shape(const torch::Tensor& tensor, bool with_dtype) 
 inline StateDict read_state_dict(const std::filesystem::path& path,
                                  const ReadStateDictOptions& options = {}) {
   require(std::filesystem::is_regular_file(path), "weights file ", path.string(), ": no such file");
+  if (!options.sha256.empty()) {
+    const std::string found = io::sha256_file(path);
+    require(found == options.sha256, "weights file ", path.string(), ": SHA-256 ", found, " where ",
+            options.sha256, " was recorded when it was written (the file is corrupt or was replaced)");
+  }
   std::array<char, 4> magic{};
   {
     std::ifstream in(path, std::ios::binary);
@@ -748,7 +758,8 @@ inline LoadStateDictReport load_weights(torch::nn::Module& module,
 // Writes `dict` as torch.save would write a dict of tensors (a zip holding
 // archive/data.pkl, archive/data/N and archive/version), so Python's torch.load
 // reads it; tensors are stored on the CPU. The file appears whole or not at all.
-inline void save_state_dict(const StateDict& dict, const std::filesystem::path& path) {
+// Returns its SHA-256, to record beside it (ReadStateDictOptions::sha256).
+inline std::string save_state_dict(const StateDict& dict, const std::filesystem::path& path) {
   c10::Dict<std::string, at::Tensor> pickled;
   for (const auto& item : dict)
     pickled.insert(item.key(), item.value().detach().to(torch::kCPU).contiguous());
@@ -759,10 +770,11 @@ inline void save_state_dict(const StateDict& dict, const std::filesystem::path& 
     out.close();
     return static_cast<bool>(out);
   });
+  return io::sha256(std::string_view(bytes.data(), bytes.size()));
 }
 
-inline void save_state_dict(const torch::nn::Module& module, const std::filesystem::path& path) {
-  save_state_dict(state_dict(module), path);
+inline std::string save_state_dict(const torch::nn::Module& module, const std::filesystem::path& path) {
+  return save_state_dict(state_dict(module), path);
 }
 
 }  // namespace diffctl::models

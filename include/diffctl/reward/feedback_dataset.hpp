@@ -8,7 +8,7 @@
 //
 //   reward::FeedbackDataset data(out / "feedback.sqlite");  // loads it if it exists
 //   if (data.oracle_state()) oracle.restore(*data.oracle_state());  // after a restart
-//   if (!data.has_round(round)) reward::query_and_record(oracle, data, x, z, round);
+//   if (!data.has_round(round)) oracle.record(data, x, z, round);
 //
 // Labels from outside the process: ask() stores queries as pending rows (label
 // NULL); anything that can write SQLite (a script, a person with the sqlite3
@@ -461,17 +461,5 @@ class FeedbackDataset {
   std::map<int64_t, int64_t> pending_;  // round -> rows without a label
   std::optional<OracleState> oracle_state_;
 };
-
-// Asks the oracle to label x [B, ...] under z and appends the labels, with the
-// oracle's state after answering, to `data` (on disk when it is bound): the one
-// call a round makes, so a paid-for label is stored before anything else happens.
-// Returns the labels [B].
-template <RewardFunction Reward>
-torch::Tensor query_and_record(Oracle<Reward>& oracle, FeedbackDataset& data, const torch::Tensor& x,
-                               const torch::Tensor& z, int64_t round) {
-  const torch::Tensor y = oracle.query(x, z);
-  data.append(x, z, y, round, oracle.state());
-  return y;
-}
 
 }  // namespace diffctl::reward

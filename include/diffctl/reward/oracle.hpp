@@ -6,6 +6,7 @@
 //   reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong),
 //                         {.noise_std = 0.05, .budget = 4096, .seed = 1});
 //   torch::Tensor y = oracle.query(x, z);   // r(x, z) + eps, counts x.size(0) queries
+//   oracle.record(feedback, x, z, round);   // the same, the labels stored in the dataset
 //
 // Every query counts against the budget; a request that would exceed it is refused
 // whole, before anything is answered, so no label is ever paid for and dropped.
@@ -141,6 +142,20 @@ class Oracle {
   }
   const OracleOptions& options() const { return options_; }
   Reward& reward() { return reward_; }
+
+  // Asks about x [B, ...] under z and appends the labels, with this oracle's state
+  // after answering, to `data` (a FeedbackDataset; on disk when it is bound): the
+  // one call a round makes, so a paid-for label is stored before anything else
+  // happens. Returns the labels [B].
+  template <class Dataset>
+  torch::Tensor record(Dataset& data, const torch::Tensor& x, const torch::Tensor& z, int64_t round) {
+    const torch::Tensor y = query(x, z);
+    data.append(x, z, y, round, state());
+    return y;
+  }
+  // The labels record() stores are there at once: nothing to wait for.
+  template <class Dataset>
+  void wait(Dataset&, int64_t) const {}
 
   OracleState state() const { return {queries_, generator_.get_state()}; }
   void restore(const OracleState& state) {
