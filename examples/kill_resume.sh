@@ -51,7 +51,9 @@ for delay in $times; do
   resume=""
   [ -f "$out/killed/feedback.sqlite" ] && resume=--resume
   before=$(labels)
-  run "$out/killed" "$@" $resume &
+  # Started here, not through run(): $! must be seiko_demo itself, not a subshell.
+  "$demo" --diffusion "$models/diffusion_uncond" --oracle "$models/oracle" --weak "$models/weak" \
+    --out "$out/killed" "$@" $resume > /dev/null 2>> "$out/stderr.log" &
   pid=$!
   sleep "$delay"
   if kill -9 "$pid" 2> /dev/null; then

@@ -268,6 +268,26 @@ TEST_CASE("a writer killed at random points loses no label and asks none twice",
   CHECK(resumed.oracle_state()->queries == 4 * chunks);
 }
 
+TEST_CASE("one dataset writes to a store at a time", "[reward]") {
+  TempDir dir;
+  const fs::path file = dir / "feedback.sqlite";
+  {
+    reward::FeedbackDataset first(file);
+    first.append(torch::zeros({2, 3}), {}, torch::zeros({2}), 1);
+    reward::FeedbackDataset second(file);  // reading is fine
+    CHECK(second.size() == 2);
+    CHECK_THROWS_WITH(second.append(torch::ones({2, 3}), {}, torch::ones({2}), 2),
+                      Contains(file.string()) && Contains("another process is writing"));
+    CHECK_THROWS_WITH(second.ask(torch::ones({1, 3}), {}, 2), Contains("another process is writing"));
+    first.append(torch::ones({2, 3}), {}, torch::ones({2}), 2);
+  }
+  // The writer gone, the next one takes over with what it wrote.
+  reward::FeedbackDataset next(file);
+  next.append(torch::ones({1, 3}), {}, torch::ones({1}), 3);
+  CHECK(next.size() == 5);
+  CHECK(reward::FeedbackDataset(file).count_in_round(2) == 2);
+}
+
 TEST_CASE("a failed write leaves the dataset and its store as they were", "[reward]") {
   TempDir dir;
   const fs::path file = dir / "feedback.sqlite";

@@ -23,8 +23,15 @@
 //          y (NULL: pending), checksum = CRC-32 of (round, prompt, shape, sample)
 //   oracle_state(oracle, queries, generator): the noise generator's bytes
 // A file that is not such a store, or whose rows fail their checks, is reported with
-// its name and the row at fault, never half-loaded.
+// its name and the row at fault, never half-loaded. One dataset writes to a store
+// at a time: the first append or ask takes an exclusive lock on the file (flock,
+// released when the dataset goes or its process dies), so a second run started on
+// the same store stops with a clear error instead of interleaving its rounds with
+// the first's. Readers, and labellers writing through SQLite, need no lock.
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -114,6 +121,26 @@ inline std::optional<std::vector<int64_t>> parse_shape(std::string_view text) {
   return shape;
 }
 
+// An exclusive flock on a file for as long as this object lives.
+class WriterLock {
+ public:
+  explicit WriterLock(const std::filesystem::path& file) {
+    fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    require(fd_ >= 0, "feedback store ", file.string(), ": cannot open it to lock it");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      require(false, "feedback store ", file.string(),
+              ": another process is writing to it (a second run on the same output?)");
+    }
+  }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+  ~WriterLock() { ::close(fd_); }  // closing releases the lock
+
+ private:
+  int fd_ = -1;
+};
+
 inline int64_t row_checksum(int64_t round, std::optional<int64_t> prompt, std::string_view shape,
                             std::string_view sample) {
   uLong crc = ::crc32(0L, Z_NULL, 0);
@@ -186,7 +213,7 @@ class FeedbackDataset {
             " (labels must be finite)");
     const torch::Tensor rounds = torch::full({batch}, round, torch::kLong);
     if (!file_.empty()) {
-      if (!db_) create_store();
+      lock_for_writing();
       io::Sqlite::Transaction write(*db_);
       insert_rows(*db_, samples, prompts, labels, rounds, oracle);
       if (oracle_state) store_oracle_state(*db_, *oracle_state, "oracle");
@@ -203,7 +230,7 @@ class FeedbackDataset {
                            std::string_view oracle = "external") {
     require(!file_.empty(), "feedback dataset: asking for labels from outside needs a dataset bound to a file");
     const auto [samples, prompts] = checked_batch(x, z, round);
-    if (!db_) create_store();
+    lock_for_writing();
     io::Sqlite::Transaction write(*db_);
     const torch::Tensor rounds = torch::full({samples.size(0)}, round, torch::kLong);
     std::vector<int64_t> ids = insert_rows(*db_, samples, prompts, torch::Tensor{}, rounds, oracle);
@@ -283,6 +310,15 @@ class FeedbackDataset {
   }
 
   bool has_rows() const { return size() > 0 || pending() > 0; }
+
+  // Creates the store if need be and takes the writer's lock, once. A store that
+  // another dataset wrote to since this one read it is read again first.
+  void lock_for_writing() {
+    if (lock_) return;
+    if (!db_) create_store();
+    lock_ = std::make_shared<detail::WriterLock>(file_);
+    read_store();
+  }
 
   // Inserts the rows (labels undefined: pending); returns their ids.
   static std::vector<int64_t> insert_rows(io::Sqlite& db, const torch::Tensor& samples, const torch::Tensor& prompts,
@@ -455,6 +491,7 @@ class FeedbackDataset {
 
   std::filesystem::path file_;
   std::shared_ptr<io::Sqlite> db_;  // open while bound to an existing store
+  std::shared_ptr<detail::WriterLock> lock_;  // held from the first write on
   torch::Tensor x_, z_, y_, round_;
   bool conditional_ = false;
   std::vector<int64_t> shape_;
