@@ -6,7 +6,10 @@
 #   examples/kill_resume.sh OUT [seiko_demo flags]
 #
 # Environment: BUILD (default build), MODELS (the models seiko_demo.sh trains,
-# default out), KILLS (default 20), SEED (of the kill times, default 1).
+# default out), KILLS (default 20), SEED (of the kill times, default 1),
+# KILL_WITHIN (kills come 1 to KILL_WITHIN seconds after each start; default half
+# the uninterrupted run: shorter gives more kills before the run is done, but a
+# restart must get through a round now and then to make progress).
 # Writes OUT/straight, OUT/killed, OUT/kills.csv (the moment of each kill, in
 # seconds after its run started) and prints a summary; exits non-zero when the two
 # runs differ.
@@ -40,11 +43,11 @@ run "$out/straight" "$@"
 length=$(($(date +%s) - start))
 echo "kill_resume.sh: uninterrupted run: $length s"
 
-# Kill times uniform in [1, max(2, length / 2)] seconds after each start, from an
-# awk generator seeded with SEED, so that runs make progress between kills.
+# Kill times uniform in [1, KILL_WITHIN] seconds after each start, from an awk
+# generator seeded with SEED.
 echo "kill,seconds,labels_before,labels_after" > "$out/kills.csv"
 labels() { [ -f "$out/killed/feedback.sqlite" ] && sqlite3 "$out/killed/feedback.sqlite" "SELECT count(*) FROM labels" || echo 0; }
-span=$((length / 2 > 2 ? length / 2 : 2))
+span=${KILL_WITHIN:-$((length / 2 > 2 ? length / 2 : 2))}
 times=$(awk -v n="$kills" -v s="$seed" -v span="$span" 'BEGIN { srand(s); for (i = 0; i < n; i++) printf "%.2f\n", 1 + rand() * (span - 1) }')
 kill_count=0
 for delay in $times; do

@@ -106,8 +106,10 @@ DemoOracleReward oracle_reward(const DemoSettings& s, const models::ResNet18& st
 const sde::Ddpm kSolver({.clip_x0 = 1.0});
 const sde::Ddpm kNoisySolver({.variance = sde::DdpmVariance::forward, .clip_x0 = 1.0});
 
-// The exit status of a run that stopped to wait for labels from outside.
+// The exit status of a run that stopped to wait for labels from outside, and of
+// one whose optimisation diverged.
 constexpr int kLabelsPendingExit = 3;
+constexpr int kDivergedExit = 4;
 
 const std::vector<std::string> kVariants{"mean-std", "max",          "thompson", "ucb",  "greedy",
                                          "discrete", "non-adaptive", "uniform",  "ddpo", "dpok"};
@@ -355,22 +357,29 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                               {"seed", flags.seed}});
     }
   };
-  if (s.external_labels) {
-    const std::optional<double> wait = s.label_wait < 0 ? std::nullopt : std::optional<double>(s.label_wait);
-    reward::ExternalOracle oracle(feedback, {.images_dir = out / "queries", .wait_seconds = wait});
-    try {
+  try {
+    if (s.external_labels) {
+      const std::optional<double> wait = s.label_wait < 0 ? std::nullopt : std::optional<double>(s.label_wait);
+      reward::ExternalOracle oracle(feedback, {.images_dir = out / "queries", .wait_seconds = wait});
       drive(oracle);
-    } catch (const reward::LabelsPending& pending) {
-      std::cerr << "seiko_demo: " << pending.what() << " with --resume (pictures of the queries: "
-                << (out / "queries").string() << "/<id>.png)\n";
-      return kLabelsPendingExit;
+    } else {
+      reward::Oracle oracle(oracle_reward(s, strong, device),
+                            {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
+      // The oracle's count and noise stream continue where the stored labels end.
+      if (feedback.oracle_state()) oracle.restore(*feedback.oracle_state());
+      drive(oracle);
     }
-  } else {
-    reward::Oracle oracle(oracle_reward(s, strong, device),
-                          {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
-    // The oracle's count and noise stream continue where the stored labels end.
-    if (feedback.oracle_state()) oracle.restore(*feedback.oracle_state());
-    drive(oracle);
+  } catch (const reward::LabelsPending& pending) {
+    std::cerr << "seiko_demo: " << pending.what() << " with --resume (pictures of the queries: "
+              << (out / "queries").string() << "/<id>.png)\n";
+    return kLabelsPendingExit;
+  } catch (const algorithms::Diverged& diverged) {
+    // The round's checkpoint is written after its row, so seiko.pt holds the last
+    // good round; its labels are in the store.
+    std::cerr << "seiko_demo: " << diverged.what() << "; " << checkpoint_path.string() << " holds round "
+              << seiko.rounds_done() << ", the last good one, and every label is in " << feedback_path.string()
+              << "\n";
+    return kDivergedExit;
   }
   return 0;
 }

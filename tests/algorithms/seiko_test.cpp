@@ -329,6 +329,20 @@ TEST_CASE("a SEIKO run killed mid-round asks the oracle nothing twice and replay
   CHECK(round.kl_to_pretrained == straight_round.kl_to_pretrained);
 }
 
+TEST_CASE("a diverging round stops with a clear error instead of passing on NaN", "[seiko]") {
+  auto seiko = make_seiko(0.01, 1, 3, 1e30);  // a learning rate that blows the control up
+  auto oracle = make_oracle();
+  reward::FeedbackDataset feedback;
+  CHECK_THROWS_AS(seiko.run_round(oracle, feedback), algorithms::Diverged);
+  CHECK(seiko.rounds_done() == 0);
+  CHECK(feedback.size() == 64);  // the labels it paid for are kept
+  auto other = make_seiko(0.01, 1, 3, 1e30);
+  reward::FeedbackDataset more;
+  auto fresh_oracle = make_oracle();
+  CHECK_THROWS_WITH(other.run_round(fresh_oracle, more),
+                    Contains("SEIKO round 1: diverged") && Contains("of 3") && Contains("lower learning rate"));
+}
+
 TEST_CASE("with a very large alpha the fine-tuned sampler stays the pretrained one", "[seiko]") {
   auto seiko = make_seiko(1e4);
   auto oracle = make_oracle();

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,14 @@
 #include "diffctl/sde/time_grid.hpp"
 
 namespace diffctl::algorithms {
+
+// Thrown when a round's optimisation diverges (its objective became NaN or
+// infinite): the round's result is not usable, and a caller that checkpoints after
+// each round still has the previous round's.
+class Diverged : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct SeikoOptions {
   // Oracle queries of each round; the number of rounds is its length.
@@ -326,29 +335,47 @@ class ContinuousSeiko {
                                   torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
     io::Progress progress("seiko round " + std::to_string(round) + " optimise", options_.optimize_steps);
     torch::Tensor objective;
+    // Steps whose objective was not finite, counted where the objective lives and
+    // read once at the end (no host sync per step).
+    torch::Tensor diverged_steps = torch::zeros({}, torch::TensorOptions(torch::kLong).device(device_));
     for (int64_t step = 0; step < options_.optimize_steps; ++step) {
-      const torch::Tensor z = draw_prompts(options_.batch);
-      const torch::Tensor x_init = draw_initial(options_.batch);
-      torch::Tensor mask;
-      {
-        torch::NoGradGuard no_grad;
-        mask = select_controls(x_init.detach(), z);
+      // A control that blew up in an earlier step breaks this step's trajectories.
+      try {
+        const torch::Tensor z = draw_prompts(options_.batch);
+        const torch::Tensor x_init = draw_initial(options_.batch);
+        torch::Tensor mask;
+        {
+          torch::NoGradGuard no_grad;
+          mask = select_controls(x_init.detach(), z);
+        }
+        const Run run = controlled_run(x_init, z, mask, true, false);
+        const torch::Tensor reward = reward_.optimistic(run.x, z).mean();
+        torch::Tensor penalty = run.penalty.mean();
+        if constexpr (requires { regularizer_.initial_penalty(penalty, penalty); })
+          if (options_.learn_initial)
+            penalty = penalty + regularizer_.initial_penalty(initial_kl_to_prior(), initial_kl_to_previous());
+        objective = reward - penalty;
+        diverged_steps += torch::isfinite(objective.detach()).logical_not();
+        optimizer.zero_grad();
+        (-objective).backward();
+        clip_grad_norm(parameters, options_.max_grad_norm);
+        optimizer.step();
+      } catch (const sde::NonFiniteState& error) {
+        throw Diverged(diffctl::detail::concat("SEIKO round ", round, ": diverged at optimisation step ", step + 1,
+                                               " of ", options_.optimize_steps, " (", error.what(),
+                                               "); a lower learning rate than ", options_.learning_rate,
+                                               " or a larger alpha may help"));
       }
-      const Run run = controlled_run(x_init, z, mask, true, false);
-      const torch::Tensor reward = reward_.optimistic(run.x, z).mean();
-      torch::Tensor penalty = run.penalty.mean();
-      if constexpr (requires { regularizer_.initial_penalty(penalty, penalty); })
-        if (options_.learn_initial)
-          penalty = penalty + regularizer_.initial_penalty(initial_kl_to_prior(), initial_kl_to_previous());
-      objective = reward - penalty;
-      optimizer.zero_grad();
-      (-objective).backward();
-      clip_grad_norm(parameters, options_.max_grad_norm);
-      optimizer.step();
       if (options_.show_progress) progress.update(step + 1);
     }
     init_mean_.requires_grad_(false);
     init_log_std_.requires_grad_(false);
+    const int64_t diverged = diverged_steps.template item<int64_t>();
+    if (diverged > 0)
+      throw Diverged(diffctl::detail::concat("SEIKO round ", round, ": diverged, the objective NaN or infinite in ",
+                                             diverged, " of its ", options_.optimize_steps,
+                                             " optimisation steps; a lower learning rate than ",
+                                             options_.learning_rate, " or a larger alpha may help"));
     return objective.template item<double>();
   }
 

@@ -78,6 +78,13 @@ struct Trajectory {
   torch::Tensor final_state;                 // x at the grid's last time
 };
 
+// Thrown when a trajectory's state becomes NaN or infinite (a drift or a control
+// that blew up).
+class NonFiniteState : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 namespace detail {
 
 inline bool all_finite(const torch::Tensor& x) { return torch::isfinite(x).all().item<bool>(); }
@@ -180,7 +187,7 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
       if (!detail::all_finite(trajectory.states[r])) break;
       last_good = trajectory.times[r];
     }
-    throw std::runtime_error(diffctl::detail::concat(
+    throw NonFiniteState(diffctl::detail::concat(
         "integrate: the state became NaN or Inf after t = ", last_good, " (before t = ",
         grid.back(), "); record more times to narrow it down, or use more steps"));
   }
