@@ -209,6 +209,35 @@ TEST_CASE("weights written with their SHA-256 are refused once a byte changes", 
                     Contains(file.string()) && Contains("SHA-256") && Contains(digest) && Contains("corrupt"));
 }
 
+TEST_CASE("a zip whose records claim more bytes than the file holds is refused before LibTorch reads it",
+          "[weights]") {
+  TempDir dir;
+  const fs::path file = dir.path() / "net.pt";
+  models::save_state_dict(*make_net(1), file);
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  // The first central-directory entry's uncompressed size: 4 GB - 16 (LibTorch
+  // would allocate that much to read the record).
+  const std::size_t entry = bytes.find("PK\x01\x02");
+  REQUIRE(entry != std::string::npos);
+  for (int i = 0; i < 4; ++i) bytes[entry + 24 + i] = static_cast<char>(i == 0 ? 0xF0 : 0xFF);
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  CHECK_THROWS_WITH(models::read_state_dict(file),
+                    Contains(file.string()) && Contains("4294967280 bytes") && Contains("corrupt"));
+  // Cut before the end of the central directory.
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() - 30));
+  }
+  CHECK_THROWS_WITH(models::read_state_dict(file), Contains("not a whole zip archive"));
+}
+
 TEST_CASE("save_state_dict writes the zip layout Python's torch.load reads", "[weights]") {
   TempDir dir;
   const fs::path file = dir.path() / "net.pt";
@@ -401,7 +430,7 @@ TEST_CASE("read_state_dict rejects missing, foreign and truncated files by name"
       truncated,
       std::vector<char>(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(full.size() / 2)));
   CHECK_THROWS_WITH(models::read_state_dict(truncated),
-                    Contains(truncated.string()) && Contains("cannot be read"));
+                    Contains(truncated.string()) && Contains("not a whole zip archive"));
   Net net = make_net(1);
   CHECK_THROWS_AS(models::load_weights(*net, truncated), std::invalid_argument);
 

@@ -605,6 +605,80 @@ inline std::string describe_shape(const torch::Tensor& tensor, bool with_dtype) 
   return out.str();
 }
 
+// Little-endian integers of a byte buffer, 0 past its end.
+inline std::uint64_t zip_int(std::string_view bytes, std::size_t at, std::size_t width) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < width && at + i < bytes.size(); ++i)
+    value |= std::uint64_t(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
+  return value;
+}
+
+// Checks the sizes the zip's central directory declares before LibTorch's reader
+// sees the file: that reader allocates each record's declared size at once, so a
+// few hundred bytes claiming a 4 GB record (found by fuzzing) make it allocate
+// 4 GB. Every record must fit in the file (stored records exactly, deflated ones
+// within deflate's largest ratio).
+inline void check_zip_sizes(const std::filesystem::path& path) {
+  const std::uint64_t file_size = std::filesystem::file_size(path);
+  std::ifstream in(path, std::ios::binary);
+  const auto read_at = [&](std::uint64_t offset, std::uint64_t length) {
+    std::string bytes(static_cast<std::size_t>(length), '\0');
+    in.seekg(static_cast<std::streamoff>(offset));
+    in.read(bytes.data(), static_cast<std::streamsize>(length));
+    bytes.resize(static_cast<std::size_t>(in.gcount()));
+    in.clear();
+    return bytes;
+  };
+  const std::uint64_t tail_size = std::min<std::uint64_t>(file_size, 65535 + 22);
+  const std::string tail = read_at(file_size - tail_size, tail_size);
+  const std::size_t eocd = tail.rfind("PK\x05\x06");
+  if (eocd == std::string::npos || tail.size() - eocd < 22)
+    weights_error(path, "is not a whole zip archive (no end of its central directory; truncated?)");
+  std::uint64_t entries = zip_int(tail, eocd + 10, 2), cd_size = zip_int(tail, eocd + 12, 4),
+                cd_offset = zip_int(tail, eocd + 16, 4);
+  if (entries == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {  // zip64
+    if (eocd < 20 || tail.compare(eocd - 20, 4, "PK\x06\x07") != 0)
+      weights_error(path, "is a zip64 archive without its locator (corrupt)");
+    const std::uint64_t record = zip_int(tail, eocd - 20 + 8, 8);
+    const std::string zip64 = record + 56 <= file_size ? read_at(record, 56) : std::string();
+    if (zip64.size() < 56 || zip64.compare(0, 4, "PK\x06\x06") != 0)
+      weights_error(path, "is a zip64 archive with a bad end record (corrupt)");
+    entries = zip_int(zip64, 32, 8);
+    cd_size = zip_int(zip64, 40, 8);
+    cd_offset = zip_int(zip64, 48, 8);
+  }
+  if (cd_offset > file_size || cd_size > file_size - cd_offset)
+    weights_error(path, "has a central directory past its end (truncated or corrupt)");
+  const std::string cd = read_at(cd_offset, cd_size);
+  std::size_t at = 0;
+  for (std::uint64_t i = 0; i < entries; ++i) {
+    if (cd.size() < at + 46 || cd.compare(at, 4, "PK\x01\x02") != 0)
+      weights_error(path, "has a corrupt central directory (entry " + std::to_string(i) + ")");
+    const std::uint64_t method = zip_int(cd, at + 10, 2);
+    std::uint64_t compressed = zip_int(cd, at + 20, 4), size = zip_int(cd, at + 24, 4);
+    const std::size_t name_length = zip_int(cd, at + 28, 2), extra_length = zip_int(cd, at + 30, 2),
+                      comment_length = zip_int(cd, at + 32, 2);
+    const std::string name = cd.substr(std::min(cd.size(), at + 46), name_length);
+    // Zip64 sizes live in the extra field 0x0001: the uncompressed size first, then
+    // the compressed one, each only when its 32-bit field is 0xFFFFFFFF.
+    for (std::size_t extra = at + 46 + name_length; extra + 4 <= at + 46 + name_length + extra_length;) {
+      const std::uint64_t id = zip_int(cd, extra, 2), length = zip_int(cd, extra + 2, 2);
+      if (id == 1) {
+        std::size_t field = extra + 4;
+        if (size == 0xFFFFFFFF) size = zip_int(cd, std::exchange(field, field + 8), 8);
+        if (compressed == 0xFFFFFFFF) compressed = zip_int(cd, field, 8);
+      }
+      extra += 4 + length;
+    }
+    const bool fits = compressed <= file_size && (method == 0 ? size == compressed : size / 1032 <= compressed + 64);
+    if (!fits)
+      weights_error(path, "declares a record " + name + " of " + std::to_string(size) + " bytes (" +
+                              std::to_string(compressed) + " stored) in a file of " + std::to_string(file_size) +
+                              " (corrupt)");
+    at += 46 + name_length + extra_length + comment_length;
+  }
+}
+
 }  // namespace detail
 
 // Reads the tensors of a file written by Python's torch.save (the zip format,
@@ -633,6 +707,7 @@ inline StateDict read_state_dict(const std::filesystem::path& path,
     detail::weights_error(
         path, "is neither a torch.save file nor a TorchScript file (not a zip archive)");
   }
+  detail::check_zip_sizes(path);
   StateDict dict("tensor");
   try {
     caffe2::serialize::PyTorchStreamReader reader(path.string());
