@@ -22,7 +22,13 @@
 //                    run's settings
 //   feedback.sqlite  every label paid for (SQLite: `sqlite3 feedback.sqlite .schema`);
 //                    seiko.pt the last round's checkpoint
-//                    (--resume continues a killed run without asking again)
+//                    (--resume continues a killed run without asking again, and
+//                    replays it: the same figures as an uninterrupted run)
+//   queries/<id>.png with --external-labels, a picture per query awaiting a label
+//
+// Exit status: 0 done; 3 stopped to wait for labels from outside (--label-wait;
+// go on with --resume); 4 a round diverged (seiko.pt keeps the last good round);
+// 1 any other error, in one line.
 //
 // --variant picks the algorithm: mean-std (continuous SEIKO: top-k uncertain
 // control times, optimism mean + std), max, thompson, ucb (feature covariance),
