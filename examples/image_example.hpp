@@ -10,12 +10,14 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "cli.hpp"
 #include <nlohmann/json.hpp>
 
 #include "diffctl/data/cifar10.hpp"
 #include "diffctl/data/idx.hpp"
+#include "diffctl/distributed/c10d.hpp"
 #include "diffctl/io/files.hpp"
 #include "diffctl/models/resnet.hpp"
 #include "diffctl/models/state_dict.hpp"
@@ -65,6 +67,36 @@ inline at::Generator start_run(const ImageFlags& flags) {
   keep_freed_memory();
   configure_threads(flags.threads);
   return seed_everything(flags.seed);
+}
+
+// A training run of one or more processes.
+struct DistributedRun {
+  at::Generator generator;  // the same on every rank
+  torch::Device device;     // this rank's
+  distributed::Group group;
+};
+
+// start_run for the examples that train data parallel: the run's processes are
+// several when a launcher started them (scripts/launch, torchrun, srun, mpirun:
+// distributed/c10d.hpp reads their variables), else this one alone, which then
+// runs exactly as start_run and resolve_device set it up. Each rank takes its share
+// of the machine's cores (unless --threads) and its own GPU. The run's generator is
+// the same on every rank (each draws a global batch's noise and keeps its rows);
+// LibTorch's default generators, which dropout draws from, get a seed of their own
+// on ranks above 0. A resumed run restores rank 0's default generators on every
+// rank, so only dropout masks differ from the uninterrupted run.
+inline DistributedRun start_distributed_run(const ImageFlags& flags) {
+  const distributed::Launch launch = distributed::launch_from_environment();
+  keep_freed_memory();
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  configure_threads(flags.threads ? flags.threads : std::optional<int>(std::max(1, cores / launch.local_world_size)));
+  at::Generator generator = seed_everything(flags.seed);
+  if (launch.rank > 0) torch::manual_seed(flags.seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(launch.rank)));
+  const torch::Device device = distributed::device_of(launch, resolve_device(flags.device));
+  distributed::Group group = distributed::connect(launch, {.device = device});
+  if (!group.alone())
+    std::cerr << "run of " << group.size() << " processes: rank " << group.rank() << " on " << device.str() << "\n";
+  return {generator, device, std::move(group)};
 }
 
 // The generators a checkpoint must restore for a resumed run to continue exactly:

@@ -24,6 +24,7 @@ struct Settings {
   double lr = 0.0;
   double ema_decay = 0.0;
   double label_dropout = 0.0;
+  std::optional<double> dropout;  // the preset's network's when absent
   bool unconditional = false;
   std::string sampler = "ddpm";
   std::string schedule = "vp-cosine";
@@ -58,6 +59,9 @@ int main(int argc, char** argv) {
   app.add_option("--label-dropout", s.label_dropout,
                  "probability of training a sample without its label (classifier-free guidance)")
       ->check(CLI::Range(0.0, 0.99));
+  app.add_option("--dropout", s.dropout,
+                 "dropout in the UNet's residual blocks (default 0.1; each process of a run draws its own masks)")
+      ->check(CLI::Range(0.0, 0.99));
   app.add_flag("--unconditional", s.unconditional, "ignore the labels");
   app.add_option("--schedule", s.schedule, "noise schedule: vp-cosine or vp-linear")
       ->check(CLI::IsMember({"vp-cosine", "vp-linear"}));
@@ -69,8 +73,7 @@ int main(int argc, char** argv) {
   apply_preset(flags.preset, s, app);
 
   return examples::run_main("pretrain_diffusion", [&] {
-    auto generator = examples::start_run(flags);
-    const torch::Device device = examples::resolve_device(flags.device);
+    auto [generator, device, group] = examples::start_distributed_run(flags);
     const std::filesystem::path out = flags.out;
 
     const data::ImageDataset train = examples::load_dataset(flags, data::Split::train);
@@ -83,6 +86,7 @@ int main(int argc, char** argv) {
     models::UNetOptions unet = flags.preset == "paper"
                                    ? models::UNetOptions::paper(image_size, channels, label_slots)
                                    : models::UNetOptions::small(image_size, channels, label_slots);
+    if (s.dropout) unet.dropout = *s.dropout;
     return examples::with_schedule(s.schedule, [&](const auto& schedule) {
       using Schedule = std::decay_t<decltype(schedule)>;
       const algorithms::DenoisingOptions options{.learning_rate = s.lr,
@@ -103,7 +107,7 @@ int main(int argc, char** argv) {
       models::UNet model(unet), ema(unet);
       model->to(device);
       ema->to(device);
-      algorithms::DenoisingTrainer<Schedule, models::UNet> trainer(schedule, model, ema, options);
+      algorithms::DenoisingTrainer<Schedule, models::UNet> trainer(schedule, model, ema, options, group);
       data::ImageBatches batches(train, {.batch_size = s.batch,
                                          .seed = flags.seed,
                                          .pad_to = image_size > train.images.size(2) ? image_size : 0,
@@ -114,13 +118,13 @@ int main(int argc, char** argv) {
                                 {.modules = {{"model", model.ptr().get()}, {"ema", ema.ptr().get()}},
                                  .optimizers = {{"adamw", &trainer.optimizer()}},
                                  .generators = examples::run_generators(generator, device)},
-                                batches, {"loss", "grad_norm"});
+                                batches, {"loss", "grad_norm"}, group);
       trainer.set_steps(run.first_step());
       const bool finished = run.run([&](const data::Batch& batch) {
         const auto stats = trainer.step(batch.images, s.unconditional ? torch::Tensor() : batch.labels, generator);
         return std::vector<torch::Tensor>{stats.loss, stats.grad_norm};
       });
-      if (!finished) return 0;
+      if (!finished || !group.is_main()) return 0;  // rank 0 writes the results
 
       // The weights' digest joins the run's description, for every reader to check.
       config["sha256"] = {{"model.pt", models::save_state_dict(*ema, out / "model.pt")}};

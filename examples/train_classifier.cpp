@@ -67,8 +67,7 @@ int main(int argc, char** argv) {
   if (flags.out.empty()) flags.out = "out/classifier_" + s.strength;
 
   return examples::run_main("train_classifier", [&] {
-    auto generator = examples::start_run(flags);
-    const torch::Device device = examples::resolve_device(flags.device);
+    auto [generator, device, group] = examples::start_distributed_run(flags);
     const std::filesystem::path out = flags.out;
 
     data::ImageDataset train = examples::load_dataset(flags, data::Split::train);
@@ -98,7 +97,8 @@ int main(int argc, char** argv) {
                 .learning_rate = s.lr,
                 .warmup_steps = std::min<int64_t>(50, s.run.steps / 10),
                 .flip = s.augment,
-                .crop_padding = s.augment ? 2 : 0});
+                .crop_padding = s.augment ? 2 : 0},
+        group);
     data::ImageBatches batches(train, {.batch_size = std::min(s.batch, train.size()),
                                        .seed = flags.seed,
                                        .pad_to = image_size > native ? image_size : 0,
@@ -109,13 +109,13 @@ int main(int argc, char** argv) {
                               {.modules = {{"model", model.ptr().get()}},
                                .optimizers = {{"optimizer", &trainer.optimizer()}},
                                .generators = examples::run_generators(generator, device)},
-                              batches, {"loss", "train_accuracy", "learning_rate"});
+                              batches, {"loss", "train_accuracy", "learning_rate"}, group);
     trainer.set_steps(run.first_step());
     const bool finished = run.run([&](const data::Batch& batch) {
       const auto stats = trainer.step(batch.images, batch.labels, generator);
       return std::vector<torch::Tensor>{stats.loss, stats.accuracy, torch::tensor(stats.learning_rate)};
     });
-    if (!finished) return 0;
+    if (!finished || !group.is_main()) return 0;  // rank 0 writes the results
     const double train_seconds = run.seconds();
 
     torch::Tensor test_images = data::normalize_images(test.images);

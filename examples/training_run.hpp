@@ -2,7 +2,8 @@
 // The bookkeeping the training examples share: --resume from the checkpoint (with
 // the batch stream's position) after checking that the run's description matches,
 // checkpoints every --checkpoint-every steps, --stop-after, a metrics.csv row of
-// averages every --log-every steps, and a progress line.
+// averages every --log-every steps, and a progress line. In a run of several
+// processes every rank resumes from the checkpoint and rank 0 alone writes.
 
 #include <chrono>
 #include <cstdint>
@@ -16,6 +17,7 @@
 
 #include "cli.hpp"
 #include "diffctl/data/image_dataset.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/progress.hpp"
@@ -46,9 +48,10 @@ class TrainingRun {
   // `checkpoint` lists what to save; the batch stream's position is added here.
   TrainingRun(std::string label, std::filesystem::path out, const std::string& description_file,
               const nlohmann::json& description, const RunFlags& flags, io::Checkpoint checkpoint,
-              data::ImageBatches& batches, std::vector<std::string> logged_columns)
+              data::ImageBatches& batches, std::vector<std::string> logged_columns,
+              distributed::Group group = {})
       : label_(std::move(label)), out_(std::move(out)), flags_(flags), checkpoint_(std::move(checkpoint)),
-        batches_(batches) {
+        batches_(batches), group_(std::move(group)) {
     checkpoint_.tensors.emplace_back("batch_position", &batch_position_);
     const auto checkpoint_path = out_ / "checkpoint.pt";
     const auto description_path = out_ / description_file;
@@ -60,14 +63,14 @@ class TrainingRun {
               " describes another run (model, data or settings differ)");
       resumed_at_ = io::load_checkpoint(checkpoint_path, checkpoint_);
       batches_.seek(batch_position_[0].item<int64_t>(), batch_position_[1].item<int64_t>());
-      std::cerr << label_ << ": resuming at step " << *resumed_at_ << "\n";
-    } else {
+      if (group_.is_main()) std::cerr << label_ << ": resuming at step " << *resumed_at_ << "\n";
+    } else if (group_.is_main()) {
       write_json(description_path, description);
     }
     logged_columns.insert(logged_columns.begin(), "step");
     logged_columns.emplace_back("seconds");
     width_ = logged_columns.size() - 2;
-    log_.emplace(out_ / "metrics.csv", std::move(logged_columns), resumed_at_);
+    if (group_.is_main()) log_.emplace(out_ / "metrics.csv", std::move(logged_columns), resumed_at_);
   }
 
   // The step the run continues from: 0, or the checkpoint's on --resume.
@@ -77,7 +80,8 @@ class TrainingRun {
   // --stop-after). Returns true when the run reached --steps, false when stopped.
   template <class Step>
   bool run(Step&& step) {
-    io::Progress progress(label_, flags_.steps);
+    std::optional<io::Progress> progress;
+    if (group_.is_main()) progress.emplace(label_, flags_.steps);
     const auto start = std::chrono::steady_clock::now();
     // The logged values stay tensors, summed where they are, and are read on the
     // host only when a row is written: no wait for the device at every step.
@@ -91,11 +95,13 @@ class TrainingRun {
       ++count;
       ++done;
       if (done % flags_.log_every == 0 || done == last) {
-        std::vector<double> row;
-        for (const auto& sum : sums) row.push_back(sum.template item<double>() / double(count));
-        row.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        log_->write(done, row);
-        progress.update(done, "loss " + std::to_string(row.front()));
+        if (group_.is_main()) {
+          std::vector<double> row;
+          for (const auto& sum : sums) row.push_back(sum.template item<double>() / double(count));
+          row.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+          log_->write(done, row);
+          progress->update(done, "loss " + std::to_string(row.front()));
+        }
         sums.assign(width_, torch::Tensor{});
         count = 0;
       }
@@ -103,7 +109,7 @@ class TrainingRun {
     }
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (last < flags_.steps) {
-      std::cout << label_ << ": stopped at step " << last << " of " << flags_.steps << "; go on with --resume\n";
+      if (group_.is_main()) std::cout << label_ << ": stopped at step " << last << " of " << flags_.steps << "; go on with --resume\n";
       return false;
     }
     return true;
@@ -114,6 +120,7 @@ class TrainingRun {
 
  private:
   void save(int64_t step) {
+    if (!group_.is_main()) return;
     batch_position_ = torch::tensor({batches_.epoch(), batches_.step()}, torch::kLong);
     checkpoint_.step = step;
     io::save_checkpoint(out_ / "checkpoint.pt", checkpoint_);
@@ -124,6 +131,7 @@ class TrainingRun {
   RunFlags flags_;
   io::Checkpoint checkpoint_;
   data::ImageBatches& batches_;
+  distributed::Group group_;
   torch::Tensor batch_position_ = torch::zeros({2}, torch::kLong);  // epoch, step within it
   std::optional<int64_t> resumed_at_;
   std::optional<io::MetricsLog> log_;

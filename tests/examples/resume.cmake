@@ -4,12 +4,7 @@
 #         -DWEIGHTS=model.pt [-DKEEP=ON] -P resume.cmake
 # With -DKEEP=ON the uninterrupted run's output stays for the tests that need it.
 
-function(run)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/run_command.cmake)
 
 # The metrics without the wall-clock column (the last one).
 function(losses dir result)

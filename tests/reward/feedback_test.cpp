@@ -2,9 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -27,6 +24,7 @@
 #include "diffctl/reward/feedback_dataset.hpp"
 #include "diffctl/reward/oracle.hpp"
 #include "diffctl/runtime.hpp"
+#include "support/processes.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -224,20 +222,7 @@ TEST_CASE("a writer killed at random points loses no label and asks none twice",
   std::mt19937 random(7);
   std::vector<int64_t> rows_after_kill;
   for (int kill = 0; kill < 5; ++kill) {
-    // This test binary, running only the hidden writer case, with the store's path.
-    const std::string self = fs::read_symlink("/proc/self/exe").string();
-    std::vector<std::string> arguments{self, "[.feedback-writer]"};
-    std::vector<char*> argv;
-    for (auto& a : arguments) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::string variable = "DIFFCTL_TEST_FEEDBACK_FILE=" + file.string();
-    std::vector<char*> envp{variable.data(), nullptr};
-    posix_spawn_file_actions_t quiet;
-    posix_spawn_file_actions_init(&quiet);
-    posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
-    pid_t child = 0;
-    REQUIRE(posix_spawn(&child, self.c_str(), &quiet, nullptr, argv.data(), envp.data()) == 0);
-    posix_spawn_file_actions_destroy(&quiet);
+    testing::ChildProcess writer("[.feedback-writer]", {"DIFFCTL_TEST_FEEDBACK_FILE=" + file.string()});
     // Kill it while it appends: after it has written something new, at a random moment.
     const int64_t before = rows_after_kill.empty() ? 0 : rows_after_kill.back();
     for (int wait = 0; wait < 3000; ++wait) {
@@ -245,9 +230,8 @@ TEST_CASE("a writer killed at random points loses no label and asks none twice",
       if (fs::exists(file) && reward::FeedbackDataset(file).size() > before) break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 60)(random)));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
+    writer.kill();
+    const int status = writer.wait().value();
     CHECK(WIFSIGNALED(status));
     const reward::FeedbackDataset data(file);
     CHECK(data.size() % 4 == 0);

@@ -4,6 +4,12 @@
 // a short linear warm-up, and flip/crop augmentation. The same routine trains the
 // strong classifier (the oracle) and the deliberately weak one (the initial reward
 // model: few examples, few steps).
+//
+// Data parallel over a distributed::Group as DenoisingTrainer is (the global batch
+// on every rank, augmented alike, each rank training on its shard). BatchNorm
+// normalises each shard by its own statistics, as PyTorch's DDP does without
+// SyncBatchNorm, so N processes match one only up to that; the running statistics
+// are rank 0's on every rank after each step.
 
 #include <cmath>
 #include <cstdint>
@@ -12,6 +18,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 
 namespace diffctl::algorithms {
@@ -69,8 +76,8 @@ struct ClassifierStats {
 template <class Net>
 class ClassifierTrainer {
  public:
-  ClassifierTrainer(Net model, ClassifierTrainingOptions options)
-      : model_(std::move(model)), options_(options) {
+  ClassifierTrainer(Net model, ClassifierTrainingOptions options, distributed::Group group = {})
+      : model_(std::move(model)), options_(options), group_(std::move(group)) {
     require(options_.steps >= 1, "classifier training: steps must be >= 1, found ", options_.steps);
     require(options_.learning_rate > 0.0, "classifier training: learning_rate must be > 0, found ",
             options_.learning_rate);
@@ -86,6 +93,7 @@ class ClassifierTrainer {
       optimizer_ = std::make_unique<torch::optim::AdamW>(
           model_->parameters(),
           torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+    group_.broadcast_module(*model_);
   }
 
   // The learning rate at `step`: linear warm-up, then cosine decay to zero at `steps`.
@@ -97,24 +105,36 @@ class ClassifierTrainer {
     return 0.5 * options_.learning_rate * (1.0 + std::cos(std::numbers::pi * progress));
   }
 
-  // One step on images [B, C, H, W] in [-1, 1] with labels [B].
+  // One step on images [B, C, H, W] in [-1, 1] with labels [B]; in a group of
+  // processes, the global batch, the same on every rank.
   ClassifierStats step(const torch::Tensor& images, const torch::Tensor& labels,
                        c10::optional<at::Generator> generator = c10::nullopt) {
     require(images.dim() == 4 && labels.dim() == 1 && labels.size(0) == images.size(0),
             "classifier training: expected images [B, C, H, W] and labels [B], found ",
             images.sizes(), " and ", labels.sizes());
+    const int64_t batch = images.size(0);
+    require(batch >= group_.size(), "classifier training: a batch of ", batch, " cannot be split over ",
+            group_.size(), " processes");
     const double rate = learning_rate(steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(rate);
     model_->train();
     const torch::Tensor x = augment_images(images, options_.flip, options_.crop_padding,
                                            options_.background, generator);
-    const torch::Tensor logits = model_->forward(x);
-    const torch::Tensor loss = torch::cross_entropy_loss(logits, labels);
+    const torch::Tensor shard_labels = group_.local_rows(labels);
+    const torch::Tensor logits = model_->forward(group_.local_rows(x));
+    // Sums over the shard divided by the global batch: summed over ranks, the mean.
+    const torch::Tensor shard_loss =
+        torch::nn::functional::cross_entropy(logits, shard_labels,
+                                             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+        double(batch);
     optimizer_->zero_grad();
-    loss.backward();
+    shard_loss.backward();
+    group_.all_reduce_gradients(model_->parameters());
     optimizer_->step();
+    group_.broadcast_buffers(*model_);
     ++steps_;
-    return {loss.detach(), logits.detach().argmax(1).eq(labels).to(torch::kFloat).mean(), rate};
+    const torch::Tensor correct = logits.detach().argmax(1).eq(shard_labels).to(torch::kFloat).sum() / double(batch);
+    return {group_.all_reduce_sum(shard_loss.detach()), group_.all_reduce_sum(correct), rate};
   }
 
   Net& model() { return model_; }
@@ -125,6 +145,7 @@ class ClassifierTrainer {
  private:
   Net model_;
   ClassifierTrainingOptions options_;
+  distributed::Group group_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   int64_t steps_ = 0;
 };

@@ -6,6 +6,11 @@
 // network is a score model for every solver (models::EpsilonScore). An exponential
 // moving average of the weights is what one samples from: it averages out the last
 // steps' noise, the usual practice since DDPM.
+//
+// Data parallel over a distributed::Group: every rank is given the same global
+// batch, draws the whole batch's noise and times, and trains on its shard; the
+// gradients are summed over ranks before the step, so N processes take the step
+// one process takes on the global batch.
 
 #include <cmath>
 #include <cstdint>
@@ -14,6 +19,7 @@
 #include <torch/torch.h>
 
 #include "diffctl/algorithms/gradient_clipping.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/models/module_copy.hpp"
@@ -59,9 +65,10 @@ struct DenoisingStats {
 template <NoiseSchedule Schedule, models::EpsilonNetwork Net>
 class DenoisingTrainer {
  public:
-  DenoisingTrainer(Schedule schedule, Net model, Net ema, DenoisingOptions options = {})
+  DenoisingTrainer(Schedule schedule, Net model, Net ema, DenoisingOptions options = {},
+                   distributed::Group group = {})
       : schedule_(std::move(schedule)), model_(std::move(model)), ema_(std::move(ema)),
-        options_(options),
+        options_(options), group_(std::move(group)),
         optimizer_(model_->parameters(), torch::optim::AdamWOptions(options.learning_rate)
                                              .weight_decay(options.weight_decay)) {
     require(options_.learning_rate > 0.0, "denoising pretraining: learning_rate must be > 0, found ",
@@ -72,18 +79,22 @@ class DenoisingTrainer {
             "denoising pretraining: label_dropout must lie in [0, 1), found ", options_.label_dropout);
     require(options_.label_dropout == 0.0 || options_.null_label >= 0,
             "denoising pretraining: label_dropout needs a null_label (an extra class index)");
+    group_.broadcast_module(*model_);  // every rank starts from rank 0's weights
     models::copy_weights(*model_, *ema_);
     ema_->eval();
   }
 
   // One AdamW step on a batch of data x0 [B, ...] in the network's range (images in
-  // [-1, 1]) with labels [B] (undefined for an unconditional model).
+  // [-1, 1]) with labels [B] (undefined for an unconditional model). In a group of
+  // processes, the global batch, the same on every rank.
   DenoisingStats step(const torch::Tensor& x0, const torch::Tensor& labels,
                       c10::optional<at::Generator> generator = c10::nullopt) {
     require(x0.dim() >= 2 && x0.size(0) > 0, "denoising pretraining: expected a batch [B, ...], found ",
             x0.sizes());
     model_->train();
     const int64_t batch = x0.size(0);
+    require(batch >= group_.size(), "denoising pretraining: a batch of ", batch, " cannot be split over ",
+            group_.size(), " processes");
     const auto options = x0.options();
     // s ~ U(0, T) per sample; alpha and sigma are scalar functions, so evaluate them
     // on the CPU for the batch's times and move the [B] vectors over.
@@ -112,9 +123,17 @@ class DenoisingTrainer {
       y = torch::where(drop, torch::full_like(labels, options_.null_label), labels);
     }
 
-    const torch::Tensor loss = torch::mse_loss(model_->forward(x, time, y), eps);
+    // The shard's share of the global batch's mean: summed over ranks, the loss and
+    // its gradient are the one-process ones.
+    const torch::Tensor shard_eps = group_.local_rows(eps);
+    const torch::Tensor shard_loss =
+        torch::mse_loss(model_->forward(group_.local_rows(x), group_.local_rows(time), group_.local_rows(y)),
+                        shard_eps, torch::Reduction::Sum) /
+        double(eps.numel());
     optimizer_.zero_grad();
-    loss.backward();
+    shard_loss.backward();
+    group_.all_reduce_gradients(model_->parameters());
+    const torch::Tensor loss = group_.all_reduce_sum(shard_loss.detach());
     // Without clipping the norm is only measured: an infinite bound never scales.
     const torch::Tensor norm = clip_grad_norm(model_->parameters(),
                                               options_.grad_clip > 0.0 ? options_.grad_clip : INFINITY);
@@ -137,11 +156,13 @@ class DenoisingTrainer {
   int64_t steps() const { return steps_; }
   void set_steps(int64_t steps) { steps_ = steps; }  // when resuming from a checkpoint
   const Schedule& schedule() const { return schedule_; }
+  const distributed::Group& group() const { return group_; }
 
  private:
   Schedule schedule_;
   Net model_, ema_;
   DenoisingOptions options_;
+  distributed::Group group_;
   torch::optim::AdamW optimizer_;
   int64_t steps_ = 0;
 };

@@ -1,0 +1,232 @@
+// Runs of several processes: the launchers' variables, shards, and data-parallel
+// training over Gloo on localhost, against one process on the same global batch.
+
+#include <torch/torch.h>
+
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "diffctl/algorithms/denoising_pretraining.hpp"
+#include "diffctl/distributed/c10d.hpp"
+#include "diffctl/models/unet.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/schedules.hpp"
+#include "support/processes.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+using namespace diffctl;
+using Catch::Matchers::Contains;
+using diffctl::testing::ChildProcess;
+using diffctl::testing::TempDir;
+namespace fs = std::filesystem;
+
+distributed::Launch launch_with(const std::map<std::string, std::string>& variables) {
+  return distributed::launch_from_environment([&](const char* name) -> const char* {
+    const auto it = variables.find(name);
+    return it == variables.end() ? nullptr : it->second.c_str();
+  });
+}
+
+}  // namespace
+
+TEST_CASE("a launcher's variables give the rank and world size and the rendezvous", "[distributed]") {
+  const auto alone = launch_with({});
+  CHECK(alone.rank == 0);
+  CHECK(alone.world_size == 1);
+  CHECK(alone.master_addr == "127.0.0.1");
+
+  const auto torchrun = launch_with({{"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
+                                     {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29400"}});
+  CHECK(torchrun.rank == 3);
+  CHECK(torchrun.world_size == 8);
+  CHECK(torchrun.local_rank == 1);
+  CHECK(torchrun.local_world_size == 8);  // not given: all on this machine
+  CHECK(torchrun.master_addr == "node7");
+  CHECK(torchrun.master_port == 29400);
+
+  const auto slurm = launch_with(
+      {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "6"}, {"SLURM_LOCALID", "2"}, {"SLURM_NTASKS_PER_NODE", "3"}});
+  CHECK(slurm.rank == 5);
+  CHECK(slurm.world_size == 6);
+  CHECK(slurm.local_rank == 2);
+  CHECK(slurm.local_world_size == 3);
+  CHECK(distributed::device_of(slurm, torch::kCUDA) == torch::Device(torch::kCUDA, 2));
+  CHECK(distributed::device_of(slurm, torch::kCPU) == torch::Device(torch::kCPU));
+  const auto mpi = launch_with({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}});
+  CHECK(mpi.rank == 1);
+  CHECK(mpi.local_rank == 1);  // no local rank given: the rank
+  // torchrun's names win over a Slurm allocation's around it.
+  CHECK(launch_with({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "9"}}).world_size == 2);
+  CHECK(launch_with({{"DIFFCTL_STORE_FILE", "/shared/run.store"}}).store_file == "/shared/run.store");
+
+  CHECK_THROWS_WITH(launch_with({{"RANK", "2"}, {"WORLD_SIZE", "2"}}), Contains("RANK = 2 is not below WORLD_SIZE = 2"));
+  CHECK_THROWS_WITH(launch_with({{"WORLD_SIZE", "2"}}), Contains("WORLD_SIZE is set but RANK is not"));
+  CHECK_THROWS_WITH(launch_with({{"RANK", "x"}, {"WORLD_SIZE", "2"}}), Contains("RANK must be a non-negative integer"));
+  CHECK_THROWS_WITH(launch_with({{"RANK", "0"}, {"WORLD_SIZE", "0"}}), Contains("WORLD_SIZE must be >= 1"));
+  CHECK_THROWS_WITH(launch_with({{"MASTER_PORT", "70000"}}), Contains("MASTER_PORT must lie in [1, 65535]"));
+}
+
+namespace {
+distributed::Launch two_ranks_but(int rank) {
+  distributed::Launch launch;
+  launch.world_size = 2;
+  launch.rank = rank;
+  return launch;
+}
+}  // namespace
+
+TEST_CASE("shards split a batch in rank order with the first ones a row longer", "[distributed]") {
+  const std::vector<std::pair<int64_t, int64_t>> five_in_three{{0, 2}, {2, 4}, {4, 5}};
+  for (int r = 0; r < 3; ++r) {
+    const auto s = distributed::shard_of(r, 3, 5);
+    CHECK(std::pair(s.begin, s.end) == five_in_three[r]);
+  }
+  CHECK(distributed::shard_of(1, 2, 1).size() == 0);
+  const distributed::Group alone;
+  CHECK(alone.shard(7).begin == 0);
+  CHECK(alone.shard(7).end == 7);
+  const torch::Tensor x = torch::arange(6);
+  CHECK(alone.local_rows(x).data_ptr() == x.data_ptr());  // alone: the batch itself, no copy
+  CHECK(torch::equal(alone.all_gather_rows(x), x));
+  CHECK_THROWS_WITH(distributed::shard_of(2, 2, 4), Contains("no shard 2 of 2"));
+  CHECK_THROWS_WITH(distributed::connect(two_ranks_but(2)), Contains("rank 2 outside a world of 2"));
+}
+
+namespace {
+
+// A small UNet in double precision, without dropout (whose masks each process draws
+// for its own rows), so that the one-process run is the reference to 1e-10.
+models::UNet small_unet() {
+  models::UNetOptions options = models::UNetOptions::small(8, 1, 3);
+  options.base_width = 8;
+  options.channel_mult = {1, 2};
+  options.blocks_per_level = 1;
+  options.attention_resolutions = {};
+  options.head_channels = 8;
+  options.norm_groups = 4;
+  options.dropout = 0.0;
+  models::UNet net(options);
+  net->to(torch::kDouble);
+  return net;
+}
+
+constexpr int64_t kGlobalBatch = 5;  // shards of 3 and 2 rows on two processes
+constexpr int kSteps = 4;
+
+// Trains on fixed global batches in `group`; returns the model's and the moving
+// average's parameters after the steps, then the losses, flattened.
+torch::Tensor train_denoiser(const distributed::Group& group, uint64_t init_seed) {
+  torch::manual_seed(init_seed);  // each process initialises its own way; rank 0's wins
+  models::UNet model = small_unet(), ema = small_unet();
+  algorithms::DenoisingTrainer<sde::VpCosine, models::UNet> trainer(sde::VpCosine{}, model, ema,
+                                                                    {.learning_rate = 1e-2}, group);
+  auto data = make_generator(11), noise = make_generator(12);
+  std::vector<torch::Tensor> out;
+  for (int step = 0; step < kSteps; ++step) {
+    const torch::Tensor x0 = torch::rand({kGlobalBatch, 1, 8, 8}, data, torch::kDouble) * 2 - 1;
+    const torch::Tensor labels = torch::randint(3, {kGlobalBatch}, data, torch::kLong);
+    out.push_back(trainer.step(x0, labels, noise).loss.reshape(1));
+  }
+  for (const auto& p : model->parameters()) out.insert(out.begin(), p.detach().reshape(-1));
+  for (const auto& p : ema->parameters()) out.insert(out.begin(), p.detach().reshape(-1));
+  return torch::cat(out);
+}
+
+// The environment of rank r in a world of n that meets through `store`.
+std::vector<std::string> rank_environment(int r, int n, const fs::path& store, const fs::path& out) {
+  return {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(n), "DIFFCTL_STORE_FILE=" + store.string(),
+          "DIFFCTL_TEST_OUT=" + out.string(), "OMP_NUM_THREADS=1"};
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+// One rank of the two-process training below (hidden from the suite).
+TEST_CASE("data-parallel denoising rank", "[.data-parallel-denoising]") {
+  torch::set_num_threads(1);
+  const fs::path out = std::getenv("DIFFCTL_TEST_OUT");
+  const distributed::Group group = distributed::connect_from_environment({.timeout = std::chrono::seconds(60)});
+  const torch::Tensor result = train_denoiser(group, 100 + group.rank());
+  torch::save(result, (out / ("rank" + std::to_string(group.rank()) + ".pt")).string());
+}
+
+TEST_CASE("two processes train a UNet as one process does on the same global batch", "[distributed]") {
+  TempDir dir;
+  {
+    ChildProcess rank0("[.data-parallel-denoising]", rank_environment(0, 2, dir / "store", dir.path()),
+                       dir / "rank0.err");
+    ChildProcess rank1("[.data-parallel-denoising]", rank_environment(1, 2, dir / "store", dir.path()),
+                       dir / "rank1.err");
+    for (auto* rank : {&rank0, &rank1}) {
+      const auto status = rank->wait(std::chrono::minutes(3));
+      INFO(read_text(dir / "rank0.err") << read_text(dir / "rank1.err"));
+      REQUIRE(status.has_value());
+      REQUIRE(WIFEXITED(*status));
+      REQUIRE(WEXITSTATUS(*status) == 0);
+    }
+  }
+  torch::Tensor rank0, rank1;
+  torch::load(rank0, (dir / "rank0.pt").string());
+  torch::load(rank1, (dir / "rank1.pt").string());
+  // Every rank holds the same model after every step: rank 0's initialisation,
+  // the same summed gradient.
+  CHECK(torch::equal(rank0, rank1));
+  // And it is the model one process trains on the whole batch from rank 0's start,
+  // up to the order of the floating-point sums.
+  const torch::Tensor alone = train_denoiser(distributed::Group(), 100);
+  const double difference = (rank0 - alone).abs().max().item<double>();
+  INFO("largest difference from one process: " << difference);
+  CHECK(difference < 1e-10);
+  CHECK((alone.narrow(0, alone.size(0) - kSteps, kSteps) > 0).all().item<bool>());  // the losses were written
+}
+
+// Rank 1 of the run below dies after the first collective (hidden from the suite).
+TEST_CASE("data-parallel rank that dies", "[.data-parallel-dies]") {
+  torch::set_num_threads(1);
+  try {
+    const distributed::Group group = distributed::connect_from_environment({.timeout = std::chrono::seconds(60)});
+    group.all_reduce_sum(torch::ones({4}));
+    if (group.rank() == 1) std::_Exit(9);
+    for (int step = 0; step < 100; ++step) group.all_reduce_sum(torch::ones({4}));
+  } catch (const distributed::Error& e) {
+    std::cerr << e.what() << "\n";
+    std::_Exit(7);
+  }
+}
+
+TEST_CASE("a process that dies ends the others with a clear error and no hang", "[distributed]") {
+  TempDir dir;
+  ChildProcess rank0("[.data-parallel-dies]", rank_environment(0, 2, dir / "store", dir.path()), dir / "rank0.err");
+  ChildProcess rank1("[.data-parallel-dies]", rank_environment(1, 2, dir / "store", dir.path()), dir / "rank1.err");
+  const auto start = std::chrono::steady_clock::now();
+  const auto died = rank1.wait(std::chrono::minutes(2));
+  REQUIRE(died.has_value());
+  CHECK(WEXITSTATUS(*died) == 9);
+  // Well within the 60 s collective timeout: the closed connection is noticed.
+  const auto status = rank0.wait(std::chrono::seconds(50));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string message = read_text(dir / "rank0.err");
+  INFO("rank 0 after " << seconds << " s: " << message);
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 7);
+  CHECK_THAT(message, Contains("distributed: rank 0 of 2: all_reduce failed; did another process of the run stop?"));
+}
