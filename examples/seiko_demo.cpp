@@ -242,9 +242,10 @@ void write_rounds(const std::filesystem::path& out, const std::vector<std::strin
 template <class Control, class Optimism, class Mss, class Schedule, class Drift>
 int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule schedule, Drift pretrained, Control control,
         const std::vector<std::string>& class_names, int64_t image_size, int64_t channels, Optimism optimism, Mss mss,
-        at::Generator& generator, const torch::Device& device) {
+        at::Generator& generator, const torch::Device& device, const distributed::Group& group) {
   const std::filesystem::path out = flags.out;
   const int64_t classes = static_cast<int64_t>(class_names.size());
+  const bool main = group.is_main();  // the rank that writes
   models::ResNet18 strong = examples::load_classifier(s.oracle_dir, image_size, device);
   const data::ImageDataset test = examples::load_dataset(flags, data::Split::test);
   const QualityMeter quality(strong, test, device);
@@ -284,7 +285,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   const auto grid = sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps));
   algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, Ensemble> seiko(
       schedule, grid, {channels, image_size, image_size}, std::move(pretrained), std::move(control),
-      std::move(ensemble), options, mss, kSolver, objective::PathKl{s.alpha, s.beta}, device);
+      std::move(ensemble), options, mss, kSolver, objective::PathKl{s.alpha, s.beta}, device, group);
   const auto feedback_path = out / "feedback.sqlite", checkpoint_path = out / "seiko.pt";
   require(s.resume || !std::filesystem::exists(feedback_path), feedback_path.string(),
           " exists: pass --resume to continue that run, or choose another --out");
@@ -296,20 +297,28 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
     std::string line;
     std::getline(in, line);
     while (std::getline(in, line) && static_cast<int64_t>(rows.size()) <= done) rows.push_back(line);
-    std::cerr << "seiko_demo: resuming after round " << done << " with " << feedback.size() << " labels\n";
+    if (main) std::cerr << "seiko_demo: resuming after round " << done << " with " << feedback.size() << " labels\n";
   }
 
   const torch::Tensor prompts = torch::arange(classes, torch::kLong).repeat_interleave(s.per_prompt);
   const auto picture = [&](int64_t round) {
     const torch::Tensor images = seiko.sample(prompts.size(0), false, prompts).x;
-    io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
+    if (main) io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
   };
-  const auto write_rows = [&] { write_rounds(out, rows); };
-  std::cout << kCsvHeader << "\n";
-  for (const auto& row : rows) std::cout << row << "\n";
+  if (main) {
+    std::cout << kCsvHeader << "\n";
+    for (const auto& row : rows) std::cout << row << "\n";
+  }
   const auto measured = [&] {
     const auto& samples = seiko.last_evaluation();
     return quality.measure(samples.x, samples.z);
+  };
+  // Every rank takes part in the rounds (their collectives); rank 0 alone writes.
+  const auto add_row = [&](const algorithms::SeikoRound& round) {
+    if (!main) return;
+    rows.push_back(csv_row(round, measured()));
+    std::cout << rows.back() << std::endl;
+    write_rounds(out, rows);
   };
   // The queries column counts the store's rows asked up to the row's round, so a
   // resumed run reports what an uninterrupted one does.
@@ -321,23 +330,19 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   // The rounds, the oracle answering now or from outside the process.
   const auto drive = [&](auto& oracle) {
     algorithms::SeikoRound last;
-    if (rows.empty()) {
+    if (seiko.rounds_done() == 0) {
       last = seiko.evaluate(oracle);
       last.queries_total = asked_through(0);
-      rows.push_back(csv_row(last, measured()));
-      std::cout << rows.back() << std::endl;
+      add_row(last);
       picture(0);
-      write_rows();
     }
     while (seiko.rounds_done() < seiko.rounds()) {
       last = seiko.run_round(oracle, feedback);
       last.queries_total = asked_through(last.round);
-      rows.push_back(csv_row(last, measured()));
-      std::cout << rows.back() << std::endl;
-      picture(last.round);
       // The row first: a kill between the two resumes from the previous round's
       // checkpoint, which runs this round again and rewrites its row.
-      write_rows();
+      add_row(last);
+      picture(last.round);
       seiko.save(checkpoint_path);
     }
     // The final evaluation: final_per_prompt samples of every prompt, kept as NumPy
@@ -347,6 +352,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
       algorithms::SeikoRound final_round = seiko.evaluate(oracle);
       final_round.queries_total = asked_through(seiko.rounds());
       const auto& samples = seiko.last_evaluation();
+      if (!main) return;
       const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
       write_final_evaluation(out, rows, class_names, samples.x, samples.z, final_round, q,
                              {{"variant", s.variant},
@@ -592,8 +598,9 @@ int main(int argc, char** argv) {
     if (s.optimize_steps < 0) s.optimize_steps = small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
-    auto generator = examples::start_run(flags);
-    const torch::Device device = examples::resolve_device(flags.device);
+    auto [generator, device, group] = examples::start_distributed_run(flags);
+    require(group.alone() || (s.variant != "ddpo" && s.variant != "dpok" && s.optimal_from.empty() && !s.external_labels),
+            "--variant ddpo/dpok, --optimal-from and --external-labels run in one process, not ", group.size());
     const std::filesystem::path from = s.diffusion_dir;
     require(std::filesystem::exists(from / "model.pt"), "--diffusion ", from.string(),
             ": no model.pt; run pretrain_diffusion --unconditional --out ", from.string(), " first");
@@ -632,9 +639,9 @@ int main(int argc, char** argv) {
                               {.gain = s.guidance == 0.0 ? 0.0 : s.guidance / s.alpha, .learn_gain = s.learn_gain});
         if (s.control == "held")
           return run(s, flags, schedule, drift, policy::Held(std::move(guided)), class_names, size, channels, optimism,
-                     selection, generator, device);
+                     selection, generator, device, group);
         return run(s, flags, schedule, drift, std::move(guided), class_names, size, channels, optimism, selection,
-                   generator, device);
+                   generator, device, group);
       };
       const double dt = schedule.horizon() / double(s.sample_steps);
       if (s.variant == "ddpo")
@@ -675,7 +682,7 @@ int main(int argc, char** argv) {
             true);
         policy::DriftDifference optimal(schedule, kSolver, target, drift, schedule.horizon() / double(s.sample_steps));
         return run(s, flags, schedule, drift, std::move(optimal), class_names, size, channels,
-                   reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device);
+                   reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device, group);
       }
       const reward::optimism::MeanPlusStd mean_std{s.bonus};
       if (s.variant == "max") return launch(reward::optimism::MaxOfMembers{}, top);

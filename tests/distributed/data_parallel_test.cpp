@@ -10,20 +10,21 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "diffctl/algorithms/denoising_pretraining.hpp"
+#include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/distributed/c10d.hpp"
+#include "diffctl/models/ratio_score.hpp"
 #include "diffctl/models/unet.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/schedules.hpp"
 #include "support/processes.hpp"
+#include "support/ranks.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -146,56 +147,80 @@ torch::Tensor train_denoiser(const distributed::Group& group, uint64_t init_seed
   return torch::cat(out);
 }
 
-// The environment of rank r in a world of n that meets through `store`.
-std::vector<std::string> rank_environment(int r, int n, const fs::path& store, const fs::path& out) {
-  return {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(n), "DIFFCTL_STORE_FILE=" + store.string(),
-          "DIFFCTL_TEST_OUT=" + out.string(), "OMP_NUM_THREADS=1"};
-}
-
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 }  // namespace
 
 // One rank of the two-process training below (hidden from the suite).
 TEST_CASE("data-parallel denoising rank", "[.data-parallel-denoising]") {
-  torch::set_num_threads(1);
-  const fs::path out = std::getenv("DIFFCTL_TEST_OUT");
-  const distributed::Group group = distributed::connect_from_environment({.timeout = std::chrono::seconds(60)});
-  const torch::Tensor result = train_denoiser(group, 100 + group.rank());
-  torch::save(result, (out / ("rank" + std::to_string(group.rank()) + ".pt")).string());
+  testing::save_rank_result([](const distributed::Group& group) { return train_denoiser(group, 100 + group.rank()); });
 }
 
 TEST_CASE("two processes train a UNet as one process does on the same global batch", "[distributed]") {
   TempDir dir;
-  {
-    ChildProcess rank0("[.data-parallel-denoising]", rank_environment(0, 2, dir / "store", dir.path()),
-                       dir / "rank0.err");
-    ChildProcess rank1("[.data-parallel-denoising]", rank_environment(1, 2, dir / "store", dir.path()),
-                       dir / "rank1.err");
-    for (auto* rank : {&rank0, &rank1}) {
-      const auto status = rank->wait(std::chrono::minutes(3));
-      INFO(read_text(dir / "rank0.err") << read_text(dir / "rank1.err"));
-      REQUIRE(status.has_value());
-      REQUIRE(WIFEXITED(*status));
-      REQUIRE(WEXITSTATUS(*status) == 0);
-    }
-  }
-  torch::Tensor rank0, rank1;
-  torch::load(rank0, (dir / "rank0.pt").string());
-  torch::load(rank1, (dir / "rank1.pt").string());
+  const auto ranks = testing::two_rank_results("[.data-parallel-denoising]", dir.path());
+  const torch::Tensor& rank0 = ranks[0];
   // Every rank holds the same model after every step: rank 0's initialisation,
   // the same summed gradient.
-  CHECK(torch::equal(rank0, rank1));
+  CHECK(torch::equal(rank0, ranks[1]));
   // And it is the model one process trains on the whole batch from rank 0's start,
   // up to the order of the floating-point sums.
-  const torch::Tensor alone = train_denoiser(distributed::Group(), 100);
+  const torch::Tensor alone =
+      testing::one_process_result([](const distributed::Group& group) { return train_denoiser(group, 100); });
   const double difference = (rank0 - alone).abs().max().item<double>();
   INFO("largest difference from one process: " << difference);
   CHECK(difference < 1e-10);
   CHECK((alone.narrow(0, alone.size(0) - kSteps, kSteps) > 0).all().item<bool>());  // the losses were written
+}
+
+namespace {
+
+// -|y - 2|^2: a reward that tilts the samples.
+struct NearTwo {
+  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const { return -(y - 2.0).square().sum(1); }
+};
+
+// 20 episodes of conditional q-learning (2-D, two classes, 25 trajectories: shards
+// of 13 and 12) in double precision in `group`; returns the episodes' statistics
+// and the networks' parameters, flattened.
+torch::Tensor train_qlearning(const distributed::Group& group, uint64_t init_seed) {
+  using Schedule = sde::OrnsteinUhlenbeck;
+  const Schedule schedule({.horizon = 1.0});
+  auto data_generator = make_generator(4);
+  const torch::Tensor data = torch::randn({100, 2}, data_generator, torch::kDouble);
+  const torch::Tensor labels = torch::randint(2, {100}, data_generator, torch::kLong);
+  torch::manual_seed(init_seed);  // rank 0's initialisation wins
+  algorithms::QLearning<Schedule, models::RatioScore<Schedule>, NearTwo> learner(
+      schedule, models::RatioScore<Schedule>(schedule, data, labels), 2, 2,
+      {.temperature = 0.1, .beta = 1.0, .dt = 0.1, .batch = 25, .learning_rate = 0.01, .dtype = torch::kDouble,
+       .group = group});
+  auto generator = make_generator(5);
+  std::vector<torch::Tensor> out;
+  for (int episode = 0; episode < 20; ++episode) {
+    const auto stats = learner.train_episode(generator);
+    out.push_back(torch::tensor({stats.loss, stats.terminal_reward, stats.score_gap}, torch::kDouble));
+  }
+  const auto [policy, value] = learner.backend().networks();
+  for (const auto& network : {policy, value})
+    for (const auto& p : network->parameters()) out.push_back(p.detach().reshape(-1));
+  return torch::cat(out);
+}
+
+}  // namespace
+
+// One rank of the two-process q-learning run below (hidden from the suite).
+TEST_CASE("data-parallel q-learning rank", "[.data-parallel-qlearning]") {
+  testing::save_rank_result([](const distributed::Group& group) { return train_qlearning(group, 200 + group.rank()); });
+}
+
+TEST_CASE("two processes run q-learning episodes as one process does", "[distributed]") {
+  TempDir dir;
+  const auto ranks = testing::two_rank_results("[.data-parallel-qlearning]", dir.path());
+  const torch::Tensor& rank0 = ranks[0];
+  CHECK(torch::equal(rank0, ranks[1]));
+  const torch::Tensor alone =
+      testing::one_process_result([](const distributed::Group& group) { return train_qlearning(group, 200); });
+  const double difference = ((rank0 - alone).abs() / (alone.abs() + 1e-6)).max().item<double>();
+  INFO("largest relative difference from one process: " << difference);
+  CHECK(difference < 1e-9);
 }
 
 // Rank 1 of the run below dies after the first collective (hidden from the suite).
@@ -214,8 +239,8 @@ TEST_CASE("data-parallel rank that dies", "[.data-parallel-dies]") {
 
 TEST_CASE("a process that dies ends the others with a clear error and no hang", "[distributed]") {
   TempDir dir;
-  ChildProcess rank0("[.data-parallel-dies]", rank_environment(0, 2, dir / "store", dir.path()), dir / "rank0.err");
-  ChildProcess rank1("[.data-parallel-dies]", rank_environment(1, 2, dir / "store", dir.path()), dir / "rank1.err");
+  ChildProcess rank0("[.data-parallel-dies]", testing::rank_environment(0, 2, dir / "store"), dir / "rank0.err");
+  ChildProcess rank1("[.data-parallel-dies]", testing::rank_environment(1, 2, dir / "store"), dir / "rank1.err");
   const auto start = std::chrono::steady_clock::now();
   const auto died = rank1.wait(std::chrono::minutes(2));
   REQUIRE(died.has_value());
@@ -223,7 +248,7 @@ TEST_CASE("a process that dies ends the others with a clear error and no hang", 
   // Well within the 60 s collective timeout: the closed connection is noticed.
   const auto status = rank0.wait(std::chrono::seconds(50));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const std::string message = read_text(dir / "rank0.err");
+  const std::string message = testing::read_text(dir / "rank0.err");
   INFO("rank 0 after " << seconds << " s: " << message);
   REQUIRE(status.has_value());
   CHECK(WIFEXITED(*status));

@@ -11,6 +11,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -70,5 +73,41 @@ class ChildProcess {
   pid_t pid_ = 0;
   std::optional<int> status_;
 };
+
+inline std::string read_text(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The environment of rank r of a run of n processes on this machine that meet
+// through the store file `store`, with `extra` variables ("NAME=value").
+inline std::vector<std::string> rank_environment(int r, int n, const std::filesystem::path& store,
+                                                 std::vector<std::string> extra = {}) {
+  extra.insert(extra.end(), {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(n),
+                             "DIFFCTL_STORE_FILE=" + store.string(), "OMP_NUM_THREADS=1"});
+  return extra;
+}
+
+// Runs the hidden case `tag` as the n ranks of one run, meeting through a store
+// file in `dir`, each rank's standard error in dir/rank<r>.err, and waits for them.
+// Returns what went wrong (with every rank's standard error), or nothing when all
+// ranks exited with status 0 within `timeout`.
+inline std::string run_ranks(const std::string& tag, int n, const std::filesystem::path& dir,
+                             const std::vector<std::string>& extra, std::chrono::milliseconds timeout) {
+  std::vector<std::unique_ptr<ChildProcess>> ranks;
+  const auto err = [&](int r) { return dir / ("rank" + std::to_string(r) + ".err"); };
+  for (int r = 0; r < n; ++r)
+    ranks.push_back(std::make_unique<ChildProcess>(tag, rank_environment(r, n, dir / "store", extra), err(r)));
+  std::string problems;
+  for (int r = 0; r < n; ++r) {
+    const auto status = ranks[static_cast<std::size_t>(r)]->wait(timeout);
+    if (!status) problems += "rank " + std::to_string(r) + " still runs after the timeout\n";
+    else if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0)
+      problems += "rank " + std::to_string(r) + " ended with wait status " + std::to_string(*status) + "\n";
+  }
+  if (problems.empty()) return problems;
+  for (int r = 0; r < n; ++r) problems += "rank " + std::to_string(r) + ": " + read_text(err(r)) + "\n";
+  return problems;
+}
 
 }  // namespace diffctl::testing

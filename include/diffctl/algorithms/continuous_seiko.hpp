@@ -28,6 +28,16 @@
 // continuous default), the reward ensemble's optimism rule (mean + std, max,
 // Thompson, feature UCB, greedy), the policy and the solver. A non-adaptive run
 // is one round with the whole budget (SeikoOptions::queries_per_round = {total}).
+//
+// Data parallel over a distributed::Group: every batch of trajectories (a
+// sampling chunk, an optimisation batch) is drawn whole from the shared generator
+// (prompts, initial states, every step's noise) and each rank integrates its
+// shard of the rows; samples are gathered, rank 0 asks the oracle and stores the
+// labels once, the others read them from the store (or receive them, for a
+// dataset in memory), every rank refits the ensemble on the same data, and the
+// objective's gradients are summed over ranks. So N processes reproduce one (up
+// to the order of float sums), except for the Thompson optimism rule, whose
+// draws each rank makes for its own rows. Rank 0 writes the checkpoints.
 
 #include <algorithm>
 #include <chrono>
@@ -44,6 +54,7 @@
 
 #include "diffctl/algorithms/gradient_clipping.hpp"
 #include "diffctl/concepts.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/io/progress.hpp"
@@ -120,7 +131,7 @@ class ContinuousSeiko {
   // grid: the sampler's time grid; sample_shape: one sample's shape ([d] or [C, H, W]).
   ContinuousSeiko(Schedule schedule, sde::TimeGrid grid, std::vector<int64_t> sample_shape, Drift pretrained,
                   Policy policy, Reward reward, SeikoOptions options = {}, Mss mss = Mss(), Solver solver = Solver(),
-                  Reg regularizer = Reg(), torch::Device device = torch::kCPU)
+                  Reg regularizer = Reg(), torch::Device device = torch::kCPU, distributed::Group group = {})
       : schedule_(std::move(schedule)),
         grid_(std::move(grid)),
         sample_shape_(std::move(sample_shape)),
@@ -135,6 +146,7 @@ class ContinuousSeiko {
         solver_(std::move(solver)),
         regularizer_(std::move(regularizer)),
         device_(device),
+        group_(std::move(group)),
         generator_(make_generator(options_.seed)) {
     require(!options_.queries_per_round.empty(), "SEIKO: queries_per_round needs at least one round");
     for (const int64_t q : options_.queries_per_round)
@@ -172,6 +184,10 @@ class ContinuousSeiko {
     } else {
       require(options_.tune_drift.empty(), "SEIKO: tune_drift needs a drift model with a network (TunableDrift)");
     }
+    // Every rank starts from rank 0's policy; rank 0 alone shows progress.
+    group_.broadcast_values(policy_.parameters());
+    group_.broadcast_values(previous_policy_.parameters());
+    if (!group_.is_main()) options_.show_progress = false;
   }
 
   // Runs round rounds_done() + 1: feedback, ensemble refit, optimisation.
@@ -231,12 +247,16 @@ class ContinuousSeiko {
     std::vector<SeikoSamples> parts;
     for (int64_t begin = 0; begin < n; begin += options_.chunk) {
       const int64_t count = std::min(options_.chunk, n - begin);
-      const torch::Tensor z = prompts.defined() ? prompts.narrow(0, begin, count).to(device_) : draw_prompts(count);
-      const torch::Tensor x_init = draw_initial(count);
-      const torch::Tensor mask = select_controls(x_init, z);
-      auto run = controlled_run(x_init, z, mask, false, with_kl);
-      parts.push_back({run.x, z, with_kl ? run.kl_pretrained + initial_kl_to_prior().expand({count}) : torch::Tensor{},
-                       mask.sum(0).to(torch::kFloat)});
+      const torch::Tensor z_all = prompts.defined() ? prompts.narrow(0, begin, count).to(device_) : draw_prompts(count);
+      const torch::Tensor x_all = draw_initial(count);
+      const torch::Tensor z = group_.local_rows(z_all), x_init = group_.local_rows(x_all);
+      const torch::Tensor mask = select_controls(x_init, z, count);
+      auto run = controlled_run(x_init, z, mask, false, with_kl, count);
+      const int64_t rows = x_init.size(0);
+      parts.push_back({group_.all_gather_rows(run.x), z_all,
+                       with_kl ? group_.all_gather_rows(run.kl_pretrained + initial_kl_to_prior().expand({rows}))
+                               : torch::Tensor{},
+                       group_.all_gather_rows(mask.sum(0).to(torch::kFloat))});
     }
     const auto cat = [&](auto member) {
       std::vector<torch::Tensor> all;
@@ -250,9 +270,12 @@ class ContinuousSeiko {
 
   // A round's checkpoint: everything a resumed run needs besides the dataset.
   void save(const std::filesystem::path& path) {
-    io::Checkpoint checkpoint = checkpoint_entries();
-    checkpoint.step = rounds_done_;
-    io::save_checkpoint(path, checkpoint);
+    if (group_.is_main()) {
+      io::Checkpoint checkpoint = checkpoint_entries();
+      checkpoint.step = rounds_done_;
+      io::save_checkpoint(path, checkpoint);
+    }
+    group_.barrier();  // every rank may read it from here on
   }
 
   // Restores a checkpoint written by save() and rebuilds what the ensemble derives
@@ -282,6 +305,7 @@ class ContinuousSeiko {
   const torch::Tensor& initial_log_std() const { return init_log_std_; }
   const SeikoOptions& options() const { return options_; }
   at::Generator& generator() { return generator_; }
+  const distributed::Group& group() const { return group_; }
 
  private:
   struct Run {
@@ -307,18 +331,52 @@ class ContinuousSeiko {
     // chunks it asked are drawn again (and not asked), so that the generator, and
     // with it everything after, replays the uninterrupted run.
     const int64_t asked = feedback.asked_in_round(round);
+    const int64_t labelled_before = feedback.size();
     io::Progress progress("seiko round " + std::to_string(round) + " feedback", wanted);
     for (int64_t have = 0; have < wanted;) {
       const int64_t count = std::min(options_.chunk, wanted - have);
       const SeikoSamples samples = sample(count);
       const int64_t fresh = std::min(count, have + count - asked);
-      if (fresh > 0)
+      if (fresh > 0 && group_.is_main())
         oracle.record(feedback, samples.x.narrow(0, count - fresh, fresh),
                       samples.z.defined() ? samples.z.narrow(0, count - fresh, fresh) : samples.z, round);
       have += count;
       if (options_.show_progress) progress.update(have);
     }
-    oracle.wait(feedback, round);
+    if (group_.is_main()) oracle.wait(feedback, round);
+    share_feedback(feedback, labelled_before, round);
+  }
+
+  // Gives every rank rank 0's labels: a dataset bound to a file reads them from the
+  // store (a filesystem every rank sees), one in memory receives them.
+  void share_feedback(reward::FeedbackDataset& feedback, int64_t labelled_before, int64_t round) {
+    if (group_.alone()) return;
+    group_.barrier();  // rank 0's rows are stored
+    if (!feedback.file().empty()) {
+      if (!group_.is_main()) feedback.refresh();
+    } else {
+      torch::Tensor count = torch::tensor({feedback.size() - labelled_before}, torch::kLong);
+      group_.broadcast(count);
+      const int64_t n = count.item<int64_t>();
+      if (n > 0) {
+        std::vector<int64_t> shape{n};
+        shape.insert(shape.end(), sample_shape_.begin(), sample_shape_.end());
+        const bool main = group_.is_main();
+        torch::Tensor x = main ? feedback.x().narrow(0, labelled_before, n).contiguous() : torch::empty(shape, torch::kFloat);
+        torch::Tensor y = main ? feedback.y().narrow(0, labelled_before, n).contiguous() : torch::empty({n}, torch::kDouble);
+        torch::Tensor z;
+        if (options_.classes > 0)
+          z = main ? feedback.z().narrow(0, labelled_before, n).contiguous() : torch::empty({n}, torch::kLong);
+        group_.broadcast(x);
+        group_.broadcast(y);
+        if (z.defined()) group_.broadcast(z);
+        if (!main) feedback.append(x, z, y, round);
+      }
+    }
+    const torch::Tensor sizes = group_.all_reduce_sum(torch::tensor({feedback.size()}, torch::kLong));
+    require(sizes.item<int64_t>() == feedback.size() * group_.size(), group_.label(), "SEIKO round ", round,
+            ": the ranks hold different feedback (", feedback.size(), " labels here); every rank must use the same "
+            "feedback store, on a filesystem all of them see");
   }
 
   double optimize(int64_t round) {
@@ -341,23 +399,29 @@ class ContinuousSeiko {
     for (int64_t step = 0; step < options_.optimize_steps; ++step) {
       // A control that blew up in an earlier step breaks this step's trajectories.
       try {
-        const torch::Tensor z = draw_prompts(options_.batch);
-        const torch::Tensor x_init = draw_initial(options_.batch);
+        // The batch drawn whole, this rank's rows integrated; sums over the rows
+        // divided by the whole batch, so that summed over ranks they are its means.
+        const int64_t batch = options_.batch;
+        const torch::Tensor z = group_.local_rows(draw_prompts(batch));
+        const torch::Tensor x_init = group_.local_rows(draw_initial(batch));
         torch::Tensor mask;
         {
           torch::NoGradGuard no_grad;
-          mask = select_controls(x_init.detach(), z);
+          mask = select_controls(x_init.detach(), z, batch);
         }
-        const Run run = controlled_run(x_init, z, mask, true, false);
-        const torch::Tensor reward = reward_.optimistic(run.x, z).mean();
-        torch::Tensor penalty = run.penalty.mean();
+        const Run run = controlled_run(x_init, z, mask, true, false, batch);
+        const torch::Tensor reward = reward_.optimistic(run.x, z).sum() / double(batch);
+        torch::Tensor penalty = run.penalty.sum() / double(batch);
         if constexpr (requires { regularizer_.initial_penalty(penalty, penalty); })
-          if (options_.learn_initial)
-            penalty = penalty + regularizer_.initial_penalty(initial_kl_to_prior(), initial_kl_to_previous());
-        objective = reward - penalty;
-        diverged_steps += torch::isfinite(objective.detach()).logical_not();
+          if (options_.learn_initial)  // once over the ranks
+            penalty = penalty + regularizer_.initial_penalty(initial_kl_to_prior(), initial_kl_to_previous()) /
+                                    double(group_.size());
+        const torch::Tensor shard_objective = reward - penalty;
         optimizer.zero_grad();
-        (-objective).backward();
+        (-shard_objective).backward();
+        group_.all_reduce_gradients(parameters);
+        objective = group_.all_reduce_sum(shard_objective.detach());
+        diverged_steps += torch::isfinite(objective).logical_not();
         clip_grad_norm(parameters, options_.max_grad_norm);
         optimizer.step();
       } catch (const sde::NonFiniteState& error) {
@@ -401,10 +465,10 @@ class ContinuousSeiko {
 
   // Steps 2-3: hallucinate without control with the current drift, read the
   // ensemble's uncertainty at the Tweedie estimates, let the Mss choose.
-  torch::Tensor select_controls(const torch::Tensor& x_init, const torch::Tensor& z) {
-    sde::IntegrateOptions options;
+  // x_init holds this rank's rows of a batch of `batch`.
+  torch::Tensor select_controls(const torch::Tensor& x_init, const torch::Tensor& z, int64_t batch) {
+    sde::IntegrateOptions options = noise_of_rows(batch);
     options.record_times = measure_times_;
-    options.generator = generator_;
     // A step without noise has no density, so a control before it would cost no KL:
     // such times never get one.
     std::vector<bool> noiseless(grid_.size(), false);
@@ -431,7 +495,7 @@ class ContinuousSeiko {
   // acts at its measured time; a held control (HeldControl) on every step until
   // the next measured time.
   Run controlled_run(const torch::Tensor& x_init, const torch::Tensor& z, const torch::Tensor& mask, bool with_grad,
-                     bool with_kl) {
+                     bool with_kl, int64_t batch) {
     constexpr bool held = HeldControl<Policy>;
     // The measured row whose control acts on each step, and each control's span D
     // (to the next measured time, or to T): how long a held control lasts, and the
@@ -494,11 +558,10 @@ class ContinuousSeiko {
     Run run;
     run.penalty = torch::zeros({x_init.size(0)}, x_init.options().requires_grad(false));
     if (with_kl) run.kl_pretrained = torch::zeros({x_init.size(0)}, x_init.options().requires_grad(false));
-    sde::IntegrateOptions options;
+    sde::IntegrateOptions options = noise_of_rows(batch);
     options.record_x0 = false;
     options.with_grad = with_grad;
     options.backprop_steps = options_.backprop_steps;
-    options.generator = generator_;
     if (held)
       options.added_drift = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
         if (!controlled[k]) return {};
@@ -568,6 +631,20 @@ class ContinuousSeiko {
     return g.index_copy(0, rows, (span * diffusion * diffusion * jacobian) * gradient.detach());
   }
 
+  // Integration options whose noise comes from the run's generator, drawn for the
+  // whole batch of `batch` rows and kept for this rank's shard of them.
+  sde::IntegrateOptions noise_of_rows(int64_t batch) const {
+    require(batch >= group_.size(), "SEIKO: a batch of ", batch, " samples cannot be split over ", group_.size(),
+            " processes");
+    sde::IntegrateOptions options;
+    options.generator = generator_;
+    if (!group_.alone()) {
+      options.noise_batch = batch;
+      options.noise_first = group_.shard(batch).begin;
+    }
+    return options;
+  }
+
   // The pretrained and previous-round models' steps from `from` and `from_previous`.
   // While the drift is untouched both models are the pretrained network, so one
   // call on the two batches stacked serves both: half the calls on small batches.
@@ -612,6 +689,7 @@ class ContinuousSeiko {
   Solver solver_;
   Reg regularizer_;
   torch::Device device_;
+  distributed::Group group_;
   at::Generator generator_;
   std::vector<std::size_t> measure_index_;
   std::vector<double> measure_times_;

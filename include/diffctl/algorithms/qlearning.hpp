@@ -19,6 +19,10 @@
 //   mean_batch sum_k [ J(t_{k+1}, Y_{k+1}) - J(t_k, Y_k) + (r_k - q(t_k, Y_k, a_k)) dt ]^2,
 //
 // with J(T, y) := beta h(y), over trajectories simulated with the current policy.
+//
+// Data parallel (TorchBackend, QLearningOptions::group): every rank draws the
+// episode's noise whole, simulates its shard of the trajectories and sums the
+// gradients of its share of the batch mean with the others' before the step.
 
 #include <cmath>
 #include <concepts>
@@ -33,6 +37,7 @@
 #include <torch/torch.h>
 
 #include "diffctl/concepts.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/io/files.hpp"
@@ -62,6 +67,7 @@ struct QLearningOptions {
   int64_t hidden = 64;          // width of both MLPs
   torch::Device device = torch::kCPU;  // where the networks and trajectories live
   torch::Dtype dtype = torch::kFloat;  // their precision (an Eigen backend's must match its scalar)
+  distributed::Group group{};          // the processes that share each episode's batch (TorchBackend)
 };
 
 struct EpisodeStats {
@@ -231,20 +237,30 @@ class TorchBackend {
       : policy_(network_shapes(state_dim, classes, options.hidden).first),
         value_(network_shapes(state_dim, classes, options.hidden).second),
         optimizer_(parameters_of({policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
-    for (auto* network : {&policy_, &value_}) (*network)->to(options.device, options.dtype);
+    require(options.group.alone() || options.batch >= options.group.size(), "q-learning: a batch of ", options.batch,
+            " trajectories cannot be split over ", options.group.size(), " processes");
+    for (auto* network : {&policy_, &value_}) {
+      (*network)->to(options.device, options.dtype);
+      options.group.broadcast_module(**network);  // every rank starts from rank 0's networks
+    }
   }
 
   template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
   EpisodeStats episode(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
                        const EpisodeNoise& noise) {
     const QLearningOptions& options = problem.options;
+    const distributed::Group& group = options.group;
     const sde::TimeGrid& grid = problem.grid;
-    const int64_t batch = options.batch, dim = policy_->options().state_dim;
+    // This rank's trajectories: rows [first, first + batch) of the episode's.
+    const distributed::Shard shard = group.shard(options.batch);
+    const int64_t batch = shard.size(), dim = policy_->options().state_dim;
+    const double whole = double(options.batch);
     const std::size_t steps = grid.steps();
     const auto opts = torch::TensorOptions(options.dtype).device(options.device);
-    const torch::Tensor& z = noise.z;
+    const torch::Tensor z = group.local_rows(noise.z);
+    const torch::Tensor step_noises = group.alone() ? noise.steps : noise.steps.narrow(2, shard.begin, batch);
 
-    std::vector<torch::Tensor> states{noise.prior};
+    std::vector<torch::Tensor> states{group.local_rows(noise.prior)};
     std::vector<torch::Tensor> actions, rewards;
     torch::Tensor score_gap = torch::zeros({}, opts);  // read once, after the loop
     {
@@ -253,12 +269,12 @@ class TorchBackend {
         const double t = grid[k], dt = grid[k + 1] - t;
         const double g2 = problem.squared_diffusion(t);
         const torch::Tensor& y = states.back();
-        const torch::Tensor step_noise = noise.steps[int64_t(k)];
+        const torch::Tensor step_noise = step_noises[int64_t(k)];
         const torch::Tensor mu = policy_->forward(torch::full({batch}, t, opts), y, z);
         const torch::Tensor action = mu + std::sqrt(options.temperature / (2.0 * g2)) * step_noise[0];
         const torch::Tensor estimate = problem.score_estimate.score(t, y, z);
         rewards.push_back(-g2 * (action - estimate).square().sum(1));
-        score_gap += g2 * dt * (mu - estimate).square().sum(1).mean();
+        score_gap += g2 * dt * (mu - estimate).square().sum(1).sum() / whole;
         const Transition step =
             problem.simulator.transition(problem.schedule, detail::GivenScore{action}, t, grid[k + 1], y, z);
         states.push_back(step.noise_std > 0.0 ? step.mean + step.noise_std * step_noise[1] : step.mean);
@@ -290,12 +306,16 @@ class TorchBackend {
     const torch::Tensor q = options.temperature * log_pi;
     const torch::Tensor dts = (times.narrow(0, 1, int64_t(steps)) - times.narrow(0, 0, int64_t(steps))).unsqueeze(1);
     const torch::Tensor increments = j_after - j_before + (torch::stack(rewards) - q) * dts;
-    const torch::Tensor loss = increments.square().sum(0).mean();
+    // This rank's share of the batch mean: summed over ranks, the episode's loss.
+    const torch::Tensor loss = increments.square().sum(0).sum() / whole;
 
     optimizer_.zero_grad();
     loss.backward();
+    group.all_reduce_gradients(parameters_of({policy_, value_}));
     optimizer_.step();
-    return {loss.item<double>(), terminal_reward.mean().item<double>(), score_gap.item<double>()};
+    const torch::Tensor stats = group.all_reduce_sum(
+        torch::stack({loss.detach(), terminal_reward.sum() / whole, score_gap}).to(torch::kDouble));
+    return {stats[0].item<double>(), stats[1].item<double>(), stats[2].item<double>()};
   }
 
   // The networks as LibTorch modules (these very ones): for sampling and saving.
@@ -389,8 +409,10 @@ class QLearning {
   }
 
   // Saves both networks, with the shape they were built with, whole or not at all.
-  // Every backend writes the same format, so one backend's checkpoint loads into another.
+  // Every backend writes the same format, so one backend's checkpoint loads into
+  // another. In a run of several processes rank 0 writes, the others wait for it.
   void save(const std::filesystem::path& path) const {
+    if (!options_.group.is_main()) return options_.group.barrier();
     const auto [policy_network, value_network] = backend_.networks();
     torch::serialize::OutputArchive archive, policy, value;
     policy_network->save(policy);
@@ -399,6 +421,7 @@ class QLearning {
     archive.write("value", value);
     archive.write("shape", shape());
     io::write_archive(path, archive);
+    options_.group.barrier();
   }
 
   // Loads networks saved by save(); the checkpoint's shape must match this learner's.

@@ -72,6 +72,8 @@ class EigenBackend {
         policy_(Network::from(models::TimeStateMlp(network_shapes(state_dim, classes, options.hidden).first))),
         value_(Network::from(models::TimeStateMlp(network_shapes(state_dim, classes, options.hidden).second))) {
     require(options.device.is_cpu(), "EigenBackend: runs on the CPU only, found device ", options.device);
+    require(options.group.alone(), "EigenBackend: runs in one process; a run of ", options.group.size(),
+            " processes needs the LibTorch backend");
     require(options.dtype == torch::CppTypeToScalarType<Scalar>::value, "EigenBackend<",
             torch::CppTypeToScalarType<Scalar>::value, ">: options.dtype must be ",
             torch::CppTypeToScalarType<Scalar>::value, ", found ", options.dtype);

@@ -142,13 +142,25 @@ class Group {
   // Every rank's module takes rank 0's parameters and buffers, so all start equal
   // whatever each initialised.
   void broadcast_module(torch::nn::Module& module) const {
-    broadcast_all(module.parameters());
+    broadcast_values(module.parameters());
     broadcast_buffers(module);
   }
 
   // Every rank's module takes rank 0's buffers (BatchNorm's running statistics,
   // which each rank updates from its own shard), as PyTorch's DDP does each step.
-  void broadcast_buffers(torch::nn::Module& module) const { broadcast_all(module.buffers()); }
+  void broadcast_buffers(torch::nn::Module& module) const { broadcast_values(module.buffers()); }
+
+  // Each tensor takes rank 0's values in place (parameters included: not recorded
+  // by autograd).
+  void broadcast_values(const std::vector<torch::Tensor>& tensors) const {
+    if (alone()) return;
+    torch::NoGradGuard no_grad;
+    for (const auto& t : tensors) {
+      torch::Tensor values = t.detach().contiguous().clone();
+      collectives_->broadcast(values, 0);
+      t.detach().copy_(values);
+    }
+  }
 
   void barrier() const {
     if (!alone()) collectives_->barrier();
@@ -160,16 +172,6 @@ class Group {
   }
 
  private:
-  void broadcast_all(const std::vector<torch::Tensor>& tensors) const {
-    if (alone()) return;
-    torch::NoGradGuard no_grad;
-    for (const auto& t : tensors) {
-      torch::Tensor values = t.detach().contiguous().clone();
-      collectives_->broadcast(values, 0);
-      t.detach().copy_(values);
-    }
-  }
-
   std::shared_ptr<Collectives> collectives_;
 };
 

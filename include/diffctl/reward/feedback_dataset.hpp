@@ -246,7 +246,10 @@ class FeedbackDataset {
   // pending.
   int64_t refresh() {
     require(!file_.empty(), "feedback dataset: refresh() needs a dataset bound to a file");
-    if (!db_) return 0;
+    if (!db_) {
+      if (!std::filesystem::exists(file_)) return 0;
+      open_store(false);  // created by another process since this one looked
+    }
     read_store();
     return pending();
   }

@@ -61,6 +61,12 @@ struct IntegrateOptions {
   std::optional<std::size_t> backprop_steps;
   // Source of the steps' noise; the device's default generator when absent.
   c10::optional<at::Generator> generator;
+  // The state's rows as part of a larger batch (one process's shard, in a run of
+  // several): each step draws the noise of all noise_batch rows and keeps rows
+  // [noise_first, noise_first + B), so the processes together draw what one
+  // process integrating the whole batch draws. 0: the state is the whole batch.
+  int64_t noise_batch = 0;
+  int64_t noise_first = 0;
   // A drift added to the solver's step from grid point k (time t, state x after any
   // impulse): a defined v (x's shape or one sample's) shifts the step's mean by
   // v (t_next - t), a control held over the step. Steps without noise take none
@@ -99,8 +105,16 @@ inline void check_impulse(const torch::Tensor& u, const torch::Tensor& x, double
           " or one sample's ", x.sizes().slice(1));
 }
 
+// A step's standard normal noise for the state x (see IntegrateOptions::noise_batch).
+inline torch::Tensor step_noise(const torch::Tensor& x, const IntegrateOptions& options) {
+  if (options.noise_batch == 0) return standard_normal(x.sizes(), options.generator, x.options());
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape[0] = options.noise_batch;
+  return standard_normal(shape, options.generator, x.options()).narrow(0, options.noise_first, x.size(0));
+}
+
 inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tensor& x,
-                         const torch::Tensor& z) {
+                         const torch::Tensor& z, const IntegrateOptions& options) {
   require(std::abs(grid.horizon() - horizon) <= 1e-12 * horizon, "integrate: the grid's T = ",
           grid.horizon(), " differs from the schedule's T = ", horizon);
   require(x.defined() && x.dim() >= 1, "integrate: the initial state must be a batch-first "
@@ -108,6 +122,10 @@ inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tens
   require(x.is_floating_point(), "integrate: the initial state must be floating point, found ",
           x.scalar_type());
   require(all_finite(x), "integrate: the initial state holds NaN or Inf");
+  require(options.noise_batch == 0 ||
+              (options.noise_first >= 0 && options.noise_first + x.size(0) <= options.noise_batch),
+          "integrate: rows [", options.noise_first, ", ", options.noise_first + x.size(0), ") are not in a batch of ",
+          options.noise_batch);
   if (!z.defined()) return;
   require(z.dim() == 1 && z.size(0) == x.size(0), "integrate: conditions z must have shape [",
           x.size(0), "] (one class index per sample), found ", z.sizes());
@@ -174,9 +192,7 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
     }
     if (record[k]) keep(t, x, [&] { return x0_from_score(schedule, s, x, step.score); });
     if (options.on_step) options.on_step(StepRecord{k, t, grid[k + 1], before_impulse, x, step});
-    x = step.noise_std > 0.0
-            ? step.mean + step.noise_std * standard_normal(x.sizes(), options.generator, x.options())
-            : std::move(step.mean);
+    x = step.noise_std > 0.0 ? step.mean + step.noise_std * detail::step_noise(x, options) : std::move(step.mean);
   }
 
   // One check at the end rather than a device sync per step; the recorded states
@@ -203,7 +219,7 @@ template <NoiseSchedule Schedule, DriftModel Model, class Solver, ImpulseSource 
 Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
                      const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
                      const Impulses& impulses, const IntegrateOptions& options = {}) {
-  detail::check_inputs(grid, schedule.horizon(), x_init, z);
+  detail::check_inputs(grid, schedule.horizon(), x_init, z, options);
   return detail::run_checked(schedule, model, solver, grid, x_init, z, impulses, options);
 }
 
@@ -215,7 +231,7 @@ template <NoiseSchedule Schedule, DriftModel Model, class Solver>
 Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
                      const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
                      const std::vector<Impulse>& impulses, const IntegrateOptions& options = {}) {
-  detail::check_inputs(grid, schedule.horizon(), x_init, z);
+  detail::check_inputs(grid, schedule.horizon(), x_init, z, options);
   std::vector<torch::Tensor> jump_at(grid.size());
   for (const Impulse& impulse : impulses) {
     const auto k = grid.index_of(impulse.t);
