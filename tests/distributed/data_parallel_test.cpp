@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "diffctl/algorithms/denoising_pretraining.hpp"
+#include "diffctl/algorithms/policy_gradient.hpp"
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/distributed/c10d.hpp"
 #include "diffctl/models/ratio_score.hpp"
@@ -221,6 +222,73 @@ TEST_CASE("two processes run q-learning episodes as one process does", "[distrib
   const double difference = ((rank0 - alone).abs() / (alone.abs() + 1e-6)).max().item<double>();
   INFO("largest relative difference from one process: " << difference);
   CHECK(difference < 1e-9);
+}
+
+namespace {
+
+// 6 iterations of DDPO (is_dpok: DPOK) fine-tuning a conditional 2-D MLP policy in
+// double precision, 25 chains (shards of 13 and 12) on DDPM's steps with the
+// forward variance (noisy to the end) and x0 clipped (not affine, so step by step,
+// as for the UNet), in `group`; returns the iterations' statistics and the
+// networks' parameters.
+torch::Tensor fine_tune(const distributed::Group& group, bool is_dpok, uint64_t init_seed) {
+  using Schedule = sde::VpLinear;
+  torch::manual_seed(7);
+  models::TimeStateMlp network(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 2, .hidden = 16});
+  network->to(torch::kDouble);
+  const algorithms::PolicyScore pretrained(network);
+  torch::manual_seed(init_seed);  // DPOK's value network: rank 0's wins
+  const auto shape = algorithms::chain_shape(network);
+  const sde::Ddpm solver({.variance = sde::DdpmVariance::forward, .clip_x0 = 3.0});
+  auto generator = make_generator(9);
+  std::vector<torch::Tensor> out;
+  const auto record = [&](auto& algorithm) {
+    for (int iteration = 0; iteration < 6; ++iteration) {
+      const auto stats = algorithm.train_iteration(generator);
+      out.push_back(torch::tensor({stats.reward, stats.kl, stats.loss, stats.clip_fraction}, torch::kDouble));
+    }
+    for (const auto& p : algorithm.policy().network()->parameters()) out.push_back(p.detach().reshape(-1));
+  };
+  if (is_dpok) {
+    algorithms::Dpok<Schedule, algorithms::PolicyScore, NearTwo, sde::Ddpm> dpok(
+        Schedule{}, pretrained, NearTwo{}, shape,
+        {.dt = 0.1, .batch = 25, .learning_rate = 0.01, .reward_weight = 1.0, .kl_weight = 0.1, .value_hidden = 8,
+         .group = group},
+        solver);
+    record(dpok);
+    for (const auto& p : dpok.value()->parameters()) out.push_back(p.detach().reshape(-1));
+  } else {
+    algorithms::Ddpo<Schedule, algorithms::PolicyScore, NearTwo, sde::Ddpm> ddpo(
+        Schedule{}, pretrained, NearTwo{}, shape,
+        {.dt = 0.1, .batch = 25, .learning_rate = 0.01, .inner_epochs = 2, .group = group}, solver);
+    record(ddpo);
+  }
+  return torch::cat(out);
+}
+
+}  // namespace
+
+// One rank of the two-process DDPO and DPOK runs below (hidden from the suite).
+TEST_CASE("data-parallel fine-tuning rank", "[.data-parallel-fine-tuning]") {
+  testing::save_rank_result([](const distributed::Group& group) {
+    return fine_tune(group, std::getenv("DIFFCTL_TEST_DPOK") != nullptr, 300 + group.rank());
+  });
+}
+
+TEST_CASE("two processes fine-tune by DDPO and DPOK as one process does", "[distributed]") {
+  for (const bool is_dpok : {false, true}) {
+    INFO((is_dpok ? "DPOK" : "DDPO"));
+    TempDir dir;
+    const auto ranks = testing::two_rank_results("[.data-parallel-fine-tuning]", dir.path(),
+                                                 is_dpok ? std::vector<std::string>{"DIFFCTL_TEST_DPOK=1"}
+                                                         : std::vector<std::string>{});
+    CHECK(torch::equal(ranks[0], ranks[1]));
+    const torch::Tensor alone = testing::one_process_result(
+        [&](const distributed::Group& group) { return fine_tune(group, is_dpok, 300); });
+    const double difference = ((ranks[0] - alone).abs() / (alone.abs() + 1e-6)).max().item<double>();
+    INFO("largest relative difference from one process: " << difference);
+    CHECK(difference < 1e-9);
+  }
 }
 
 // Rank 1 of the run below dies after the first collective (hidden from the suite).

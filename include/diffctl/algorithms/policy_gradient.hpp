@@ -25,6 +25,12 @@
 //
 // Backend: TorchBackend (any drift and solver, any device) or, for the MLP policy
 // with Euler-Maruyama, EigenBackend<Scalar> (policy_gradient_eigen.hpp).
+//
+// Data parallel over the options' distributed::Group (TorchBackend): every rank
+// draws the iteration's classes, prior and step noise for the whole batch and
+// samples its shard of the chains; rewards are gathered for DDPO's advantages,
+// losses are the shard's share of the batch means, and gradients are summed over
+// ranks before each optimiser step.
 
 #include <cstdint>
 #include <functional>
@@ -35,6 +41,7 @@
 
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/concepts.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/objective/path_kl.hpp"
@@ -101,7 +108,7 @@ class PolicyFineTuning {
 
  protected:
   PolicyFineTuning(Schedule schedule, const Drift& pretrained, Reward reward, ChainShape shape, double dt,
-                   int64_t batch, Solver solver)
+                   int64_t batch, Solver solver, distributed::Group group)
       : schedule_(std::move(schedule)),
         reward_(std::move(reward)),
         solver_(std::move(solver)),
@@ -109,8 +116,11 @@ class PolicyFineTuning {
         grid_(grid_with_step(schedule_, dt)),
         batch_(batch),
         pretrained_(pretrained.snapshot()),
-        policy_(pretrained.snapshot()) {
+        policy_(pretrained.snapshot()),
+        group_(std::move(group)) {
     require(batch >= 2, "fine-tuning: batch must be >= 2, found ", batch);
+    require(batch >= group_.size(), "fine-tuning: a batch of ", batch, " chains cannot be split over ",
+            group_.size(), " processes");
     require(!shape_.sample.empty() && shape_.classes >= 0, "fine-tuning: expected a sample shape and classes >= 0");
     for (torch::Tensor& p : pretrained_.network().ptr()->parameters()) p.requires_grad_(false);
     if constexpr (TimeBatchedDrift<Drift>) {
@@ -140,24 +150,38 @@ class PolicyFineTuning {
   }
   int64_t steps() const { return int64_t(grid_.steps()); }
 
-  // A batch of chains from the current model and their terminal rewards [B]. The
-  // randomness comes in a fixed order: the classes, the prior, each step's noise.
+  // This rank's chains of a batch from the current model and their terminal
+  // rewards [B]. The randomness comes in a fixed order, drawn for the whole batch:
+  // the classes, the prior, each step's noise.
   std::pair<Chains, torch::Tensor> sample_scored_chains(at::Generator& generator) const {
     torch::NoGradGuard no_grad;
     const auto options = tensor_options();
     torch::Tensor z;
     if (shape_.classes > 0) z = torch::randint(shape_.classes, {batch_}, generator, torch::kLong).to(options.device());
+    z = group_.local_rows(z);
+    const torch::Tensor prior =
+        group_.local_rows(sde::sample_prior(schedule_, batch_shape(batch_), generator, options));
     sde::IntegrateOptions integrate;
     integrate.generator = generator;
     integrate.record_x0 = false;
     integrate.record_times.assign(grid_.times().begin(), grid_.times().end());
-    const sde::Trajectory trajectory = sde::integrate(
-        schedule_, policy_, solver_, grid_, sde::sample_prior(schedule_, batch_shape(batch_), generator, options), z,
-        integrate);
+    if (!group_.alone()) {
+      integrate.noise_batch = batch_;
+      integrate.noise_first = group_.shard(batch_).begin;
+    }
+    const sde::Trajectory trajectory = sde::integrate(schedule_, policy_, solver_, grid_, prior, z, integrate);
     torch::Tensor reward = torch::Tensor(reward_(trajectory.final_state, z)).to(options);
-    require(reward.dim() == 1 && reward.size(0) == batch_, "fine-tuning: the reward must give [", batch_,
-            "] values, found ", reward.sizes());
+    require(reward.dim() == 1 && reward.size(0) == prior.size(0), "fine-tuning: the reward must give [",
+            prior.size(0), "] values, found ", reward.sizes());
     return {Chains{torch::stack(trajectory.states), z}, std::move(reward)};
+  }
+
+  // Sums over ranks of this rank's statistics (one collective), as doubles.
+  std::vector<double> summed(const std::vector<torch::Tensor>& values) const {
+    std::vector<torch::Tensor> parts;
+    for (const auto& v : values) parts.push_back(v.detach().to(torch::kDouble).reshape({1}));
+    const torch::Tensor sums = group_.all_reduce_sum(torch::cat(parts)).cpu();
+    return {sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel()};
   }
 
   // Calls pass(first, count) over consecutive ranges of steps that cover the grid:
@@ -233,6 +257,7 @@ class PolicyFineTuning {
   int64_t batch_;
   Drift pretrained_;
   Drift policy_;
+  distributed::Group group_;
   // With a TimeBatchedDrift and affine steps: each step's keep, push and noise_std
   // [N], Y_{k+1} = keep_k Y_k + push_k score(t_k, Y_k) + noise_std_k xi.
   struct {
@@ -247,6 +272,7 @@ struct DdpoOptions {
   double learning_rate = 1e-4;
   double clip = 0.2;           // PPO's epsilon: the ratio is clipped to [1 - clip, 1 + clip]
   int64_t inner_epochs = 4;    // gradient steps per sampled batch
+  distributed::Group group{};  // the processes that share each batch (TorchBackend)
 };
 
 inline void check_ddpo_options(const DdpoOptions& options) {
@@ -268,15 +294,21 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
   Ddpo(Schedule schedule, const Drift& pretrained, Reward reward, ChainShape shape, DdpoOptions options = {},
        Solver solver = Solver())
       : Base(std::move(schedule), pretrained, std::move(reward), std::move(shape), options.dt, options.batch,
-             std::move(solver)),
+             std::move(solver), options.group),
         options_(options),
         optimizer_(this->parameters(), torch::optim::AdamOptions(options.learning_rate)) {
     check_ddpo_options(options);
+    this->group_.broadcast_values(this->parameters());  // every rank starts from rank 0's copy
   }
 
   FineTuneStats train_iteration(at::Generator& generator) {
     const auto [chains, reward] = this->sample_scored_chains(generator);
-    const torch::Tensor advantage = ((reward - reward.mean()) / (reward.std() + 1e-8)).unsqueeze(0);
+    const distributed::Group& group = this->group_;
+    const double whole = double(this->batch_);
+    // Advantages normalised over the whole batch's rewards.
+    const torch::Tensor rewards = group.all_gather_rows(reward);
+    const torch::Tensor advantage =
+        group.local_rows((rewards - rewards.mean()) / (rewards.std() + 1e-8)).unsqueeze(0);
     // The sampling model's log-densities, and its KL to the pretrained model.
     torch::Tensor old_log_probs, kl;
     {
@@ -299,16 +331,17 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
         const auto tuned = this->transitions(this->policy_, chains, first, count);
         const torch::Tensor ratio = (this->log_probs(tuned, chains, first) - old_log_probs.narrow(0, first, count)).exp();
         const torch::Tensor clipped = ratio.clamp(1.0 - options_.clip, 1.0 + options_.clip);
-        const torch::Tensor pass_loss = -torch::min(ratio * advantage, clipped * advantage).mean(1).sum(0);
+        const torch::Tensor pass_loss = -torch::min(ratio * advantage, clipped * advantage).sum() / whole;
         clipped_terms += (clipped * advantage < ratio * advantage).sum();
         pass_loss.backward();
         loss += pass_loss.detach();
       });
+      group.all_reduce_gradients(this->parameters());
       optimizer_.step();
     }
-    const double terms = double(old_log_probs.numel() * options_.inner_epochs);
-    return {reward.mean().template item<double>(), kl.sum(0).mean().template item<double>(),
-            loss.template item<double>(), double(clipped_terms.template item<int64_t>()) / terms};
+    const auto sums = this->summed({reward.sum() / whole, kl.sum() / whole, loss, clipped_terms});
+    const double terms = double(this->steps()) * whole * double(options_.inner_epochs);
+    return {sums[0], sums[1], sums[2], sums[3] / terms};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
@@ -325,6 +358,7 @@ struct DpokOptions {
   double reward_weight = 10.0;   // alpha: weight of the reward against the KL
   double kl_weight = 0.01;       // beta: weight of the summed per-step KL
   int64_t value_hidden = 64;     // width of the value baseline's MLP
+  distributed::Group group{};    // the processes that share each batch (TorchBackend)
 };
 
 inline void check_dpok_options(const DpokOptions& options) {
@@ -354,18 +388,20 @@ class Dpok : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
   Dpok(Schedule schedule, const Drift& pretrained, Reward reward, ChainShape shape, DpokOptions options = {},
        Solver solver = Solver())
       : Base(std::move(schedule), pretrained, std::move(reward), std::move(shape), options.dt, options.batch,
-             std::move(solver)),
+             std::move(solver), options.group),
         options_((check_dpok_options(options), options)),
         value_(value_network_options(this->shape_, options.value_hidden)),
-        optimizer_(all_parameters(), torch::optim::AdamOptions(options.learning_rate)) {}
+        optimizer_(all_parameters(), torch::optim::AdamOptions(options.learning_rate)) {
+    this->group_.broadcast_values(all_parameters());  // every rank starts from rank 0's networks
+  }
 
   models::TimeStateMlp& value() { return value_; }
 
   FineTuneStats train_iteration(at::Generator& generator) {
     const auto [chains, reward] = this->sample_scored_chains(generator);
     const torch::Tensor target = options_.reward_weight * reward.unsqueeze(0);  // [1, B]
-    const int64_t batch = reward.size(0);
-    const double terms = double(this->steps() * batch);
+    const int64_t batch = reward.size(0);  // this rank's chains
+    const double whole = double(this->batch_), terms = double(this->steps()) * whole;
     torch::Tensor policy_loss = torch::zeros({}, reward.options()), kl = torch::zeros({}, reward.options());
     optimizer_.zero_grad();
     this->for_each_pass([&](int64_t first, int64_t count) {
@@ -376,16 +412,19 @@ class Dpok : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
               .view({count, batch});
       const auto tuned = this->transitions(this->policy_, chains, first, count);
       const torch::Tensor step_kl = this->kl_to_pretrained(tuned, chains, first);
+      // The shard's share of the batch means.
       const torch::Tensor pass_policy_loss =
-          -((target - baseline).detach() * this->log_probs(tuned, chains, first)).mean(1).sum(0) +
-          options_.kl_weight * step_kl.mean(1).sum(0);
+          -((target - baseline).detach() * this->log_probs(tuned, chains, first)).sum() / whole +
+          options_.kl_weight * step_kl.sum() / whole;
       const torch::Tensor value_loss = (baseline - target).square().sum() / terms;
       (pass_policy_loss + value_loss).backward();
       policy_loss += pass_policy_loss.detach();
-      kl += step_kl.detach().sum(0).mean();
+      kl += step_kl.detach().sum() / whole;
     });
+    this->group_.all_reduce_gradients(all_parameters());
     optimizer_.step();
-    return {reward.mean().template item<double>(), kl.template item<double>(), policy_loss.template item<double>()};
+    const auto sums = this->summed({reward.sum() / whole, kl, policy_loss});
+    return {sums[0], sums[1], sums[2]};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }

@@ -236,6 +236,8 @@ class Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, EigenBackend<Scala
              options.learning_rate),
         options_(options) {
     check_ddpo_options(options);
+    require(options.group.alone(), "Ddpo: the Eigen backend runs in one process; a run of ", options.group.size(),
+            " processes needs the LibTorch backend");
     advantage_.resize(this->batch_);
     old_log_probs_.resize(this->columns());
   }
@@ -297,6 +299,8 @@ class Dpok<Schedule, PolicyScore, Reward, sde::EulerMaruyama, EigenBackend<Scala
         options_(options),
         value_(Network::from(models::TimeStateMlp(value_network_options(shape, options.value_hidden)))) {
     check_dpok_options(options);
+    require(options.group.alone(), "Dpok: the Eigen backend runs in one process; a run of ", options.group.size(),
+            " processes needs the LibTorch backend");
     const Eigen::Index n = this->columns(), h = value_.options().hidden;
     for (Matrix* m : {&value_a1_, &value_a2_}) m->resize(h, n);
     baseline_.resize(1, n);
