@@ -33,10 +33,11 @@ models::TimeStateMlp as_module(const Policy& policy) {
 }
 
 // Trains `method` as the flags say, writes checkpoint.pt with save(policy) (every
-// tenth of the run and at the end) and reports.
+// tenth of the run and at the end) and reports (rank 0 of a group of processes).
 template <class Method, class Save>
 int fine_tune(Method& method, const examples::QLearningFlags& f, const examples::ExampleData& data,
-              const auto& reward, const auto& picture, const Save& save, at::Generator& generator) {
+              const auto& reward, const auto& picture, const Save& save, at::Generator& generator,
+              const distributed::Group& group) {
   const auto draw = [&](int64_t n, const torch::Tensor& z) { return method.sample(n, z, generator); };
   const auto trained = examples::train_loop(
       f, method,
@@ -52,6 +53,7 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
         if (periodic) save(as_module(method.policy()));
       });
   save(as_module(method.policy()));
+  if (!group.is_main()) return 0;
   return examples::write_report(f, draw, data, reward, picture, trained);
 }
 
@@ -59,7 +61,8 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
 template <class Backend, class Reward, class Picture, class Save>
 int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLearningFlags& f,
                    const FineTuneFlags& tune, const examples::ExampleData& data, const Reward& reward,
-                   const Picture& picture, const Save& save, at::Generator& generator) {
+                   const Picture& picture, const Save& save, at::Generator& generator,
+                   const distributed::Group& group) {
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
   using algorithms::PolicyScore;
@@ -68,13 +71,14 @@ int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLear
     algorithms::Dpok<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> dpok(
         schedule, PolicyScore(pretrained), reward, shape,
         {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
-         .kl_weight = tune.kl_weight, .value_hidden = pretrained->options().hidden});
-    return fine_tune(dpok, f, data, reward, picture, save, generator);
+         .kl_weight = tune.kl_weight, .value_hidden = pretrained->options().hidden, .group = group});
+    return fine_tune(dpok, f, data, reward, picture, save, generator, group);
   }
   algorithms::Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> ddpo(
       schedule, PolicyScore(pretrained), reward, shape,
-      {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip, .inner_epochs = tune.inner_epochs});
-  return fine_tune(ddpo, f, data, reward, picture, save, generator);
+      {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip, .inner_epochs = tune.inner_epochs,
+       .group = group});
+  return fine_tune(ddpo, f, data, reward, picture, save, generator, group);
 }
 
 template <class Reward, class Picture>
@@ -83,7 +87,8 @@ int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const exam
   require(!f.exact_score, "--exact-score: not a fine-tuning method (qlearning_swiss_roll --exact-score reports the floor)");
   require(!f.init.empty(), "--init: a pretrained checkpoint is required");
   require(f.snapshots.empty() || tune.method == "qlearning", "--snapshots: only q-learning keeps checkpoints");
-  if (tune.method == "qlearning") return examples::run_qlearning(f, data, reward, picture, generator);
+  const distributed::Group group = examples::join_run(f);
+  if (tune.method == "qlearning") return examples::run_qlearning(f, data, reward, picture, generator, group);
 
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
@@ -95,12 +100,14 @@ int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const exam
   // network, in q-learning's format, so that --init of every example loads it.
   const models::TimeStateMlp policy = models::clone_module(pretrained.policy());
   const auto save = [&](const models::TimeStateMlp& tuned) {
+    if (!group.is_main()) return;  // rank 0 writes
     models::copy_weights(*tuned, *pretrained.policy());
     pretrained.save(std::filesystem::path(f.out) / "checkpoint.pt");
   };
   if (f.backend == "eigen")
-    return fine_tune_with<algorithms::EigenBackend<float>>(policy, f, tune, data, reward, picture, save, generator);
-  return fine_tune_with<algorithms::TorchBackend>(policy, f, tune, data, reward, picture, save, generator);
+    return fine_tune_with<algorithms::EigenBackend<float>>(policy, f, tune, data, reward, picture, save, generator,
+                                                           group);
+  return fine_tune_with<algorithms::TorchBackend>(policy, f, tune, data, reward, picture, save, generator, group);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
+#include "diffctl/distributed/c10d.hpp"
 #include "diffctl/io/files.hpp"
 #include "diffctl/io/png.hpp"
 #include "diffctl/io/progress.hpp"
@@ -301,14 +302,15 @@ namespace detail {
 
 template <class Simulator, class Backend, class Reward, class Picture>
 int train_and_report(const QLearningFlags& f, const ExampleData& data, const Reward& reward,
-                     const Picture& picture, at::Generator& generator) {
+                     const Picture& picture, at::Generator& generator, const distributed::Group& group) {
   using Schedule = sde::OrnsteinUhlenbeck;
   using Estimate = models::RatioScore<Schedule>;
   const Schedule schedule({.horizon = f.horizon});
   algorithms::QLearning<Schedule, Estimate, Reward, Simulator, Backend> learner(
       schedule, Estimate(schedule, data.points, data.labels, {.density_floor = f.density_floor}),
       data.points.size(1), data.classes(),
-      {.temperature = f.temperature, .beta = f.beta, .dt = f.dt, .batch = f.batch, .learning_rate = f.lr},
+      {.temperature = f.temperature, .beta = f.beta, .dt = f.dt, .batch = f.batch, .learning_rate = f.lr,
+       .group = group},
       reward);
   if (!f.init.empty()) learner.load(f.init);
 
@@ -331,6 +333,7 @@ int train_and_report(const QLearningFlags& f, const ExampleData& data, const Rew
           learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt"));
       });
   learner.save(checkpoint);
+  if (!group.is_main()) return 0;  // rank 0 reports
   return write_report(f, draw, data, reward, picture, trained);
 }
 
@@ -357,12 +360,22 @@ int report_exact_score(const QLearningFlags& f, const ExampleData& data, const R
   return write_report(f, draw, data, reward, picture, {});
 }
 
+// The run's processes: several when a launcher started them (scripts/launch,
+// torchrun, srun, mpirun), which needs --backend torch; else this one alone.
+inline distributed::Group join_run(const QLearningFlags& f) {
+  distributed::Group group = distributed::connect_from_environment();
+  require(group.alone() || (f.backend == "torch" && !f.exact_score), "a run of ", group.size(),
+          " processes needs --backend torch (the Eigen backend and --exact-score run in one process)");
+  return group;
+}
+
 // Trains on `data` with `reward` as the flags say and writes DIR/checkpoint.pt,
 // samples.csv, data.csv, metrics.json and samples.png (drawn by `picture`); with
-// --exact-score, reports the exact-score floor instead of training.
+// --exact-score, reports the exact-score floor instead of training. In a group of
+// processes each episode's trajectories are split over them (--backend torch).
 template <class Reward, class Picture>
 int run_qlearning(const QLearningFlags& f, const ExampleData& data, const Reward& reward, const Picture& picture,
-                  at::Generator& generator) {
+                  at::Generator& generator, const distributed::Group& group) {
   using algorithms::EigenBackend, algorithms::TorchBackend;
   require(data.points.size(0) >= 1, "the training data is empty");
   if (f.exact_score) {
@@ -374,15 +387,15 @@ int run_qlearning(const QLearningFlags& f, const ExampleData& data, const Reward
   }
   if (f.backend == "eigen") {
     if (f.sampler == "ode-euler")
-      return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture, generator);
+      return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture, generator, group);
     if (f.sampler == "ddim")
-      return detail::train_and_report<sde::Ddim, EigenBackend<float>>(f, data, reward, picture, generator);
-    return detail::train_and_report<sde::EulerMaruyama, EigenBackend<float>>(f, data, reward, picture, generator);
+      return detail::train_and_report<sde::Ddim, EigenBackend<float>>(f, data, reward, picture, generator, group);
+    return detail::train_and_report<sde::EulerMaruyama, EigenBackend<float>>(f, data, reward, picture, generator, group);
   }
   if (f.sampler == "ode-euler")
-    return detail::train_and_report<sde::ProbabilityFlowEuler, TorchBackend>(f, data, reward, picture, generator);
-  if (f.sampler == "ddim") return detail::train_and_report<sde::Ddim, TorchBackend>(f, data, reward, picture, generator);
-  return detail::train_and_report<sde::EulerMaruyama, TorchBackend>(f, data, reward, picture, generator);
+    return detail::train_and_report<sde::ProbabilityFlowEuler, TorchBackend>(f, data, reward, picture, generator, group);
+  if (f.sampler == "ddim") return detail::train_and_report<sde::Ddim, TorchBackend>(f, data, reward, picture, generator, group);
+  return detail::train_and_report<sde::EulerMaruyama, TorchBackend>(f, data, reward, picture, generator, group);
 }
 
 }  // namespace diffctl::examples

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     auto generator = seed_everything(flags.seed);
     const examples::ExampleData data = problem.data(generator, flags.seed);
     const auto picture = [&](const torch::Tensor& s, const torch::Tensor& r) { return problem.picture(s, r); };
-    return examples::run_qlearning(flags, data, problem.reward, picture, generator);
+    return examples::run_qlearning(flags, data, problem.reward, picture, generator, examples::join_run(flags));
   } catch (const std::exception& error) {
     std::cerr << "qlearning_gmm1d: " << error.what() << "\n";
     return 1;
