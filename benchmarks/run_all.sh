@@ -19,7 +19,8 @@ case $device in cpu | cuda) ;; *) echo "usage: $0 cpu|cuda [OUT]" >&2; exit 2 ;;
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDIFFCTL_BUILD_TESTS=OFF -DDIFFCTL_BUILD_EXAMPLES=OFF \
   ${CMAKE_PREFIX_PATH:+-DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH"} >/dev/null
-cmake --build "$build" -j"$(nproc)" --target solver_steps qlearning_episode image_networks reward_ensemble image_sampling
+cmake --build "$build" -j"$(nproc)" --target solver_steps qlearning_episode image_networks reward_ensemble image_sampling \
+  data_parallel
 mkdir -p "$out"
 
 threads=${THREADS:+--threads $THREADS}
@@ -51,6 +52,18 @@ fi
 bench image_networks
 bench reward_ensemble
 bench image_sampling
+# Scaling: the same global batch on 1, 2, 4 and 8 processes (scripts/launch),
+# where the machine has the cores (CPU: each process gets its share) or the GPUs
+# (CUDA: one each). Rank 0's rows are the result; the others' output goes to logs.
+if [ "$device" = cuda ]; then slots=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); else slots=$(nproc); fi
+for processes in 1 2 4 8; do
+  [ "$processes" -le "$slots" ] || continue
+  echo "run_all.sh: data_parallel on $processes processes" >&2
+  # shellcheck disable=SC2086
+  LAUNCH_LOGS="$out/data_parallel.rank" scripts/launch "$processes" "$build/benchmarks/data_parallel" \
+    --device "$device" $threads --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
+    --benchmark_format=csv >>"$out/data_parallel.csv" 2>>"$out/data_parallel.log" </dev/null
+done
 
 # Google Benchmark's CSV: name,iterations,real_time,cpu_time,time_unit,...,counters.
 # Keep medians (and the single-run rows), print name, time and counters.
