@@ -257,7 +257,8 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   Ensemble ensemble(Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator, {scale}),
                     {.fit = {.steps = s.ensemble_steps, .batch = 1 << 20, .learning_rate = s.ensemble_lr, .l2 = s.ensemble_l2,
                              .anchored = s.anchored},
-                     .seed = flags.seed},
+                     .seed = flags.seed,
+                     .group = group},  // the members fitted spread over the processes
                     std::move(optimism));
 
   // Non-adaptive: the whole budget asked of the pretrained model in one round,

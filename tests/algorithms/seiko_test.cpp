@@ -43,6 +43,7 @@ using Schedule = sde::VpLinear;
 using Mixture = models::GaussianMixtureScore<Schedule>;
 using Members = reward::ModuleMembers<torch::nn::Sequential, reward::ScalarReadout>;
 using Ensemble = reward::BootstrapEnsemble<Members>;
+static_assert(reward::SpreadableMembers<Members>, "the data-parallel test spreads the members over the ranks");
 using Policy = policy::NetworkControl<models::TimeStateMlp>;
 using Seiko = algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::TopK, sde::EulerMaruyama, Ensemble>;
 
@@ -57,14 +58,15 @@ struct RightMode {
   }
 };
 
-Ensemble mlp_ensemble(std::uint64_t seed) {
+Ensemble mlp_ensemble(std::uint64_t seed, distributed::Group group = {}) {
   torch::manual_seed(seed);
   std::vector<torch::nn::Sequential> networks;
   for (int m = 0; m < 4; ++m)
     networks.emplace_back(torch::nn::Linear(2, 32), torch::nn::ReLU(), torch::nn::Linear(32, 32), torch::nn::ReLU(),
                           torch::nn::Linear(32, 1));
   return Ensemble(Members(networks), {.fit = {.steps = 150, .batch = 1 << 20, .learning_rate = 0.01, .l2 = 1e-5},
-                                      .seed = seed});
+                                      .seed = seed,
+                                      .group = std::move(group)});
 }
 
 Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, double lr = 0.01, int64_t k = 3,
@@ -81,8 +83,8 @@ Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, doubl
                                    .seed = seed,
                                    .show_progress = false};
   return Seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), 20), {2}, two_modes(), std::move(policy),
-               mlp_ensemble(seed), options, mss::TopK{k}, sde::EulerMaruyama{}, objective::PathKl{alpha, 0.1},
-               torch::kCPU, std::move(group));
+               mlp_ensemble(seed, group), options, mss::TopK{k}, sde::EulerMaruyama{}, objective::PathKl{alpha, 0.1},
+               torch::kCPU, group);
 }
 
 reward::Oracle<RightMode> make_oracle() { return reward::Oracle(RightMode{}, {.noise_std = 0.05, .budget = 128, .seed = 3}); }
@@ -335,8 +337,8 @@ TEST_CASE("a SEIKO run killed mid-round asks the oracle nothing twice and replay
 namespace {
 // Two rounds of SEIKO in `group`, the labels in the store `store` (empty: in
 // memory): chunks of 48, so each round's 64 queries come in shards of 24 + 24 and
-// 8 + 8 rows on two processes; 4 optimisation steps a round, control at every
-// measured time. Returns each round's oracle reward, ensemble reward, KL and
+// 8 + 8 rows on two processes, the ensemble's four members fitted two on each;
+// 4 optimisation steps a round, control at every measured time. Returns each round's oracle reward, ensemble reward, KL and
 // objective, then the labels, as one tensor.
 torch::Tensor two_seiko_rounds(const distributed::Group& group, const std::filesystem::path& store) {
   auto seiko = make_seiko(0.01, 1, 4, 1e-3, 10, 48, group);

@@ -12,6 +12,7 @@
 #include "diffctl/reward/calibration.hpp"
 #include "diffctl/reward/ensemble.hpp"
 #include "diffctl/runtime.hpp"
+#include "support/ranks.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
@@ -350,4 +351,37 @@ TEST_CASE("the ensemble refuses bad input with a clear message", "[reward]") {
   CHECK_THROWS_WITH(classes.mean(x, torch::zeros({3}, torch::kLong)), Contains("3 classes z for logits"));
   CHECK_THROWS_WITH(classes.mean(x, torch::Tensor{}), Contains("class indices"));
   CHECK_THROWS_WITH(classes.mean(x, torch::full({4}, 3, torch::kLong)), Contains("[0, 3)"));
+}
+
+namespace {
+// Five linear heads (three on rank 0, two on rank 1) fitted twice (the second
+// warm-started) in `group`; their weights and last losses, flattened.
+torch::Tensor fitted_heads(const distributed::Group& group) {
+  auto generator = make_generator(11);
+  const PolynomialFeatures backbone(2);
+  reward::EnsembleOptions options = exact_fit(3, 200);
+  options.group = group;
+  reward::BootstrapEnsemble ensemble(LinearHeads::random(backbone, 5, 1, 3, generator), options);
+  auto data = regression_data(60, 0.3, generator);
+  std::vector<torch::Tensor> out{ensemble.fit(data).member_loss};
+  const auto more = regression_data(40, 0.3, generator);
+  data.append(more.x(), {}, more.y(), 1);
+  out.push_back(ensemble.fit(data).member_loss);
+  out.push_back(ensemble.members().head_weight().reshape(-1).to(torch::kDouble));
+  out.push_back(ensemble.members().head_bias().reshape(-1).to(torch::kDouble));
+  return torch::cat(out);
+}
+}  // namespace
+
+// One rank of the two-process fit below (hidden from the suite).
+TEST_CASE("spread ensemble fit rank", "[.spread-ensemble]") { testing::save_rank_result(fitted_heads); }
+
+TEST_CASE("two processes fit an ensemble's members between them as one process does", "[reward][distributed]") {
+  static_assert(reward::SpreadableMembers<LinearHeads>);
+  testing::TempDir dir;
+  const auto ranks = testing::two_rank_results("[.spread-ensemble]", dir.path());
+  CHECK(torch::equal(ranks[0], ranks[1]));  // every rank has every member
+  // Each member fitted by its owner on the same data and minibatches: exactly the
+  // one-process fit.
+  CHECK(torch::equal(ranks[0], testing::one_process_result(fitted_heads)));
 }

@@ -25,6 +25,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/reward/feedback_dataset.hpp"
@@ -73,6 +74,9 @@ struct BernoulliMasks {
 struct EnsembleOptions {
   MemberFitOptions fit{};
   std::uint64_t seed = 0;  // resamples, minibatches and Thompson draws
+  // The processes that fit the members between them (member m on rank m % size),
+  // with members that can be spread (SpreadableMembers); one process by default.
+  distributed::Group group{};
 };
 
 // mean, uncertainty and optimistic reward [B] from one pass of the members.
@@ -109,7 +113,7 @@ class BootstrapEnsemble {
     const auto start = std::chrono::steady_clock::now();
     at::Generator generator = make_generator(detail::mix(options_.seed, std::uint64_t(data.size())));
     const torch::Tensor weights = resampling_.weights(size(), data.size(), options_.seed, generator);
-    EnsembleFitReport report{members_.fit(data, weights, options_.fit, generator), data.size(), 0.0};
+    EnsembleFitReport report{fit_members(data, weights, generator), data.size(), 0.0};
     refresh(data);
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return report;
@@ -157,6 +161,24 @@ class BootstrapEnsemble {
   const EnsembleOptions& options() const { return options_; }
 
  private:
+  // Every member fitted, here or (in a group, members spread) on its owner rank:
+  // the others' weights are zero here, which leaves them as they are, and the
+  // minibatches are drawn for all members alike, so each is fitted as one process
+  // fits it. Returns each member's last loss.
+  torch::Tensor fit_members(const FeedbackDataset& data, const torch::Tensor& weights, at::Generator& generator) {
+    const distributed::Group& group = options_.group;
+    if constexpr (SpreadableMembers<Members>) {
+      if (!group.alone()) {
+        const torch::Tensor owned = torch::arange(size(), torch::kLong).remainder(group.size()).eq(group.rank());
+        const torch::Tensor loss = members_.fit(data, weights * owned.unsqueeze(1).to(weights.dtype()), options_.fit,
+                                                generator);
+        for (int64_t m = 0; m < size(); ++m) members_.broadcast_member(m, static_cast<int>(m % group.size()), group);
+        return group.all_reduce_sum(torch::where(owned, loss, torch::zeros_like(loss)));
+      }
+    }
+    return members_.fit(data, weights, options_.fit, generator);
+  }
+
   Members members_;
   EnsembleOptions options_;
   Optimism optimism_;

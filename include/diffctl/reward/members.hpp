@@ -35,6 +35,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/models/module_copy.hpp"
@@ -81,6 +82,14 @@ concept EnsembleMembers = requires(S& members, const S& const_members, const Fee
   { const_members.predict(tensor, tensor) } -> std::same_as<torch::Tensor>;
   { members.fit(data, tensor, options, generator) } -> std::same_as<torch::Tensor>;
   members.add_to(checkpoint, prefix);
+};
+
+// Members that a group of processes can fit between them: each rank fits the
+// members it owns, then every member's trained state goes from its owner to all
+// (broadcast_member(m, owner, group)).
+template <class S>
+concept SpreadableMembers = EnsembleMembers<S> && requires(S& members, const distributed::Group& group) {
+  members.broadcast_member(int64_t{0}, 0, group);
 };
 
 // Members that also expose the penultimate features phi(x) [B, F] of a frozen
@@ -258,6 +267,18 @@ class ModuleMembers {
 
   std::vector<Net>& networks() { return members_; }
 
+  // Member m's weights (parameters and buffers) from rank `owner` to every rank.
+  void broadcast_member(int64_t m, int owner, const distributed::Group& group) {
+    torch::NoGradGuard no_grad;
+    auto& member = *members_[static_cast<std::size_t>(m)];
+    for (const auto& tensors : {member.parameters(), member.buffers()})
+      for (const auto& t : tensors) {
+        torch::Tensor values = t.detach().contiguous().clone();
+        group.broadcast(values, owner);
+        t.detach().copy_(values);
+      }
+  }
+
  private:
   static void freeze(Net& net) {
     net->eval();
@@ -389,6 +410,15 @@ class SharedBackboneHeads {
 
   const torch::Tensor& head_weight() const { return weight_; }
   const torch::Tensor& head_bias() const { return bias_; }
+
+  // Head m from rank `owner` to every rank.
+  void broadcast_member(int64_t m, int owner, const distributed::Group& group) {
+    for (torch::Tensor* stacked : {&weight_, &bias_}) {
+      torch::Tensor values = (*stacked)[m].contiguous().clone();
+      group.broadcast(values, owner);
+      (*stacked)[m].copy_(values);
+    }
+  }
 
  private:
   // features [M, B, F] through the stacked heads -> outputs [M, B, K].
