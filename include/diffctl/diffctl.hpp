@@ -16,6 +16,8 @@
 #include "diffctl/data/idx.hpp"
 #include "diffctl/data/image_dataset.hpp"
 #include "diffctl/data/toy.hpp"
+#include "diffctl/distributed/c10d.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/io/files.hpp"
