@@ -8,15 +8,7 @@
 if(NOT TARGETS)
   set(TARGETS idx idx-labels cifar state-dict checkpoint feedback)
 endif()
-if(NOT CXX_COMPILER)
-  set(CXX_COMPILER c++)
-endif()
-set(hints)
-foreach(var Torch_DIR Eigen3_DIR nanoflann_DIR)
-  if(${var})
-    list(APPEND hints "-D${var}=${${var}}")
-  endif()
-endforeach()
+include(${CMAKE_CURRENT_LIST_DIR}/../cmake/nested_build.cmake)
 
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}/build"
     "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" "-DDIFFCTL_INCLUDE_DIR=${DIFFCTL_INCLUDE_DIR}" ${hints}
