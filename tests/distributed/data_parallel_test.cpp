@@ -3,7 +3,11 @@
 
 #include <torch/torch.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -289,6 +293,35 @@ TEST_CASE("two processes fine-tune by DDPO and DPOK as one process does", "[dist
     INFO("largest relative difference from one process: " << difference);
     CHECK(difference < 1e-9);
   }
+}
+
+// One rank of the TCP run below (hidden from the suite): a sum and a gather of
+// uneven rows, checked on the rank (a failed check is its exit status).
+TEST_CASE("data-parallel TCP rank", "[.data-parallel-tcp]") {
+  const distributed::Group group = distributed::connect_from_environment({.timeout = std::chrono::seconds(60)});
+  REQUIRE(group.size() == 2);
+  REQUIRE(group.all_reduce_sum(torch::full({3}, double(group.rank() + 1))).equal(torch::full({3}, 3.0)));
+  const torch::Tensor rows = torch::full({group.rank() + 1, 2}, int64_t(group.rank()));  // 1 row, then 2
+  REQUIRE(group.all_gather_rows(rows).equal(torch::tensor({{0, 0}, {1, 1}, {1, 1}}, torch::kLong)));
+}
+
+TEST_CASE("two processes meet through TCP at MASTER_ADDR and MASTER_PORT as torchrun starts them", "[distributed]") {
+  // A port the system has just handed out and that is free again.
+  const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  socklen_t length = sizeof(address);
+  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  const int port = ntohs(address.sin_port);
+  ::close(probe);
+  TempDir dir;
+  const std::string failed =
+      testing::run_ranks("[.data-parallel-tcp]", 2, dir.path(), {},
+                         {"MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)}, std::chrono::minutes(2));
+  INFO("port " << port << "\n" << failed);
+  CHECK(failed.empty());
 }
 
 // Rank 1 of the run below dies after the first collective (hidden from the suite).

@@ -80,24 +80,26 @@ inline std::string read_text(const std::filesystem::path& file) {
 }
 
 // The environment of rank r of a run of n processes on this machine that meet
-// through the store file `store`, with `extra` variables ("NAME=value").
+// through the store file `store` (empty: through TCP, at the MASTER_ADDR and
+// MASTER_PORT in `extra`), with `extra` variables ("NAME=value").
 inline std::vector<std::string> rank_environment(int r, int n, const std::filesystem::path& store,
                                                  std::vector<std::string> extra = {}) {
-  extra.insert(extra.end(), {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(n),
-                             "DIFFCTL_STORE_FILE=" + store.string(), "OMP_NUM_THREADS=1"});
+  extra.insert(extra.end(), {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(n), "OMP_NUM_THREADS=1"});
+  if (!store.empty()) extra.push_back("DIFFCTL_STORE_FILE=" + store.string());
   return extra;
 }
 
-// Runs the hidden case `tag` as the n ranks of one run, meeting through a store
-// file in `dir`, each rank's standard error in dir/rank<r>.err, and waits for them.
-// Returns what went wrong (with every rank's standard error), or nothing when all
-// ranks exited with status 0 within `timeout`.
+// Runs the hidden case `tag` as the n ranks of one run, meeting through `store`
+// (see rank_environment), each rank's standard error in dir/rank<r>.err, and waits
+// for them. Returns what went wrong (with every rank's standard error), or nothing
+// when all ranks exited with status 0 within `timeout`.
 inline std::string run_ranks(const std::string& tag, int n, const std::filesystem::path& dir,
-                             const std::vector<std::string>& extra, std::chrono::milliseconds timeout) {
+                             const std::filesystem::path& store, const std::vector<std::string>& extra,
+                             std::chrono::milliseconds timeout) {
   std::vector<std::unique_ptr<ChildProcess>> ranks;
   const auto err = [&](int r) { return dir / ("rank" + std::to_string(r) + ".err"); };
   for (int r = 0; r < n; ++r)
-    ranks.push_back(std::make_unique<ChildProcess>(tag, rank_environment(r, n, dir / "store", extra), err(r)));
+    ranks.push_back(std::make_unique<ChildProcess>(tag, rank_environment(r, n, store, extra), err(r)));
   std::string problems;
   for (int r = 0; r < n; ++r) {
     const auto status = ranks[static_cast<std::size_t>(r)]->wait(timeout);

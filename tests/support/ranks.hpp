@@ -35,7 +35,7 @@ void save_rank_result(Compute&& compute) {
 inline std::vector<torch::Tensor> two_rank_results(const std::string& tag, const std::filesystem::path& dir,
                                                    std::vector<std::string> extra = {}) {
   extra.push_back("DIFFCTL_TEST_OUT=" + dir.string());
-  const std::string failed = run_ranks(tag, 2, dir, extra, std::chrono::minutes(5));
+  const std::string failed = run_ranks(tag, 2, dir, dir / "store", extra, std::chrono::minutes(5));
   INFO(failed);
   REQUIRE(failed.empty());
   std::vector<torch::Tensor> results(2);
