@@ -306,16 +306,19 @@ TEST_CASE("data-parallel TCP rank", "[.data-parallel-tcp]") {
 }
 
 TEST_CASE("two processes meet through TCP at MASTER_ADDR and MASTER_PORT as torchrun starts them", "[distributed]") {
-  // A port the system has just handed out and that is free again.
-  const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  socklen_t length = sizeof(address);
-  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  const int port = ntohs(address.sin_port);
-  ::close(probe);
+  // A free port below the ephemeral range (32768 and up on Linux), from which the
+  // connections of other tests running beside this one take theirs.
+  int port = 0;
+  for (int candidate = 20000 + ::getpid() % 5000; port == 0 && candidate < 30000; candidate += 7) {
+    const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<uint16_t>(candidate));
+    if (::bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) port = candidate;
+    ::close(probe);
+  }
+  REQUIRE(port != 0);
   TempDir dir;
   const std::string failed =
       testing::run_ranks("[.data-parallel-tcp]", 2, dir.path(), {},
