@@ -51,7 +51,8 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
       [&](int64_t n) { return examples::mean_reward(data, draw, reward, n); },
       [&](int64_t, bool periodic) {
         if (periodic) save(as_module(method.policy()));
-      });
+      },
+      group.is_main());
   save(as_module(method.policy()));
   if (!group.is_main()) return 0;
   return examples::write_report(f, draw, data, reward, picture, trained);

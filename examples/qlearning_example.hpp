@@ -147,10 +147,13 @@ struct TrainingOutcome {
 // schedule, progress, the stop at --target-reward, and the `save(episode,
 // periodic)` hook (periodic: a tenth of the run has passed). `step()` trains one
 // episode and returns its status line; `check(n)` is the mean reward of n fresh
-// samples of the current model.
+// samples of the current model. Only the process that `shows` (rank 0 of a group)
+// prints progress.
 template <class Method, class Step, class Check, class Save>
-TrainingOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step, Check&& check, Save&& save) {
-  io::Progress progress(f.method_name, f.episodes);
+TrainingOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step, Check&& check, Save&& save,
+                           bool shows = true) {
+  std::optional<io::Progress> progress;
+  if (shows) progress.emplace(f.method_name, f.episodes);
   const int64_t save_every = std::max<int64_t>(1, f.episodes / 10);
   const auto start = std::chrono::steady_clock::now();
   TrainingOutcome outcome;
@@ -165,13 +168,14 @@ TrainingOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step,
       const double reached = check(f.check_samples);
       status += "  check " + std::to_string(reached);
       if (reached >= *f.target_reward) {
-        progress.update(episode, status);
+        if (!shows) break;
+        progress->update(episode, status);
         std::cerr << f.method_name << ": reached the target reward " << *f.target_reward << " ("
                   << reached << " on " << f.check_samples << " samples) after " << episode << " episodes\n";
         break;
       }
     }
-    progress.update(episode, status);
+    if (shows) progress->update(episode, status);
   }
   outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return outcome;
@@ -331,7 +335,8 @@ int train_and_report(const QLearningFlags& f, const ExampleData& data, const Rew
         if (periodic) learner.save(checkpoint);
         if (std::ranges::find(f.snapshots, episode) != f.snapshots.end())
           learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt"));
-      });
+      },
+      group.is_main());
   learner.save(checkpoint);
   if (!group.is_main()) return 0;  // rank 0 reports
   return write_report(f, draw, data, reward, picture, trained);
