@@ -230,11 +230,14 @@ inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
 #ifdef USE_C10D_GLOO
     if (!backend) {
       auto gloo = c10d::ProcessGroupGloo::Options::create(options.timeout);
-      // The address this process is reached at: its own host name resolves to it
-      // on a cluster; a run on one machine talks over the loopback.
-      const bool local = launch.master_addr == "127.0.0.1" || launch.master_addr == "localhost";
-      gloo->devices.push_back(local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                    : c10d::ProcessGroupGloo::createDefaultDevice());
+      // A run on this machine alone talks over the loopback (rank 0 at a loopback
+      // address over TCP, or a store file with every process local); across
+      // machines each process is reached at the address its host name resolves to.
+      const bool loopback_master = launch.master_addr == "127.0.0.1" || launch.master_addr == "localhost";
+      const bool one_machine = loopback_master && (launch.store_file.empty() ||
+                                                   launch.local_world_size == launch.world_size);
+      gloo->devices.push_back(one_machine ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                          : c10d::ProcessGroupGloo::createDefaultDevice());
       backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, launch.rank, launch.world_size, gloo);
     }
 #endif
