@@ -9,12 +9,9 @@
 // Every rank runs the same fixed number of iterations (collectives in lockstep);
 // rank 0's output is the result.
 
-#include <algorithm>
 #include <cstdint>
 #include <iostream>
-#include <optional>
 #include <string>
-#include <thread>
 
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
@@ -61,9 +58,7 @@ int main(int argc, char** argv) {
     const distributed::Launch launch = distributed::launch_from_environment();
     // Each process takes its share of the machine's cores unless --threads says.
     const auto requested = diffctl::bench::take_threads_flag(argc, argv);
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    const int threads = diffctl::configure_threads(requested ? requested
-                                                             : std::optional<int>(std::max(1, cores / launch.local_world_size)));
+    const int threads = diffctl::configure_threads(requested ? *requested : distributed::threads_per_process(launch));
     g_device = distributed::device_of(launch, diffctl::bench::take_device_flag(argc, argv));
     g_group = distributed::connect(launch, {.device = g_device});
     benchmark::AddCustomContext("libtorch", TORCH_VERSION);

@@ -10,7 +10,6 @@
 #include <iostream>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include "cli.hpp"
 #include <nlohmann/json.hpp>
@@ -88,8 +87,7 @@ struct DistributedRun {
 inline DistributedRun start_distributed_run(const ImageFlags& flags) {
   const distributed::Launch launch = distributed::launch_from_environment();
   keep_freed_memory();
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  configure_threads(flags.threads ? flags.threads : std::optional<int>(std::max(1, cores / launch.local_world_size)));
+  configure_threads(flags.threads ? flags.threads : distributed::threads_per_process(launch));
   at::Generator generator = seed_everything(flags.seed);
   if (launch.rank > 0) torch::manual_seed(flags.seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(launch.rank)));
   const torch::Device device = distributed::device_of(launch, resolve_device(flags.device));

@@ -168,10 +168,11 @@ TrainingOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step,
       const double reached = check(f.check_samples);
       status += "  check " + std::to_string(reached);
       if (reached >= *f.target_reward) {
-        if (!shows) break;
-        progress->update(episode, status);
-        std::cerr << f.method_name << ": reached the target reward " << *f.target_reward << " ("
-                  << reached << " on " << f.check_samples << " samples) after " << episode << " episodes\n";
+        if (shows) {
+          progress->update(episode, status);
+          std::cerr << f.method_name << ": reached the target reward " << *f.target_reward << " ("
+                    << reached << " on " << f.check_samples << " samples) after " << episode << " episodes\n";
+        }
         break;
       }
     }

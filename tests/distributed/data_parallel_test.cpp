@@ -135,8 +135,8 @@ constexpr int kSteps = 4;
 
 // Trains on fixed global batches in `group`; returns the model's and the moving
 // average's parameters after the steps, then the losses, flattened.
-torch::Tensor train_denoiser(const distributed::Group& group, uint64_t init_seed) {
-  torch::manual_seed(init_seed);  // each process initialises its own way; rank 0's wins
+torch::Tensor train_denoiser(const distributed::Group& group) {
+  torch::manual_seed(100 + group.rank());  // each process initialises its own way; rank 0's wins
   models::UNet model = small_unet(), ema = small_unet();
   algorithms::DenoisingTrainer<sde::VpCosine, models::UNet> trainer(sde::VpCosine{}, model, ema,
                                                                     {.learning_rate = 1e-2}, group);
@@ -156,24 +156,19 @@ torch::Tensor train_denoiser(const distributed::Group& group, uint64_t init_seed
 
 // One rank of the two-process training below (hidden from the suite).
 TEST_CASE("data-parallel denoising rank", "[.data-parallel-denoising]") {
-  testing::save_rank_result([](const distributed::Group& group) { return train_denoiser(group, 100 + group.rank()); });
+  testing::save_rank_result(train_denoiser);
 }
 
 TEST_CASE("two processes train a UNet as one process does on the same global batch", "[distributed]") {
+  // Every rank holds the same model after every step (rank 0's initialisation, the
+  // same summed gradient), the model one process trains on the whole batch from
+  // rank 0's start, up to the order of the floating-point sums.
   TempDir dir;
-  const auto ranks = testing::two_rank_results("[.data-parallel-denoising]", dir.path());
-  const torch::Tensor& rank0 = ranks[0];
-  // Every rank holds the same model after every step: rank 0's initialisation,
-  // the same summed gradient.
-  CHECK(torch::equal(rank0, ranks[1]));
-  // And it is the model one process trains on the whole batch from rank 0's start,
-  // up to the order of the floating-point sums.
-  const torch::Tensor alone =
-      testing::one_process_result([](const distributed::Group& group) { return train_denoiser(group, 100); });
-  const double difference = (rank0 - alone).abs().max().item<double>();
-  INFO("largest difference from one process: " << difference);
-  CHECK(difference < 1e-10);
-  CHECK((alone.narrow(0, alone.size(0) - kSteps, kSteps) > 0).all().item<bool>());  // the losses were written
+  const auto run = testing::run_two_and_one("[.data-parallel-denoising]", dir.path(), train_denoiser);
+  const double difference = run.largest_relative_difference(1e-6);
+  INFO("largest relative difference from one process: " << difference);
+  CHECK(difference < 1e-9);
+  CHECK((run.alone.narrow(0, run.alone.size(0) - kSteps, kSteps) > 0).all().item<bool>());  // the losses were written
 }
 
 namespace {
@@ -186,13 +181,13 @@ struct NearTwo {
 // 20 episodes of conditional q-learning (2-D, two classes, 25 trajectories: shards
 // of 13 and 12) in double precision in `group`; returns the episodes' statistics
 // and the networks' parameters, flattened.
-torch::Tensor train_qlearning(const distributed::Group& group, uint64_t init_seed) {
+torch::Tensor train_qlearning(const distributed::Group& group) {
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = 1.0});
   auto data_generator = make_generator(4);
   const torch::Tensor data = torch::randn({100, 2}, data_generator, torch::kDouble);
   const torch::Tensor labels = torch::randint(2, {100}, data_generator, torch::kLong);
-  torch::manual_seed(init_seed);  // rank 0's initialisation wins
+  torch::manual_seed(200 + group.rank());  // rank 0's initialisation wins
   algorithms::QLearning<Schedule, models::RatioScore<Schedule>, NearTwo> learner(
       schedule, models::RatioScore<Schedule>(schedule, data, labels), 2, 2,
       {.temperature = 0.1, .beta = 1.0, .dt = 0.1, .batch = 25, .learning_rate = 0.01, .dtype = torch::kDouble,
@@ -213,17 +208,13 @@ torch::Tensor train_qlearning(const distributed::Group& group, uint64_t init_see
 
 // One rank of the two-process q-learning run below (hidden from the suite).
 TEST_CASE("data-parallel q-learning rank", "[.data-parallel-qlearning]") {
-  testing::save_rank_result([](const distributed::Group& group) { return train_qlearning(group, 200 + group.rank()); });
+  testing::save_rank_result(train_qlearning);
 }
 
 TEST_CASE("two processes run q-learning episodes as one process does", "[distributed]") {
   TempDir dir;
-  const auto ranks = testing::two_rank_results("[.data-parallel-qlearning]", dir.path());
-  const torch::Tensor& rank0 = ranks[0];
-  CHECK(torch::equal(rank0, ranks[1]));
-  const torch::Tensor alone =
-      testing::one_process_result([](const distributed::Group& group) { return train_qlearning(group, 200); });
-  const double difference = ((rank0 - alone).abs() / (alone.abs() + 1e-6)).max().item<double>();
+  const auto run = testing::run_two_and_one("[.data-parallel-qlearning]", dir.path(), train_qlearning);
+  const double difference = run.largest_relative_difference(1e-6);
   INFO("largest relative difference from one process: " << difference);
   CHECK(difference < 1e-9);
 }
@@ -235,13 +226,13 @@ namespace {
 // forward variance (noisy to the end) and x0 clipped (not affine, so step by step,
 // as for the UNet), in `group`; returns the iterations' statistics and the
 // networks' parameters.
-torch::Tensor fine_tune(const distributed::Group& group, bool is_dpok, uint64_t init_seed) {
+torch::Tensor fine_tune(const distributed::Group& group, bool is_dpok) {
   using Schedule = sde::VpLinear;
   torch::manual_seed(7);
   models::TimeStateMlp network(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 2, .hidden = 16});
   network->to(torch::kDouble);
   const algorithms::PolicyScore pretrained(network);
-  torch::manual_seed(init_seed);  // DPOK's value network: rank 0's wins
+  torch::manual_seed(300 + group.rank());  // DPOK's value network: rank 0's wins
   const auto shape = algorithms::chain_shape(network);
   const sde::Ddpm solver({.variance = sde::DdpmVariance::forward, .clip_x0 = 3.0});
   auto generator = make_generator(9);
@@ -275,7 +266,7 @@ torch::Tensor fine_tune(const distributed::Group& group, bool is_dpok, uint64_t 
 // One rank of the two-process DDPO and DPOK runs below (hidden from the suite).
 TEST_CASE("data-parallel fine-tuning rank", "[.data-parallel-fine-tuning]") {
   testing::save_rank_result([](const distributed::Group& group) {
-    return fine_tune(group, std::getenv("DIFFCTL_TEST_DPOK") != nullptr, 300 + group.rank());
+    return fine_tune(group, std::getenv("DIFFCTL_TEST_DPOK") != nullptr);
   });
 }
 
@@ -283,13 +274,11 @@ TEST_CASE("two processes fine-tune by DDPO and DPOK as one process does", "[dist
   for (const bool is_dpok : {false, true}) {
     INFO((is_dpok ? "DPOK" : "DDPO"));
     TempDir dir;
-    const auto ranks = testing::two_rank_results("[.data-parallel-fine-tuning]", dir.path(),
-                                                 is_dpok ? std::vector<std::string>{"DIFFCTL_TEST_DPOK=1"}
-                                                         : std::vector<std::string>{});
-    CHECK(torch::equal(ranks[0], ranks[1]));
-    const torch::Tensor alone = testing::one_process_result(
-        [&](const distributed::Group& group) { return fine_tune(group, is_dpok, 300); });
-    const double difference = ((ranks[0] - alone).abs() / (alone.abs() + 1e-6)).max().item<double>();
+    const auto run = testing::run_two_and_one(
+        "[.data-parallel-fine-tuning]", dir.path(),
+        [&](const distributed::Group& group) { return fine_tune(group, is_dpok); },
+        is_dpok ? std::vector<std::string>{"DIFFCTL_TEST_DPOK=1"} : std::vector<std::string>{});
+    const double difference = run.largest_relative_difference(1e-6);
     INFO("largest relative difference from one process: " << difference);
     CHECK(difference < 1e-9);
   }

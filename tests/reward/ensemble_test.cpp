@@ -379,9 +379,8 @@ TEST_CASE("spread ensemble fit rank", "[.spread-ensemble]") { testing::save_rank
 TEST_CASE("two processes fit an ensemble's members between them as one process does", "[reward][distributed]") {
   static_assert(reward::SpreadableMembers<LinearHeads>);
   testing::TempDir dir;
-  const auto ranks = testing::two_rank_results("[.spread-ensemble]", dir.path());
-  CHECK(torch::equal(ranks[0], ranks[1]));  // every rank has every member
-  // Each member fitted by its owner on the same data and minibatches: exactly the
-  // one-process fit.
-  CHECK(torch::equal(ranks[0], testing::one_process_result(fitted_heads)));
+  // Every rank has every member, each fitted by its owner on the same data and
+  // minibatches: exactly the one-process fit.
+  const auto run = testing::run_two_and_one("[.spread-ensemble]", dir.path(), fitted_heads);
+  CHECK(torch::equal(run.ranks, run.alone));
 }

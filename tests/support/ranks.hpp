@@ -53,4 +53,29 @@ torch::Tensor one_process_result(Compute&& compute) {
   return result;
 }
 
+// A two-process run's result beside one process's.
+struct TwoRanksAndOne {
+  torch::Tensor ranks;  // rank 0's, checked equal to rank 1's (one model on every rank)
+  torch::Tensor alone;  // one process's on the same global batches
+
+  // max |ranks - alone| / (|alone| + floor).
+  double largest_relative_difference(double floor) const {
+    return ((ranks - alone).abs() / (alone.abs() + floor)).max().item<double>();
+  }
+};
+
+// Runs `compute` as the two ranks of the hidden case `tag` (whose body calls
+// save_rank_result with the same computation), then in this process alone. A
+// computation that initialises from a seed of its group's rank shows that rank 0's
+// start reaches every rank.
+template <class Compute>
+TwoRanksAndOne run_two_and_one(const std::string& tag, const std::filesystem::path& dir, Compute&& compute,
+                               std::vector<std::string> extra = {}) {
+  const auto ranks = two_rank_results(tag, dir, std::move(extra));
+  CHECK(torch::equal(ranks[0], ranks[1]));
+  TwoRanksAndOne result{ranks[0], one_process_result(compute)};
+  REQUIRE(result.ranks.sizes() == result.alone.sizes());
+  return result;
+}
+
 }  // namespace diffctl::testing

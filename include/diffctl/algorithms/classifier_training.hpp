@@ -113,8 +113,6 @@ class ClassifierTrainer {
             "classifier training: expected images [B, C, H, W] and labels [B], found ",
             images.sizes(), " and ", labels.sizes());
     const int64_t batch = images.size(0);
-    require(batch >= group_.size(), "classifier training: a batch of ", batch, " cannot be split over ",
-            group_.size(), " processes");
     const double rate = learning_rate(steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(rate);
     model_->train();
@@ -134,7 +132,8 @@ class ClassifierTrainer {
     group_.broadcast_buffers(*model_);
     ++steps_;
     const torch::Tensor correct = logits.detach().argmax(1).eq(shard_labels).to(torch::kFloat).sum() / double(batch);
-    return {group_.all_reduce_sum(shard_loss.detach()), group_.all_reduce_sum(correct), rate};
+    const torch::Tensor sums = group_.all_reduce_scalars({shard_loss, correct});
+    return {sums[0], sums[1], rate};
   }
 
   Net& model() { return model_; }

@@ -634,14 +634,9 @@ class ContinuousSeiko {
   // Integration options whose noise comes from the run's generator, drawn for the
   // whole batch of `batch` rows and kept for this rank's shard of them.
   sde::IntegrateOptions noise_of_rows(int64_t batch) const {
-    require(batch >= group_.size(), "SEIKO: a batch of ", batch, " samples cannot be split over ", group_.size(),
-            " processes");
     sde::IntegrateOptions options;
     options.generator = generator_;
-    if (!group_.alone()) {
-      options.noise_batch = batch;
-      options.noise_first = group_.shard(batch).begin;
-    }
+    sde::draw_noise_of_batch(options, batch, group_);
     return options;
   }
 

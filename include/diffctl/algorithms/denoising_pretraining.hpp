@@ -93,8 +93,6 @@ class DenoisingTrainer {
             x0.sizes());
     model_->train();
     const int64_t batch = x0.size(0);
-    require(batch >= group_.size(), "denoising pretraining: a batch of ", batch, " cannot be split over ",
-            group_.size(), " processes");
     const auto options = x0.options();
     // s ~ U(0, T) per sample; alpha and sigma are scalar functions, so evaluate them
     // on the CPU for the batch's times and move the [B] vectors over.
@@ -125,10 +123,9 @@ class DenoisingTrainer {
 
     // The shard's share of the global batch's mean: summed over ranks, the loss and
     // its gradient are the one-process ones.
-    const torch::Tensor shard_eps = group_.local_rows(eps);
     const torch::Tensor shard_loss =
         torch::mse_loss(model_->forward(group_.local_rows(x), group_.local_rows(time), group_.local_rows(y)),
-                        shard_eps, torch::Reduction::Sum) /
+                        group_.local_rows(eps), torch::Reduction::Sum) /
         double(eps.numel());
     optimizer_.zero_grad();
     shard_loss.backward();

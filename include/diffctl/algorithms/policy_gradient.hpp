@@ -165,10 +165,7 @@ class PolicyFineTuning {
     integrate.generator = generator;
     integrate.record_x0 = false;
     integrate.record_times.assign(grid_.times().begin(), grid_.times().end());
-    if (!group_.alone()) {
-      integrate.noise_batch = batch_;
-      integrate.noise_first = group_.shard(batch_).begin;
-    }
+    sde::draw_noise_of_batch(integrate, batch_, group_);
     const sde::Trajectory trajectory = sde::integrate(schedule_, policy_, solver_, grid_, prior, z, integrate);
     torch::Tensor reward = torch::Tensor(reward_(trajectory.final_state, z)).to(options);
     require(reward.dim() == 1 && reward.size(0) == prior.size(0), "fine-tuning: the reward must give [",
@@ -176,13 +173,6 @@ class PolicyFineTuning {
     return {Chains{torch::stack(trajectory.states), z}, std::move(reward)};
   }
 
-  // Sums over ranks of this rank's statistics (one collective), as doubles.
-  std::vector<double> summed(const std::vector<torch::Tensor>& values) const {
-    std::vector<torch::Tensor> parts;
-    for (const auto& v : values) parts.push_back(v.detach().to(torch::kDouble).reshape({1}));
-    const torch::Tensor sums = group_.all_reduce_sum(torch::cat(parts)).cpu();
-    return {sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel()};
-  }
 
   // Calls pass(first, count) over consecutive ranges of steps that cover the grid:
   // all of them at once for a TimeBatchedDrift with affine steps, else one at a time.
@@ -339,9 +329,11 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
       group.all_reduce_gradients(this->parameters());
       optimizer_.step();
     }
-    const auto sums = this->summed({reward.sum() / whole, kl.sum() / whole, loss, clipped_terms});
+    const torch::Tensor sums =
+        group.all_reduce_scalars({reward.sum() / whole, kl.sum() / whole, loss, clipped_terms}).cpu();
     const double terms = double(this->steps()) * whole * double(options_.inner_epochs);
-    return {sums[0], sums[1], sums[2], sums[3] / terms};
+    return {sums[0].template item<double>(), sums[1].template item<double>(), sums[2].template item<double>(),
+            sums[3].template item<double>() / terms};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }
@@ -423,8 +415,8 @@ class Dpok : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
     });
     this->group_.all_reduce_gradients(all_parameters());
     optimizer_.step();
-    const auto sums = this->summed({reward.sum() / whole, kl, policy_loss});
-    return {sums[0], sums[1], sums[2]};
+    const torch::Tensor sums = this->group_.all_reduce_scalars({reward.sum() / whole, kl, policy_loss}).cpu();
+    return {sums[0].template item<double>(), sums[1].template item<double>(), sums[2].template item<double>()};
   }
 
   void set_learning_rate(double learning_rate) { algorithms::set_learning_rate(optimizer_, learning_rate); }

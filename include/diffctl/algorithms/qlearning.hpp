@@ -313,8 +313,7 @@ class TorchBackend {
     loss.backward();
     group.all_reduce_gradients(parameters_of({policy_, value_}));
     optimizer_.step();
-    const torch::Tensor stats = group.all_reduce_sum(
-        torch::stack({loss.detach(), terminal_reward.sum() / whole, score_gap}).to(torch::kDouble));
+    const torch::Tensor stats = group.all_reduce_scalars({loss, terminal_reward.sum() / whole, score_gap}).cpu();
     return {stats[0].item<double>(), stats[1].item<double>(), stats[2].item<double>()};
   }
 

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <torch/torch.h>
@@ -167,6 +168,13 @@ class C10dCollectives final : public Collectives {
 };
 
 }  // namespace detail
+
+// The intra-op threads a process of the run takes by default: its share of this
+// machine's cores (at least one).
+inline int threads_per_process(const Launch& launch) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / launch.local_world_size);
+}
 
 // The device a rank computes on: its own GPU (cuda:local_rank) when `requested`
 // is CUDA without an index, else `requested`.

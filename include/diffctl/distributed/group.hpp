@@ -74,8 +74,11 @@ class Group {
   // The rank that writes checkpoints, logs and pictures.
   bool is_main() const { return rank() == 0; }
 
-  // This rank's shard of a global batch of n rows.
-  Shard shard(int64_t n) const { return shard_of(rank(), size(), n); }
+  // This rank's shard of a global batch of n rows; every rank must get one.
+  Shard shard(int64_t n) const {
+    require(n >= size(), "distributed: a batch of ", n, " cannot be split over ", size(), " processes");
+    return shard_of(rank(), size(), n);
+  }
 
   // This rank's rows of a global batch (an undefined tensor stays undefined).
   torch::Tensor local_rows(const torch::Tensor& global) const {
@@ -90,6 +93,15 @@ class Group {
     torch::Tensor sum = tensor.detach().contiguous().clone();
     collectives_->all_reduce_sum(sum);
     return sum;
+  }
+
+  // The sums over ranks of scalars (a loss, a count, ...) in one collective, as a
+  // [k] double tensor on the scalars' device (not read on the host).
+  torch::Tensor all_reduce_scalars(const std::vector<torch::Tensor>& scalars) const {
+    std::vector<torch::Tensor> parts;
+    parts.reserve(scalars.size());
+    for (const auto& s : scalars) parts.push_back(s.detach().to(torch::kDouble).reshape({1}));
+    return all_reduce_sum(torch::cat(parts));
   }
 
   // Sums the parameters' gradients over ranks in place, in one collective over a
@@ -150,15 +162,31 @@ class Group {
   // which each rank updates from its own shard), as PyTorch's DDP does each step.
   void broadcast_buffers(torch::nn::Module& module) const { broadcast_values(module.buffers()); }
 
-  // Each tensor takes rank 0's values in place (parameters included: not recorded
-  // by autograd).
-  void broadcast_values(const std::vector<torch::Tensor>& tensors) const {
+  // Each tensor (a view too) takes rank root's values in place, parameters
+  // included (not recorded by autograd); one collective per dtype among them.
+  void broadcast_values(const std::vector<torch::Tensor>& tensors, int root = 0) const {
     if (alone()) return;
     torch::NoGradGuard no_grad;
-    for (const auto& t : tensors) {
-      torch::Tensor values = t.detach().contiguous().clone();
-      collectives_->broadcast(values, 0);
-      t.detach().copy_(values);
+    std::vector<bool> done(tensors.size(), false);
+    for (std::size_t first = 0; first < tensors.size(); ++first) {
+      if (done[first]) continue;
+      std::vector<std::size_t> same;
+      std::vector<torch::Tensor> flat;
+      for (std::size_t i = first; i < tensors.size(); ++i)
+        if (!done[i] && tensors[i].scalar_type() == tensors[first].scalar_type() &&
+            tensors[i].device() == tensors[first].device()) {
+          same.push_back(i);
+          flat.push_back(tensors[i].detach().reshape(-1));
+          done[i] = true;
+        }
+      torch::Tensor buffer = torch::cat(flat);
+      collectives_->broadcast(buffer, root);
+      int64_t offset = 0;
+      for (const std::size_t i : same) {
+        const torch::Tensor& t = tensors[i];
+        t.detach().copy_(buffer.narrow(0, offset, t.numel()).view(t.sizes()));
+        offset += t.numel();
+      }
     }
   }
 

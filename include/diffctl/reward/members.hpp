@@ -269,14 +269,10 @@ class ModuleMembers {
 
   // Member m's weights (parameters and buffers) from rank `owner` to every rank.
   void broadcast_member(int64_t m, int owner, const distributed::Group& group) {
-    torch::NoGradGuard no_grad;
     auto& member = *members_[static_cast<std::size_t>(m)];
-    for (const auto& tensors : {member.parameters(), member.buffers()})
-      for (const auto& t : tensors) {
-        torch::Tensor values = t.detach().contiguous().clone();
-        group.broadcast(values, owner);
-        t.detach().copy_(values);
-      }
+    std::vector<torch::Tensor> tensors = member.parameters();
+    for (const auto& b : member.buffers()) tensors.push_back(b);
+    group.broadcast_values(tensors, owner);
   }
 
  private:
@@ -413,11 +409,7 @@ class SharedBackboneHeads {
 
   // Head m from rank `owner` to every rank.
   void broadcast_member(int64_t m, int owner, const distributed::Group& group) {
-    for (torch::Tensor* stacked : {&weight_, &bias_}) {
-      torch::Tensor values = (*stacked)[m].contiguous().clone();
-      group.broadcast(values, owner);
-      (*stacked)[m].copy_(values);
-    }
+    group.broadcast_values({weight_[m], bias_[m]}, owner);
   }
 
  private:

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "diffctl/concepts.hpp"
+#include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/schedules.hpp"
@@ -76,6 +77,14 @@ struct IntegrateOptions {
   // against reference models).
   std::function<void(const StepRecord&)> on_step{};
 };
+
+// Sets `options` to draw each step's noise for a whole batch of `batch` rows of
+// which the state holds `group`'s shard (nothing to set for one process).
+inline void draw_noise_of_batch(IntegrateOptions& options, int64_t batch, const distributed::Group& group) {
+  if (group.alone()) return;
+  options.noise_batch = batch;
+  options.noise_first = group.shard(batch).begin;
+}
 
 struct Trajectory {
   std::vector<double> times;                 // the recorded generation times
