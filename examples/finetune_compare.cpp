@@ -40,19 +40,9 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
               const distributed::Group& group) {
   const auto draw = [&](int64_t n, const torch::Tensor& z) { return method.sample(n, z, generator); };
   const auto trained = examples::train_loop(
-      f, method,
-      [&] {
-        const auto stats = method.train_iteration(generator);
-        std::ostringstream status;
-        status << "reward " << stats.reward << "  KL " << stats.kl;
-        if (stats.clip_fraction > 0.0) status << "  clipped " << stats.clip_fraction;
-        return status.str();
-      },
+      f, method, [&] { return method.train_iteration(generator); },
       [&](int64_t n) { return examples::mean_reward(data, draw, reward, n); },
-      [&](int64_t, bool periodic) {
-        if (periodic) save(as_module(method.policy()));
-      },
-      group.is_main());
+      [&](int64_t) { save(as_module(method.policy())); }, [](int64_t) {}, group.is_main());
   save(as_module(method.policy()));
   if (!group.is_main()) return 0;
   return examples::write_report(f, draw, data, reward, picture, trained);

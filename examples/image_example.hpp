@@ -12,7 +12,7 @@
 #include <string>
 
 #include "cli.hpp"
-#include <nlohmann/json.hpp>
+#include "json_file.hpp"
 
 #include "diffctl/data/cifar10.hpp"
 #include "diffctl/data/idx.hpp"
@@ -169,20 +169,6 @@ inline models::ResNet18Options resnet_options_from_json(const nlohmann::json& j)
   o.num_classes = j.at("num_classes");
   o.width = j.at("width");
   return o;
-}
-
-inline void write_json(const std::filesystem::path& path, const nlohmann::json& value) {
-  io::write_text(path, value.dump(2) + "\n");
-}
-
-inline nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  require(static_cast<bool>(in), "cannot read ", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& error) {
-    throw std::invalid_argument(path.string() + ": " + error.what());
-  }
 }
 
 // Reading options for the weights file `file` of a run whose config.json is

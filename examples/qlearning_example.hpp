@@ -16,8 +16,10 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "json_file.hpp"
 
 #include "diffctl/algorithms/qlearning.hpp"
+#include "diffctl/callbacks.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/distributed/c10d.hpp"
 #include "diffctl/io/files.hpp"
@@ -136,50 +138,31 @@ inline torch::Tensor conditions(const ExampleData& data, int64_t n) {
   return classes > 0 ? torch::arange(n, torch::kLong) % classes : torch::Tensor{};
 }
 
-// How a training loop ended: episodes run (fewer than --episodes when the target
-// reward was reached) and their wall-clock seconds.
-struct TrainingOutcome {
-  int64_t episodes = 0;
-  double seconds = 0.0;
-};
-
-// The loop the examples share around a method's own step: the learning-rate
-// schedule, progress, the stop at --target-reward, and the `save(episode,
-// periodic)` hook (periodic: a tenth of the run has passed). `step()` trains one
-// episode and returns its status line; `check(n)` is the mean reward of n fresh
-// samples of the current model. Only the process that `shows` (rank 0 of a group)
-// prints progress.
-template <class Method, class Step, class Check, class Save>
-TrainingOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step, Check&& check, Save&& save,
-                           bool shows = true) {
-  std::optional<io::Progress> progress;
-  if (shows) progress.emplace(f.method_name, f.episodes);
-  const int64_t save_every = std::max<int64_t>(1, f.episodes / 10);
-  const auto start = std::chrono::steady_clock::now();
-  TrainingOutcome outcome;
-  std::string status;
-  for (int64_t episode = 1; episode <= f.episodes; ++episode) {
-    status = step();
-    outcome.episodes = episode;
-    if (f.lr_decay != 1.0 && episode % f.lr_decay_every == 0)
-      method.set_learning_rate(f.lr * std::pow(f.lr_decay, double(episode / f.lr_decay_every)));
-    save(episode, episode % save_every == 0);  // a crash loses <= a tenth
-    if (f.target_reward && episode % f.check_every == 0) {
-      const double reached = check(f.check_samples);
-      status += "  check " + std::to_string(reached);
-      if (reached >= *f.target_reward) {
-        if (shows) {
-          progress->update(episode, status);
-          std::cerr << f.method_name << ": reached the target reward " << *f.target_reward << " ("
-                    << reached << " on " << f.check_samples << " samples) after " << episode << " episodes\n";
-        }
-        break;
-      }
-    }
-    if (shows) progress->update(episode, status);
-  }
-  outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return outcome;
+// The loop the examples share around a method's own step: train() with the
+// library's callbacks for progress, the learning-rate schedule, a checkpoint every
+// tenth of the run (save(episode)), the --snapshot episodes (snapshot(episode)),
+// metrics.csv (the step's figures at 500 points of the run) and the stop at
+// --target-reward, where check(n) is the mean reward of n fresh samples of the
+// current model. Only the process that `shows` (rank 0 of a group) prints and logs.
+template <class Method, class Step, class Check, class Save, class Snapshot>
+TrainOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step, Check&& check, Save&& save,
+                        Snapshot&& snapshot, bool shows = true) {
+  std::optional<callbacks::MetricsCsv> log;
+  if (shows) log.emplace(std::filesystem::path(f.out) / "metrics.csv", std::max<int64_t>(1, f.episodes / 500));
+  std::optional<callbacks::StopAtTarget> stop;
+  if (f.target_reward)
+    stop.emplace(f.method_name + ": the mean reward of " + std::to_string(f.check_samples) + " samples",
+                 [&] { return check(f.check_samples); }, *f.target_reward, f.check_every, shows);
+  return train(
+      f.episodes, step, callbacks::ProgressBar(f.method_name, f.episodes, shows),
+      callbacks::LearningRateDecay([&](double lr) { method.set_learning_rate(lr); }, f.lr, f.lr_decay,
+                                   f.lr_decay_every),
+      callbacks::Every(std::max<int64_t>(1, f.episodes / 10), save),  // a crash loses <= a tenth
+      callbacks::Every(1,
+                       [&](int64_t episode) {
+                         if (std::ranges::find(f.snapshots, episode) != f.snapshots.end()) snapshot(episode);
+                       }),
+      log, stop);
 }
 
 // The mean reward of n samples drawn by draw(n, z), z as conditions() gives them.
@@ -205,12 +188,10 @@ inline std::string csv_rows(const torch::Tensor& x, const torch::Tensor& z = {})
   return out.str();
 }
 
-inline std::string json_quality(const metrics::SampleQuality& q) {
-  std::ostringstream out;
-  out << "\"reward_mean\": " << q.reward.mean << ", \"reward_ci95\": " << q.reward.ci95
-      << ", \"kl_mean\": " << q.kl.mean << ", \"kl_ci95\": " << q.kl.ci95
-      << ", \"forward_kl_mean\": " << q.forward_kl.mean << ", \"forward_kl_ci95\": " << q.forward_kl.ci95;
-  return out.str();
+inline nlohmann::ordered_json json_quality(const metrics::SampleQuality& q) {
+  return {{"reward_mean", q.reward.mean},         {"reward_ci95", q.reward.ci95},
+          {"kl_mean", q.kl.mean},                 {"kl_ci95", q.kl.ci95},
+          {"forward_kl_mean", q.forward_kl.mean}, {"forward_kl_ci95", q.forward_kl.ci95}};
 }
 
 }  // namespace detail
@@ -224,7 +205,7 @@ inline std::string json_quality(const metrics::SampleQuality& q) {
 // over classes (CIs combined as independent).
 template <class Draw, class Reward, class Picture>
 int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, const Reward& reward,
-                 const Picture& picture, const TrainingOutcome& trained) {
+                 const Picture& picture, const TrainOutcome& trained) {
   const std::filesystem::path out(f.out);
   const metrics::SampleQualityOptions options{
       .batches = f.eval_batches, .batch_size = f.eval_batch_size, .knn = {.k = f.knn_k, .k_q = std::nullopt}};
@@ -270,27 +251,32 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
   for (auto* total : {&quality.reward, &quality.kl, &quality.forward_kl})
     total->ci95 = std::sqrt(total->ci95) / double(per_class.size());
 
-  std::ostringstream json;
-  json << "{\n  " << detail::json_quality(quality) << ",\n  \"episodes\": " << trained.episodes
-       << ",\n  \"train_seconds\": " << trained.seconds << ",\n  \"beta\": " << f.beta
-       << ",\n  \"sampler\": \"" << f.sampler << "\",\n  \"dt\": " << f.dt
-       << ",\n  \"temperature\": " << f.temperature << ",\n  \"lr\": " << f.lr << ",\n  \"knn_k\": " << f.knn_k
-       << ",\n  \"kl_reference\": \""
-       << (fresh ? "fresh data, " + std::to_string(f.eval_batch_size) + " new points per batch"
-                 : "the training data, " + std::to_string(data.points.size(0)) + " points")
-       << "\",\n  \"exact_score\": " << (f.exact_score ? "true" : "false");
-  if (data.draw_fresh) json << ",\n  \"data_reward\": " << data_reward;
+  // The overall figures first, the settings, then per class (keys in this order).
+  nlohmann::ordered_json metrics = detail::json_quality(quality);
+  metrics.update({{"episodes", trained.steps},
+                  {"train_seconds", trained.seconds},
+                  {"beta", f.beta},
+                  {"sampler", f.sampler},
+                  {"dt", f.dt},
+                  {"temperature", f.temperature},
+                  {"lr", f.lr},
+                  {"knn_k", f.knn_k},
+                  {"kl_reference", fresh ? "fresh data, " + std::to_string(f.eval_batch_size) + " new points per batch"
+                                         : "the training data, " + std::to_string(data.points.size(0)) + " points"},
+                  {"exact_score", f.exact_score}});
+  if (data.draw_fresh) metrics["data_reward"] = data_reward;
   if (classes > 0) {
-    json << ",\n  \"per_class\": [";
-    for (int64_t c = 0; c < classes; ++c)
-      json << (c ? ",\n    " : "\n    ") << "{\"class\": " << c << ", " << detail::json_quality(per_class[std::size_t(c)])
-           << "}";
-    json << "\n  ]";
+    nlohmann::ordered_json classes_json = nlohmann::ordered_json::array();
+    for (int64_t c = 0; c < classes; ++c) {
+      nlohmann::ordered_json one{{"class", c}};
+      one.update(detail::json_quality(per_class[std::size_t(c)]));
+      classes_json.push_back(one);
+    }
+    metrics["per_class"] = classes_json;
   }
-  json << "\n}\n";
   io::write_text(out / "samples.csv", detail::csv_rows(samples, sample_classes));
   io::write_text(out / "data.csv", detail::csv_rows(data.points, data.labels));
-  io::write_text(out / "metrics.json", json.str());
+  write_json(out / "metrics.json", metrics);
   io::write_png(out / "samples.png", io::tile(panels, 1));
   std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL "
             << quality.kl.mean << " +- " << quality.kl.ci95 << " nats (data || samples: " << quality.forward_kl.mean
@@ -298,7 +284,7 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
   for (std::size_t c = 0; classes > 0 && c < per_class.size(); ++c)
     std::cout << (c ? "; " : " (") << "class " << c << ": reward " << per_class[c].reward.mean << ", KL "
               << per_class[c].kl.mean << (c + 1 == per_class.size() ? ")" : "");
-  std::cout << ", " << trained.episodes << " episodes in " << trained.seconds << " s; wrote " << out.string()
+  std::cout << ", " << trained.steps << " episodes in " << trained.seconds << " s; wrote " << out.string()
             << "/\n";
   return 0;
 }
@@ -323,20 +309,10 @@ int train_and_report(const QLearningFlags& f, const ExampleData& data, const Rew
   const auto checkpoint = out / "checkpoint.pt";
   const Simulator solver;
   const auto draw = [&](int64_t n, const torch::Tensor& z) { return learner.sample(n, z, generator, solver); };
-  const TrainingOutcome trained = train_loop(
-      f, learner,
-      [&] {
-        const auto stats = learner.train_episode(generator);
-        std::ostringstream status;
-        status << "loss " << stats.loss << "  reward " << stats.terminal_reward;
-        return status.str();
-      },
-      [&](int64_t n) { return mean_reward(data, draw, reward, n); },
-      [&](int64_t episode, bool periodic) {
-        if (periodic) learner.save(checkpoint);
-        if (std::ranges::find(f.snapshots, episode) != f.snapshots.end())
-          learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt"));
-      },
+  const TrainOutcome trained = train_loop(
+      f, learner, [&] { return learner.train_episode(generator); },
+      [&](int64_t n) { return mean_reward(data, draw, reward, n); }, [&](int64_t) { learner.save(checkpoint); },
+      [&](int64_t episode) { learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt")); },
       group.is_main());
   learner.save(checkpoint);
   if (!group.is_main()) return 0;  // rank 0 reports

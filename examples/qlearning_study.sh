@@ -199,9 +199,10 @@ pm() {  # name key: mean +- ci95
 # The same for class $3 of a conditional run.
 class_pm() {  # name key class
   [ -f "$out/$1/metrics.json" ] || { echo "-"; return; }
-  line=$(grep "\"class\": $3," "$out/$1/metrics.json")
-  printf '%.3f +- %.3f' "$(echo "$line" | sed "s/.*\"$2_mean\": \([^,]*\).*/\1/")" \
-    "$(echo "$line" | sed "s/.*\"$2_ci95\": \([^,}]*\).*/\1/")"
+  # The class's object: from its "class" key to its closing brace (one line or several).
+  block=$(awk -v key="\"class\": $3," 'index($0, key) { on = 1 } on { print } on && /}/ { exit }' "$out/$1/metrics.json")
+  printf '%.3f +- %.3f' "$(echo "$block" | sed -n "s/.*\"$2_mean\": \([^,}]*\).*/\1/p")" \
+    "$(echo "$block" | sed -n "s/.*\"$2_ci95\": \([^,}]*\).*/\1/p")"
 }
 seconds() { s=$(field "$1" train_seconds); [ "$s" = "-" ] && echo "-" || printf '%.0f' "$s"; }
 data_reward() { r=$(field "$1" data_reward); [ "$r" = "-" ] && echo "-" || printf '%.3f' "$r"; }

@@ -54,6 +54,8 @@
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
 #include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/callbacks.hpp"
+#include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
 #include "diffctl/metrics/conditional_quality.hpp"
@@ -165,13 +167,11 @@ double gain_of(Policy& policy) {
   else return policy.gain();
 }
 
-std::string csv_row(const algorithms::SeikoRound& r, const metrics::ConditionalQuality& q) {
-  char line[320];
-  std::snprintf(line, sizeof line, "%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.2f,%.1f,%.4f,%.4f,%.3f",
-                static_cast<long long>(r.round), static_cast<long long>(r.queries_total), r.oracle_reward_mean,
-                r.ensemble_reward_mean, r.uncertainty_mean, r.kl_to_pretrained, r.control_points_mean, r.seconds,
-                q.accuracy, q.diversity, q.frechet);
-  return line;
+// One row of rounds.csv: the columns of kRoundColumns.
+std::vector<double> round_row(const algorithms::SeikoRound& r, const metrics::ConditionalQuality& q) {
+  return {double(r.queries_total), r.oracle_reward_mean, r.ensemble_reward_mean, r.uncertainty_mean,
+          r.kl_to_pretrained,      r.control_points_mean, r.seconds,           q.accuracy,
+          q.diversity,             q.frechet};
 }
 
 // The rounds as an aligned table (the CSV rows, one column per field).
@@ -190,9 +190,24 @@ void print_table(const std::vector<std::string>& rows) {
   std::fflush(stdout);
 }
 
-constexpr const char* kCsvHeader =
-    "round,queries_total,oracle_reward_mean,ensemble_reward_mean,uncertainty_mean,kl_to_pretrained,"
-    "control_points_mean,seconds,oracle_accuracy,diversity,class_fd";
+const std::vector<std::string> kRoundColumns{
+    "round",   "queries_total",   "oracle_reward_mean", "ensemble_reward_mean", "uncertainty_mean", "kl_to_pretrained",
+    "control_points_mean", "seconds", "oracle_accuracy", "diversity",          "class_fd"};
+
+// rounds.csv, a row per round as it ends; on --resume, the rows up to the
+// checkpoint's round are kept.
+io::MetricsLog rounds_log(const std::filesystem::path& out, std::optional<int64_t> resumed_after = std::nullopt) {
+  io::MetricsLog log(out / "rounds.csv", kRoundColumns, resumed_after);
+  for (std::size_t i = 0; i < kRoundColumns.size(); ++i) std::cout << (i ? "," : "") << kRoundColumns[i];
+  std::cout << "\n";
+  for (const auto& row : log.rows()) std::cout << row << "\n";
+  return log;
+}
+
+void add_round(io::MetricsLog& log, const algorithms::SeikoRound& round, const metrics::ConditionalQuality& q) {
+  log.write(round.round, round_row(round, q));
+  std::cout << log.rows().back() << std::endl;
+}
 
 // The final evaluation's outputs: samples.npy (uint8 [N, H, W] or [N, H, W, C]),
 // prompts.npy (int64 [N]) and metrics.json (the figures overall and per prompt,
@@ -230,13 +245,6 @@ void write_final_evaluation(const std::filesystem::path& out, const std::vector<
   examples::write_json(out / "metrics.json", metrics);
   print_table(rows);
   std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";
-}
-
-// rounds.csv, rewritten whole after every round.
-void write_rounds(const std::filesystem::path& out, const std::vector<std::string>& rows) {
-  std::string text = std::string(kCsvHeader) + "\n";
-  for (const auto& row : rows) text += row + "\n";
-  io::write_text(out / "rounds.csv", text);
 }
 
 template <class Control, class Optimism, class Mss, class Schedule, class Drift>
@@ -291,35 +299,27 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   require(s.resume || !std::filesystem::exists(feedback_path), feedback_path.string(),
           " exists: pass --resume to continue that run, or choose another --out");
   reward::FeedbackDataset feedback(feedback_path);
-  std::vector<std::string> rows;
+  std::optional<int64_t> resumed_after;
   if (s.resume && std::filesystem::exists(checkpoint_path)) {
-    const int64_t done = seiko.load(checkpoint_path, feedback);
-    std::ifstream in(out / "rounds.csv");
-    std::string line;
-    std::getline(in, line);
-    while (std::getline(in, line) && static_cast<int64_t>(rows.size()) <= done) rows.push_back(line);
-    if (main) std::cerr << "seiko_demo: resuming after round " << done << " with " << feedback.size() << " labels\n";
+    resumed_after = seiko.load(checkpoint_path, feedback);
+    if (main)
+      std::cerr << "seiko_demo: resuming after round " << *resumed_after << " with " << feedback.size() << " labels\n";
   }
+  // Rank 0 alone writes; every rank takes part in the rounds (their collectives).
+  std::optional<io::MetricsLog> rounds;
+  if (main) rounds.emplace(rounds_log(out, resumed_after));
 
   const torch::Tensor prompts = torch::arange(classes, torch::kLong).repeat_interleave(s.per_prompt);
   const auto picture = [&](int64_t round) {
     const torch::Tensor images = seiko.sample(prompts.size(0), false, prompts).x;
     if (main) io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
   };
-  if (main) {
-    std::cout << kCsvHeader << "\n";
-    for (const auto& row : rows) std::cout << row << "\n";
-  }
   const auto measured = [&] {
     const auto& samples = seiko.last_evaluation();
     return quality.measure(samples.x, samples.z);
   };
-  // Every rank takes part in the rounds (their collectives); rank 0 alone writes.
   const auto add_row = [&](const algorithms::SeikoRound& round) {
-    if (!main) return;
-    rows.push_back(csv_row(round, measured()));
-    std::cout << rows.back() << std::endl;
-    write_rounds(out, rows);
+    if (main) add_round(*rounds, round, measured());
   };
   // The queries column counts the store's rows asked up to the row's round, so a
   // resumed run reports what an uninterrupted one does.
@@ -330,22 +330,26 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   };
   // The rounds, the oracle answering now or from outside the process.
   const auto drive = [&](auto& oracle) {
-    algorithms::SeikoRound last;
     if (seiko.rounds_done() == 0) {
-      last = seiko.evaluate(oracle);
-      last.queries_total = asked_through(0);
-      add_row(last);
+      algorithms::SeikoRound before = seiko.evaluate(oracle);
+      before.queries_total = asked_through(0);
+      add_row(before);
       picture(0);
     }
-    while (seiko.rounds_done() < seiko.rounds()) {
-      last = seiko.run_round(oracle, feedback);
-      last.queries_total = asked_through(last.round);
-      // The row first: a kill between the two resumes from the previous round's
-      // checkpoint, which runs this round again and rewrites its row.
-      add_row(last);
-      picture(last.round);
-      seiko.save(checkpoint_path);
-    }
+    train(
+        seiko.rounds() - seiko.rounds_done(),
+        [&] {
+          algorithms::SeikoRound round = seiko.run_round(oracle, feedback);
+          round.queries_total = asked_through(round.round);
+          return round;
+        },
+        // The row first: a kill between the two resumes from the previous round's
+        // checkpoint, which runs this round again and rewrites its row.
+        callbacks::Observe([&](int64_t, const algorithms::SeikoRound& round) {
+          add_row(round);
+          picture(round.round);
+          seiko.save(checkpoint_path);
+        }));
     // The final evaluation: final_per_prompt samples of every prompt, kept as NumPy
     // arrays, their figures in metrics.json.
     {
@@ -355,7 +359,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
       const auto& samples = seiko.last_evaluation();
       if (!main) return;
       const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
-      write_final_evaluation(out, rows, class_names, samples.x, samples.z, final_round, q,
+      write_final_evaluation(out, rounds->rows(), class_names, samples.x, samples.z, final_round, q,
                              {{"variant", s.variant},
                               {"rounds", seiko.rounds()},
                               {"control", s.control},
@@ -476,32 +480,25 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
     io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
   };
 
-  std::vector<std::string> rows;
-  std::cout << kCsvHeader << "\n";
+  io::MetricsLog rounds = rounds_log(out);
   const auto add_row = [&](const algorithms::SeikoRound& figures, const metrics::ConditionalQuality& q) {
-    rows.push_back(csv_row(figures, q));
-    std::cout << rows.back() << std::endl;
+    add_round(rounds, figures, q);
     picture(figures.round);
-    write_rounds(out, rows);
   };
   {
     const auto [figures, q, x, z] = evaluate(0, s.eval_samples, 0.0);
     add_row(figures, q);
   }
   for (std::size_t round = 0; round < s.queries.size(); ++round) {
-    const auto start = std::chrono::steady_clock::now();
     const int64_t iterations = std::max<int64_t>(1, s.queries[round] / s.batch);
-    io::Progress progress(s.variant + " round " + std::to_string(round + 1), iterations);
-    for (int64_t i = 0; i < iterations; ++i) {
-      algorithm.train_iteration(generator);
-      progress.update(i + 1);
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto [figures, q, x, z] = evaluate(int64_t(round) + 1, s.eval_samples, seconds);
+    const TrainOutcome trained =
+        train(iterations, [&] { return algorithm.train_iteration(generator); },
+              callbacks::ProgressBar(s.variant + " round " + std::to_string(round + 1), iterations));
+    const auto [figures, q, x, z] = evaluate(int64_t(round) + 1, s.eval_samples, trained.seconds);
     add_row(figures, q);
   }
   const auto [figures, q, x, z] = evaluate(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
-  write_final_evaluation(out, rows, class_names, x, z, figures, q,
+  write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q,
                          {{"variant", s.variant},
                           {"rounds", s.queries.size()},
                           {"reward", s.reward},

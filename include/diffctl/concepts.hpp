@@ -8,8 +8,11 @@
 // unconditional.
 
 #include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -18,12 +21,25 @@
 
 namespace diffctl {
 
+// The types the contracts mention; their headers define them.
 namespace io {
 struct Checkpoint;
 }
 namespace reward {
 class FeedbackDataset;
+struct MemberFitOptions;
+}  // namespace reward
+namespace distributed {
+class Group;
 }
+namespace models {
+class TimeStateMlp;
+}
+namespace algorithms {
+struct QLearningOptions;
+struct EpisodeNoise;
+struct EpisodeStats;
+}  // namespace algorithms
 
 // The forward process dx = f(s) x ds + g(s) dW on s in [0, horizon()], with
 // marginals x_s = alpha(s) x_0 + sigma(s) eps. Every argument is forward time s;
@@ -131,20 +147,27 @@ concept MeasurementSelection = requires(const M& mss, std::span<const double> ti
   { mss.select(times, uncertainty) } -> std::same_as<torch::Tensor>;
 };
 
-// A reward model with uncertainty, fitted to labelled feedback of its own dataset
-// type: mean(x, z) is the estimate r_hat [B], uncertainty(x, z) the
-// standard-deviation-like spread g_hat [B] >= 0 (what measurement selection reads),
-// and optimistic(x, z) the reward fine-tuning maximises (r_hat plus the model's
-// exploration bonus), all in the reward's units.
+// A reward model with uncertainty, fitted to labelled feedback: fit(D) trains it
+// on the feedback dataset, refresh(D) rebuilds what it derives from D after its
+// weights were restored (a checkpoint); mean(x, z) is the estimate r_hat [B],
+// uncertainty(x, z) the standard-deviation-like spread g_hat [B] >= 0 (what
+// measurement selection reads), optimistic(x, z) the reward fine-tuning maximises
+// (r_hat plus the model's exploration bonus), estimate(x, z) all three from one
+// pass (.mean, .uncertainty, .optimistic), all in the reward's units; add_to puts
+// its trained state into a round's checkpoint.
 template <class R>
-concept UncertainReward =
-    requires(R& reward, const typename R::dataset_type& data, const torch::Tensor& x,
-             const torch::Tensor& z) {
-      reward.fit(data);
-      { reward.mean(x, z) } -> std::same_as<torch::Tensor>;
-      { reward.uncertainty(x, z) } -> std::same_as<torch::Tensor>;
-      { reward.optimistic(x, z) } -> std::same_as<torch::Tensor>;
-    };
+concept UncertainReward = requires(R& reward, const reward::FeedbackDataset& data, const torch::Tensor& x,
+                                   const torch::Tensor& z, io::Checkpoint& checkpoint) {
+  reward.fit(data);
+  reward.refresh(data);
+  { reward.mean(x, z) } -> std::same_as<torch::Tensor>;
+  { reward.uncertainty(x, z) } -> std::same_as<torch::Tensor>;
+  { reward.optimistic(x, z) } -> std::same_as<torch::Tensor>;
+  { reward.estimate(x, z).mean } -> std::convertible_to<torch::Tensor>;
+  { reward.estimate(x, z).uncertainty } -> std::convertible_to<torch::Tensor>;
+  { reward.estimate(x, z).optimistic } -> std::convertible_to<torch::Tensor>;
+  reward.add_to(checkpoint);
+};
 
 // Where a round's labels come from. record(data, x, z, round) asks about the B
 // samples x [B, ...] under prompts z and stores them in the feedback dataset (with
@@ -169,5 +192,90 @@ concept Regularizer = requires(const R& regularizer, const Transition& tuned,
                                const Transition& pretrained, const Transition& previous) {
   { regularizer.penalty(tuned, pretrained, previous) } -> std::same_as<torch::Tensor>;
 };
+
+// What the integrator asks at every grid point k (time t, state x(t-)): the jump to
+// apply there, or an undefined tensor for none (sde::integrate). Fixed impulses are
+// one source; a feedback control at the times a selection strategy picked is another.
+template <class F>
+concept ImpulseSource = requires(const F& source, std::size_t k, double t, const torch::Tensor& x) {
+  { source(k, t, x) } -> std::convertible_to<torch::Tensor>;
+};
+
+// A module holder (TORCH_MODULE) whose module maps (x [B, ...], time [B] float,
+// labels [B] int64 or undefined) to a tensor shaped like x: the noise predictor
+// that models::EpsilonScore turns into a score and DenoisingTrainer trains.
+template <class Net>
+concept EpsilonNetwork =
+    std::derived_from<typename Net::ContainedType, torch::nn::Module> &&
+    requires(const Net& net, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y) {
+      { net.ptr()->forward(x, t, y) } -> std::convertible_to<torch::Tensor>;
+    };
+
+// The members of a bootstrap ensemble (reward::BootstrapEnsemble), as one type that
+// predicts for all M at once. predict: x [B, ...], z [B] -> [M, B]; device: where
+// the members compute; fit: trains member m on D with sample weights weights[m] [N]
+// (a member whose weights are all zero is left as it is) and returns each member's
+// loss at its last step [M]; add_to: the trained state, for checkpoints.
+template <class S>
+concept EnsembleMembers = requires(S& members, const S& const_members, const reward::FeedbackDataset& data,
+                                   const torch::Tensor& tensor, const reward::MemberFitOptions& options,
+                                   at::Generator& generator, io::Checkpoint& checkpoint, const std::string& prefix) {
+  { const_members.size() } -> std::convertible_to<int64_t>;
+  { const_members.device() } -> std::same_as<torch::Device>;
+  { const_members.predict(tensor, tensor) } -> std::same_as<torch::Tensor>;
+  { members.fit(data, tensor, options, generator) } -> std::same_as<torch::Tensor>;
+  members.add_to(checkpoint, prefix);
+};
+
+// Members that a group of processes can fit between them: each rank fits the
+// members it owns, then every member's trained state goes from its owner to all
+// (broadcast_member(m, owner, group)). Optional: other members are fitted whole on
+// every rank.
+template <class S>
+concept SpreadableMembers = EnsembleMembers<S> && requires(S& members, const distributed::Group& group) {
+  members.broadcast_member(int64_t{0}, 0, group);
+};
+
+// Members that also expose the penultimate features phi(x) [B, F] of a frozen
+// network (for the feature-covariance UCB bonus).
+template <class S>
+concept MembersWithFeatures = EnsembleMembers<S> && requires(const S& members, const torch::Tensor& x) {
+  { members.features(x) } -> std::same_as<torch::Tensor>;
+};
+
+// How an ensemble turns its members' predictions [M, B] of x into the reward
+// fine-tuning maximises [B] (reward::optimism): it may read the members (their
+// features) and draw from the ensemble's generator (Thompson sampling).
+template <class O, class Members>
+concept OptimismRule = requires(O& rule, const torch::Tensor& predictions, const torch::Tensor& x,
+                                const Members& members, at::Generator& generator) {
+  { rule(predictions, x, members, generator) } -> std::convertible_to<torch::Tensor>;
+};
+
+// How each member of an ensemble weighs the N samples of D: weights(M, N, seed,
+// generator) -> [M, N] (reward::BootstrapResample, reward::BernoulliMasks).
+template <class R>
+concept ResamplingScheme = requires(const R& scheme, int64_t members, int64_t n, std::uint64_t seed,
+                                    at::Generator& generator) {
+  { scheme.weights(members, n, seed, generator) } -> std::same_as<torch::Tensor>;
+};
+
+// What algorithms::QLearning needs of a backend for its episodes' Problem
+// (algorithms::EpisodeProblem): its networks built from (state_dim, classes,
+// options); episode(problem, noise), one episode's simulation, loss and update;
+// its weights as TimeStateMlp modules (sampling, checkpoints) and back; the
+// networks as it holds them; its optimiser's learning rate (schedules).
+template <class B, class Problem>
+concept QLearningBackend =
+    std::constructible_from<B, int64_t, int64_t, const algorithms::QLearningOptions&> &&
+    requires(B& backend, const B& const_backend, const Problem& problem, const algorithms::EpisodeNoise& noise,
+             const models::TimeStateMlp& network) {
+      { backend.episode(problem, noise) } -> std::same_as<algorithms::EpisodeStats>;
+      { const_backend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
+      backend.assign(network, network);
+      backend.set_learning_rate(1e-3);
+      backend.policy();
+      backend.value();
+    };
 
 }  // namespace diffctl

@@ -25,7 +25,6 @@
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/mss/selection.hpp"
 #include "diffctl/objective/path_kl.hpp"
-#include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/ensemble.hpp"
 #include "diffctl/reward/external_oracle.hpp"
@@ -43,7 +42,7 @@ using Schedule = sde::VpLinear;
 using Mixture = models::GaussianMixtureScore<Schedule>;
 using Members = reward::ModuleMembers<torch::nn::Sequential, reward::ScalarReadout>;
 using Ensemble = reward::BootstrapEnsemble<Members>;
-static_assert(reward::SpreadableMembers<Members>, "the data-parallel test spreads the members over the ranks");
+static_assert(SpreadableMembers<Members>, "the data-parallel test spreads the members over the ranks");
 using Policy = policy::NetworkControl<models::TimeStateMlp>;
 using Seiko = algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::TopK, sde::EulerMaruyama, Ensemble>;
 
@@ -90,66 +89,6 @@ Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, doubl
 reward::Oracle<RightMode> make_oracle() { return reward::Oracle(RightMode{}, {.noise_std = 0.05, .budget = 128, .seed = 3}); }
 
 }  // namespace
-
-TEST_CASE("measurement selection strategies pick the asked-for control times", "[seiko]") {
-  const std::vector<double> times{0.0, 0.1, 0.2, 0.3, 0.4, 0.5};
-  const torch::Tensor g = torch::tensor({{0.1, 0.9}, {0.5, 0.1}, {0.2, 0.8}, {0.9, 0.0}, {0.0, 0.7}, {0.3, 0.2}});
-  CHECK(mss::EveryStep{}.select(times, g).all().item<bool>());
-  CHECK(torch::equal(mss::Uniform{3}.select(times, g).select(1, 0),
-                     torch::tensor({true, false, true, false, true, false})));
-  const torch::Tensor top = mss::TopK{2}.select(times, g);
-  CHECK(torch::equal(top.select(1, 0), torch::tensor({false, true, false, true, false, false})));
-  CHECK(torch::equal(top.select(1, 1), torch::tensor({true, false, true, false, false, false})));
-  CHECK(torch::equal(mss::Threshold{0.75}.select(times, g), g.gt(0.75)));
-  // Gaps of round(4 * 0.1 / (0.1 + g)), at least 1: g = 0.1 -> 2, 0.2 -> 1, 0.9 -> 1, 0 -> 4.
-  const torch::Tensor adaptive = mss::AdaptiveGap{4, 0.1}.select(times, g);
-  CHECK(torch::equal(adaptive.select(1, 0), torch::tensor({true, false, true, true, true, false})));
-  CHECK(torch::equal(adaptive.select(1, 1), torch::tensor({true, true, false, true, false, false})));
-  CHECK_THROWS_WITH(mss::TopK{2}.select(times, g.narrow(0, 0, 5)), Contains("expected uncertainty [6, B]"));
-}
-
-TEST_CASE("the path KL of two linear-Gaussian samplers matches its moment recursion", "[seiko]") {
-  // Pretrained: data N(0, 1); tuned: data N(0, 1.5^2). Both scores are linear, so
-  // every Euler-Maruyama step is x -> a_k x + s_k xi and the KL of the tuned chain
-  // against the pretrained steps is sum_k (a_k - b_k)^2 E[x_k^2] / (2 s_k^2), with
-  // E[x_{k+1}^2] = a_k^2 E[x_k^2] + s_k^2 along the tuned chain.
-  const Schedule schedule;
-  const auto pretrained = Mixture::gaussian(schedule, torch::zeros({1}), 1.0);
-  const auto tuned = Mixture::gaussian(schedule, torch::zeros({1}), 1.5);
-  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 50);
-  const sde::EulerMaruyama solver;
-
-  double second_moment = std::pow(schedule.sigma(schedule.horizon()), 2), exact = 0.0;
-  const torch::Tensor one = torch::ones({1, 1}, torch::kDouble);
-  for (std::size_t k = 0; k < grid.steps(); ++k) {
-    const Transition a = solver.transition(schedule, tuned, grid[k], grid[k + 1], one, {});
-    const Transition b = solver.transition(schedule, pretrained, grid[k], grid[k + 1], one, {});
-    const double ak = a.mean.item<double>(), bk = b.mean.item<double>();
-    exact += (ak - bk) * (ak - bk) * second_moment / (2.0 * a.noise_std * a.noise_std);
-    second_moment = ak * ak * second_moment + a.noise_std * a.noise_std;
-  }
-
-  constexpr int64_t n = 20000;
-  auto generator = make_generator(5);
-  torch::Tensor kl = torch::zeros({n}, torch::kDouble);
-  sde::IntegrateOptions options;
-  options.generator = generator;
-  options.record_x0 = false;
-  options.on_step = [&](const sde::StepRecord& r) {
-    kl += objective::transition_kl(r.step, solver.transition(schedule, pretrained, r.t, r.t_next, r.before_impulse, {}));
-  };
-  const torch::Tensor x_init = sde::sample_prior(schedule, {n, 1}, generator, torch::kDouble);
-  sde::integrate(schedule, tuned, solver, grid, x_init, {}, options);
-  const double estimate = kl.mean().item<double>(), standard_error = kl.std().item<double>() / std::sqrt(double(n));
-  INFO("Monte Carlo " << estimate << " +- " << standard_error << ", exact " << exact);
-  CHECK(exact > 0.01);
-  CHECK(std::abs(estimate - exact) < 4.0 * standard_error);
-
-  // The initial distributions' KL: D (l0 - l) + (D e^{2l} + |m - m0|^2) / (2 e^{2 l0}) - D / 2.
-  const torch::Tensor m = torch::tensor({0.5, -1.0}), l = torch::tensor(std::log(0.5));
-  const double expected = 2 * (0.0 - std::log(0.5)) + (2 * 0.25 + 1.25) / 2.0 - 1.0;
-  CHECK(objective::gaussian_kl(m, l, torch::zeros({2}), torch::zeros({})).item<double>() == Approx(expected));
-}
 
 namespace {
 // A TorchScript module with the given forward body, saved to `file`, as Python's
@@ -423,39 +362,6 @@ TEST_CASE("with a very large alpha the fine-tuned sampler stays the pretrained o
   CHECK(std::abs(after.oracle_reward_mean - before.oracle_reward_mean) < 4 * 0.5 * std::sqrt(2.0 / 512));
 }
 
-TEST_CASE("the image control starts at zero, its per-class image gets a gradient at once and depends on z and t",
-          "[seiko]") {
-  torch::manual_seed(5);
-  policy::NetworkControl control(policy::ImageControlNet(
-      policy::ImageControlNetOptions{.channels = 1, .classes = 3, .width = 8, .image_size = 6, .class_image_scale = 2.0}));
-  const torch::Tensor x = torch::randn({4, 1, 6, 6});
-  const torch::Tensor z = torch::tensor({0, 1, 2, 1});
-  const torch::Tensor u = control.control(0.5, x, z);
-  REQUIRE(u.sizes() == x.sizes());
-  CHECK(u.abs().max().item<double>() == 0.0);
-  // The reward's gradient w.r.t. u reaches the class image of each prompted class only.
-  const torch::Tensor direction = torch::randn_like(x);
-  (u * direction).sum().backward();
-  const auto named = control.network()->named_parameters();
-  const torch::Tensor grad = named["class_image.weight"].grad();
-  REQUIRE(grad.defined());
-  // Row z holds [A_z, B_z]; d<u, w>/dA_z = scale * sum of w over that class's samples, dB_z = t times it.
-  const torch::Tensor a = grad.narrow(1, 0, 36).view({3, 1, 6, 6}), b = grad.narrow(1, 36, 36).view({3, 1, 6, 6});
-  const torch::Tensor expect_a1 = 2.0 * (direction[1] + direction[3]);
-  CHECK(torch::allclose(a[1], expect_a1, 1e-5, 1e-6));
-  CHECK(torch::allclose(a[0], 2.0 * direction[0], 1e-5, 1e-6));
-  CHECK(torch::allclose(b[1], 0.5 * expect_a1, 1e-5, 1e-6));
-  // A step on the class images gives a control that differs by class and by time.
-  {
-    torch::NoGradGuard no_grad;
-    named["class_image.weight"].add_(grad);
-  }
-  const torch::Tensor early = control.control(0.1, x, z).detach(), late = control.control(0.9, x, z).detach();
-  CHECK((early[1] - early[0]).abs().max().item<double>() > 0.1);
-  CHECK((late[1] - early[1]).abs().max().item<double>() > 0.1);
-  CHECK(torch::allclose(early[1], early[3]));  // same class, no state dependence yet (the convolutions start at zero)
-}
-
 TEST_CASE("gradient clipping without a host read matches LibTorch's", "[seiko]") {
   torch::manual_seed(9);
   for (const double max_norm : {0.5, 100.0}) {
@@ -570,9 +476,8 @@ struct ClassLogProbability {
 
 // The exact reward as a reward model without uncertainty (nothing to learn).
 struct ExactReward {
-  using dataset_type = reward::FeedbackDataset;
-  void fit(const dataset_type&) {}
-  void refresh(const dataset_type&) {}
+  void fit(const reward::FeedbackDataset&) {}
+  void refresh(const reward::FeedbackDataset&) {}
   void add_to(io::Checkpoint&) {}
   torch::Tensor mean(const torch::Tensor& x, const torch::Tensor& z) const { return log_class_posterior(x, z); }
   torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const { return torch::zeros({x.size(0)}, x.options()); }
@@ -673,33 +578,4 @@ TEST_CASE("guided SEIKO with a log-probability reward approaches the class-condi
     CHECK(after[c].objective > log_share - 1.0);
     CHECK(after[c].kl < -log_share + 1.0);
   }
-}
-
-TEST_CASE("the path KL of samples between two Gaussian models has its closed form", "[seiko][kl]") {
-  // Data N(m1, sd^2 I) against N(m2, sd^2 I): the scores differ by alpha (m1 - m2) / v
-  // with v = alpha^2 sd^2 + sigma^2, whatever the state, so an Euler-Maruyama step
-  // of length h costs h g^2 alpha^2 |m1 - m2|^2 / (2 v^2), the same for every sample.
-  const Schedule schedule;
-  const torch::Tensor m1 = torch::tensor({1.0, -0.5}, torch::kDouble), m2 = torch::tensor({0.2, 0.4}, torch::kDouble);
-  const double sd = 0.6;
-  const Mixture first = Mixture::gaussian(schedule, m1, sd), second = Mixture::gaussian(schedule, m2, sd);
-  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 30);
-  double expected = 0.0;
-  for (std::size_t k = 0; k < grid.steps(); ++k) {
-    const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
-    const double alpha = schedule.alpha(s), v = alpha * alpha * sd * sd + std::pow(schedule.sigma(s), 2);
-    expected += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha * (m1 - m2).square().sum().item<double>() /
-                (2.0 * v * v);
-  }
-  at::Generator generator = make_generator(3);
-  const torch::Tensor x_init = sde::sample_prior(schedule, {64, 2}, generator, torch::kDouble);
-  const auto run = objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {}, generator);
-  INFO("closed form " << expected << " nats");
-  CHECK(run.x.sizes() == x_init.sizes());
-  CHECK(run.kl.min().item<double>() == Approx(expected).epsilon(1e-9));
-  CHECK(run.kl.max().item<double>() == Approx(expected).epsilon(1e-9));
-  CHECK(objective::sample_with_path_kl(schedule, first, first, sde::EulerMaruyama{}, grid, x_init, {}, generator)
-            .kl.abs()
-            .max()
-            .item<double>() == 0.0);
 }

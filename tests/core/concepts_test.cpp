@@ -41,27 +41,33 @@ struct EveryTime {
   }
 };
 
-struct FeedbackData {
-  torch::Tensor x, y;
-};
-
+// A reward model of constant value: everything ContinuousSeiko calls.
 struct ConstantReward {
-  using dataset_type = FeedbackData;
-  double level = 0.0;
-  void fit(const FeedbackData& data) { level = data.y.mean().item<double>(); }
-  torch::Tensor mean(const torch::Tensor& x, const torch::Tensor&) const {
-    return torch::full({x.size(0)}, level);
-  }
-  torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const {
-    return torch::zeros({x.size(0)});
-  }
+  struct Estimate {
+    torch::Tensor mean, uncertainty, optimistic;
+  };
+  double level = 0.5;
+  void fit(const reward::FeedbackDataset&) {}
+  void refresh(const reward::FeedbackDataset&) {}
+  torch::Tensor mean(const torch::Tensor& x, const torch::Tensor&) const { return torch::full({x.size(0)}, level); }
+  torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const { return torch::zeros({x.size(0)}); }
   torch::Tensor optimistic(const torch::Tensor& x, const torch::Tensor& z) { return mean(x, z); }
+  Estimate estimate(const torch::Tensor& x, const torch::Tensor& z) { return {mean(x, z), uncertainty(x, z), mean(x, z)}; }
+  void add_to(io::Checkpoint&) {}
 };
 
-struct RewardWithoutFit {
-  using dataset_type = FeedbackData;
+// The same without refresh(): once a static_assert passed and SEIKO failed deep
+// inside; now the concept says it.
+struct RewardWithoutRefresh {
+  struct Estimate {
+    torch::Tensor mean, uncertainty, optimistic;
+  };
+  void fit(const reward::FeedbackDataset&) {}
   torch::Tensor mean(const torch::Tensor& x, const torch::Tensor&) const { return x; }
   torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const { return x; }
+  torch::Tensor optimistic(const torch::Tensor& x, const torch::Tensor&) { return x; }
+  Estimate estimate(const torch::Tensor& x, const torch::Tensor&) { return {x, x, x}; }
+  void add_to(io::Checkpoint&) {}
 };
 
 struct MeanGapPenalty {
@@ -98,7 +104,7 @@ TEST_CASE("concepts accept the library's components and reject near misses", "[c
   STATIC_REQUIRE(MeasurementSelection<EveryTime>);
   STATIC_REQUIRE_FALSE(MeasurementSelection<ZeroControl>);
   STATIC_REQUIRE(UncertainReward<ConstantReward>);
-  STATIC_REQUIRE_FALSE(UncertainReward<RewardWithoutFit>);
+  STATIC_REQUIRE_FALSE(UncertainReward<RewardWithoutRefresh>);
   STATIC_REQUIRE(Regularizer<MeanGapPenalty>);
   STATIC_REQUIRE_FALSE(Regularizer<ZeroControl>);
 }

@@ -1,5 +1,5 @@
 # A binary run with ARGS succeeds, writes the files FILES (relative to its --out)
-# and a metrics.json that contains the text METRIC.
+# and a metrics.json that contains each text of the list METRIC.
 # With -DKEEP=ON the outputs stay for the tests that need them.
 #   cmake -DPROGRAM=... -DWORK_DIR=... -DARGS="a;b;..." -DFILES="x;y" -DMETRIC=text [-DKEEP=ON] -P outputs.cmake
 
@@ -15,10 +15,12 @@ foreach(name IN LISTS FILES)
   endif()
 endforeach()
 file(READ "${WORK_DIR}/out/metrics.json" metrics)
-string(FIND "${metrics}" "${METRIC}" at)
-if(at EQUAL -1)
-  message(FATAL_ERROR "metrics.json does not contain \"${METRIC}\":\n${metrics}")
-endif()
+foreach(text IN LISTS METRIC)
+  string(FIND "${metrics}" "${text}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "metrics.json does not contain \"${text}\":\n${metrics}")
+  endif()
+endforeach()
 message(STATUS "${out}")
 if(NOT KEEP)
   file(REMOVE_RECURSE "${WORK_DIR}")

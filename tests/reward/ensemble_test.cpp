@@ -377,7 +377,7 @@ torch::Tensor fitted_heads(const distributed::Group& group) {
 TEST_CASE("spread ensemble fit rank", "[.spread-ensemble]") { testing::save_rank_result(fitted_heads); }
 
 TEST_CASE("two processes fit an ensemble's members between them as one process does", "[reward][distributed]") {
-  static_assert(reward::SpreadableMembers<LinearHeads>);
+  static_assert(SpreadableMembers<LinearHeads>);
   testing::TempDir dir;
   // Every rank has every member, each fitted by its owner on the same data and
   // minibatches: exactly the one-process fit.

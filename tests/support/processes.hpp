@@ -11,14 +11,14 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "support/temp_dir.hpp"
 
 namespace diffctl::testing {
 
@@ -73,11 +73,6 @@ class ChildProcess {
   pid_t pid_ = 0;
   std::optional<int> status_;
 };
-
-inline std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // The environment of rank r of a run of n processes on this machine that meet
 // through the store file `store` (empty: through TCP, at the MASTER_ADDR and

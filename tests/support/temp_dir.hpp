@@ -1,11 +1,13 @@
 #pragma once
 // A fresh directory under the system's temporary one for a test's files, removed
-// with them when the test ends, pass or fail.
+// with them when the test ends, pass or fail; and reading one of them back.
 
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <system_error>
 
@@ -33,5 +35,11 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The whole content of a (test's) text file.
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 }  // namespace diffctl::testing

@@ -113,6 +113,17 @@ struct SeikoRound {
   double control_points_mean = 0.0;    // controls per trajectory
   double objective = 0.0;              // the last optimisation step's objective
   double seconds = 0.0;
+  // By name (after the round), for progress lines and logs (callbacks.hpp).
+  std::vector<std::pair<std::string, double>> fields() const {
+    return {{"queries_total", double(queries_total)},
+            {"oracle_reward_mean", oracle_reward_mean},
+            {"ensemble_reward_mean", ensemble_reward_mean},
+            {"uncertainty_mean", uncertainty_mean},
+            {"kl_to_pretrained", kl_to_pretrained},
+            {"control_points_mean", control_points_mean},
+            {"objective", objective},
+            {"seconds", seconds}};
+  }
 };
 
 // Samples of the tuned model with their measurements.

@@ -62,7 +62,7 @@ struct DenoisingStats {
 
 // Trains `model` (an EpsilonNetwork) and keeps `ema`, a second instance of the same
 // architecture, as its moving average. Both stay on the device they were given.
-template <NoiseSchedule Schedule, models::EpsilonNetwork Net>
+template <NoiseSchedule Schedule, EpsilonNetwork Net>
 class DenoisingTrainer {
  public:
   DenoisingTrainer(Schedule schedule, Net model, Net ema, DenoisingOptions options = {},

@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -77,6 +78,10 @@ struct FineTuneStats {
   // ratio was the smaller term, so the clip took their gradient away (PPO's
   // "clip fraction"); 0 for DPOK.
   double clip_fraction = 0.0;
+  // By name, for progress lines and logs (callbacks.hpp).
+  std::vector<std::pair<std::string, double>> fields() const {
+    return {{"reward", reward}, {"kl", kl}, {"loss", loss}, {"clip_fraction", clip_fraction}};
+  }
 };
 
 namespace detail {

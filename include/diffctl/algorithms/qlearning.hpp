@@ -31,6 +31,7 @@
 #include <initializer_list>
 #include <numbers>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -74,6 +75,10 @@ struct EpisodeStats {
   double loss = 0.0;             // the martingale loss of the episode's batch
   double terminal_reward = 0.0;  // mean h(Y_T) of the batch
   double score_gap = 0.0;        // mean g^2 |mu - score estimate|^2 dt summed over steps
+  // By name, for progress lines and logs (callbacks.hpp).
+  std::vector<std::pair<std::string, double>> fields() const {
+    return {{"loss", loss}, {"reward", terminal_reward}, {"score_gap", score_gap}};
+  }
 };
 
 namespace detail {
@@ -336,24 +341,10 @@ class TorchBackend {
   torch::optim::Adam optimizer_;
 };
 
-// What QLearning needs of a backend: its networks (built from the shape and the
-// options), one episode's simulation, loss and update given the problem and the
-// noise, its weights as TimeStateMlp modules (sampling, checkpoints) and back, and
-// its optimiser's learning rate (schedules).
-template <class B>
-concept QLearningBackend =
-    std::constructible_from<B, int64_t, int64_t, const QLearningOptions&> &&
-    requires(B& backend, const B& cbackend, const models::TimeStateMlp& network) {
-      { cbackend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
-      backend.assign(network, network);
-      backend.set_learning_rate(1e-3);
-      backend.policy();
-      backend.value();
-    };
-
 template <NoiseSchedule Schedule, DriftModel ScoreEstimate, RewardFunction Reward = NoReward,
-          class Simulator = sde::EulerMaruyama, QLearningBackend Backend = TorchBackend>
-  requires SdeSolver<Simulator, Schedule, detail::GivenScore>
+          class Simulator = sde::EulerMaruyama, class Backend = TorchBackend>
+  requires SdeSolver<Simulator, Schedule, detail::GivenScore> &&
+           QLearningBackend<Backend, EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>>
 class QLearning {
  public:
   using Problem = EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>;

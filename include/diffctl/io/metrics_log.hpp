@@ -1,8 +1,10 @@
 #pragma once
-// A training run's metrics as CSV, one row per logged step, flushed as it is
-// written so that a killed run keeps every row it logged. A resumed run first
-// drops the rows logged after its checkpoint's step (they will be logged again),
-// so the file reads as one uninterrupted run.
+// A run's metrics as CSV, one row per logged step (a training step, a round),
+// flushed as it is written so that a killed run keeps every row it logged. A
+// resumed run first drops the rows logged after its checkpoint's step (they will
+// be logged again), so the file reads as one uninterrupted run. Every example's
+// CSV log is one of these (metrics.csv of the training runs, rounds.csv of the
+// fine-tuning demo).
 
 #include <algorithm>
 #include <cstdint>
@@ -20,13 +22,14 @@ namespace diffctl::io {
 
 class MetricsLog {
  public:
-  // The first column is the step. With resume_step, an existing file with the same
-  // header is kept up to that step; otherwise the file starts afresh.
+  // The first column is the step (named as the caller likes: "step", "round").
+  // With resume_step, an existing file with the same header is kept up to that
+  // step; otherwise the file starts afresh.
   MetricsLog(std::filesystem::path path, std::vector<std::string> columns,
              std::optional<int64_t> resume_step = std::nullopt)
       : path_(std::move(path)), width_(columns.size()) {
-    require(!columns.empty() && columns.front() == "step",
-            "MetricsLog(", path_.string(), "): the first column must be \"step\"");
+    require(!columns.empty() && !columns.front().empty(),
+            "MetricsLog(", path_.string(), "): needs at least the step column, named");
     std::string header;
     for (std::size_t i = 0; i < columns.size(); ++i) header += (i ? "," : "") + columns[i];
     std::string kept = header + "\n";
@@ -39,7 +42,9 @@ class MetricsLog {
       while (std::getline(in, line)) {
         // A row cut short by a crash has no newline and fewer fields: drop it.
         if (static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1 != width_) continue;
-        if (std::stoll(line.substr(0, line.find(','))) <= *resume_step) kept += line + "\n";
+        if (std::stoll(line.substr(0, line.find(','))) > *resume_step) continue;
+        kept += line + "\n";
+        rows_.push_back(line);
       }
     }
     write_text(path_, kept);
@@ -55,14 +60,18 @@ class MetricsLog {
     row << step;
     for (const double v : values) row << ',' << v;
     out_ << row.str() << '\n' << std::flush;
+    rows_.push_back(row.str());
   }
 
   const std::filesystem::path& path() const { return path_; }
+  // The data rows as the file holds them: those kept on resume, then those written.
+  const std::vector<std::string>& rows() const { return rows_; }
 
  private:
   std::filesystem::path path_;
   std::size_t width_;
   std::ofstream out_;
+  std::vector<std::string> rows_;
 };
 
 }  // namespace diffctl::io

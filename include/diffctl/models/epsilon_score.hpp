@@ -18,14 +18,6 @@
 
 namespace diffctl::models {
 
-// A module holder (TORCH_MODULE) whose module maps (x [B,...], time [B] float,
-// labels [B] int64 or undefined) to a tensor shaped like x.
-template <class Net>
-concept EpsilonNetwork = requires(const Net& net, const torch::Tensor& x, const torch::Tensor& t,
-                                  const torch::Tensor& y) {
-  { net.ptr()->forward(x, t, y) } -> std::convertible_to<torch::Tensor>;
-};
-
 struct EpsilonScoreOptions {
   double time_scale = 1000.0;
   // Classifier-free guidance: eps = (1 + w) eps(x, z) - w eps(x, null_label). A

@@ -25,6 +25,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/concepts.hpp"
 #include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
@@ -90,11 +91,10 @@ struct EnsembleFitReport {
   double seconds = 0.0;
 };
 
-template <EnsembleMembers Members, class Optimism = optimism::MeanPlusStd, class Resampling = BootstrapResample>
+template <EnsembleMembers Members, class Optimism = optimism::MeanPlusStd, ResamplingScheme Resampling = BootstrapResample>
+  requires OptimismRule<Optimism, Members>
 class BootstrapEnsemble {
  public:
-  using dataset_type = FeedbackDataset;
-
   explicit BootstrapEnsemble(Members members, EnsembleOptions options = {}, Optimism optimism = {},
                              Resampling resampling = {})
       : members_(std::move(members)),

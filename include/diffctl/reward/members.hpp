@@ -35,6 +35,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/concepts.hpp"
 #include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/checkpoint.hpp"
@@ -67,36 +68,6 @@ struct MemberFitOptions {
   double learning_rate = 1e-3;  // at the first step, decayed to 0 by a cosine
   double l2 = 1e-4;             // lambda of lambda * ||theta - anchor||^2
   bool anchored = false;        // anchor: the member's initial parameters (false: 0)
-};
-
-// What an ensemble needs of its members. predict: x [B, ...], z [B] -> [M, B].
-// device: where the members compute. fit: trains member m on D with sample weights weights[m] [N] (a member whose
-// weights are all zero is left as it is) and returns each member's loss at its
-// last step [M]. add_to: the trained state, for checkpoints.
-template <class S>
-concept EnsembleMembers = requires(S& members, const S& const_members, const FeedbackDataset& data,
-                                   const torch::Tensor& tensor, const MemberFitOptions& options,
-                                   at::Generator& generator, io::Checkpoint& checkpoint, const std::string& prefix) {
-  { const_members.size() } -> std::convertible_to<int64_t>;
-  { const_members.device() } -> std::same_as<torch::Device>;
-  { const_members.predict(tensor, tensor) } -> std::same_as<torch::Tensor>;
-  { members.fit(data, tensor, options, generator) } -> std::same_as<torch::Tensor>;
-  members.add_to(checkpoint, prefix);
-};
-
-// Members that a group of processes can fit between them: each rank fits the
-// members it owns, then every member's trained state goes from its owner to all
-// (broadcast_member(m, owner, group)).
-template <class S>
-concept SpreadableMembers = EnsembleMembers<S> && requires(S& members, const distributed::Group& group) {
-  members.broadcast_member(int64_t{0}, 0, group);
-};
-
-// Members that also expose the penultimate features phi(x) [B, F] of a frozen
-// network (for the feature-covariance UCB bonus).
-template <class S>
-concept MembersWithFeatures = EnsembleMembers<S> && requires(const S& members, const torch::Tensor& x) {
-  { members.features(x) } -> std::same_as<torch::Tensor>;
 };
 
 namespace detail {

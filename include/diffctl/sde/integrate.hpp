@@ -31,14 +31,6 @@ struct Impulse {
   torch::Tensor u;
 };
 
-// What the integrator asks at every grid point k (time t, state x(t-)): the jump to
-// apply there, or an undefined tensor for none. Fixed impulses are one source; a
-// feedback control (policy at times a selection strategy picked) is another.
-template <class F>
-concept ImpulseSource = requires(const F& source, std::size_t k, double t, const torch::Tensor& x) {
-  { source(k, t, x) } -> std::convertible_to<torch::Tensor>;
-};
-
 // One step of the integration, as an observer sees it: the state before and after
 // the impulse at t (the same tensor when there was none) and the solver's step
 // from the latter to t_next.

@@ -1,16 +1,17 @@
 // Must not compile: DPOK scores final states with r(x, z), and this reward takes
-// the states alone, so it is not a RewardFunction and Dpok must say so. Compare
-// good_combination.cpp.
+// the states alone, so it is not a RewardFunction and Dpok must say so.
 
-#include <diffctl/diffctl.hpp>
+#include "parts.hpp"
 
-namespace {
+namespace DIFFCTL_CHECK {
 
 struct StateOnlyReward {
+#ifdef DIFFCTL_CHECK_COMPLETE
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor&) const { return x.sum(1); }
+#else
   torch::Tensor operator()(const torch::Tensor& x) const { return x.sum(1); }
+#endif
 };
-
-}  // namespace
 
 double run(const diffctl::models::TimeStateMlp& network, at::Generator& generator) {
   using diffctl::algorithms::PolicyScore;
@@ -19,3 +20,5 @@ double run(const diffctl::models::TimeStateMlp& network, at::Generator& generato
       diffctl::algorithms::chain_shape(network));
   return dpok.train_iteration(generator).reward;
 }
+
+}  // namespace DIFFCTL_CHECK

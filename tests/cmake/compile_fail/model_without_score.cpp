@@ -1,27 +1,20 @@
 // Must not compile: the model gives a drift but no score, so it is not a
-// DriftModel and integrate() must say so. Compare good_combination.cpp.
+// DriftModel and integrate() must say so.
 
-#include <cmath>
+#include "parts.hpp"
 
-#include <diffctl/diffctl.hpp>
+namespace DIFFCTL_CHECK {
 
-namespace {
-
-struct Schedule {
-  double horizon() const { return 1.0; }
-  double alpha(double s) const { return std::exp(-s); }
-  double sigma(double s) const { return std::sqrt(-std::expm1(-2.0 * s)); }
-  double drift_coef(double) const { return -1.0; }
-  double diffusion(double) const { return std::sqrt(2.0); }
-};
-
-struct Model {
+struct DriftOnly {
+#ifdef DIFFCTL_CHECK_COMPLETE
+  torch::Tensor score(double, const torch::Tensor& x, const torch::Tensor&) const { return -x; }
+#else
   torch::Tensor drift(double, const torch::Tensor& x, const torch::Tensor&) const { return x; }
+#endif
 };
-
-}  // namespace
 
 diffctl::sde::Trajectory run(const torch::Tensor& x) {
-  return diffctl::sde::integrate(Schedule{}, Model{}, diffctl::sde::ProbabilityFlowEuler{},
-                                 diffctl::sde::TimeGrid::uniform(1.0, 10), x);
+  return diffctl::sde::integrate(parts::Schedule{}, DriftOnly{}, diffctl::sde::ProbabilityFlowEuler{}, parts::grid(), x);
 }
+
+}  // namespace DIFFCTL_CHECK

@@ -1,0 +1,95 @@
+// The KL terms of the fine-tuning objective (objective/path_kl.hpp,
+// objective/sample_kl.hpp) against closed forms on linear-Gaussian models.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "diffctl/models/gaussian_mixture_score.hpp"
+#include "diffctl/objective/path_kl.hpp"
+#include "diffctl/objective/sample_kl.hpp"
+#include "diffctl/runtime.hpp"
+#include "diffctl/sde/integrate.hpp"
+#include "diffctl/sde/schedules.hpp"
+#include "diffctl/sde/solvers.hpp"
+
+using namespace diffctl;
+
+namespace {
+using Schedule = sde::VpLinear;
+using Mixture = models::GaussianMixtureScore<Schedule>;
+}  // namespace
+
+TEST_CASE("the path KL of two linear-Gaussian samplers matches its moment recursion", "[objective][kl]") {
+  // Pretrained: data N(0, 1); tuned: data N(0, 1.5^2). Both scores are linear, so
+  // every Euler-Maruyama step is x -> a_k x + s_k xi and the KL of the tuned chain
+  // against the pretrained steps is sum_k (a_k - b_k)^2 E[x_k^2] / (2 s_k^2), with
+  // E[x_{k+1}^2] = a_k^2 E[x_k^2] + s_k^2 along the tuned chain.
+  const Schedule schedule;
+  const auto pretrained = Mixture::gaussian(schedule, torch::zeros({1}), 1.0);
+  const auto tuned = Mixture::gaussian(schedule, torch::zeros({1}), 1.5);
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 50);
+  const sde::EulerMaruyama solver;
+
+  double second_moment = std::pow(schedule.sigma(schedule.horizon()), 2), exact = 0.0;
+  const torch::Tensor one = torch::ones({1, 1}, torch::kDouble);
+  for (std::size_t k = 0; k < grid.steps(); ++k) {
+    const Transition a = solver.transition(schedule, tuned, grid[k], grid[k + 1], one, {});
+    const Transition b = solver.transition(schedule, pretrained, grid[k], grid[k + 1], one, {});
+    const double ak = a.mean.item<double>(), bk = b.mean.item<double>();
+    exact += (ak - bk) * (ak - bk) * second_moment / (2.0 * a.noise_std * a.noise_std);
+    second_moment = ak * ak * second_moment + a.noise_std * a.noise_std;
+  }
+
+  constexpr int64_t n = 20000;
+  auto generator = make_generator(5);
+  torch::Tensor kl = torch::zeros({n}, torch::kDouble);
+  sde::IntegrateOptions options;
+  options.generator = generator;
+  options.record_x0 = false;
+  options.on_step = [&](const sde::StepRecord& r) {
+    kl += objective::transition_kl(r.step, solver.transition(schedule, pretrained, r.t, r.t_next, r.before_impulse, {}));
+  };
+  const torch::Tensor x_init = sde::sample_prior(schedule, {n, 1}, generator, torch::kDouble);
+  sde::integrate(schedule, tuned, solver, grid, x_init, {}, options);
+  const double estimate = kl.mean().item<double>(), standard_error = kl.std().item<double>() / std::sqrt(double(n));
+  INFO("Monte Carlo " << estimate << " +- " << standard_error << ", exact " << exact);
+  CHECK(exact > 0.01);
+  CHECK(std::abs(estimate - exact) < 4.0 * standard_error);
+
+  // The initial distributions' KL: D (l0 - l) + (D e^{2l} + |m - m0|^2) / (2 e^{2 l0}) - D / 2.
+  const torch::Tensor m = torch::tensor({0.5, -1.0}), l = torch::tensor(std::log(0.5));
+  const double expected = 2 * (0.0 - std::log(0.5)) + (2 * 0.25 + 1.25) / 2.0 - 1.0;
+  CHECK(objective::gaussian_kl(m, l, torch::zeros({2}), torch::zeros({})).item<double>() == Approx(expected));
+}
+
+TEST_CASE("the path KL of samples between two Gaussian models has its closed form", "[objective][kl]") {
+  // Data N(m1, sd^2 I) against N(m2, sd^2 I): the scores differ by alpha (m1 - m2) / v
+  // with v = alpha^2 sd^2 + sigma^2, whatever the state, so an Euler-Maruyama step
+  // of length h costs h g^2 alpha^2 |m1 - m2|^2 / (2 v^2), the same for every sample.
+  const Schedule schedule;
+  const torch::Tensor m1 = torch::tensor({1.0, -0.5}, torch::kDouble), m2 = torch::tensor({0.2, 0.4}, torch::kDouble);
+  const double sd = 0.6;
+  const Mixture first = Mixture::gaussian(schedule, m1, sd), second = Mixture::gaussian(schedule, m2, sd);
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 30);
+  double expected = 0.0;
+  for (std::size_t k = 0; k < grid.steps(); ++k) {
+    const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
+    const double alpha = schedule.alpha(s), v = alpha * alpha * sd * sd + std::pow(schedule.sigma(s), 2);
+    expected += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha * (m1 - m2).square().sum().item<double>() /
+                (2.0 * v * v);
+  }
+  at::Generator generator = make_generator(3);
+  const torch::Tensor x_init = sde::sample_prior(schedule, {64, 2}, generator, torch::kDouble);
+  const auto run = objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {}, generator);
+  INFO("closed form " << expected << " nats");
+  CHECK(run.x.sizes() == x_init.sizes());
+  CHECK(run.kl.min().item<double>() == Approx(expected).epsilon(1e-9));
+  CHECK(run.kl.max().item<double>() == Approx(expected).epsilon(1e-9));
+  CHECK(objective::sample_with_path_kl(schedule, first, first, sde::EulerMaruyama{}, grid, x_init, {}, generator)
+            .kl.abs()
+            .max()
+            .item<double>() == 0.0);
+}
