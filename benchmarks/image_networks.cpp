@@ -59,8 +59,7 @@ void run(benchmark::State& state, Net net, torch::IntArrayRef image, bool backwa
 
 // Registers `name`/forward and `name`/forward_backward for a fresh Net(options).
 template <class Net, class Options, class Forward>
-void register_network(const std::string& name, const Options& options, std::vector<int64_t> image,
-                      Forward forward) {
+void register_network(const std::string& name, const Options& options, std::vector<int64_t> image, Forward forward) {
   for (const bool backward : {false, true})
     benchmark::RegisterBenchmark((name + (backward ? "/forward_backward" : "/forward")).c_str(),
                                  [=](benchmark::State& state) { run(state, Net(options), image, backward, forward); })
@@ -90,9 +89,9 @@ int main(int argc, char** argv) {
     const auto resnet = [](models::ResNet18& net, const torch::Tensor& x) { return net->forward(x); };
     register_network<models::UNet>("unet_small_1x28", models::UNetOptions::small(28, 1, kClasses), {1, 28, 28}, unet);
     register_network<models::UNet>("unet_paper_3x32", models::UNetOptions::paper(32, 3, kClasses), {3, 32, 32}, unet);
-    register_network<models::ResNet18>("resnet18_w0.25_1x28",
-                                       models::ResNet18Options{.in_channels = 1, .num_classes = kClasses, .width = 0.25},
-                                       {1, 28, 28}, resnet);
+    register_network<models::ResNet18>(
+        "resnet18_w0.25_1x28", models::ResNet18Options{.in_channels = 1, .num_classes = kClasses, .width = 0.25},
+        {1, 28, 28}, resnet);
     register_network<models::ResNet18>("resnet18_w1_3x32",
                                        models::ResNet18Options{.in_channels = 3, .num_classes = kClasses, .width = 1.0},
                                        {3, 32, 32}, resnet);

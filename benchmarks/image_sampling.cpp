@@ -73,8 +73,8 @@ torch::Tensor hand_sample(const models::UNet& net, int64_t batch, uint64_t seed)
   const sde::VpCosine schedule;
   const double horizon = schedule.horizon();
   auto generator = make_generator(seed);
-  torch::Tensor x = schedule.sigma(horizon) *
-                    standard_normal({batch, 1, 28, 28}, generator, torch::TensorOptions().device(g_device));
+  torch::Tensor x =
+      schedule.sigma(horizon) * standard_normal({batch, 1, 28, 28}, generator, torch::TensorOptions().device(g_device));
   for (int64_t k = 0; k < kSteps; ++k) {
     const double s = horizon - horizon * double(k) / kSteps, s_next = horizon - horizon * double(k + 1) / kSteps;
     const double alpha = schedule.alpha(s), sigma = schedule.sigma(s);

@@ -78,7 +78,7 @@ void gemm(benchmark::State& state, char kind) {
   const Matrix w = Matrix::Random(h, h), x = Matrix::Random(h, n);
   Matrix y = Matrix::Random(h, n), g = Matrix::Zero(h, h);
   for (auto _ : state) {
-    if (kind == 'f') y.noalias() = w * x;                   // forward: W a
+    if (kind == 'f') y.noalias() = w * x;                    // forward: W a
     else if (kind == 'w') g.noalias() += y * x.transpose();  // weight gradient: dz a^T
     else y.noalias() = w.transpose() * x;                    // input gradient: W^T dz
     benchmark::DoNotOptimize(y.data());
@@ -96,8 +96,8 @@ void exponentials(benchmark::State& state) {
     models::detail::exp_of_difference(0.0f, buffer.data(), buffer.size());
     benchmark::DoNotOptimize(buffer.data());
   }
-  state.counters["time/exp"] = benchmark::Counter(300.0 * double(state.iterations()),
-                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["time/exp"] =
+      benchmark::Counter(300.0 * double(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // The console table, then eigen / libtorch per problem from the same run.
@@ -125,8 +125,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const double* torch_time = find(std::string(base) + "/libtorch");
       const double* eigen_time = find(std::string(base) + "/eigen");
       if (torch_time && eigen_time)
-        std::printf("%s: libtorch %.2f ms, eigen %.2f ms: eigen / libtorch = %.3f (%.1fx faster)\n", base,
-                    *torch_time, *eigen_time, *eigen_time / *torch_time, *torch_time / *eigen_time);
+        std::printf("%s: libtorch %.2f ms, eigen %.2f ms: eigen / libtorch = %.3f (%.1fx faster)\n", base, *torch_time,
+                    *eigen_time, *eigen_time / *torch_time, *torch_time / *eigen_time);
     }
   }
 
@@ -148,10 +148,9 @@ int main(int argc, char** argv) {
     const int used = configure_threads(threads);
     benchmark::AddCustomContext("libtorch", TORCH_VERSION);
     benchmark::AddCustomContext("torch_threads", std::to_string(used));
-    benchmark::AddCustomContext("eigen", std::to_string(EIGEN_WORLD_VERSION) + "." +
-                                             std::to_string(EIGEN_MAJOR_VERSION) + "." +
-                                             std::to_string(EIGEN_MINOR_VERSION) + " (" +
-                                             Eigen::SimdInstructionSetsInUse() + ")");
+    benchmark::AddCustomContext(
+        "eigen", std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                     std::to_string(EIGEN_MINOR_VERSION) + " (" + Eigen::SimdInstructionSetsInUse() + ")");
     auto generator = make_generator(1);
     const torch::Tensor mixture = data::two_mode_mixture(300, generator).first;
     const torch::Tensor roll = data::swiss_roll(300, generator);
@@ -160,18 +159,14 @@ int main(int argc, char** argv) {
     const auto add = [](const char* name, auto run) {
       benchmark::RegisterBenchmark(name, run)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
     };
-    add("qlearning_episode/gmm1d/libtorch", [=](benchmark::State& state) {
-      episodes<Torch>(state, mixture, data::SquaredDistanceReward{});
-    });
-    add("qlearning_episode/gmm1d/eigen", [=](benchmark::State& state) {
-      episodes<Eigen32>(state, mixture, data::SquaredDistanceReward{});
-    });
-    add("qlearning_episode/swiss_roll/libtorch", [=](benchmark::State& state) {
-      episodes<Torch>(state, roll, data::BoxReward{});
-    });
-    add("qlearning_episode/swiss_roll/eigen", [=](benchmark::State& state) {
-      episodes<Eigen32>(state, roll, data::BoxReward{});
-    });
+    add("qlearning_episode/gmm1d/libtorch",
+        [=](benchmark::State& state) { episodes<Torch>(state, mixture, data::SquaredDistanceReward{}); });
+    add("qlearning_episode/gmm1d/eigen",
+        [=](benchmark::State& state) { episodes<Eigen32>(state, mixture, data::SquaredDistanceReward{}); });
+    add("qlearning_episode/swiss_roll/libtorch",
+        [=](benchmark::State& state) { episodes<Torch>(state, roll, data::BoxReward{}); });
+    add("qlearning_episode/swiss_roll/eigen",
+        [=](benchmark::State& state) { episodes<Eigen32>(state, roll, data::BoxReward{}); });
     const algorithms::DdpoOptions ddpo{.learning_rate = 1e-3};
     const algorithms::DpokOptions dpok{.learning_rate = 1e-3};
     add("ddpo_iteration/swiss_roll/libtorch",
@@ -185,8 +180,7 @@ int main(int argc, char** argv) {
     for (const auto& [name, kind] : {std::pair{"eigen_kernels/gemm_forward_64x64x150", 'f'},
                                      std::pair{"eigen_kernels/gemm_weight_grad_64x256x64", 'w'},
                                      std::pair{"eigen_kernels/gemm_input_grad_64x64x256", 'i'}})
-      benchmark::RegisterBenchmark(name, [kind = kind](benchmark::State& state) { gemm(state, kind); })
-          ->MinTime(1.0);
+      benchmark::RegisterBenchmark(name, [kind = kind](benchmark::State& state) { gemm(state, kind); })->MinTime(1.0);
     benchmark::RegisterBenchmark("eigen_kernels/ratio_exp_300", exponentials)->MinTime(1.0);
     // The ratio lines go with the console table; --benchmark_format=csv or json
     // (benchmarks/run_all.sh reads csv) gets Google Benchmark's own reporter.

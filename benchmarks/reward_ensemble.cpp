@@ -62,8 +62,8 @@ models::ResNet18 weak_classifier() {
 reward::FeedbackDataset feedback(int64_t n) {
   auto generator = make_generator(2);
   reward::FeedbackDataset data;
-  data.append(torch::rand({n, 1, 28, 28}, generator) * 2.0 - 1.0, torch::randint(kClasses, {n}, generator, torch::kLong),
-              torch::rand({n}, generator, torch::kDouble), 0);
+  data.append(torch::rand({n, 1, 28, 28}, generator) * 2.0 - 1.0,
+              torch::randint(kClasses, {n}, generator, torch::kLong), torch::rand({n}, generator, torch::kDouble), 0);
   return data;
 }
 
@@ -72,8 +72,7 @@ Members make_members(models::ResNet18 weak) {
   auto generator = make_generator(3);
   if constexpr (std::is_same_v<Members, reward::ModuleMembers<models::ResNet18>>)
     return Members::copies_of(weak, kMembers, 0.1, generator);
-  else
-    return Members::copies_of(weak, weak->head(), kMembers, 0.1, generator);
+  else return Members::copies_of(weak, weak->head(), kMembers, 0.1, generator);
 }
 
 template <class Members>
@@ -157,13 +156,20 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("device", g_device.str());
 
     for (const int64_t n : {256, 1024}) {
-      benchmark::RegisterBenchmark("fit/whole", fit<Whole>)->Arg(n)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+      benchmark::RegisterBenchmark("fit/whole", fit<Whole>)
+          ->Arg(n)
+          ->Unit(benchmark::kSecond)
+          ->UseRealTime()
+          ->Iterations(1);
       benchmark::RegisterBenchmark("fit/heads", fit<Heads>)->Arg(n)->Unit(benchmark::kMillisecond)->UseRealTime();
     }
     benchmark::RegisterBenchmark("estimate/whole", estimate<Whole>)->Unit(benchmark::kMillisecond)->UseRealTime();
     benchmark::RegisterBenchmark("estimate/heads", estimate<Heads>)->Unit(benchmark::kMillisecond)->UseRealTime();
     for (const int64_t n : {1024, 15360})
-      benchmark::RegisterBenchmark("feedback_store", feedback_store)->Arg(n)->Unit(benchmark::kSecond)->UseRealTime()
+      benchmark::RegisterBenchmark("feedback_store", feedback_store)
+          ->Arg(n)
+          ->Unit(benchmark::kSecond)
+          ->UseRealTime()
           ->Iterations(1);
     return bench::run_benchmarks(argc, argv);
   } catch (const std::exception& error) {

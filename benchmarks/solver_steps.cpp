@@ -92,17 +92,15 @@ using GmmScore = diffctl::models::GaussianMixtureScore<sde::VpLinear>;
 
 // Four equally weighted components at (+-2, +-2) with standard deviation 0.5.
 GmmScore make_gmm(const sde::VpLinear& schedule) {
-  const torch::Tensor means =
-      torch::tensor({2.0, 2.0, 2.0, -2.0, -2.0, 2.0, -2.0, -2.0}, torch::kDouble).view({4, 2});
-  return GmmScore(schedule, means, torch::full({4}, 0.5, torch::kDouble),
-                  torch::ones({4}, torch::kDouble));
+  const torch::Tensor means = torch::tensor({2.0, 2.0, 2.0, -2.0, -2.0, 2.0, -2.0, -2.0}, torch::kDouble).view({4, 2});
+  return GmmScore(schedule, means, torch::full({4}, 0.5, torch::kDouble), torch::ones({4}, torch::kDouble));
 }
 
 // One benchmark run: integrate the whole grid from the same initial state, once
 // per iteration; the noise comes from one seeded generator per run.
 template <diffctl::DriftModel Model, class Solver>
-void integrate_steps(benchmark::State& state, const sde::VpLinear& schedule, const Model& model,
-                     const Solver& solver, const torch::Tensor& x_init) {
+void integrate_steps(benchmark::State& state, const sde::VpLinear& schedule, const Model& model, const Solver& solver,
+                     const torch::Tensor& x_init) {
   const torch::NoGradGuard no_grad;
   const auto grid = sde::TimeGrid::uniform(schedule.horizon(), kSteps);
   sde::IntegrateOptions options;
@@ -114,32 +112,29 @@ void integrate_steps(benchmark::State& state, const sde::VpLinear& schedule, con
   sde::IntegrateOptions warm_up;
   warm_up.record_x0 = false;
   warm_up.generator = diffctl::make_generator(kSeed + 1);
-  sde::integrate(schedule, model, solver, sde::TimeGrid::uniform(schedule.horizon(), 2), x_init,
-                 torch::Tensor{}, warm_up);
+  sde::integrate(schedule, model, solver, sde::TimeGrid::uniform(schedule.horizon(), 2), x_init, torch::Tensor{},
+                 warm_up);
 
   for (auto _ : state) {
-    sde::Trajectory trajectory = sde::integrate(schedule, counted, solver, grid, x_init,
-                                                torch::Tensor{}, options);
+    sde::Trajectory trajectory = sde::integrate(schedule, counted, solver, grid, x_init, torch::Tensor{}, options);
     benchmark::DoNotOptimize(trajectory.final_state.data_ptr());
   }
 
   const auto steps = static_cast<double>(state.iterations()) * static_cast<double>(kSteps);
   state.counters["steps/s"] = benchmark::Counter(steps, benchmark::Counter::kIsRate);
-  state.counters["time/step"] =
-      benchmark::Counter(steps, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["time/step"] = benchmark::Counter(steps, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["evals/step"] = static_cast<double>(counted.evaluations) / steps;
 }
 
 // Registers one row per solver for a drift model and an initial state.
 template <diffctl::DriftModel Model>
-void register_case(const std::string& case_name, const sde::VpLinear& schedule,
-                   std::shared_ptr<const Model> model, const torch::Tensor& x_init) {
+void register_case(const std::string& case_name, const sde::VpLinear& schedule, std::shared_ptr<const Model> model,
+                   const torch::Tensor& x_init) {
   const auto add = [&](const std::string& solver_name, auto solver) {
-    benchmark::RegisterBenchmark(
-        (case_name + "/" + solver_name).c_str(),
-        [schedule, model, solver, x_init](benchmark::State& state) {
-          integrate_steps(state, schedule, *model, solver, x_init);
-        })
+    benchmark::RegisterBenchmark((case_name + "/" + solver_name).c_str(),
+                                 [schedule, model, solver, x_init](benchmark::State& state) {
+                                   integrate_steps(state, schedule, *model, solver, x_init);
+                                 })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   };
@@ -159,8 +154,8 @@ int main(int argc, char** argv) {
     const int threads = diffctl::configure_threads(diffctl::bench::take_threads_flag(argc, argv));
     benchmark::AddCustomContext("libtorch", TORCH_VERSION);
     benchmark::AddCustomContext("torch_threads", std::to_string(threads));
-    benchmark::AddCustomContext("grid", std::to_string(kSteps) + " uniform steps, " +
-                                            std::string(sde::VpLinear::name) + ", float32, cpu");
+    benchmark::AddCustomContext(
+        "grid", std::to_string(kSteps) + " uniform steps, " + std::string(sde::VpLinear::name) + ", float32, cpu");
 
     torch::manual_seed(kSeed);
     const sde::VpLinear schedule;
@@ -169,8 +164,7 @@ int main(int argc, char** argv) {
     register_case<GmmScore>("gmm2d_b" + std::to_string(kGmmBatch), schedule,
                             std::make_shared<const GmmScore>(make_gmm(schedule)),
                             sde::sample_prior(schedule, {kGmmBatch, 2}, generator));
-    register_case<ConvScore>("conv28_b" + std::to_string(kImageBatch), schedule,
-                             std::make_shared<const ConvScore>(),
+    register_case<ConvScore>("conv28_b" + std::to_string(kImageBatch), schedule, std::make_shared<const ConvScore>(),
                              sde::sample_prior(schedule, {kImageBatch, 1, 28, 28}, generator));
 
     return diffctl::bench::run_benchmarks(argc, argv);

@@ -16,8 +16,7 @@ inline std::optional<int> parse_flags(CLI::App& app, int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     if (error.get_exit_code() == 0) return app.exit(error);  // --help
-    std::cerr << std::filesystem::path(argv[0]).filename().string() << ": " << error.what()
-              << " (see --help)\n";
+    std::cerr << std::filesystem::path(argv[0]).filename().string() << ": " << error.what() << " (see --help)\n";
     return error.get_exit_code();
   }
   return std::nullopt;

@@ -35,9 +35,8 @@ models::TimeStateMlp as_module(const Policy& policy) {
 // Trains `method` as the flags say, writes checkpoint.pt with save(policy) (every
 // tenth of the run and at the end) and reports (rank 0 of a group of processes).
 template <class Method, class Save>
-int fine_tune(Method& method, const examples::QLearningFlags& f, const examples::ExampleData& data,
-              const auto& reward, const auto& picture, const Save& save, at::Generator& generator,
-              const distributed::Group& group) {
+int fine_tune(Method& method, const examples::QLearningFlags& f, const examples::ExampleData& data, const auto& reward,
+              const auto& picture, const Save& save, at::Generator& generator, const distributed::Group& group) {
   const auto draw = [&](int64_t n, const torch::Tensor& z) { return method.sample(n, z, generator); };
   const auto trained = examples::train_loop(
       f, method, [&] { return method.train_iteration(generator); },
@@ -50,10 +49,9 @@ int fine_tune(Method& method, const examples::QLearningFlags& f, const examples:
 
 // DDPO or DPOK, as tune.method says, on Backend.
 template <class Backend, class Reward, class Picture, class Save>
-int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLearningFlags& f,
-                   const FineTuneFlags& tune, const examples::ExampleData& data, const Reward& reward,
-                   const Picture& picture, const Save& save, at::Generator& generator,
-                   const distributed::Group& group) {
+int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLearningFlags& f, const FineTuneFlags& tune,
+                   const examples::ExampleData& data, const Reward& reward, const Picture& picture, const Save& save,
+                   at::Generator& generator, const distributed::Group& group) {
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
   using algorithms::PolicyScore;
@@ -61,21 +59,31 @@ int fine_tune_with(const models::TimeStateMlp& pretrained, const examples::QLear
   if (tune.method == "dpok") {
     algorithms::Dpok<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> dpok(
         schedule, PolicyScore(pretrained), reward, shape,
-        {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .reward_weight = tune.reward_weight,
-         .kl_weight = tune.kl_weight, .value_hidden = pretrained->options().hidden, .group = group});
+        {.dt = f.dt,
+         .batch = f.batch,
+         .learning_rate = f.lr,
+         .reward_weight = tune.reward_weight,
+         .kl_weight = tune.kl_weight,
+         .value_hidden = pretrained->options().hidden,
+         .group = group});
     return fine_tune(dpok, f, data, reward, picture, save, generator, group);
   }
-  algorithms::Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> ddpo(
-      schedule, PolicyScore(pretrained), reward, shape,
-      {.dt = f.dt, .batch = f.batch, .learning_rate = f.lr, .clip = tune.clip, .inner_epochs = tune.inner_epochs,
-       .group = group});
+  algorithms::Ddpo<Schedule, PolicyScore, Reward, sde::EulerMaruyama, Backend> ddpo(schedule, PolicyScore(pretrained),
+                                                                                    reward, shape,
+                                                                                    {.dt = f.dt,
+                                                                                     .batch = f.batch,
+                                                                                     .learning_rate = f.lr,
+                                                                                     .clip = tune.clip,
+                                                                                     .inner_epochs = tune.inner_epochs,
+                                                                                     .group = group});
   return fine_tune(ddpo, f, data, reward, picture, save, generator, group);
 }
 
 template <class Reward, class Picture>
 int run(const examples::QLearningFlags& f, const FineTuneFlags& tune, const examples::ExampleData& data,
         const Reward& reward, const Picture& picture, at::Generator& generator) {
-  require(!f.exact_score, "--exact-score: not a fine-tuning method (qlearning_swiss_roll --exact-score reports the floor)");
+  require(!f.exact_score,
+          "--exact-score: not a fine-tuning method (qlearning_swiss_roll --exact-score reports the floor)");
   require(!f.init.empty(), "--init: a pretrained checkpoint is required");
   require(f.snapshots.empty() || tune.method == "qlearning", "--snapshots: only q-learning keeps checkpoints");
   const distributed::Group group = examples::join_run(f);

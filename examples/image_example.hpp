@@ -40,8 +40,7 @@ struct ImageFlags {
 inline void add_image_flags(CLI::App& app, ImageFlags& f) {
   app.add_option("--device", f.device, "cpu, cuda or auto (cuda when available)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: all cores)")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_option("--seed", f.seed, "random seed");
   app.add_option("--out", f.out, "output directory");
   app.add_option("--preset", f.preset, "small (a 2-core CPU) or paper (a GPU, minimal-diffusion's sizes)")
@@ -89,7 +88,8 @@ inline DistributedRun start_distributed_run(const ImageFlags& flags) {
   keep_freed_memory();
   configure_threads(flags.threads ? flags.threads : distributed::threads_per_process(launch));
   at::Generator generator = seed_everything(flags.seed);
-  if (launch.rank > 0) torch::manual_seed(flags.seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(launch.rank)));
+  if (launch.rank > 0)
+    torch::manual_seed(flags.seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(launch.rank)));
   const torch::Device device = distributed::device_of(launch, resolve_device(flags.device));
   distributed::Group group = distributed::connect(launch, {.device = device});
   if (!group.alone())
@@ -220,9 +220,9 @@ inline const std::vector<std::string> kSamplerNames{"ddpm", "ddim", "euler-maruy
 // Samples images [N, C, H, W] with labels z (undefined: unconditional) from a
 // score model, in chunks of `chunk` so that memory stays bounded.
 template <NoiseSchedule Schedule, class Score>
-torch::Tensor sample_images(const Schedule& schedule, const Score& score, const std::string& sampler,
-                            int64_t steps, std::vector<int64_t> shape, const torch::Tensor& z,
-                            const torch::Device& device, at::Generator& generator, int64_t chunk = 100) {
+torch::Tensor sample_images(const Schedule& schedule, const Score& score, const std::string& sampler, int64_t steps,
+                            std::vector<int64_t> shape, const torch::Tensor& z, const torch::Device& device,
+                            at::Generator& generator, int64_t chunk = 100) {
   torch::NoGradGuard no_grad;
   const auto grid = sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(steps));
   const int64_t n = shape[0];

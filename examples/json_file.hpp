@@ -23,9 +23,7 @@ inline void write_json(const std::filesystem::path& path, const nlohmann::json& 
 // read line by line (a template, so that a braced list still means nlohmann::json).
 template <class Json>
   requires std::same_as<Json, nlohmann::ordered_json>
-void write_json(const std::filesystem::path& path, const Json& value) {
-  io::write_text(path, value.dump(2) + "\n");
-}
+void write_json(const std::filesystem::path& path, const Json& value) { io::write_text(path, value.dump(2) + "\n"); }
 
 inline nlohmann::json read_json(const std::filesystem::path& path) {
   std::ifstream in(path);

@@ -79,13 +79,12 @@ int main(int argc, char** argv) {
     const data::ImageDataset train = examples::load_dataset(flags, data::Split::train);
     const int64_t classes = train.num_classes(), channels = train.images.size(1);
     // The paper preset is minimal-diffusion's 32x32 network: smaller images are padded.
-    const int64_t image_size = flags.preset == "paper" ? std::max<int64_t>(32, train.images.size(2))
-                                                       : train.images.size(2);
+    const int64_t image_size =
+        flags.preset == "paper" ? std::max<int64_t>(32, train.images.size(2)) : train.images.size(2);
     // Label dropout trains a "no label" embedding beside the classes.
     const int64_t label_slots = s.unconditional ? 0 : classes + (s.label_dropout > 0.0 ? 1 : 0);
-    models::UNetOptions unet = flags.preset == "paper"
-                                   ? models::UNetOptions::paper(image_size, channels, label_slots)
-                                   : models::UNetOptions::small(image_size, channels, label_slots);
+    models::UNetOptions unet = flags.preset == "paper" ? models::UNetOptions::paper(image_size, channels, label_slots)
+                                                       : models::UNetOptions::small(image_size, channels, label_slots);
     if (s.dropout) unet.dropout = *s.dropout;
     return examples::with_schedule(s.schedule, [&](const auto& schedule) {
       using Schedule = std::decay_t<decltype(schedule)>;
@@ -93,16 +92,11 @@ int main(int argc, char** argv) {
                                                  .ema_decay = s.ema_decay,
                                                  .label_dropout = s.unconditional ? 0.0 : s.label_dropout,
                                                  .null_label = s.label_dropout > 0.0 ? classes : -1};
-      nlohmann::json config = {{"schedule", s.schedule},
-                               {"time_scale", options.time_scale},
-                               {"prediction", "epsilon"},
-                               {"dataset", flags.dataset},
-                               {"class_names", train.class_names},
-                               {"conditional", !s.unconditional},
-                               {"null_label", options.null_label},
-                               {"image_size", image_size},
-                               {"preset", flags.preset},
-                               {"unet", examples::to_json(unet)}};
+      nlohmann::json config = {{"schedule", s.schedule},           {"time_scale", options.time_scale},
+                               {"prediction", "epsilon"},          {"dataset", flags.dataset},
+                               {"class_names", train.class_names}, {"conditional", !s.unconditional},
+                               {"null_label", options.null_label}, {"image_size", image_size},
+                               {"preset", flags.preset},           {"unet", examples::to_json(unet)}};
 
       models::UNet model(unet), ema(unet);
       model->to(device);
@@ -132,13 +126,12 @@ int main(int argc, char** argv) {
 
       // One row per class (or one row of unconditional samples).
       const int64_t rows = s.unconditional ? 1 : classes;
-      const torch::Tensor labels =
-          s.unconditional ? torch::Tensor()
-                          : torch::arange(classes, torch::kLong).repeat_interleave(s.samples_per_class);
-      const torch::Tensor images =
-          examples::sample_images(schedule, trainer.score(), s.sampler, s.sample_steps,
-                                  {rows * s.samples_per_class, channels, image_size, image_size}, labels,
-                                  device, generator);
+      const torch::Tensor labels = s.unconditional
+                                       ? torch::Tensor()
+                                       : torch::arange(classes, torch::kLong).repeat_interleave(s.samples_per_class);
+      const torch::Tensor images = examples::sample_images(
+          schedule, trainer.score(), s.sampler, s.sample_steps,
+          {rows * s.samples_per_class, channels, image_size, image_size}, labels, device, generator);
       io::write_png(out / "samples.png", io::image_grid(images, s.samples_per_class));
       std::cout << "pretrain_diffusion: " << trainer.steps() << " steps; wrote " << (out / "model.pt").string()
                 << " and " << (out / "samples.png").string() << "\n";

@@ -48,14 +48,14 @@ struct QLearningFlags {
   // cannot take (a zero distance); k = 2 looks past single coincidences.
   int64_t knn_k = 2;
   std::string kl_reference = "fresh";  // fresh: new data for every batch; train: the training set
-  bool exact_score = false;  // no training: sample with the ratio estimator's score itself
+  bool exact_score = false;            // no training: sample with the ratio estimator's score itself
   std::uint64_t seed = 0;
   std::optional<int> threads;
   std::string out;
   std::string init;
-  double lr_decay = 1.0;          // the learning rate's factor every lr_decay_every episodes
+  double lr_decay = 1.0;  // the learning rate's factor every lr_decay_every episodes
   int64_t lr_decay_every = 1000;
-  std::vector<int64_t> snapshots;  // episodes after which DIR/checkpoint_<episode>.pt is kept
+  std::vector<int64_t> snapshots;       // episodes after which DIR/checkpoint_<episode>.pt is kept
   std::optional<double> target_reward;  // stop once a check's mean reward reaches it
   int64_t check_every = 100;
   int64_t check_samples = 1000;
@@ -67,19 +67,16 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--beta", f.beta, "weight of the terminal reward (0: score matching)");
   app.add_option("--sampler", f.sampler, "simulator: sde (Euler-Maruyama), ode-euler, ddim")
       ->check(CLI::IsMember({"sde", "ode-euler", "ddim"}));
-  app.add_option("--backend", f.backend,
-                 "networks on eigen (the CPU fast path, the default) or torch (LibTorch)")
+  app.add_option("--backend", f.backend, "networks on eigen (the CPU fast path, the default) or torch (LibTorch)")
       ->check(CLI::IsMember({"torch", "eigen"}));
   app.add_option("--horizon", f.horizon, "T of the OU forward process")->check(CLI::PositiveNumber);
   app.add_option("--dt", f.dt, "time step (must divide T)")->check(CLI::PositiveNumber);
   app.add_option("--temperature", f.temperature, "entropy temperature theta")->check(CLI::PositiveNumber);
   app.add_option("--lr", f.lr, "Adam learning rate of both networks")->check(CLI::PositiveNumber);
   app.add_option("--batch", f.batch, "trajectories per episode")->check(CLI::PositiveNumber);
-  app.add_option("--density-floor", f.density_floor, "ratio estimator's lower bound eps")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--density-floor", f.density_floor, "ratio estimator's lower bound eps")->check(CLI::PositiveNumber);
   app.add_option("--eval-batches", f.eval_batches, "evaluation batches")->check(CLI::Range(2, 100000));
-  app.add_option("--eval-batch-size", f.eval_batch_size, "samples per evaluation batch")
-      ->check(CLI::Range(2, 1000000));
+  app.add_option("--eval-batch-size", f.eval_batch_size, "samples per evaluation batch")->check(CLI::Range(2, 1000000));
   app.add_flag("--exact-score", f.exact_score,
                "train nothing: sample with the ratio estimator's score (the exact score of the noised "
                "training set), the floor a perfect learner reaches with this simulator and step");
@@ -106,8 +103,7 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--target-reward", f.target_reward,
                  "stop training at the first check whose mean reward reaches this value")
       ->check(CLI::Number);
-  app.add_option("--check-every", f.check_every, "episodes between target-reward checks")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--check-every", f.check_every, "episodes between target-reward checks")->check(CLI::PositiveNumber);
   app.add_option("--check-samples", f.check_samples, "generated samples per target-reward check")
       ->check(CLI::Range(2, 10000000));
 }
@@ -151,18 +147,18 @@ TrainOutcome train_loop(const QLearningFlags& f, Method& method, Step&& step, Ch
   if (shows) log.emplace(std::filesystem::path(f.out) / "metrics.csv", std::max<int64_t>(1, f.episodes / 500));
   std::optional<callbacks::StopAtTarget> stop;
   if (f.target_reward)
-    stop.emplace(f.method_name + ": the mean reward of " + std::to_string(f.check_samples) + " samples",
-                 [&] { return check(f.check_samples); }, *f.target_reward, f.check_every, shows);
-  return train(
-      f.episodes, step, callbacks::ProgressBar(f.method_name, f.episodes, shows),
-      callbacks::LearningRateDecay([&](double lr) { method.set_learning_rate(lr); }, f.lr, f.lr_decay,
-                                   f.lr_decay_every),
-      callbacks::Every(std::max<int64_t>(1, f.episodes / 10), save),  // a crash loses <= a tenth
-      callbacks::Every(1,
-                       [&](int64_t episode) {
-                         if (std::ranges::find(f.snapshots, episode) != f.snapshots.end()) snapshot(episode);
-                       }),
-      log, stop);
+    stop.emplace(
+        f.method_name + ": the mean reward of " + std::to_string(f.check_samples) + " samples",
+        [&] { return check(f.check_samples); }, *f.target_reward, f.check_every, shows);
+  return train(f.episodes, step, callbacks::ProgressBar(f.method_name, f.episodes, shows),
+               callbacks::LearningRateDecay([&](double lr) { method.set_learning_rate(lr); }, f.lr, f.lr_decay,
+                                            f.lr_decay_every),
+               callbacks::Every(std::max<int64_t>(1, f.episodes / 10), save),  // a crash loses <= a tenth
+               callbacks::Every(1,
+                                [&](int64_t episode) {
+                                  if (std::ranges::find(f.snapshots, episode) != f.snapshots.end()) snapshot(episode);
+                                }),
+               log, stop);
 }
 
 // The mean reward of n samples drawn by draw(n, z), z as conditions() gives them.
@@ -189,9 +185,9 @@ inline std::string csv_rows(const torch::Tensor& x, const torch::Tensor& z = {})
 }
 
 inline nlohmann::ordered_json json_quality(const metrics::SampleQuality& q) {
-  return {{"reward_mean", q.reward.mean},         {"reward_ci95", q.reward.ci95},
-          {"kl_mean", q.kl.mean},                 {"kl_ci95", q.kl.ci95},
-          {"forward_kl_mean", q.forward_kl.mean}, {"forward_kl_ci95", q.forward_kl.ci95}};
+  return {
+      {"reward_mean", q.reward.mean}, {"reward_ci95", q.reward.ci95},         {"kl_mean", q.kl.mean},
+      {"kl_ci95", q.kl.ci95},         {"forward_kl_mean", q.forward_kl.mean}, {"forward_kl_ci95", q.forward_kl.ci95}};
 }
 
 }  // namespace detail
@@ -225,9 +221,9 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
     const auto z = [c](int64_t n) { return c < 0 ? torch::Tensor{} : torch::full({n}, c, torch::kLong); };
     const torch::Tensor training = c < 0 ? data.points : data.points.index({data.labels == c});
     const auto class_reward = [&](const torch::Tensor& y) { return torch::Tensor(reward(y, z(y.size(0)))); };
-    per_class.push_back(metrics::sample_quality(
-        [&](int64_t n) { return draw(n, z(n)); }, class_reward,
-        [&](int64_t n) { return fresh ? fresh_points(n, c) : training; }, options));
+    per_class.push_back(metrics::sample_quality([&](int64_t n) { return draw(n, z(n)); }, class_reward,
+                                                [&](int64_t n) { return fresh ? fresh_points(n, c) : training; },
+                                                options));
     if (data.draw_fresh) {
       const torch::Tensor held_out = fresh_points(options.batches * options.batch_size, c);
       data_reward += class_reward(held_out).to(torch::kDouble).mean().template item<double>() /
@@ -278,29 +274,31 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
   io::write_text(out / "data.csv", detail::csv_rows(data.points, data.labels));
   write_json(out / "metrics.json", metrics);
   io::write_png(out / "samples.png", io::tile(panels, 1));
-  std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL "
-            << quality.kl.mean << " +- " << quality.kl.ci95 << " nats (data || samples: " << quality.forward_kl.mean
-            << ")";
+  std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL " << quality.kl.mean << " +- "
+            << quality.kl.ci95 << " nats (data || samples: " << quality.forward_kl.mean << ")";
   for (std::size_t c = 0; classes > 0 && c < per_class.size(); ++c)
     std::cout << (c ? "; " : " (") << "class " << c << ": reward " << per_class[c].reward.mean << ", KL "
               << per_class[c].kl.mean << (c + 1 == per_class.size() ? ")" : "");
-  std::cout << ", " << trained.steps << " episodes in " << trained.seconds << " s; wrote " << out.string()
-            << "/\n";
+  std::cout << ", " << trained.steps << " episodes in " << trained.seconds << " s; wrote " << out.string() << "/\n";
   return 0;
 }
 
 namespace detail {
 
 template <class Simulator, class Backend, class Reward, class Picture>
-int train_and_report(const QLearningFlags& f, const ExampleData& data, const Reward& reward,
-                     const Picture& picture, at::Generator& generator, const distributed::Group& group) {
+int train_and_report(const QLearningFlags& f, const ExampleData& data, const Reward& reward, const Picture& picture,
+                     at::Generator& generator, const distributed::Group& group) {
   using Schedule = sde::OrnsteinUhlenbeck;
   using Estimate = models::RatioScore<Schedule>;
   const Schedule schedule({.horizon = f.horizon});
   algorithms::QLearning<Schedule, Estimate, Reward, Simulator, Backend> learner(
-      schedule, Estimate(schedule, data.points, data.labels, {.density_floor = f.density_floor}),
-      data.points.size(1), data.classes(),
-      {.temperature = f.temperature, .beta = f.beta, .dt = f.dt, .batch = f.batch, .learning_rate = f.lr,
+      schedule, Estimate(schedule, data.points, data.labels, {.density_floor = f.density_floor}), data.points.size(1),
+      data.classes(),
+      {.temperature = f.temperature,
+       .beta = f.beta,
+       .dt = f.dt,
+       .batch = f.batch,
+       .learning_rate = f.lr,
        .group = group},
       reward);
   if (!f.init.empty()) learner.load(f.init);
@@ -312,8 +310,7 @@ int train_and_report(const QLearningFlags& f, const ExampleData& data, const Rew
   const TrainOutcome trained = train_loop(
       f, learner, [&] { return learner.train_episode(generator); },
       [&](int64_t n) { return mean_reward(data, draw, reward, n); }, [&](int64_t) { learner.save(checkpoint); },
-      [&](int64_t episode) { learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt")); },
-      group.is_main());
+      [&](int64_t episode) { learner.save(out / ("checkpoint_" + std::to_string(episode) + ".pt")); }, group.is_main());
   learner.save(checkpoint);
   if (!group.is_main()) return 0;  // rank 0 reports
   return write_report(f, draw, data, reward, picture, trained);
@@ -325,8 +322,8 @@ int train_and_report(const QLearningFlags& f, const ExampleData& data, const Rew
 // on the same grid, driven by the ratio estimator's score itself (the exact score
 // of the noised training set), with no network and no training.
 template <class Simulator, class Reward, class Picture>
-int report_exact_score(const QLearningFlags& f, const ExampleData& data, const Reward& reward,
-                       const Picture& picture, at::Generator& generator) {
+int report_exact_score(const QLearningFlags& f, const ExampleData& data, const Reward& reward, const Picture& picture,
+                       at::Generator& generator) {
   using Schedule = sde::OrnsteinUhlenbeck;
   const Schedule schedule({.horizon = f.horizon});
   const models::RatioScore<Schedule> score(schedule, data.points, data.labels, {.density_floor = f.density_floor});
@@ -363,20 +360,25 @@ int run_qlearning(const QLearningFlags& f, const ExampleData& data, const Reward
   if (f.exact_score) {
     require(f.init.empty() && f.beta == 0.0,
             "--exact-score samples with the ratio estimator's score: it takes no --init and no --beta");
-    if (f.sampler == "ode-euler") return report_exact_score<sde::ProbabilityFlowEuler>(f, data, reward, picture, generator);
+    if (f.sampler == "ode-euler")
+      return report_exact_score<sde::ProbabilityFlowEuler>(f, data, reward, picture, generator);
     if (f.sampler == "ddim") return report_exact_score<sde::Ddim>(f, data, reward, picture, generator);
     return report_exact_score<sde::EulerMaruyama>(f, data, reward, picture, generator);
   }
   if (f.backend == "eigen") {
     if (f.sampler == "ode-euler")
-      return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture, generator, group);
+      return detail::train_and_report<sde::ProbabilityFlowEuler, EigenBackend<float>>(f, data, reward, picture,
+                                                                                      generator, group);
     if (f.sampler == "ddim")
       return detail::train_and_report<sde::Ddim, EigenBackend<float>>(f, data, reward, picture, generator, group);
-    return detail::train_and_report<sde::EulerMaruyama, EigenBackend<float>>(f, data, reward, picture, generator, group);
+    return detail::train_and_report<sde::EulerMaruyama, EigenBackend<float>>(f, data, reward, picture, generator,
+                                                                             group);
   }
   if (f.sampler == "ode-euler")
-    return detail::train_and_report<sde::ProbabilityFlowEuler, TorchBackend>(f, data, reward, picture, generator, group);
-  if (f.sampler == "ddim") return detail::train_and_report<sde::Ddim, TorchBackend>(f, data, reward, picture, generator, group);
+    return detail::train_and_report<sde::ProbabilityFlowEuler, TorchBackend>(f, data, reward, picture, generator,
+                                                                             group);
+  if (f.sampler == "ddim")
+    return detail::train_and_report<sde::Ddim, TorchBackend>(f, data, reward, picture, generator, group);
   return detail::train_and_report<sde::EulerMaruyama, TorchBackend>(f, data, reward, picture, generator, group);
 }
 

@@ -36,9 +36,9 @@ struct Settings {
 
 // Runs the rounds with an ensemble of the given member type; returns the CSV.
 template <class Members>
-std::string run_rounds(const Settings& s, Members members, const data::ImageDataset& test,
-                       const torch::Tensor& prompts, models::ResNet18 strong, const std::filesystem::path& out,
-                       const torch::Device& device, nlohmann::json& last) {
+std::string run_rounds(const Settings& s, Members members, const data::ImageDataset& test, const torch::Tensor& prompts,
+                       models::ResNet18 strong, const std::filesystem::path& out, const torch::Device& device,
+                       nlohmann::json& last) {
   reward::Oracle oracle(reward::ClassifierReward<models::ResNet18>(strong),
                         {.noise_std = s.noise, .budget = std::nullopt, .seed = 1});
   reward::BootstrapEnsemble ensemble(
@@ -46,8 +46,8 @@ std::string run_rounds(const Settings& s, Members members, const data::ImageData
   reward::FeedbackDataset feedback(out / "feedback.sqlite");
   if (feedback.oracle_state()) {
     oracle.restore(*feedback.oracle_state());
-    std::cerr << "reward_calibration: resuming with " << feedback.size() << " labels from "
-              << feedback.file().string() << "\n";
+    std::cerr << "reward_calibration: resuming with " << feedback.size() << " labels from " << feedback.file().string()
+              << "\n";
   }
 
   const int64_t pool = test.size() - s.held_out;
@@ -57,7 +57,8 @@ std::string run_rounds(const Settings& s, Members members, const data::ImageData
   const torch::Tensor held_truth = oracle.ground_truth(held_x, held_z);
 
   std::ostringstream csv;
-  csv << "round,queries,mean_abs_error,mean_uncertainty,coverage_1,coverage_2,coverage_3,error_correlation,fit_seconds\n";
+  csv << "round,queries,mean_abs_error,mean_uncertainty,coverage_1,coverage_2,coverage_3,error_correlation,fit_"
+         "seconds\n";
   const auto record = [&](int64_t round, double seconds) {
     const auto r = reward::calibrate(ensemble, held_x, held_z, held_truth);
     char line[256];
@@ -66,8 +67,12 @@ std::string run_rounds(const Settings& s, Members members, const data::ImageData
                   r.coverage[1], r.coverage[2], r.error_correlation, seconds);
     csv << line;
     std::cout << line;
-    last = {{"round", round},           {"queries", oracle.queries()},     {"mean_abs_error", r.mean_abs_error},
-            {"mean_uncertainty", r.mean_uncertainty}, {"coverage", r.coverage}, {"error_correlation", r.error_correlation}};
+    last = {{"round", round},
+            {"queries", oracle.queries()},
+            {"mean_abs_error", r.mean_abs_error},
+            {"mean_uncertainty", r.mean_uncertainty},
+            {"coverage", r.coverage},
+            {"error_correlation", r.error_correlation}};
   };
   std::cout << csv.str();
   record(0, 0.0);
@@ -76,11 +81,11 @@ std::string run_rounds(const Settings& s, Members members, const data::ImageData
   io::Progress progress("reward_calibration rounds", s.rounds);
   for (int64_t round = 1; round <= s.rounds; ++round) {
     const int64_t count = s.first_round << (round - 1);
-    require(used + count <= pool, "--rounds ", s.rounds, " with --first-round ", s.first_round, " needs ",
-            used + count, " test images besides the ", s.held_out, " held out; there are ", pool);
+    require(used + count <= pool, "--rounds ", s.rounds, " with --first-round ", s.first_round, " needs ", used + count,
+            " test images besides the ", s.held_out, " held out; there are ", pool);
     if (!feedback.has_round(round))
-      oracle.record(feedback, images.narrow(0, used, count).to(device),
-                    prompts.narrow(0, used, count).to(device), round);
+      oracle.record(feedback, images.narrow(0, used, count).to(device), prompts.narrow(0, used, count).to(device),
+                    round);
     used += count;
     const auto fit = ensemble.fit(feedback);
     record(round, fit.seconds);
@@ -133,11 +138,14 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     std::string csv;
     if (s.members == "heads")
-      csv = run_rounds(s, reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator),
+      csv = run_rounds(s,
+                       reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), s.ensemble_size,
+                                                                                s.jitter, generator),
                        test, prompts, strong, out, device, last);
     else
-      csv = run_rounds(s, reward::ModuleMembers<models::ResNet18>::copies_of(weak, s.ensemble_size, s.jitter, generator),
-                       test, prompts, strong, out, device, last);
+      csv =
+          run_rounds(s, reward::ModuleMembers<models::ResNet18>::copies_of(weak, s.ensemble_size, s.jitter, generator),
+                     test, prompts, strong, out, device, last);
     io::write_text(out / "rounds.csv", csv);
     last["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     last["members"] = s.members;

@@ -55,8 +55,7 @@ int main(int argc, char** argv) {
     torch::Tensor prompt_indices;
     if (conditional)
       prompt_indices = prompts_text.empty() ? torch::arange(prompts.size(), torch::kLong) : prompts.parse(prompts_text);
-    else
-      require(prompts_text.empty() && guidance == 0.0, "--prompts and --guidance need a conditional model");
+    else require(prompts_text.empty() && guidance == 0.0, "--prompts and --guidance need a conditional model");
     const int64_t rows = conditional ? prompt_indices.size(0) : 1;
     const torch::Tensor labels = conditional ? prompt_indices.repeat_interleave(per_prompt) : torch::Tensor();
 
@@ -66,8 +65,8 @@ int main(int argc, char** argv) {
       const models::EpsilonScore<std::decay_t<decltype(schedule)>, models::UNet> score(
           schedule, model,
           {.time_scale = config.at("time_scale"), .guidance = guidance, .null_label = config.at("null_label")});
-      return examples::sample_images(
-          schedule, score, sampler, steps, {rows * per_prompt, unet.in_channels, size, size}, labels, device, generator);
+      return examples::sample_images(schedule, score, sampler, steps, {rows * per_prompt, unet.in_channels, size, size},
+                                     labels, device, generator);
     });
     io::write_png(out / "samples.png", io::image_grid(images, per_prompt));
     models::StateDict raw;
@@ -82,8 +81,7 @@ int main(int argc, char** argv) {
       models::ResNet18 classifier = examples::load_classifier(classifier_dir, size, device);
       const torch::Tensor probabilities = metrics::predict_probabilities(classifier, images);
       const auto report = metrics::classification_report(probabilities, labels);
-      const double prompted_probability =
-          probabilities.gather(1, labels.unsqueeze(1)).mean().item<double>();
+      const double prompted_probability = probabilities.gather(1, labels.unsqueeze(1)).mean().item<double>();
       std::vector<double> per_class;
       for (int64_t i = 0; i < prompt_indices.size(0); ++i)
         per_class.push_back(report.class_accuracy[static_cast<std::size_t>(prompt_indices[i].item<int64_t>())]);

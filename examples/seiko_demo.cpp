@@ -36,10 +36,9 @@
 // evenly spaced control times, whatever the uncertainty), non-adaptive (one round
 // with the whole budget); ddpo and dpok fine-tune the UNet itself at the same
 // oracle budget (one query per chain; the class embedding of a conditional copy
-// of the unconditional UNet starts at zero), reported on the same axes. --control picks how a control acts: impulse (the state
-// jumps at the control time) or held (policy::Held: a drift until the next
-// measured time, at a KL that stays bounded as the grid refines). --reward
-// log-probability with --alpha 1 is the objective in nats whose optimum is the
+// of the unconditional UNet starts at zero), reported on the same axes. --control picks how a control acts: impulse
+// (the state jumps at the control time) or held (policy::Held: a drift until the next measured time, at a KL that stays
+// bounded as the grid refines). --reward log-probability with --alpha 1 is the objective in nats whose optimum is the
 // class-conditional data distribution; --guidance w adds the reward model's
 // gradient at the Tweedie estimate to the control (policy::Guided, gain w / alpha).
 // examples/RESULTS.md has what each measured.
@@ -82,12 +81,13 @@ struct DemoSettings {
   // 0 (-1 for optimize_steps, where 0 is a choice): the preset's value.
   int64_t sample_steps = 0, batch = 0, optimize_steps = -1, eval_samples = 0, top_k = 3, measure_every = 2;
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8, final_per_prompt = 100;
-  double alpha = 1e-4, beta = 1e-4, guidance = 0.0, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1, ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
+  double alpha = 1e-4, beta = 1e-4, guidance = 0.0, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1,
+         ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
   bool anchored = true, resume = false, learn_gain = true;
   std::string optimal_from, oracle_script;
   bool external_labels = false;
   double label_wait = -1.0;  // seconds to wait for outside labels; < 0: as long as it takes
-  double pg_lr = 1e-4;  // DDPO's and DPOK's Adam learning rate on the UNet
+  double pg_lr = 1e-4;       // DDPO's and DPOK's Adam learning rate on the UNet
 };
 
 // The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
@@ -102,7 +102,8 @@ struct DemoOracleReward {
 };
 
 DemoOracleReward oracle_reward(const DemoSettings& s, const models::ResNet18& strong, const torch::Device& device) {
-  const auto scale = s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+  const auto scale =
+      s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
   std::optional<reward::ScriptedReward> script;
   if (!s.oracle_script.empty()) script.emplace(s.oracle_script, device);
   return {reward::ClassifierReward<models::ResNet18>(strong, scale), std::move(script)};
@@ -145,7 +146,8 @@ class QualityMeter {
     net.eval();
     std::vector<torch::Tensor> logits, features;
     for (int64_t begin = 0; begin < images.size(0); begin += 256) {
-      const torch::Tensor f = net.features(images.narrow(0, begin, std::min<int64_t>(256, images.size(0) - begin)).to(device_));
+      const torch::Tensor f =
+          net.features(images.narrow(0, begin, std::min<int64_t>(256, images.size(0) - begin)).to(device_));
       logits.push_back(net.head()(f).cpu());
       features.push_back(f.cpu());
     }
@@ -169,15 +171,22 @@ double gain_of(Policy& policy) {
 
 // One row of rounds.csv: the columns of kRoundColumns.
 std::vector<double> round_row(const algorithms::SeikoRound& r, const metrics::ConditionalQuality& q) {
-  return {double(r.queries_total), r.oracle_reward_mean, r.ensemble_reward_mean, r.uncertainty_mean,
-          r.kl_to_pretrained,      r.control_points_mean, r.seconds,           q.accuracy,
-          q.diversity,             q.frechet};
+  return {double(r.queries_total),
+          r.oracle_reward_mean,
+          r.ensemble_reward_mean,
+          r.uncertainty_mean,
+          r.kl_to_pretrained,
+          r.control_points_mean,
+          r.seconds,
+          q.accuracy,
+          q.diversity,
+          q.frechet};
 }
 
 // The rounds as an aligned table (the CSV rows, one column per field).
 void print_table(const std::vector<std::string>& rows) {
-  const std::vector<std::string> header{"round", "queries", "oracle r", "ensemble r", "g_hat", "KL",
-                                        "controls", "seconds", "accuracy", "diversity", "class FD"};
+  const std::vector<std::string> header{"round",    "queries", "oracle r", "ensemble r", "g_hat",   "KL",
+                                        "controls", "seconds", "accuracy", "diversity",  "class FD"};
   std::printf("\n");
   for (const auto& name : header) std::printf("%11s", name.c_str());
   std::printf("\n");
@@ -190,9 +199,17 @@ void print_table(const std::vector<std::string>& rows) {
   std::fflush(stdout);
 }
 
-const std::vector<std::string> kRoundColumns{
-    "round",   "queries_total",   "oracle_reward_mean", "ensemble_reward_mean", "uncertainty_mean", "kl_to_pretrained",
-    "control_points_mean", "seconds", "oracle_accuracy", "diversity",          "class_fd"};
+const std::vector<std::string> kRoundColumns{"round",
+                                             "queries_total",
+                                             "oracle_reward_mean",
+                                             "ensemble_reward_mean",
+                                             "uncertainty_mean",
+                                             "kl_to_pretrained",
+                                             "control_points_mean",
+                                             "seconds",
+                                             "oracle_accuracy",
+                                             "diversity",
+                                             "class_fd"};
 
 // rounds.csv, a row per round as it ends; on --resume, the rows up to the
 // checkpoint's round are kept.
@@ -213,9 +230,9 @@ void add_round(io::MetricsLog& log, const algorithms::SeikoRound& round, const m
 // prompts.npy (int64 [N]) and metrics.json (the figures overall and per prompt,
 // and the run's settings); then the rounds' table on the terminal.
 void write_final_evaluation(const std::filesystem::path& out, const std::vector<std::string>& rows,
-                            const std::vector<std::string>& class_names,
-                            const torch::Tensor& x, const torch::Tensor& z, const algorithms::SeikoRound& figures,
-                            const metrics::ConditionalQuality& q, nlohmann::json settings) {
+                            const std::vector<std::string>& class_names, const torch::Tensor& x, const torch::Tensor& z,
+                            const algorithms::SeikoRound& figures, const metrics::ConditionalQuality& q,
+                            nlohmann::json settings) {
   torch::Tensor images = data::to_uint8(x.cpu());
   images = images.size(1) == 1 ? images.squeeze(1) : images.permute({0, 2, 3, 1});
   io::write_npy(out / "samples.npy", images);
@@ -261,9 +278,13 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
 
   using Members = reward::SharedBackboneHeads<models::ResNet18>;
   using Ensemble = reward::BootstrapEnsemble<Members, Optimism>;
-  const auto scale = s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+  const auto scale =
+      s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
   Ensemble ensemble(Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator, {scale}),
-                    {.fit = {.steps = s.ensemble_steps, .batch = 1 << 20, .learning_rate = s.ensemble_lr, .l2 = s.ensemble_l2,
+                    {.fit = {.steps = s.ensemble_steps,
+                             .batch = 1 << 20,
+                             .learning_rate = s.ensemble_lr,
+                             .l2 = s.ensemble_l2,
                              .anchored = s.anchored},
                      .seed = flags.seed,
                      .group = group},  // the members fitted spread over the processes
@@ -312,7 +333,9 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   const torch::Tensor prompts = torch::arange(classes, torch::kLong).repeat_interleave(s.per_prompt);
   const auto picture = [&](int64_t round) {
     const torch::Tensor images = seiko.sample(prompts.size(0), false, prompts).x;
-    if (main) io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
+    if (main)
+      io::write_png(out / ("round_" + std::to_string(round) + ".png"),
+                    io::image_grid(images.clamp(-1, 1), s.per_prompt));
   };
   const auto measured = [&] {
     const auto& samples = seiko.last_evaluation();
@@ -387,15 +410,14 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
       drive(oracle);
     }
   } catch (const reward::LabelsPending& pending) {
-    std::cerr << "seiko_demo: " << pending.what() << " with --resume (pictures of the queries: "
-              << (out / "queries").string() << "/<id>.png)\n";
+    std::cerr << "seiko_demo: " << pending.what()
+              << " with --resume (pictures of the queries: " << (out / "queries").string() << "/<id>.png)\n";
     return kLabelsPendingExit;
   } catch (const algorithms::Diverged& diverged) {
     // The round's checkpoint is written after its row, so seiko.pt holds the last
     // good round; its labels are in the store.
     std::cerr << "seiko_demo: " << diverged.what() << "; " << checkpoint_path.string() << " holds round "
-              << seiko.rounds_done() << ", the last good one, and every label is in " << feedback_path.string()
-              << "\n";
+              << seiko.rounds_done() << ", the last good one, and every label is in " << feedback_path.string() << "\n";
     return kDivergedExit;
   }
   return 0;
@@ -428,8 +450,8 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   options.num_classes = classes;
   models::UNet network(options);
   const auto weights = std::filesystem::path(s.diffusion_dir) / "model.pt";
-  const auto report = models::load_weights(*network, weights, examples::recorded_weights(config, "model.pt"),
-                                           {.strict = false});
+  const auto report =
+      models::load_weights(*network, weights, examples::recorded_weights(config, "model.pt"), {.strict = false});
   require(report.unexpected.empty() && report.missing == std::vector<std::string>{"label_emb.weight"}, weights.string(),
           ": expected the unconditional UNet's weights, all but the class embedding");
   {
@@ -444,8 +466,8 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   Oracle oracle(oracle_reward(s, strong, device),
                 {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
   const int64_t channels = options.in_channels;
-  auto algorithm = make_algorithm(pretrained, PaidQueries<Oracle>{&oracle},
-                                  algorithms::ChainShape{{channels, size, size}, classes});
+  auto algorithm =
+      make_algorithm(pretrained, PaidQueries<Oracle>{&oracle}, algorithms::ChainShape{{channels, size, size}, classes});
   algorithm.policy().network().ptr()->eval();
 
   // Samples of the tuned model for the given prompts, with their path KL to the
@@ -456,8 +478,8 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
       const torch::Tensor z = prompts.narrow(0, begin, std::min<int64_t>(128, prompts.size(0) - begin)).to(device);
       const torch::Tensor x_init = sde::sample_prior(schedule, {z.size(0), channels, size, size}, generator,
                                                      torch::TensorOptions(torch::kFloat).device(device));
-      auto run = objective::sample_with_path_kl(schedule, algorithm.policy(), pretrained, kNoisySolver, algorithm.grid(),
-                                                x_init, z, generator);
+      auto run = objective::sample_with_path_kl(schedule, algorithm.policy(), pretrained, kNoisySolver,
+                                                algorithm.grid(), x_init, z, generator);
       xs.push_back(run.x);
       kls.push_back(run.kl);
     }
@@ -491,9 +513,9 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   }
   for (std::size_t round = 0; round < s.queries.size(); ++round) {
     const int64_t iterations = std::max<int64_t>(1, s.queries[round] / s.batch);
-    const TrainOutcome trained =
-        train(iterations, [&] { return algorithm.train_iteration(generator); },
-              callbacks::ProgressBar(s.variant + " round " + std::to_string(round + 1), iterations));
+    const TrainOutcome trained = train(
+        iterations, [&] { return algorithm.train_iteration(generator); },
+        callbacks::ProgressBar(s.variant + " round " + std::to_string(round + 1), iterations));
     const auto [figures, q, x, z] = evaluate(int64_t(round) + 1, s.eval_samples, trained.seconds);
     add_row(figures, q);
   }
@@ -530,9 +552,11 @@ int main(int argc, char** argv) {
                  "with --external-labels, seconds to wait for a round's labels before stopping (exit 3; go on "
                  "with --resume); default: as long as it takes");
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
-  app.add_option("--variant", s.variant, "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo or dpok")
+  app.add_option("--variant", s.variant,
+                 "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo or dpok")
       ->check(CLI::IsMember(kVariants));
-  app.add_option("--control", s.control, "impulse (the state jumps at a control time) or held (a drift until the next measured time)")
+  app.add_option("--control", s.control,
+                 "impulse (the state jumps at a control time) or held (a drift until the next measured time)")
       ->check(CLI::IsMember({"impulse", "held"}));
   app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256, paper: 1024 ... 8192)");
   app.add_option("--sample-steps", s.sample_steps, "DDPM steps (small: 25, paper: 100)")->check(CLI::PositiveNumber);
@@ -554,11 +578,13 @@ int main(int argc, char** argv) {
   app.add_option("--guidance", s.guidance,
                  "the control's initial guidance gain, in units of 1 / alpha (0: the control network alone)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--learn-gain,!--fixed-gain", s.learn_gain, "train the guidance gain with the control network"); 
-  app.add_option("--lr", s.lr, "AdamW learning rate of the control and initial distribution")->check(CLI::PositiveNumber);
+  app.add_flag("--learn-gain,!--fixed-gain", s.learn_gain, "train the guidance gain with the control network");
+  app.add_option("--lr", s.lr, "AdamW learning rate of the control and initial distribution")
+      ->check(CLI::PositiveNumber);
   app.add_option("--bonus", s.bonus, "c of mean + c std and of the feature UCB")->check(CLI::NonNegativeNumber);
   app.add_option("--noise", s.noise, "oracle label noise sigma")->check(CLI::NonNegativeNumber);
-  app.add_option("--ensemble-size", s.ensemble_size, "reward ensemble members")->check(CLI::Range(int64_t{2}, int64_t{64}));
+  app.add_option("--ensemble-size", s.ensemble_size, "reward ensemble members")
+      ->check(CLI::Range(int64_t{2}, int64_t{64}));
   app.add_option("--ensemble-steps", s.ensemble_steps, "Adam steps per ensemble refit")->check(CLI::NonNegativeNumber);
   app.add_option("--ensemble-l2", s.ensemble_l2, "weight of the heads' squared distance to their anchor")
       ->check(CLI::NonNegativeNumber);
@@ -584,7 +610,8 @@ int main(int argc, char** argv) {
 
   return examples::run_main("seiko_demo", [&] {
     const bool small = flags.preset == "small";
-    if (s.queries.empty()) s.queries = small ? std::vector<int64_t>{64, 128, 256} : std::vector<int64_t>{1024, 2048, 4096, 8192};
+    if (s.queries.empty())
+      s.queries = small ? std::vector<int64_t>{64, 128, 256} : std::vector<int64_t>{1024, 2048, 4096, 8192};
     for (const int64_t q : s.queries) require(q >= 1, "--queries: every round needs >= 1 query, found ", q);
     require(!s.external_labels || (s.variant != "ddpo" && s.variant != "dpok"), "--external-labels: --variant ",
             s.variant, " scores every chain it samples at once and needs an oracle in the process");
@@ -597,8 +624,9 @@ int main(int argc, char** argv) {
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto [generator, device, group] = examples::start_distributed_run(flags);
-    require(group.alone() || (s.variant != "ddpo" && s.variant != "dpok" && s.optimal_from.empty() && !s.external_labels),
-            "--variant ddpo/dpok, --optimal-from and --external-labels run in one process, not ", group.size());
+    require(
+        group.alone() || (s.variant != "ddpo" && s.variant != "dpok" && s.optimal_from.empty() && !s.external_labels),
+        "--variant ddpo/dpok, --optimal-from and --external-labels run in one process, not ", group.size());
     const std::filesystem::path from = s.diffusion_dir;
     require(std::filesystem::exists(from / "model.pt"), "--diffusion ", from.string(),
             ": no model.pt; run pretrain_diffusion --unconditional --out ", from.string(), " first");
@@ -628,11 +656,15 @@ int main(int argc, char** argv) {
         // The reward model's guidance (gain guidance / alpha, the tilt exp(r / alpha))
         // plus the network as a learned correction; impulses at the control times, or
         // the same controls held as a drift until the next measured time.
-        policy::NetworkControl network(policy::ImageControlNet(policy::ImageControlNetOptions{
-            .channels = channels, .classes = classes, .width = s.control_width, .image_size = size,
-            .class_image_scale = s.class_image_scale}));
+        policy::NetworkControl network(
+            policy::ImageControlNet(policy::ImageControlNetOptions{.channels = channels,
+                                                                   .classes = classes,
+                                                                   .width = s.control_width,
+                                                                   .image_size = size,
+                                                                   .class_image_scale = s.class_image_scale}));
         network.network()->to(device);
-        require(s.guidance == 0.0 || s.alpha > 0.0, "--guidance ", s.guidance, " needs --alpha > 0 (its gain is guidance / alpha)");
+        require(s.guidance == 0.0 || s.alpha > 0.0, "--guidance ", s.guidance,
+                " needs --alpha > 0 (its gain is guidance / alpha)");
         policy::Guided guided(std::move(network),
                               {.gain = s.guidance == 0.0 ? 0.0 : s.guidance / s.alpha, .learn_gain = s.learn_gain});
         if (s.control == "held")
@@ -643,24 +675,23 @@ int main(int argc, char** argv) {
       };
       const double dt = schedule.horizon() / double(s.sample_steps);
       if (s.variant == "ddpo")
-        return run_policy_gradient(s, flags, schedule, config, class_names, generator, device,
-                                   [&](const auto& pretrained, auto reward, algorithms::ChainShape shape) {
-                                     return algorithms::Ddpo<Schedule, std::decay_t<decltype(pretrained)>,
-                                                             decltype(reward), sde::Ddpm>(
-                                         schedule, pretrained, reward, std::move(shape),
-                                         {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr}, kNoisySolver);
-                                   });
+        return run_policy_gradient(
+            s, flags, schedule, config, class_names, generator, device,
+            [&](const auto& pretrained, auto reward, algorithms::ChainShape shape) {
+              return algorithms::Ddpo<Schedule, std::decay_t<decltype(pretrained)>, decltype(reward), sde::Ddpm>(
+                  schedule, pretrained, reward, std::move(shape),
+                  {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr}, kNoisySolver);
+            });
       if (s.variant == "dpok")
         // DPOK's objective reward_weight r - kl_weight KL, with SEIKO's alpha: r - alpha KL.
-        return run_policy_gradient(s, flags, schedule, config, class_names, generator, device,
-                                   [&](const auto& pretrained, auto reward, algorithms::ChainShape shape) {
-                                     return algorithms::Dpok<Schedule, std::decay_t<decltype(pretrained)>,
-                                                             decltype(reward), sde::Ddpm>(
-                                         schedule, pretrained, reward, std::move(shape),
-                                         {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr, .reward_weight = 1.0,
-                                          .kl_weight = s.alpha},
-                                         kNoisySolver);
-                                   });
+        return run_policy_gradient(
+            s, flags, schedule, config, class_names, generator, device,
+            [&](const auto& pretrained, auto reward, algorithms::ChainShape shape) {
+              return algorithms::Dpok<Schedule, std::decay_t<decltype(pretrained)>, decltype(reward), sde::Ddpm>(
+                  schedule, pretrained, reward, std::move(shape),
+                  {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr, .reward_weight = 1.0, .kl_weight = s.alpha},
+                  kNoisySolver);
+            });
       if (!s.optimal_from.empty()) {
         require(s.control == "held" && s.measure_every == 1 && s.optimize_steps == 0 && conditional == false,
                 "--optimal-from needs an unconditional --diffusion model, --control held, --measure-every 1 and "
@@ -669,14 +700,16 @@ int main(int argc, char** argv) {
         require(target_config.at("conditional").get<bool>() &&
                     target_config.at("schedule").get<std::string>() == config.at("schedule").get<std::string>() &&
                     target_config.at("class_names") == config.at("class_names"),
-                "--optimal-from ", s.optimal_from, ": needs a class-conditional model of the same classes and schedule");
+                "--optimal-from ", s.optimal_from,
+                ": needs a class-conditional model of the same classes and schedule");
         models::UNet target_network(examples::unet_options_from_json(target_config.at("unet")));
         models::load_weights(*target_network, std::filesystem::path(s.optimal_from) / "model.pt",
                              examples::recorded_weights(target_config, "model.pt"));
         target_network->to(device);
         target_network->eval();
         const models::PromptedDrift<Score> target(
-            Score(schedule, target_network, {.time_scale = target_config.at("time_scale"), .guidance = 0.0, .null_label = -1}),
+            Score(schedule, target_network,
+                  {.time_scale = target_config.at("time_scale"), .guidance = 0.0, .null_label = -1}),
             true);
         policy::DriftDifference optimal(schedule, kSolver, target, drift, schedule.horizon() / double(s.sample_steps));
         return run(s, flags, schedule, drift, std::move(optimal), class_names, size, channels,

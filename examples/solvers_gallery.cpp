@@ -59,9 +59,8 @@ template <NoiseSchedule Schedule>
 int run(const Schedule& schedule, const Settings& settings) {
   const torch::Tensor angle = torch::arange(kModes, torch::kDouble) * (2 * std::numbers::pi / kModes);
   const torch::Tensor means = kRadius * torch::stack({angle.cos(), angle.sin()}, 1);
-  const models::GaussianMixtureScore<Schedule> model(
-      schedule, means, torch::full({kModes}, kModeStd, torch::kDouble),
-      torch::ones({kModes}, torch::kDouble));
+  const models::GaussianMixtureScore<Schedule> model(schedule, means, torch::full({kModes}, kModeStd, torch::kDouble),
+                                                     torch::ones({kModes}, torch::kDouble));
   // Covariance of an equal-weight ring mixture: within-mode plus between-mode.
   const torch::Tensor true_cov =
       kModeStd * kModeStd * torch::eye(2, torch::kDouble) + means.t().mm(means) / double(kModes);
@@ -71,28 +70,25 @@ int run(const Schedule& schedule, const Settings& settings) {
   std::vector<torch::Tensor> panels;
   std::ostringstream csv;
   csv << "schedule,solver,steps,samples,mean_error,cov_error,mode_share_error,off_mode,seconds\n";
-  std::printf("%-16s %11s %10s %17s %9s %8s\n", "solver", "mean error", "cov error",
-              "mode share error", "off-mode", "seconds");
+  std::printf("%-16s %11s %10s %17s %9s %8s\n", "solver", "mean error", "cov error", "mode share error", "off-mode",
+              "seconds");
   const auto report = [&](std::string_view name, const torch::Tensor& x, double seconds) {
     const Fit fit = measure(x, means, true_cov);
-    std::printf("%-16.*s %11.4f %10.4f %17.4f %9.4f %8.2f\n", int(name.size()), name.data(),
-                fit.mean_error, fit.cov_error, fit.mode_share_error, fit.off_mode, seconds);
-    csv << schedule.name << ',' << name << ',' << settings.steps << ',' << settings.samples << ','
-        << fit.mean_error << ',' << fit.cov_error << ',' << fit.mode_share_error << ','
-        << fit.off_mode << ',' << seconds << '\n';
+    std::printf("%-16.*s %11.4f %10.4f %17.4f %9.4f %8.2f\n", int(name.size()), name.data(), fit.mean_error,
+                fit.cov_error, fit.mode_share_error, fit.off_mode, seconds);
+    csv << schedule.name << ',' << name << ',' << settings.steps << ',' << settings.samples << ',' << fit.mean_error
+        << ',' << fit.cov_error << ',' << fit.mode_share_error << ',' << fit.off_mode << ',' << seconds << '\n';
     panels.push_back(io::density_image(x, -extent, extent));
   };
 
-  report("data", model.sample(schedule.horizon(), settings.samples, make_generator(settings.seed),
-                              torch::kDouble).first, 0.0);
+  report("data",
+         model.sample(schedule.horizon(), settings.samples, make_generator(settings.seed), torch::kDouble).first, 0.0);
   const auto sample_with = [&](std::string_view name, const auto& solver) {
     sde::IntegrateOptions options;
     options.generator = make_generator(settings.seed + 1);
-    const torch::Tensor x_init =
-        sde::sample_prior(schedule, {settings.samples, 2}, options.generator, torch::kDouble);
+    const torch::Tensor x_init = sde::sample_prior(schedule, {settings.samples, 2}, options.generator, torch::kDouble);
     const auto start = std::chrono::steady_clock::now();
-    const torch::Tensor x =
-        sde::integrate(schedule, model, solver, grid, x_init, {}, options).final_state;
+    const torch::Tensor x = sde::integrate(schedule, model, solver, grid, x_init, {}, options).final_state;
     report(name, x, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   };
   sample_with("euler-maruyama", sde::EulerMaruyama{});
@@ -114,7 +110,6 @@ int run(const Schedule& schedule, const Settings& settings) {
 
 }  // namespace
 
-
 int main(int argc, char** argv) {
   CLI::App app{"Sample a 2-D Gaussian mixture with every solver and compare them"};
   Settings settings;
@@ -131,8 +126,8 @@ int main(int argc, char** argv) {
     keep_freed_memory();
     const int used = configure_threads(threads);
     seed_everything(settings.seed);
-    std::cout << "schedule " << settings.schedule << ", " << settings.steps << " steps, "
-              << settings.samples << " samples, " << used << " threads\n";
+    std::cout << "schedule " << settings.schedule << ", " << settings.steps << " steps, " << settings.samples
+              << " samples, " << used << " threads\n";
     if (settings.schedule == "vp-cosine") return run(sde::VpCosine{}, settings);
     if (settings.schedule == "ve") return run(sde::Ve{}, settings);
     return run(sde::VpLinear{}, settings);

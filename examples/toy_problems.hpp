@@ -51,8 +51,11 @@ struct SwissRollProblem {
   ExampleData data(at::Generator& generator, std::uint64_t seed) const {
     require(box.lo_x < box.hi_x && box.lo_y < box.hi_y, "--box-*: expected min < max");
     const data::SwissRollOptions options = roll;
-    return {data::swiss_roll(data_size, generator, options), {},
-            [options](int64_t n, at::Generator& g) { return std::pair{data::swiss_roll(n, g, options), torch::Tensor{}}; },
+    return {data::swiss_roll(data_size, generator, options),
+            {},
+            [options](int64_t n, at::Generator& g) {
+              return std::pair{data::swiss_roll(n, g, options), torch::Tensor{}};
+            },
             seed + kFreshDataSeedOffset};
   }
 

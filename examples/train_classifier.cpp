@@ -54,10 +54,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", s.batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--optimizer", s.optimizer, "sgd (Nesterov momentum 0.9) or adamw")
       ->check(CLI::IsMember({"sgd", "adamw"}));
-  app.add_option("--lr", s.lr, "peak learning rate, after a linear warm-up, decaying by a cosine (sgd: 0.05, adamw: 1e-3)")
+  app.add_option("--lr", s.lr,
+                 "peak learning rate, after a linear warm-up, decaying by a cosine (sgd: 0.05, adamw: 1e-3)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--width", s.width, "ResNet18 width multiplier (small: 0.25, paper: 1)")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--width", s.width, "ResNet18 width multiplier (small: 0.25, paper: 1)")->check(CLI::PositiveNumber);
   app.add_option("--train-size", s.train_size, "train on a class-balanced subset of this size (0: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--augment", s.augment, "random flips and 2-pixel shifts");
@@ -76,28 +76,24 @@ int main(int argc, char** argv) {
     // The same image size as the diffusion model of this preset, whose samples it judges.
     const int64_t native = train.images.size(2);
     const int64_t image_size = flags.preset == "paper" ? std::max<int64_t>(32, native) : native;
-    const models::ResNet18Options resnet{.in_channels = train.images.size(1),
-                                         .num_classes = train.num_classes(),
-                                         .width = s.width};
-    nlohmann::json config = {{"strength", s.strength},
-                             {"dataset", flags.dataset},
-                             {"class_names", train.class_names},
-                             {"image_size", image_size},
-                             {"train_size", train.size()},
-                             {"optimizer", s.optimizer},
-                             {"preset", flags.preset},
-                             {"resnet", examples::to_json(resnet)}};
+    const models::ResNet18Options resnet{
+        .in_channels = train.images.size(1), .num_classes = train.num_classes(), .width = s.width};
+    nlohmann::json config = {{"strength", s.strength},           {"dataset", flags.dataset},
+                             {"class_names", train.class_names}, {"image_size", image_size},
+                             {"train_size", train.size()},       {"optimizer", s.optimizer},
+                             {"preset", flags.preset},           {"resnet", examples::to_json(resnet)}};
 
     models::ResNet18 model(resnet);
     model->to(device);
     algorithms::ClassifierTrainer<models::ResNet18> trainer(
-        model, {.steps = s.run.steps,
-                .optimizer = s.optimizer == "adamw" ? algorithms::ClassifierOptimizer::adamw
-                                                    : algorithms::ClassifierOptimizer::sgd,
-                .learning_rate = s.lr,
-                .warmup_steps = std::min<int64_t>(50, s.run.steps / 10),
-                .flip = s.augment,
-                .crop_padding = s.augment ? 2 : 0},
+        model,
+        {.steps = s.run.steps,
+         .optimizer =
+             s.optimizer == "adamw" ? algorithms::ClassifierOptimizer::adamw : algorithms::ClassifierOptimizer::sgd,
+         .learning_rate = s.lr,
+         .warmup_steps = std::min<int64_t>(50, s.run.steps / 10),
+         .flip = s.augment,
+         .crop_padding = s.augment ? 2 : 0},
         group);
     data::ImageBatches batches(train, {.batch_size = std::min(s.batch, train.size()),
                                        .seed = flags.seed,
@@ -134,8 +130,8 @@ int main(int argc, char** argv) {
     config["sha256"] = {{"classifier.pt", models::save_state_dict(*model, out / "classifier.pt")}};
     config["test_accuracy"] = report.accuracy;
     examples::write_json(out / "config.json", config);
-    std::cout << "train_classifier: " << s.strength << " classifier, test accuracy " << report.accuracy
-              << " after " << trainer.steps() << " steps; wrote " << (out / "classifier.pt").string() << "\n";
+    std::cout << "train_classifier: " << s.strength << " classifier, test accuracy " << report.accuracy << " after "
+              << trainer.steps() << " steps; wrote " << (out / "classifier.pt").string() << "\n";
     return 0;
   });
 }

@@ -48,10 +48,13 @@ class TrainingRun {
   // `checkpoint` lists what to save; the batch stream's position is added here.
   TrainingRun(std::string label, std::filesystem::path out, const std::string& description_file,
               const nlohmann::json& description, const RunFlags& flags, io::Checkpoint checkpoint,
-              data::ImageBatches& batches, std::vector<std::string> logged_columns,
-              distributed::Group group = {})
-      : label_(std::move(label)), out_(std::move(out)), flags_(flags), checkpoint_(std::move(checkpoint)),
-        batches_(batches), group_(std::move(group)) {
+              data::ImageBatches& batches, std::vector<std::string> logged_columns, distributed::Group group = {})
+      : label_(std::move(label)),
+        out_(std::move(out)),
+        flags_(flags),
+        checkpoint_(std::move(checkpoint)),
+        batches_(batches),
+        group_(std::move(group)) {
     checkpoint_.tensors.emplace_back("batch_position", &batch_position_);
     const auto checkpoint_path = out_ / "checkpoint.pt";
     const auto description_path = out_ / description_file;
@@ -91,7 +94,8 @@ class TrainingRun {
     for (int64_t done = first_step(); done < last;) {
       const std::vector<torch::Tensor> values = step(batches_.next());
       require(values.size() == width_, label_, ": a step logged ", values.size(), " values, expected ", width_);
-      for (std::size_t i = 0; i < width_; ++i) sums[i] = sums[i].defined() ? sums[i] + values[i] : values[i].to(torch::kDouble);
+      for (std::size_t i = 0; i < width_; ++i)
+        sums[i] = sums[i].defined() ? sums[i] + values[i] : values[i].to(torch::kDouble);
       ++count;
       ++done;
       if (done % flags_.log_every == 0 || done == last) {
@@ -109,7 +113,8 @@ class TrainingRun {
     }
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (last < flags_.steps) {
-      if (group_.is_main()) std::cout << label_ << ": stopped at step " << last << " of " << flags_.steps << "; go on with --resume\n";
+      if (group_.is_main())
+        std::cout << label_ << ": stopped at step " << last << " of " << flags_.steps << "; go on with --resume\n";
       return false;
     }
     return true;

@@ -13,9 +13,8 @@
 // A callback has any of begin(total), step(step, stats) returning void or bool
 // (true: stop after this step) and end(outcome); every callback sees every step,
 // in the order given. A std::optional callback takes part when it holds one (a
-// callback only rank 0 runs, a stop only when a target was given). A step's statistics that have fields() (name and value
-// pairs: algorithms::EpisodeStats, FineTuneStats, SeikoRound) are shown by
-// ProgressBar and logged by MetricsCsv.
+// callback only rank 0 runs, a stop only when a target was given). A step's statistics that have fields() (name and
+// value pairs: algorithms::EpisodeStats, FineTuneStats, SeikoRound) are shown by ProgressBar and logged by MetricsCsv.
 
 #include <chrono>
 #include <cmath>
@@ -70,10 +69,11 @@ template <class Callback, class Stats>
 bool step_callback(Callback& callback, int64_t step, const Stats& stats) {
   bool stop = false;
   with_callback(callback, [&](auto& c) {
-    if constexpr (requires { { c.step(step, stats) } -> std::convertible_to<bool>; })
+    if constexpr (requires {
+                    { c.step(step, stats) } -> std::convertible_to<bool>;
+                  })
       stop = static_cast<bool>(c.step(step, stats));
-    else if constexpr (requires { c.step(step, stats); })
-      c.step(step, stats);
+    else if constexpr (requires { c.step(step, stats); }) c.step(step, stats);
   });
   return stop;
 }

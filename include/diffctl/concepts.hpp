@@ -60,27 +60,25 @@ concept NoiseSchedule = requires(const S& schedule, double s) {
 // from it and the schedule (reverse SDE: -f x + g^2 score; probability flow:
 // -f x + g^2 score / 2), so one model serves every solver.
 template <class M>
-concept DriftModel = requires(const M& model, double t, const torch::Tensor& x,
-                              const torch::Tensor& z) {
+concept DriftModel = requires(const M& model, double t, const torch::Tensor& x, const torch::Tensor& z) {
   { model.score(t, x, z) } -> std::same_as<torch::Tensor>;
 };
 
 // One step of the reverse process from generation time t to t_next > t, as the
 // Gaussian transition N(mean, noise_std^2 I) (see Transition).
 template <class Solver, class Schedule, class Model>
-concept SdeSolver =
-    NoiseSchedule<Schedule> && DriftModel<Model> &&
-    requires(const Solver& solver, const Schedule& schedule, const Model& model,
-             double t, double t_next, const torch::Tensor& x, const torch::Tensor& z) {
-      { solver.transition(schedule, model, t, t_next, x, z) } -> std::same_as<Transition>;
-    };
+concept SdeSolver = NoiseSchedule<Schedule> && DriftModel<Model> &&
+    requires(const Solver& solver, const Schedule& schedule, const Model& model, double t, double t_next,
+             const torch::Tensor& x, const torch::Tensor& z) {
+  { solver.transition(schedule, model, t, t_next, x, z) } -> std::same_as<Transition>;
+};
 
 // A drift model that can also take one time per sample, t [B]: many steps of a
 // chain in one call of its network. Optional; fine-tuning batches its steps with
 // it and otherwise calls score() step by step.
 template <class M>
-concept TimeBatchedDrift = DriftModel<M> && requires(const M& model, const torch::Tensor& t,
-                                                     const torch::Tensor& x, const torch::Tensor& z) {
+concept TimeBatchedDrift = DriftModel<M> &&
+    requires(const M& model, const torch::Tensor& t, const torch::Tensor& x, const torch::Tensor& z) {
   { model.score_at(t, x, z) } -> std::same_as<torch::Tensor>;
 };
 
@@ -103,8 +101,7 @@ concept RewardFunction = requires(const F& reward, const torch::Tensor& x, const
 // The control strategy nu: the impulse u = nu(t, x, z) applied to the state at a
 // selected time t (x jumps by u), same shape as x and in the units of x.
 template <class P>
-concept ControlPolicy = requires(const P& policy, double t, const torch::Tensor& x,
-                                 const torch::Tensor& z) {
+concept ControlPolicy = requires(const P& policy, double t, const torch::Tensor& x, const torch::Tensor& z) {
   { policy.control(t, x, z) } -> std::same_as<torch::Tensor>;
 };
 
@@ -115,8 +112,8 @@ concept ControlPolicy = requires(const P& policy, double t, const torch::Tensor&
 // correction (policy::Guided). guided() says whether it reads the guidance at all
 // (a guidance gain fixed at zero does not), so that it is computed only when used.
 template <class P>
-concept GuidedControl = requires(const P& policy, double t, const torch::Tensor& x,
-                                 const torch::Tensor& z, const torch::Tensor& guidance) {
+concept GuidedControl = requires(const P& policy, double t, const torch::Tensor& x, const torch::Tensor& z,
+                                 const torch::Tensor& guidance) {
   { policy.control(t, x, z, guidance) } -> std::same_as<torch::Tensor>;
   { policy.guided() } -> std::convertible_to<bool>;
 };
@@ -124,26 +121,27 @@ concept GuidedControl = requires(const P& policy, double t, const torch::Tensor&
 // A policy that fine-tuning can train: its parameters, an independent copy (the
 // previous round's policy) and its entries in a round's checkpoint.
 template <class P>
-concept TrainablePolicy = (ControlPolicy<P> || GuidedControl<P>) &&
-                          requires(P& policy, const P& const_policy, io::Checkpoint& checkpoint,
-                                   const std::string& prefix) {
-                            { const_policy.parameters() } -> std::same_as<std::vector<torch::Tensor>>;
-                            { const_policy.snapshot() } -> std::same_as<P>;
-                            policy.add_to(checkpoint, prefix);
-                          };
+concept TrainablePolicy = (ControlPolicy<P> || GuidedControl<P>)&&requires(P& policy, const P& const_policy,
+                                                                           io::Checkpoint& checkpoint,
+                                                                           const std::string& prefix) {
+  { const_policy.parameters() } -> std::same_as<std::vector<torch::Tensor>>;
+  { const_policy.snapshot() } -> std::same_as<P>;
+  policy.add_to(checkpoint, prefix);
+};
 
 // A control policy whose control is held (policy::Held): set at a control time
 // t_k, it is added to the drift until the next measured time instead of making
 // the state jump.
 template <class P>
-concept HeldControl = (ControlPolicy<P> || GuidedControl<P>) && requires { requires P::holds_control; };
+concept HeldControl = (ControlPolicy<P> || GuidedControl<P>)&&requires {
+  requires P::holds_control;
+};
 
 // The measurement selection strategy mu: from the generation times of a
 // hallucinated trajectory [R] and the reward model's uncertainty there [R, B],
 // a bool mask [R, B] of the (time, sample) pairs that receive a control.
 template <class M>
-concept MeasurementSelection = requires(const M& mss, std::span<const double> times,
-                                        const torch::Tensor& uncertainty) {
+concept MeasurementSelection = requires(const M& mss, std::span<const double> times, const torch::Tensor& uncertainty) {
   { mss.select(times, uncertainty) } -> std::same_as<torch::Tensor>;
 };
 
@@ -188,8 +186,8 @@ concept FeedbackOracle = requires(O& oracle, const O& const_oracle, reward::Feed
 // one step of the fine-tuned process pays for departing from the same step of the
 // pretrained model and of the previous round's model.
 template <class R>
-concept Regularizer = requires(const R& regularizer, const Transition& tuned,
-                               const Transition& pretrained, const Transition& previous) {
+concept Regularizer = requires(const R& regularizer, const Transition& tuned, const Transition& pretrained,
+                               const Transition& previous) {
   { regularizer.penalty(tuned, pretrained, previous) } -> std::same_as<torch::Tensor>;
 };
 
@@ -205,11 +203,10 @@ concept ImpulseSource = requires(const F& source, std::size_t k, double t, const
 // labels [B] int64 or undefined) to a tensor shaped like x: the noise predictor
 // that models::EpsilonScore turns into a score and DenoisingTrainer trains.
 template <class Net>
-concept EpsilonNetwork =
-    std::derived_from<typename Net::ContainedType, torch::nn::Module> &&
+concept EpsilonNetwork = std::derived_from<typename Net::ContainedType, torch::nn::Module> &&
     requires(const Net& net, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y) {
-      { net.ptr()->forward(x, t, y) } -> std::convertible_to<torch::Tensor>;
-    };
+  { net.ptr()->forward(x, t, y) } -> std::convertible_to<torch::Tensor>;
+};
 
 // The members of a bootstrap ensemble (reward::BootstrapEnsemble), as one type that
 // predicts for all M at once. predict: x [B, ...], z [B] -> [M, B]; device: where
@@ -266,16 +263,15 @@ concept ResamplingScheme = requires(const R& scheme, int64_t members, int64_t n,
 // its weights as TimeStateMlp modules (sampling, checkpoints) and back; the
 // networks as it holds them; its optimiser's learning rate (schedules).
 template <class B, class Problem>
-concept QLearningBackend =
-    std::constructible_from<B, int64_t, int64_t, const algorithms::QLearningOptions&> &&
+concept QLearningBackend = std::constructible_from<B, int64_t, int64_t, const algorithms::QLearningOptions&> &&
     requires(B& backend, const B& const_backend, const Problem& problem, const algorithms::EpisodeNoise& noise,
              const models::TimeStateMlp& network) {
-      { backend.episode(problem, noise) } -> std::same_as<algorithms::EpisodeStats>;
-      { const_backend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
-      backend.assign(network, network);
-      backend.set_learning_rate(1e-3);
-      backend.policy();
-      backend.value();
-    };
+  { backend.episode(problem, noise) } -> std::same_as<algorithms::EpisodeStats>;
+  { const_backend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
+  backend.assign(network, network);
+  backend.set_learning_rate(1e-3);
+  backend.policy();
+  backend.value();
+};
 
 }  // namespace diffctl

@@ -20,8 +20,7 @@ namespace diffctl {
 // when absent (some LibTorch builds default to a single thread). Returns the count.
 inline int configure_threads(std::optional<int> requested = std::nullopt) {
   if (requested) require(*requested >= 1, "--threads: expected >= 1, found ", *requested);
-  const int threads =
-      requested.value_or(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const int threads = requested.value_or(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   torch::set_num_threads(threads);
   return threads;
 }
@@ -51,17 +50,13 @@ inline at::Generator seed_everything(std::uint64_t seed) {
 // given, else from the device's default generator. A generator of another device
 // (say a CPU generator driving CUDA tensors, for results that do not depend on
 // the device) draws on its own device and the noise is moved.
-inline torch::Tensor standard_normal(torch::IntArrayRef shape,
-                                     const c10::optional<at::Generator>& generator,
+inline torch::Tensor standard_normal(torch::IntArrayRef shape, const c10::optional<at::Generator>& generator,
                                      const torch::TensorOptions& options) {
-  if (!generator || generator->device() == options.device())
-    return torch::randn(shape, generator, options);
+  if (!generator || generator->device() == options.device()) return torch::randn(shape, generator, options);
   return torch::randn(shape, generator, options.device(generator->device())).to(options.device());
 }
 
 // A CPU generator with its own state, seeded.
-inline at::Generator make_generator(std::uint64_t seed) {
-  return at::detail::createCPUGenerator(seed);
-}
+inline at::Generator make_generator(std::uint64_t seed) { return at::detail::createCPUGenerator(seed); }
 
 }  // namespace diffctl

@@ -80,9 +80,7 @@ models::TimeStateMlp double_network(models::TimeStateMlpOptions options) {
 
 // -(y - 2)^2 summed over coordinates.
 struct NearTwo {
-  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const {
-    return -(y - 2.0).square().sum(1);
-  }
+  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const { return -(y - 2.0).square().sum(1); }
 };
 
 }  // namespace
@@ -158,7 +156,8 @@ TEST_CASE("EigenMlp rejects inputs of the wrong shape", "[models][eigen][errors]
   CHECK_THROWS_WITH(mlp.forward(good, short_a1, a2, out), Catch::Contains("activations must be [8, 5]"));
   const int64_t classes[5] = {0, 0, 0, 0, 0};
   CHECK_THROWS_WITH(mlp.fill_input(0.0, y, classes, good), Catch::Contains("unconditional but got z"));
-  CHECK_THROWS_WITH(mlp.copy_from(models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 1, .out_dim = 2, .classes = 0, .hidden = 8})),
+  CHECK_THROWS_WITH(mlp.copy_from(models::TimeStateMlp(
+                        models::TimeStateMlpOptions{.state_dim = 1, .out_dim = 2, .classes = 0, .hidden = 8})),
                     Catch::Contains("the networks differ in shape"));
 }
 
@@ -196,8 +195,8 @@ TEST_CASE("the fused ratio estimator is RatioScore's, floor included", "[models]
   }
   SECTION("conditional, 1-D, with an empty class") {
     const torch::Tensor labels = torch::randint(2, {300}, generator, torch::kLong);
-    const torch::Tensor data = (4.0 * labels.to(torch::kDouble) - 2.0).unsqueeze(1) +
-                               0.5 * torch::randn({300, 1}, generator, torch::kDouble);
+    const torch::Tensor data =
+        (4.0 * labels.to(torch::kDouble) - 2.0).unsqueeze(1) + 0.5 * torch::randn({300, 1}, generator, torch::kDouble);
     const Estimate reference(schedule, data, labels);
     models::EigenRatioScore<double> fused(reference);
     const torch::Tensor y = torch::linspace(-9.0, 9.0, 50, torch::kDouble).unsqueeze(1);
@@ -230,8 +229,8 @@ void compare_episodes(const torch::Tensor& data, const torch::Tensor& labels, in
   const algorithms::QLearningOptions options{
       .temperature = 0.1, .beta = 2.0, .dt = 0.1, .batch = 64, .learning_rate = 0.01, .dtype = torch::kDouble};
   const int64_t dim = data.size(1);
-  algorithms::QLearning<Schedule, Estimate, Reward, Simulator> torch_learner(
-      schedule, Estimate(schedule, data, labels), dim, classes, options, reward, simulator);
+  algorithms::QLearning<Schedule, Estimate, Reward, Simulator> torch_learner(schedule, Estimate(schedule, data, labels),
+                                                                             dim, classes, options, reward, simulator);
   algorithms::QLearning<Schedule, Estimate, Reward, Simulator, algorithms::EigenBackend<double>> eigen_learner(
       schedule, Estimate(schedule, data, labels), dim, classes, options, reward, simulator);
   eigen_learner.policy().copy_from(torch_learner.policy());
@@ -242,8 +241,8 @@ void compare_episodes(const torch::Tensor& data, const torch::Tensor& labels, in
     const auto expected = torch_learner.train_episode(torch_generator);
     const auto found = eigen_learner.train_episode(eigen_generator);
     INFO("episode " << episode << ": loss " << found.loss << " vs " << expected.loss << ", reward "
-                    << found.terminal_reward << " vs " << expected.terminal_reward << ", gap "
-                    << found.score_gap << " vs " << expected.score_gap);
+                    << found.terminal_reward << " vs " << expected.terminal_reward << ", gap " << found.score_gap
+                    << " vs " << expected.score_gap);
     CHECK(found.loss == Approx(expected.loss).epsilon(1e-5));
     CHECK(found.terminal_reward == Approx(expected.terminal_reward).epsilon(1e-5));
     CHECK(found.score_gap == Approx(expected.score_gap).epsilon(1e-5));
@@ -261,8 +260,7 @@ void compare_episodes(const torch::Tensor& data, const torch::Tensor& labels, in
 
 }  // namespace
 
-TEST_CASE("Eigen and LibTorch backends train alike from the same weights and noise",
-          "[algorithms][qlearning][eigen]") {
+TEST_CASE("Eigen and LibTorch backends train alike from the same weights and noise", "[algorithms][qlearning][eigen]") {
   // The Eigen backend splits the batch over two threads when LibTorch may use two.
   const int threads = GENERATE(1, 2);
   const int kept_threads = torch::get_num_threads();
@@ -274,8 +272,8 @@ TEST_CASE("Eigen and LibTorch backends train alike from the same weights and noi
   }
   SECTION("conditional, 1-D") {
     const torch::Tensor labels = torch::randint(2, {120}, generator, torch::kLong);
-    const torch::Tensor data = (4.0 * labels.to(torch::kDouble) - 2.0).unsqueeze(1) +
-                               0.5 * torch::randn({120, 1}, generator, torch::kDouble);
+    const torch::Tensor data =
+        (4.0 * labels.to(torch::kDouble) - 2.0).unsqueeze(1) + 0.5 * torch::randn({120, 1}, generator, torch::kDouble);
     compare_episodes(data, labels, 2, NearTwo{});
   }
   SECTION("probability-flow simulator, no reward") {
@@ -324,16 +322,17 @@ TEST_CASE("the Eigen backend rejects what it cannot run", "[algorithms][qlearnin
   using Learner = algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::EulerMaruyama,
                                         algorithms::EigenBackend<double>>;
   CHECK_THROWS_WITH(Learner(schedule, estimate, 1, 0, {.dt = 0.5}), Catch::Contains("options.dtype must be Double"));
-  CHECK_THROWS_WITH(Learner(schedule, estimate, 1, 0, {.dt = 0.5, .device = torch::Device("cuda"), .dtype = torch::kDouble}),
-                    Catch::Contains("runs on the CPU only"));
+  CHECK_THROWS_WITH(
+      Learner(schedule, estimate, 1, 0, {.dt = 0.5, .device = torch::Device("cuda"), .dtype = torch::kDouble}),
+      Catch::Contains("runs on the CPU only"));
   // States of 2 dimensions against 1-D data.
   Learner learner(schedule, estimate, 2, 0, {.dt = 0.5, .batch = 8, .dtype = torch::kDouble});
   auto generator = make_generator(0);
-  CHECK_THROWS_WITH(learner.train_episode(generator), Catch::Contains("data is 1-dimensional, the states 2-dimensional"));
+  CHECK_THROWS_WITH(learner.train_episode(generator),
+                    Catch::Contains("data is 1-dimensional, the states 2-dimensional"));
   // DDIM with x0 clipping is not affine in the state.
-  algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::Ddim, algorithms::EigenBackend<double>>
-      clipped(schedule, estimate, 1, 0, {.dt = 0.5, .batch = 8, .dtype = torch::kDouble}, {},
-              sde::Ddim({.clip_x0 = 0.1}));
+  algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::Ddim, algorithms::EigenBackend<double>> clipped(
+      schedule, estimate, 1, 0, {.dt = 0.5, .batch = 8, .dtype = torch::kDouble}, {}, sde::Ddim({.clip_x0 = 0.1}));
   CHECK_THROWS_WITH(clipped.train_episode(generator), Catch::Contains("ddim does not step affinely"));
 }
 
@@ -345,13 +344,13 @@ TEST_CASE("set_learning_rate changes both backends' next Adam step", "[algorithm
   const torch::Tensor data = torch::randn({60, 1}, generator, torch::kDouble);
   const algorithms::QLearningOptions options{.dt = 0.5, .batch = 16, .learning_rate = 0.01, .dtype = torch::kDouble};
   algorithms::QLearning<Schedule, Estimate> torch_learner(schedule, Estimate(schedule, data), 1, 0, options);
-  algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::EulerMaruyama,
-                        algorithms::EigenBackend<double>>
+  algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::EulerMaruyama, algorithms::EigenBackend<double>>
       eigen_learner(schedule, Estimate(schedule, data), 1, 0, options);
   const auto largest_move = [&](auto& learner) {
     const auto weights = [&] {
       std::vector<torch::Tensor> flat;
-      for (const auto& p : learner.backend().networks().first->parameters()) flat.push_back(p.detach().flatten().clone());
+      for (const auto& p : learner.backend().networks().first->parameters())
+        flat.push_back(p.detach().flatten().clone());
       return torch::cat(flat);
     };
     const torch::Tensor before = weights();

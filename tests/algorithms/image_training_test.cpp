@@ -63,9 +63,7 @@ struct SmallCnnImpl : torch::nn::Module {
   explicit SmallCnnImpl(int64_t classes)
       : conv(register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)))),
         fc(register_module("fc", torch::nn::Linear(8 * 4 * 4, classes))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    return fc(torch::max_pool2d(torch::relu(conv(x)), 2).flatten(1));
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc(torch::max_pool2d(torch::relu(conv(x)), 2).flatten(1)); }
   torch::nn::Conv2d conv;
   torch::nn::Linear fc;
 };
@@ -84,12 +82,11 @@ std::pair<torch::Tensor, torch::Tensor> squares(int64_t n, at::Generator& genera
 
 }  // namespace
 
-TEST_CASE("the noise-prediction score is the closed-form score on Gaussian data",
-          "[algorithms][pretraining]") {
+TEST_CASE("the noise-prediction score is the closed-form score on Gaussian data", "[algorithms][pretraining]") {
   const sde::VpCosine schedule;
   const double mean = 0.3, variance = 0.25;
-  const models::EpsilonScore<sde::VpCosine, ExactGaussianEps> model(
-      schedule, ExactGaussianEps(schedule, mean, variance));
+  const models::EpsilonScore<sde::VpCosine, ExactGaussianEps> model(schedule,
+                                                                    ExactGaussianEps(schedule, mean, variance));
   auto generator = make_generator(3);
   const torch::Tensor x = torch::randn({5, 1, 2, 2}, generator);
   for (const double t : {0.0, 0.4, 0.9}) {
@@ -99,14 +96,13 @@ TEST_CASE("the noise-prediction score is the closed-form score on Gaussian data"
   }
 }
 
-TEST_CASE("classifier-free guidance extrapolates from the unconditional prediction",
-          "[algorithms][pretraining]") {
+TEST_CASE("classifier-free guidance extrapolates from the unconditional prediction", "[algorithms][pretraining]") {
   const sde::VpCosine schedule;
   ExactGaussianEps net(schedule, 0.0, 1.0);
   const double w = 2.0;
   const int64_t null_label = 0;  // class 0 shifts the mean by nothing: the "unconditional" model
-  const models::EpsilonScore<sde::VpCosine, ExactGaussianEps> guided(
-      schedule, net, {.guidance = w, .null_label = null_label});
+  const models::EpsilonScore<sde::VpCosine, ExactGaussianEps> guided(schedule, net,
+                                                                     {.guidance = w, .null_label = null_label});
   const torch::Tensor x = torch::randn({3, 1, 2, 2});
   const torch::Tensor z = torch::tensor({1, 2, 1}, torch::kLong);
   const double s = 0.5;
@@ -117,14 +113,12 @@ TEST_CASE("classifier-free guidance extrapolates from the unconditional predicti
                     Catch::Contains("needs the network's null label"));
 }
 
-TEST_CASE("a denoising step keeps the exact moving average and drops labels at its rate",
-          "[algorithms][pretraining]") {
+TEST_CASE("a denoising step keeps the exact moving average and drops labels at its rate", "[algorithms][pretraining]") {
   const sde::VpCosine schedule;
   RecordingNet model, ema;
   const double decay = 0.9;
   algorithms::DenoisingTrainer<sde::VpCosine, RecordingNet> trainer(
-      schedule, model, ema,
-      {.learning_rate = 0.1, .ema_decay = decay, .label_dropout = 0.25, .null_label = 7});
+      schedule, model, ema, {.learning_rate = 0.1, .ema_decay = decay, .label_dropout = 0.25, .null_label = 7});
   auto generator = make_generator(0);
   const int64_t n = 20000;
   const torch::Tensor x0 = torch::randn({n, 1, 1, 1}, generator);
@@ -153,13 +147,13 @@ TEST_CASE("denoising pretraining learns a class-conditional model", "[algorithms
   const sde::VpCosine schedule;
   auto generator = make_generator(0);
   FlatEpsNet model(16, 2), ema(16, 2);
-  algorithms::DenoisingTrainer<sde::VpCosine, FlatEpsNet> trainer(
-      schedule, model, ema, {.learning_rate = 3e-3, .ema_decay = 0.99});
+  algorithms::DenoisingTrainer<sde::VpCosine, FlatEpsNet> trainer(schedule, model, ema,
+                                                                  {.learning_rate = 3e-3, .ema_decay = 0.99});
   double first = 0.0, last = 0.0;
   for (int step = 0; step < 1000; ++step) {
     const torch::Tensor labels = torch::randint(2, {128}, generator, torch::kLong);
-    const torch::Tensor x0 = (labels.to(torch::kFloat) - 0.5).view({-1, 1, 1, 1}) +
-                             0.1 * torch::randn({128, 1, 4, 4}, generator);
+    const torch::Tensor x0 =
+        (labels.to(torch::kFloat) - 0.5).view({-1, 1, 1, 1}) + 0.1 * torch::randn({128, 1, 4, 4}, generator);
     const double loss = trainer.step(x0, labels, generator).loss.item<double>();
     (step < 50 ? first : last) += loss / (step < 50 ? 50.0 : 950.0);
   }
@@ -175,17 +169,15 @@ TEST_CASE("denoising pretraining learns a class-conditional model", "[algorithms
                                            sde::sample_prior(schedule, {500, 1, 4, 4}, generator), z)
                                 .final_state;
     const double level = double(c) - 0.5;
-    INFO("class " << c << ": mean " << x.mean().item<double>() << ", pixel std "
-                  << x.std().item<double>());
+    INFO("class " << c << ": mean " << x.mean().item<double>() << ", pixel std " << x.std().item<double>());
     CHECK(std::abs(x.mean().item<double>() - level) < 0.1);
     CHECK(x.std().item<double>() < 0.3);  // the classes do not mix (that would give 0.5)
   }
 }
 
-TEST_CASE("the classifier schedule warms up linearly and decays by a cosine",
-          "[algorithms][classifier]") {
-  algorithms::ClassifierTrainer<SmallCnn> trainer(
-      SmallCnn(4), {.steps = 110, .learning_rate = 0.2, .warmup_steps = 10});
+TEST_CASE("the classifier schedule warms up linearly and decays by a cosine", "[algorithms][classifier]") {
+  algorithms::ClassifierTrainer<SmallCnn> trainer(SmallCnn(4),
+                                                  {.steps = 110, .learning_rate = 0.2, .warmup_steps = 10});
   CHECK(trainer.learning_rate(0) == Approx(0.02));
   CHECK(trainer.learning_rate(9) == Approx(0.2));
   CHECK(trainer.learning_rate(10) == Approx(0.2));
@@ -193,8 +185,7 @@ TEST_CASE("the classifier schedule warms up linearly and decays by a cosine",
   CHECK(trainer.learning_rate(110) == Approx(0.0).margin(1e-12));
 }
 
-TEST_CASE("augmentation flips and shifts each image, filling with the background",
-          "[algorithms][classifier]") {
+TEST_CASE("augmentation flips and shifts each image, filling with the background", "[algorithms][classifier]") {
   auto generator = make_generator(1);
   const torch::Tensor images = torch::rand({64, 1, 5, 5}, generator);
   const torch::Tensor flipped = algorithms::augment_images(images, true, 0, -1.0, generator);
@@ -237,19 +228,15 @@ TEST_CASE("classifier training separates a learnable problem", "[algorithms][cla
 }
 
 TEST_CASE("the classification report counts exactly", "[metrics][classifier]") {
-  const torch::Tensor probabilities = torch::tensor({{0.9, 0.1, 0.0},
-                                                     {0.2, 0.7, 0.1},
-                                                     {0.6, 0.3, 0.1},
-                                                     {0.1, 0.1, 0.8},
-                                                     {0.1, 0.8, 0.1}});
+  const torch::Tensor probabilities =
+      torch::tensor({{0.9, 0.1, 0.0}, {0.2, 0.7, 0.1}, {0.6, 0.3, 0.1}, {0.1, 0.1, 0.8}, {0.1, 0.8, 0.1}});
   const torch::Tensor labels = torch::tensor({0, 1, 1, 2, 1}, torch::kLong);
   const auto report = metrics::classification_report(probabilities, labels);
   CHECK(report.accuracy == Approx(4.0 / 5.0));
   CHECK(report.class_accuracy[0] == Approx(1.0));
   CHECK(report.class_accuracy[1] == Approx(2.0 / 3.0));
   CHECK(report.class_accuracy[2] == Approx(1.0));
-  CHECK(torch::equal(report.confusion,
-                     torch::tensor({1, 0, 0, 1, 2, 0, 0, 0, 1}, torch::kLong).view({3, 3})));
+  CHECK(torch::equal(report.confusion, torch::tensor({1, 0, 0, 1, 2, 0, 0, 0, 1}, torch::kLong).view({3, 3})));
   CHECK_THROWS_WITH(metrics::classification_report(probabilities, torch::tensor({0, 1, 3, 0, 0}, torch::kLong)),
                     Catch::Contains("labels must lie in [0, 3)"));
 }

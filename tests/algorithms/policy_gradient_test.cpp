@@ -37,8 +37,7 @@ models::TimeStateMlp pretrained_policy() {
   auto generator = make_generator(0);
   const torch::Tensor data = 1.0 + 0.5 * torch::randn({200, 1}, generator);
   algorithms::QLearning<Schedule, Estimate> learner(
-      kSchedule, Estimate(kSchedule, data), 1, 0,
-      {.temperature = 0.1, .dt = kDt, .batch = 64, .learning_rate = 0.01});
+      kSchedule, Estimate(kSchedule, data), 1, 0, {.temperature = 0.1, .dt = kDt, .batch = 64, .learning_rate = 0.01});
   for (int episode = 0; episode < 400; ++episode) learner.train_episode(generator);
   return learner.policy();
 }
@@ -62,8 +61,7 @@ TEST_CASE("DDPO's chains follow the transition densities it differentiates", "[a
   // step's noise, must be standard normal (2000 chains x 20 steps), and the
   // log-densities those of the residuals.
   const models::TimeStateMlp policy(models::TimeStateMlpOptions{1, 1, 0, 16});
-  OpenDdpo ddpo(kSchedule, PolicyScore(policy), NearTwo{}, algorithms::chain_shape(policy),
-                {.dt = kDt, .batch = 2000});
+  OpenDdpo ddpo(kSchedule, PolicyScore(policy), NearTwo{}, algorithms::chain_shape(policy), {.dt = kDt, .batch = 2000});
   auto generator = make_generator(1);
   torch::NoGradGuard no_grad;
   const auto [chains, reward] = ddpo.sample_scored_chains(generator);
@@ -80,9 +78,8 @@ TEST_CASE("DDPO's chains follow the transition densities it differentiates", "[a
 TEST_CASE("DDPO raises the reward of a pretrained model", "[algorithms][policy-gradient]") {
   const auto pretrained = pretrained_policy();
   auto generator = make_generator(2);
-  const double before = mean_reward(
-      algorithms::sample_policy(kSchedule, pretrained, algorithms::grid_with_step(kSchedule, kDt), 4000,
-                                {}, generator, sde::EulerMaruyama{}));
+  const double before = mean_reward(algorithms::sample_policy(
+      kSchedule, pretrained, algorithms::grid_with_step(kSchedule, kDt), 4000, {}, generator, sde::EulerMaruyama{}));
   algorithms::Ddpo<Schedule, PolicyScore, NearTwo> ddpo(kSchedule, PolicyScore(pretrained), NearTwo{},
                                                         algorithms::chain_shape(pretrained),
                                                         {.dt = kDt, .batch = 128, .learning_rate = 1e-3});
@@ -106,8 +103,8 @@ TEST_CASE("DPOK trades reward against KL by its weights", "[algorithms][policy-g
     return stats;
   };
   const auto loose = fine_tune(0.0), tight = fine_tune(1.0);
-  INFO("kl weight 0: reward " << loose.reward << ", KL " << loose.kl << "; weight 1: reward "
-                              << tight.reward << ", KL " << tight.kl);
+  INFO("kl weight 0: reward " << loose.reward << ", KL " << loose.kl << "; weight 1: reward " << tight.reward << ", KL "
+                              << tight.kl);
   CHECK(tight.kl < loose.kl);
   CHECK(loose.reward > tight.reward);
 }
@@ -119,8 +116,8 @@ double weight_error(const models::TimeStateMlp& found, const models::TimeStateMl
   auto reference = expected->named_parameters();
   for (const auto& item : found->named_parameters()) {
     const torch::Tensor e = reference[item.key()].detach();
-    worst = std::max(worst, (item.value().detach() - e).abs().max().item<double>() /
-                                std::max(1e-12, e.abs().max().item<double>()));
+    worst = std::max(
+        worst, (item.value().detach() - e).abs().max().item<double>() / std::max(1e-12, e.abs().max().item<double>()));
   }
   return worst;
 }
@@ -142,8 +139,8 @@ double compare_backends(const models::TimeStateMlp& pretrained, const Options& o
   for (int iteration = 0; iteration < 3; ++iteration) {
     const auto expected = torch_method.train_iteration(torch_generator);
     const auto found = eigen_method.train_iteration(eigen_generator);
-    INFO("iteration " << iteration << ": reward " << found.reward << " vs " << expected.reward << ", KL "
-                      << found.kl << " vs " << expected.kl << ", loss " << found.loss << " vs " << expected.loss);
+    INFO("iteration " << iteration << ": reward " << found.reward << " vs " << expected.reward << ", KL " << found.kl
+                      << " vs " << expected.kl << ", loss " << found.loss << " vs " << expected.loss);
     CHECK(found.reward == Approx(expected.reward).epsilon(1e-9));
     CHECK(found.kl == Approx(expected.kl).epsilon(1e-6).margin(1e-12));
     CHECK(found.loss == Approx(expected.loss).epsilon(1e-6).margin(1e-9));
@@ -171,16 +168,18 @@ TEST_CASE("DDPO and DPOK compute the same iterations on the Eigen and LibTorch b
   pretrained->to(torch::kDouble);
   SECTION("DDPO, 3 inner epochs (clipping active after the first)") {
     const double clip_fraction = compare_backends<algorithms::Ddpo>(
-        pretrained, algorithms::DdpoOptions{.dt = kDt, .batch = 48, .learning_rate = 3e-2, .clip = 0.05,
-                                            .inner_epochs = 3});
+        pretrained,
+        algorithms::DdpoOptions{.dt = kDt, .batch = 48, .learning_rate = 3e-2, .clip = 0.05, .inner_epochs = 3});
     // The clipped branch of the gradient was taken, so it is compared too.
     CHECK(clip_fraction > 0.05);
   }
   SECTION("DPOK") {
-    CHECK(compare_backends<algorithms::Dpok>(
-              pretrained, algorithms::DpokOptions{.dt = kDt, .batch = 48, .learning_rate = 1e-2,
-                                                  .reward_weight = 2.0, .kl_weight = 0.5,
-                                                  .value_hidden = 32}) == 0.0);
+    CHECK(compare_backends<algorithms::Dpok>(pretrained, algorithms::DpokOptions{.dt = kDt,
+                                                                                 .batch = 48,
+                                                                                 .learning_rate = 1e-2,
+                                                                                 .reward_weight = 2.0,
+                                                                                 .kl_weight = 0.5,
+                                                                                 .value_hidden = 32}) == 0.0);
   }
 }
 
@@ -207,7 +206,7 @@ void compare_passes(const models::TimeStateMlp& pretrained, const Options& optio
   using Torch = algorithms::TorchBackend;
   const auto shape = algorithms::chain_shape(pretrained);
   Method<Schedule, PolicyScore, NearTwo, sde::EulerMaruyama, Torch> batched(kSchedule, PolicyScore(pretrained),
-                                                                           NearTwo{}, shape, options);
+                                                                            NearTwo{}, shape, options);
   Method<Schedule, StepwisePolicy, NearTwo, sde::EulerMaruyama, Torch> stepwise(
       kSchedule, StepwisePolicy(PolicyScore(pretrained)), NearTwo{}, shape, options);
   if constexpr (requires { batched.value(); }) models::copy_weights(*batched.value(), *stepwise.value());
@@ -215,8 +214,8 @@ void compare_passes(const models::TimeStateMlp& pretrained, const Options& optio
   for (int iteration = 0; iteration < 3; ++iteration) {
     const auto expected = batched.train_iteration(batched_generator);
     const auto found = stepwise.train_iteration(stepwise_generator);
-    INFO("iteration " << iteration << ": KL " << found.kl << " vs " << expected.kl << ", loss " << found.loss
-                      << " vs " << expected.loss);
+    INFO("iteration " << iteration << ": KL " << found.kl << " vs " << expected.kl << ", loss " << found.loss << " vs "
+                      << expected.loss);
     CHECK(found.reward == Approx(expected.reward).epsilon(1e-9));
     CHECK(found.kl == Approx(expected.kl).epsilon(1e-9).margin(1e-12));
     CHECK(found.loss == Approx(expected.loss).epsilon(1e-9).margin(1e-12));
@@ -233,16 +232,19 @@ TEST_CASE("DDPO and DPOK compute the same iterations step by step as in one batc
   models::TimeStateMlp pretrained(models::TimeStateMlpOptions{1, 1, 2, 16});
   pretrained->to(torch::kDouble);
   SECTION("DDPO") {
-    compare_passes<algorithms::Ddpo>(pretrained, algorithms::DdpoOptions{.dt = kDt, .batch = 32, .learning_rate = 3e-2,
-                                                                         .clip = 0.05, .inner_epochs = 2});
+    compare_passes<algorithms::Ddpo>(
+        pretrained,
+        algorithms::DdpoOptions{.dt = kDt, .batch = 32, .learning_rate = 3e-2, .clip = 0.05, .inner_epochs = 2});
   }
   SECTION("DPOK") {
-    compare_passes<algorithms::Dpok>(pretrained, algorithms::DpokOptions{.dt = kDt, .batch = 32, .learning_rate = 1e-2,
-                                                                         .kl_weight = 0.5, .value_hidden = 8});
+    compare_passes<algorithms::Dpok>(
+        pretrained,
+        algorithms::DpokOptions{.dt = kDt, .batch = 32, .learning_rate = 1e-2, .kl_weight = 0.5, .value_hidden = 8});
   }
 }
 
-TEST_CASE("DDPO and DPOK fine-tune the image UNet through DDPM's Gaussian steps", "[algorithms][policy-gradient][unet]") {
+TEST_CASE("DDPO and DPOK fine-tune the image UNet through DDPM's Gaussian steps",
+          "[algorithms][policy-gradient][unet]") {
   // A tiny conditional UNet on 8x8 images, two DDPM steps, a reward for bright
   // images. At the start the tuned model is the pretrained one: the chains' KL is
   // 0 and the importance ratios 1, so DDPO's first loss is minus the mean

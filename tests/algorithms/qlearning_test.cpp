@@ -37,8 +37,7 @@ struct NearTwo {
 TEST_CASE("with beta = 0, q-learning learns the data's score", "[algorithms][qlearning]") {
   auto generator = make_generator(0);
   const torch::Tensor data = 1.0 + 0.5 * torch::randn({200, 1}, generator);
-  algorithms::QLearning<Schedule, Estimate> learner(kSchedule, Estimate(kSchedule, data), 1, 0,
-                                                     small_problem());
+  algorithms::QLearning<Schedule, Estimate> learner(kSchedule, Estimate(kSchedule, data), 1, 0, small_problem());
   const double first_gap = learner.train_episode(generator).score_gap;  // 35.5
   double last_gap = first_gap;
   for (int episode = 1; episode < 400; ++episode) last_gap = learner.train_episode(generator).score_gap;
@@ -47,14 +46,13 @@ TEST_CASE("with beta = 0, q-learning learns the data's score", "[algorithms][qle
 
   const torch::Tensor x = learner.sample(4000, {}, generator);
   const double data_mean = data.mean().item<double>(), data_std = data.std().item<double>();
-  INFO("samples " << x.mean().item<double>() << " +- " << x.std().item<double>() << ", data "
-                  << data_mean << " +- " << data_std);  // 0.967 +- 0.601, data 0.989 +- 0.484
+  INFO("samples " << x.mean().item<double>() << " +- " << x.std().item<double>() << ", data " << data_mean << " +- "
+                  << data_std);  // 0.967 +- 0.601, data 0.989 +- 0.484
   CHECK(std::abs(x.mean().item<double>() - data_mean) < 0.1);
   CHECK(std::abs(x.std().item<double>() - data_std) < 0.2);
 }
 
-TEST_CASE("with beta > 0, q-learning tilts the samples towards the reward",
-          "[algorithms][qlearning]") {
+TEST_CASE("with beta > 0, q-learning tilts the samples towards the reward", "[algorithms][qlearning]") {
   // The optimum is p(y) exp(beta h(y) / 2): N(1.5, 0.25^2) for data N(1, 0.5^2), a
   // shift of the mean by 0.5. The reward reaches the policy only through the value
   // J(T, y) = beta h(y) and the q-function, so 1000 episodes (the paper trains
@@ -87,10 +85,10 @@ TEST_CASE("with beta > 0, q-learning tilts the samples towards the reward",
 TEST_CASE("conditional q-learning learns each class's score", "[algorithms][qlearning]") {
   auto generator = make_generator(0);
   const torch::Tensor labels = torch::randint(2, {200}, generator, torch::kLong);
-  const torch::Tensor data = (4.0 * labels.to(torch::kFloat) - 2.0).unsqueeze(1) +
-                             0.5 * torch::randn({200, 1}, generator);
-  algorithms::QLearning<Schedule, Estimate> learner(kSchedule, Estimate(kSchedule, data, labels), 1,
-                                                     2, small_problem());
+  const torch::Tensor data =
+      (4.0 * labels.to(torch::kFloat) - 2.0).unsqueeze(1) + 0.5 * torch::randn({200, 1}, generator);
+  algorithms::QLearning<Schedule, Estimate> learner(kSchedule, Estimate(kSchedule, data, labels), 1, 2,
+                                                    small_problem());
   for (int episode = 0; episode < 400; ++episode) learner.train_episode(generator);
   for (const int64_t c : {0, 1}) {
     const torch::Tensor x = learner.sample(2000, torch::full({2000}, c, torch::kLong), generator);
@@ -122,8 +120,7 @@ TEST_CASE("q-learning trains with the probability-flow simulators", "[algorithms
     }
     return std::pair{first, tail_sum / kTail};
   };
-  for (const auto& [first, tail] : {gap_after_training(sde::ProbabilityFlowEuler{}),
-                                    gap_after_training(sde::Ddim{})}) {
+  for (const auto& [first, tail] : {gap_after_training(sde::ProbabilityFlowEuler{}), gap_after_training(sde::Ddim{})}) {
     INFO("score gap " << first << " -> " << tail << " (mean of the last 50 episodes)");
     CHECK(tail < first / 10.0);
   }

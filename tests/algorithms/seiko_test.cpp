@@ -71,7 +71,8 @@ Ensemble mlp_ensemble(std::uint64_t seed, distributed::Group group = {}) {
 Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, double lr = 0.01, int64_t k = 3,
                  int64_t chunk = 128, distributed::Group group = {}) {
   torch::manual_seed(seed + 100);
-  Policy policy(models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 0, .hidden = 32}));
+  Policy policy(
+      models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 0, .hidden = 32}));
   algorithms::SeikoOptions options{.queries_per_round = {64, 64},
                                    .batch = 64,
                                    .optimize_steps = steps,
@@ -86,7 +87,9 @@ Seiko make_seiko(double alpha, std::uint64_t seed = 1, int64_t steps = 40, doubl
                torch::kCPU, group);
 }
 
-reward::Oracle<RightMode> make_oracle() { return reward::Oracle(RightMode{}, {.noise_std = 0.05, .budget = 128, .seed = 3}); }
+reward::Oracle<RightMode> make_oracle() {
+  return reward::Oracle(RightMode{}, {.noise_std = 0.05, .budget = 128, .seed = 3});
+}
 
 }  // namespace
 
@@ -277,8 +280,8 @@ namespace {
 // Two rounds of SEIKO in `group`, the labels in the store `store` (empty: in
 // memory): chunks of 48, so each round's 64 queries come in shards of 24 + 24 and
 // 8 + 8 rows on two processes, the ensemble's four members fitted two on each;
-// 4 optimisation steps a round, control at every measured time. Returns each round's oracle reward, ensemble reward, KL and
-// objective, then the labels, as one tensor.
+// 4 optimisation steps a round, control at every measured time. Returns each round's oracle reward, ensemble reward, KL
+// and objective, then the labels, as one tensor.
 torch::Tensor two_seiko_rounds(const distributed::Group& group, const std::filesystem::path& store) {
   auto seiko = make_seiko(0.01, 1, 4, 1e-3, 10, 48, group);
   auto oracle = make_oracle();
@@ -286,8 +289,9 @@ torch::Tensor two_seiko_rounds(const distributed::Group& group, const std::files
   std::vector<torch::Tensor> out;
   for (int r = 0; r < 2; ++r) {
     const auto round = seiko.run_round(oracle, feedback);
-    out.push_back(torch::tensor(
-        {round.oracle_reward_mean, round.ensemble_reward_mean, round.kl_to_pretrained, round.objective}, torch::kDouble));
+    out.push_back(
+        torch::tensor({round.oracle_reward_mean, round.ensemble_reward_mean, round.kl_to_pretrained, round.objective},
+                      torch::kDouble));
   }
   out.push_back(feedback.y());
   return torch::cat(out);
@@ -298,8 +302,9 @@ torch::Tensor two_seiko_rounds(const distributed::Group& group, const std::files
 TEST_CASE("data-parallel SEIKO rank", "[.data-parallel-seiko]") {
   testing::save_rank_result([](const distributed::Group& group) {
     const bool in_memory = std::getenv("DIFFCTL_TEST_IN_MEMORY") != nullptr;
-    return two_seiko_rounds(group, in_memory ? std::filesystem::path()
-                                             : std::filesystem::path(std::getenv("DIFFCTL_TEST_OUT")) / "feedback.sqlite");
+    return two_seiko_rounds(group, in_memory
+                                       ? std::filesystem::path()
+                                       : std::filesystem::path(std::getenv("DIFFCTL_TEST_OUT")) / "feedback.sqlite");
   });
 }
 
@@ -310,7 +315,8 @@ TEST_CASE("two processes run SEIKO rounds as one process does", "[seiko][distrib
     // One model, one set of labels, on every rank; beside one process on the same
     // batches (its labels in memory).
     const auto run = testing::run_two_and_one(
-        "[.data-parallel-seiko]", dir.path(), [](const distributed::Group& group) { return two_seiko_rounds(group, {}); },
+        "[.data-parallel-seiko]", dir.path(),
+        [](const distributed::Group& group) { return two_seiko_rounds(group, {}); },
         in_memory ? std::vector<std::string>{"DIFFCTL_TEST_IN_MEMORY=1"} : std::vector<std::string>{});
     // The same figures and labels as one process, up to float32 sums in another
     // order. The ensemble's uncertainty is left out: its warm-started refit in
@@ -321,7 +327,7 @@ TEST_CASE("two processes run SEIKO rounds as one process does", "[seiko][distrib
     const torch::Tensor relative = (run.ranks - run.alone).abs() / (run.alone.abs() + 1e-2);
     const torch::Tensor figures = relative.narrow(0, 0, 8).view({2, 4}), labels = relative.narrow(0, 8, 128);
     INFO("relative differences, figures of rounds 1 and 2: " << figures << "largest over the labels: "
-                                                            << labels.max().item<double>());
+                                                             << labels.max().item<double>());
     CHECK(figures[0].max().item<double>() < 1e-3);  // measured 1e-4
     CHECK(figures[1].max().item<double>() < 1e-2);  // measured 1e-3
     CHECK(labels.max().item<double>() < 1e-4);      // measured 3e-6
@@ -365,7 +371,8 @@ TEST_CASE("with a very large alpha the fine-tuned sampler stays the pretrained o
 TEST_CASE("gradient clipping without a host read matches LibTorch's", "[seiko]") {
   torch::manual_seed(9);
   for (const double max_norm : {0.5, 100.0}) {
-    std::vector<torch::Tensor> ours{torch::zeros({3, 4}, torch::requires_grad()), torch::zeros({5}, torch::requires_grad()),
+    std::vector<torch::Tensor> ours{torch::zeros({3, 4}, torch::requires_grad()),
+                                    torch::zeros({5}, torch::requires_grad()),
                                     torch::zeros({2}, torch::requires_grad())};
     std::vector<torch::Tensor> theirs;
     for (auto& p : ours) theirs.push_back(torch::zeros_like(p).requires_grad_(true));
@@ -379,8 +386,9 @@ TEST_CASE("gradient clipping without a host read matches LibTorch's", "[seiko]")
     CHECK(norm.item<double>() == Approx(expected).epsilon(1e-6));
     for (std::size_t i = 0; i < 2; ++i) CHECK(torch::allclose(ours[i].grad(), theirs[i].grad(), 1e-6, 1e-7));
     CHECK(!ours[2].grad().defined());
-    if (max_norm < 1.0) CHECK(torch::cat({ours[0].grad().flatten(), ours[1].grad().flatten()}).norm().item<double>() ==
-                              Approx(max_norm).epsilon(1e-5));
+    if (max_norm < 1.0)
+      CHECK(torch::cat({ours[0].grad().flatten(), ours[1].grad().flatten()}).norm().item<double>() ==
+            Approx(max_norm).epsilon(1e-5));
   }
 }
 
@@ -402,7 +410,8 @@ struct ConstantControl {
 template <class Policy>
 torch::Tensor kl_of_constant_control(const Mixture& pretrained, Policy policy, std::size_t steps,
                                      int64_t measure_every) {
-  using ConstantSeiko = algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::EveryStep, sde::EulerMaruyama, Ensemble>;
+  using ConstantSeiko =
+      algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::EveryStep, sde::EulerMaruyama, Ensemble>;
   ConstantSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), steps), {2}, pretrained,
                       std::move(policy), mlp_ensemble(1),
                       {.queries_per_round = {1}, .measure_every = measure_every, .show_progress = false},
@@ -465,8 +474,9 @@ constexpr double kClassStd = 0.5;
 Mixture three_classes() { return Mixture(Schedule{}, class_means(), torch::full({3}, kClassStd), class_shares()); }
 
 torch::Tensor log_class_posterior(const torch::Tensor& x, const torch::Tensor& z) {
-  const torch::Tensor logits = class_shares().to(x.dtype()).log() -
-                               (x.unsqueeze(1) - class_means().to(x.dtype())).square().sum(2) / (2.0 * kClassStd * kClassStd);
+  const torch::Tensor logits =
+      class_shares().to(x.dtype()).log() -
+      (x.unsqueeze(1) - class_means().to(x.dtype())).square().sum(2) / (2.0 * kClassStd * kClassStd);
   return torch::log_softmax(logits, 1).gather(1, z.unsqueeze(1)).squeeze(1);
 }
 
@@ -480,7 +490,9 @@ struct ExactReward {
   void refresh(const reward::FeedbackDataset&) {}
   void add_to(io::Checkpoint&) {}
   torch::Tensor mean(const torch::Tensor& x, const torch::Tensor& z) const { return log_class_posterior(x, z); }
-  torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const { return torch::zeros({x.size(0)}, x.options()); }
+  torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const {
+    return torch::zeros({x.size(0)}, x.options());
+  }
   torch::Tensor optimistic(const torch::Tensor& x, const torch::Tensor& z) const { return mean(x, z); }
   reward::RewardEstimate estimate(const torch::Tensor& x, const torch::Tensor& z) const {
     return {mean(x, z), uncertainty(x, z), mean(x, z)};
@@ -501,7 +513,8 @@ std::vector<ClassFigures> class_figures(Seiko& seiko, int64_t per_class) {
   for (int64_t c = 0; c < 3; ++c) {
     const torch::Tensor z = torch::full({per_class}, c, torch::kLong);
     const auto samples = seiko.sample(per_class, /*with_kl=*/true, z);
-    const torch::Tensor nearest = (samples.x.unsqueeze(1) - class_means().to(samples.x.dtype())).square().sum(2).argmin(1);
+    const torch::Tensor nearest =
+        (samples.x.unsqueeze(1) - class_means().to(samples.x.dtype())).square().sum(2).argmin(1);
     const double kl = samples.kl_to_pretrained.mean().template item<double>();
     figures.push_back({(nearest == c).to(torch::kDouble).mean().template item<double>(), kl,
                        log_class_posterior(samples.x, z).mean().template item<double>() - kl});
@@ -519,15 +532,16 @@ TEST_CASE("the optimal control for a log-probability reward draws each class at 
   // time. It checks the sampler and its KL accounting: class shares 1 and KL
   // -log p(z) (0.69, 1.20, 1.61 nats), up to the 100-step discretisation.
   using Optimal = policy::DriftDifference<Schedule, sde::EulerMaruyama, Mixture, Unprompted>;
-  using OptimalSeiko = algorithms::ContinuousSeiko<Schedule, Unprompted, Optimal, mss::EveryStep, sde::EulerMaruyama,
-                                                   ExactReward>;
+  using OptimalSeiko =
+      algorithms::ContinuousSeiko<Schedule, Unprompted, Optimal, mss::EveryStep, sde::EulerMaruyama, ExactReward>;
   torch::manual_seed(5);
   const std::size_t steps = 100;
   const Unprompted pretrained(three_classes(), false);
-  OptimalSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), steps), {2}, pretrained,
-                     Optimal(Schedule{}, sde::EulerMaruyama{}, three_classes(), pretrained, Schedule{}.horizon() / double(steps)), ExactReward{},
-                     {.queries_per_round = {1}, .classes = 3, .chunk = 2000, .seed = 5, .show_progress = false},
-                     mss::EveryStep{}, sde::EulerMaruyama{}, objective::PathKl{1.0, 0.0});
+  OptimalSeiko seiko(
+      Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), steps), {2}, pretrained,
+      Optimal(Schedule{}, sde::EulerMaruyama{}, three_classes(), pretrained, Schedule{}.horizon() / double(steps)),
+      ExactReward{}, {.queries_per_round = {1}, .classes = 3, .chunk = 2000, .seed = 5, .show_progress = false},
+      mss::EveryStep{}, sde::EulerMaruyama{}, objective::PathKl{1.0, 0.0});
   const auto figures = class_figures(seiko, 2000);
   for (int64_t c = 0; c < 3; ++c) {
     const double log_share = std::log(class_shares()[c].item<double>());
@@ -550,15 +564,22 @@ TEST_CASE("guided SEIKO with a log-probability reward approaches the class-condi
   // the residual MLP does not see the guidance, so the last fraction of a nat comes
   // slowly.
   using GuidedPolicy = policy::Held<policy::Guided<Policy>>;
-  using GuidedSeiko = algorithms::ContinuousSeiko<Schedule, Unprompted, GuidedPolicy, mss::EveryStep, sde::EulerMaruyama,
-                                                  ExactReward>;
+  using GuidedSeiko =
+      algorithms::ContinuousSeiko<Schedule, Unprompted, GuidedPolicy, mss::EveryStep, sde::EulerMaruyama, ExactReward>;
   torch::manual_seed(7);
-  GuidedPolicy policy(policy::Guided<Policy>(
-      Policy(models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 3, .hidden = 64}))));
-  GuidedSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), 40), {2}, Unprompted(three_classes(), false),
-                    std::move(policy), ExactReward{},
-                    {.queries_per_round = {16}, .batch = 256, .optimize_steps = 400, .learning_rate = 1e-2,
-                     .classes = 3, .guidance_prior_variance = 4.0, .chunk = 1000, .seed = 7, .show_progress = false},
+  GuidedPolicy policy(policy::Guided<Policy>(Policy(
+      models::TimeStateMlp(models::TimeStateMlpOptions{.state_dim = 2, .out_dim = 2, .classes = 3, .hidden = 64}))));
+  GuidedSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), 40), {2},
+                    Unprompted(three_classes(), false), std::move(policy), ExactReward{},
+                    {.queries_per_round = {16},
+                     .batch = 256,
+                     .optimize_steps = 400,
+                     .learning_rate = 1e-2,
+                     .classes = 3,
+                     .guidance_prior_variance = 4.0,
+                     .chunk = 1000,
+                     .seed = 7,
+                     .show_progress = false},
                     mss::EveryStep{}, sde::EulerMaruyama{}, objective::PathKl{1.0, 0.0});
   const auto before = class_figures(seiko, 1000);
   const testing::TempDir dir;
@@ -570,8 +591,8 @@ TEST_CASE("guided SEIKO with a log-probability reward approaches the class-condi
     const double log_share = std::log(class_shares()[c].item<double>());
     INFO("class " << c << ": guidance alone share " << before[c].share << " KL " << before[c].kl << " objective "
                   << before[c].objective << "; fine-tuned share " << after[c].share << " KL " << after[c].kl
-                  << " objective " << after[c].objective << " (optimum " << log_share << ", KL -log p(z) = "
-                  << -log_share << ")");
+                  << " objective " << after[c].objective << " (optimum " << log_share
+                  << ", KL -log p(z) = " << -log_share << ")");
     CHECK(after[c].share > 0.96);
     CHECK(after[c].objective > before[c].objective + 10.0);
     CHECK(after[c].objective < log_share + 0.05);  // the optimum bounds every sampler (0.05: Monte Carlo)

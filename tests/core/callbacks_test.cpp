@@ -34,7 +34,6 @@ struct Recorder {
   void end(const TrainOutcome& outcome) { seen->push_back("end " + std::to_string(outcome.steps)); }
 };
 
-
 }  // namespace
 
 TEST_CASE("train runs the steps and shows every callback every step, in order", "[callbacks]") {
@@ -68,14 +67,16 @@ TEST_CASE("the schedule, periodic and target callbacks act at their steps", "[ca
   std::vector<double> rates;
   std::vector<int64_t> saved;
   train(7, step, callbacks::LearningRateDecay([&](double lr) { rates.push_back(lr); }, 1.0, 0.5, 3),
-        callbacks::Every(3, [&](int64_t s) { saved.push_back(s); }, /*at_end=*/true));
+        callbacks::Every(
+            3, [&](int64_t s) { saved.push_back(s); }, /*at_end=*/true));
   CHECK(rates == std::vector<double>{0.5, 0.25});  // after steps 3 and 6
   CHECK(saved == std::vector<int64_t>{3, 6, 7});   // and at the end, once
 
   // The measurement rises by 1 per check; the target 3 is reached at the third check (step 6).
   double level = 0.0;
   std::vector<int64_t> observed;
-  callbacks::StopAtTarget stop("level", [&] { return level += 1.0; }, 3.0, 2, /*show=*/false);
+  callbacks::StopAtTarget stop(
+      "level", [&] { return level += 1.0; }, 3.0, 2, /*show=*/false);
   const TrainOutcome outcome =
       train(100, step, stop, callbacks::Observe([&](int64_t s, const Figures&) { observed.push_back(s); }));
   CHECK(outcome.steps == 6);

@@ -30,9 +30,7 @@ struct ScoreOfWrongType {
 };
 
 struct ZeroControl {
-  torch::Tensor control(double, const torch::Tensor& x, const torch::Tensor&) const {
-    return torch::zeros_like(x);
-  }
+  torch::Tensor control(double, const torch::Tensor& x, const torch::Tensor&) const { return torch::zeros_like(x); }
 };
 
 struct EveryTime {
@@ -52,7 +50,9 @@ struct ConstantReward {
   torch::Tensor mean(const torch::Tensor& x, const torch::Tensor&) const { return torch::full({x.size(0)}, level); }
   torch::Tensor uncertainty(const torch::Tensor& x, const torch::Tensor&) const { return torch::zeros({x.size(0)}); }
   torch::Tensor optimistic(const torch::Tensor& x, const torch::Tensor& z) { return mean(x, z); }
-  Estimate estimate(const torch::Tensor& x, const torch::Tensor& z) { return {mean(x, z), uncertainty(x, z), mean(x, z)}; }
+  Estimate estimate(const torch::Tensor& x, const torch::Tensor& z) {
+    return {mean(x, z), uncertainty(x, z), mean(x, z)};
+  }
   void add_to(io::Checkpoint&) {}
 };
 
@@ -71,8 +71,7 @@ struct RewardWithoutRefresh {
 };
 
 struct MeanGapPenalty {
-  torch::Tensor penalty(const Transition& tuned, const Transition& pretrained,
-                        const Transition&) const {
+  torch::Tensor penalty(const Transition& tuned, const Transition& pretrained, const Transition&) const {
     return (tuned.mean - pretrained.mean).square().flatten(1).sum(1);
   }
 };

@@ -120,8 +120,7 @@ TEST_CASE("IDX images and labels read back exactly, gzipped and plain", "[data][
   const std::uint32_t items = 7, rows = 5, cols = 4;
   const Bytes pixels = random_bytes(items * rows * cols, 1);
   const Bytes labels = random_bytes(items, 2, 10);
-  const torch::Tensor expected_images =
-      as_tensor(pixels).to(torch::kUInt8).view({items, 1, rows, cols});
+  const torch::Tensor expected_images = as_tensor(pixels).to(torch::kUInt8).view({items, 1, rows, cols});
 
   write_gzip(dir / "images.gz", idx_images(items, rows, cols, pixels));
   write_gzip(dir / "labels.gz", idx_labels(labels, items));
@@ -159,9 +158,9 @@ TEST_CASE("Corrupt IDX files are rejected naming the file and the field", "[data
 
   SECTION("magic number") {
     write_gzip(dir / "bad-magic.gz", idx_images(items, rows, cols, pixels, kIdxLabelsMagic));
-    CHECK_THROWS_WITH(read_idx_images(dir / "bad-magic.gz"),
-                      Contains("bad-magic.gz") && Contains("magic number") && Contains("expected 0x00000803") &&
-                          Contains("found 0x00000801"));
+    CHECK_THROWS_WITH(read_idx_images(dir / "bad-magic.gz"), Contains("bad-magic.gz") && Contains("magic number") &&
+                                                                 Contains("expected 0x00000803") &&
+                                                                 Contains("found 0x00000801"));
     write_plain(dir / "images-as-labels", idx_images(items, rows, cols, pixels));
     CHECK_THROWS_WITH(read_idx_labels(dir / "images-as-labels"),
                       Contains("images-as-labels") && Contains("magic number") && Contains("expected 0x00000801"));
@@ -171,9 +170,9 @@ TEST_CASE("Corrupt IDX files are rejected naming the file and the field", "[data
     write_plain(dir / "short", idx_images(items, rows, cols, short_pixels));
     write_gzip(dir / "short.gz", idx_images(items, rows, cols, short_pixels));
     for (const std::string name : {"short", "short.gz"})
-      CHECK_THROWS_WITH(read_idx_images(dir / name),
-                        Contains(name) && Contains("truncated") && Contains("item count 6") && Contains("54") &&
-                            Contains("found 49"));
+      CHECK_THROWS_WITH(read_idx_images(dir / name), Contains(name) && Contains("truncated") &&
+                                                         Contains("item count 6") && Contains("54") &&
+                                                         Contains("found 49"));
   }
   SECTION("truncated header") {
     Bytes header;
@@ -216,9 +215,9 @@ TEST_CASE("Corrupt IDX files are rejected naming the file and the field", "[data
     write_gzip(dir / "train-images-idx3-ubyte.gz", idx_images(items, rows, cols, pixels));
     const Bytes fewer(labels.begin(), labels.end() - 1);
     write_gzip(dir / "train-labels-idx1-ubyte.gz", idx_labels(fewer, items - 1));
-    CHECK_THROWS_WITH(load_fashion_mnist(dir.path(), Split::train),
-                      Contains("train-labels-idx1-ubyte.gz") && Contains("item count") && Contains("expected 6") &&
-                          Contains("found 5"));
+    CHECK_THROWS_WITH(load_fashion_mnist(dir.path(), Split::train), Contains("train-labels-idx1-ubyte.gz") &&
+                                                                        Contains("item count") &&
+                                                                        Contains("expected 6") && Contains("found 5"));
   }
   SECTION("missing files") {
     CHECK_THROWS_WITH(read_idx_images(dir / "absent.gz"), Contains("absent.gz") && Contains("no such file"));
@@ -241,8 +240,8 @@ TEST_CASE("Fashion-MNIST as Debian installs it", "[data][idx][fashion-mnist]") {
   const ImageDataset test = load_fashion_mnist(kFashionMnistDir, Split::test);
   CHECK(train.images.sizes() == torch::IntArrayRef({60000, 1, 28, 28}));
   CHECK(test.images.sizes() == torch::IntArrayRef({10000, 1, 28, 28}));
-  CHECK(train.class_names == std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"});
+  CHECK(train.class_names == std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                                      "Shirt", "Sneaker", "Bag", "Ankle boot"});
   CHECK(torch::equal(class_counts(train), torch::full({10}, 6000, torch::kLong)));
   CHECK(torch::equal(class_counts(test), torch::full({10}, 1000, torch::kLong)));
   // The published per-pixel mean of the training images, 72.94 / 255.
@@ -433,8 +432,7 @@ TEST_CASE("subset is seeded and can balance the classes", "[data][loader]") {
   CHECK(std::get<0>(torch::unique_consecutive(ids)).numel() == 20);
 
   const ImageDataset balanced = subset(dataset, 23, 5, true);
-  CHECK(torch::equal(class_counts(balanced),
-                     torch::tensor({3, 3, 3, 2, 2, 2, 2, 2, 2, 2}, torch::kLong)));
+  CHECK(torch::equal(class_counts(balanced), torch::tensor({3, 3, 3, 2, 2, 2, 2, 2, 2, 2}, torch::kLong)));
   CHECK_THROWS_WITH(subset(dataset, 101, 0), Contains("subset") && Contains("101"));
   ImageDataset lopsided = numbered_dataset(12, 4);
   lopsided.labels[2] = 0;  // class 2 now has no example

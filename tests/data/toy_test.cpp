@@ -48,8 +48,7 @@ TEST_CASE("the Swiss roll's moments are scikit-learn's, with its noise and our s
   const int64_t n = 400000;
   for (const auto& [noise, scale] : {std::pair{0.5, 1.0}, std::pair{1.0, 0.2}}) {
     auto generator = make_generator(7);
-    const torch::Tensor p =
-        data::swiss_roll(n, generator, {.noise = noise, .scale = scale}).to(torch::kDouble) / scale;
+    const torch::Tensor p = data::swiss_roll(n, generator, {.noise = noise, .scale = scale}).to(torch::kDouble) / scale;
     const torch::Tensor x = p.select(1, 0), z = p.select(1, 1);
     const double var_x = exact.xx - exact.x * exact.x + noise * noise;
     const double var_z = exact.zz - exact.z * exact.z + noise * noise;

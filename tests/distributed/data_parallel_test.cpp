@@ -55,8 +55,8 @@ TEST_CASE("a launcher's variables give the rank and world size and the rendezvou
   CHECK(alone.world_size == 1);
   CHECK(alone.master_addr == "127.0.0.1");
 
-  const auto torchrun = launch_with({{"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
-                                     {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29400"}});
+  const auto torchrun = launch_with(
+      {{"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29400"}});
   CHECK(torchrun.rank == 3);
   CHECK(torchrun.world_size == 8);
   CHECK(torchrun.local_rank == 1);
@@ -76,10 +76,12 @@ TEST_CASE("a launcher's variables give the rank and world size and the rendezvou
   CHECK(mpi.rank == 1);
   CHECK(mpi.local_rank == 1);  // no local rank given: the rank
   // torchrun's names win over a Slurm allocation's around it.
-  CHECK(launch_with({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "9"}}).world_size == 2);
+  CHECK(launch_with({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "9"}}).world_size ==
+        2);
   CHECK(launch_with({{"DIFFCTL_STORE_FILE", "/shared/run.store"}}).store_file == "/shared/run.store");
 
-  CHECK_THROWS_WITH(launch_with({{"RANK", "2"}, {"WORLD_SIZE", "2"}}), Contains("RANK = 2 is not below WORLD_SIZE = 2"));
+  CHECK_THROWS_WITH(launch_with({{"RANK", "2"}, {"WORLD_SIZE", "2"}}),
+                    Contains("RANK = 2 is not below WORLD_SIZE = 2"));
   CHECK_THROWS_WITH(launch_with({{"WORLD_SIZE", "2"}}), Contains("WORLD_SIZE is set but RANK is not"));
   CHECK_THROWS_WITH(launch_with({{"RANK", "x"}, {"WORLD_SIZE", "2"}}), Contains("RANK must be a non-negative integer"));
   CHECK_THROWS_WITH(launch_with({{"RANK", "0"}, {"WORLD_SIZE", "0"}}), Contains("WORLD_SIZE must be >= 1"));
@@ -155,9 +157,7 @@ torch::Tensor train_denoiser(const distributed::Group& group) {
 }  // namespace
 
 // One rank of the two-process training below (hidden from the suite).
-TEST_CASE("data-parallel denoising rank", "[.data-parallel-denoising]") {
-  testing::save_rank_result(train_denoiser);
-}
+TEST_CASE("data-parallel denoising rank", "[.data-parallel-denoising]") { testing::save_rank_result(train_denoiser); }
 
 TEST_CASE("two processes train a UNet as one process does on the same global batch", "[distributed]") {
   // Every rank holds the same model after every step (rank 0's initialisation, the
@@ -190,7 +190,12 @@ torch::Tensor train_qlearning(const distributed::Group& group) {
   torch::manual_seed(200 + group.rank());  // rank 0's initialisation wins
   algorithms::QLearning<Schedule, models::RatioScore<Schedule>, NearTwo> learner(
       schedule, models::RatioScore<Schedule>(schedule, data, labels), 2, 2,
-      {.temperature = 0.1, .beta = 1.0, .dt = 0.1, .batch = 25, .learning_rate = 0.01, .dtype = torch::kDouble,
+      {.temperature = 0.1,
+       .beta = 1.0,
+       .dt = 0.1,
+       .batch = 25,
+       .learning_rate = 0.01,
+       .dtype = torch::kDouble,
        .group = group});
   auto generator = make_generator(5);
   std::vector<torch::Tensor> out;
@@ -207,9 +212,7 @@ torch::Tensor train_qlearning(const distributed::Group& group) {
 }  // namespace
 
 // One rank of the two-process q-learning run below (hidden from the suite).
-TEST_CASE("data-parallel q-learning rank", "[.data-parallel-qlearning]") {
-  testing::save_rank_result(train_qlearning);
-}
+TEST_CASE("data-parallel q-learning rank", "[.data-parallel-qlearning]") { testing::save_rank_result(train_qlearning); }
 
 TEST_CASE("two processes run q-learning episodes as one process does", "[distributed]") {
   TempDir dir;
@@ -245,11 +248,16 @@ torch::Tensor fine_tune(const distributed::Group& group, bool is_dpok) {
     for (const auto& p : algorithm.policy().network()->parameters()) out.push_back(p.detach().reshape(-1));
   };
   if (is_dpok) {
-    algorithms::Dpok<Schedule, algorithms::PolicyScore, NearTwo, sde::Ddpm> dpok(
-        Schedule{}, pretrained, NearTwo{}, shape,
-        {.dt = 0.1, .batch = 25, .learning_rate = 0.01, .reward_weight = 1.0, .kl_weight = 0.1, .value_hidden = 8,
-         .group = group},
-        solver);
+    algorithms::Dpok<Schedule, algorithms::PolicyScore, NearTwo, sde::Ddpm> dpok(Schedule{}, pretrained, NearTwo{},
+                                                                                 shape,
+                                                                                 {.dt = 0.1,
+                                                                                  .batch = 25,
+                                                                                  .learning_rate = 0.01,
+                                                                                  .reward_weight = 1.0,
+                                                                                  .kl_weight = 0.1,
+                                                                                  .value_hidden = 8,
+                                                                                  .group = group},
+                                                                                 solver);
     record(dpok);
     for (const auto& p : dpok.value()->parameters()) out.push_back(p.detach().reshape(-1));
   } else {
@@ -265,9 +273,8 @@ torch::Tensor fine_tune(const distributed::Group& group, bool is_dpok) {
 
 // One rank of the two-process DDPO and DPOK runs below (hidden from the suite).
 TEST_CASE("data-parallel fine-tuning rank", "[.data-parallel-fine-tuning]") {
-  testing::save_rank_result([](const distributed::Group& group) {
-    return fine_tune(group, std::getenv("DIFFCTL_TEST_DPOK") != nullptr);
-  });
+  testing::save_rank_result(
+      [](const distributed::Group& group) { return fine_tune(group, std::getenv("DIFFCTL_TEST_DPOK") != nullptr); });
 }
 
 TEST_CASE("two processes fine-tune by DDPO and DPOK as one process does", "[distributed]") {

@@ -51,8 +51,7 @@ struct Run {
   void train(int steps) {
     for (int i = 0; i < steps; ++i) {
       const torch::Tensor x = torch::randn({16, 4}, generator);
-      const torch::Tensor target =
-          torch::sin(x.sum(1, true)) + 0.1 * torch::randn({16, 1}, generator);
+      const torch::Tensor target = torch::sin(x.sum(1, true)) + 0.1 * torch::randn({16, 1}, generator);
       optimizer.zero_grad();
       const torch::Tensor loss = torch::mse_loss(model->forward(x), target);
       loss.backward();
@@ -101,9 +100,7 @@ std::vector<char> read_bytes(const fs::path& path) {
 
 // A module whose save fails, to make a checkpoint write throw halfway.
 struct FailingImpl : torch::nn::Module {
-  void save(torch::serialize::OutputArchive&) const override {
-    throw std::runtime_error("disk full");
-  }
+  void save(torch::serialize::OutputArchive&) const override { throw std::runtime_error("disk full"); }
 };
 TORCH_MODULE(Failing);
 
@@ -150,17 +147,15 @@ TEST_CASE("a checkpoint that does not fit names the file and the entry", "[check
     io::Checkpoint checkpoint = wider.checkpoint();
     CHECK_THROWS_WITH(io::load_checkpoint(path, checkpoint),
                       Contains(path.string()) && Contains("modules/model") &&
-                          Contains("first.weight: file [8, 4] vs model [16, 4]") &&
-                          Contains("mismatched 3"));
+                          Contains("first.weight: file [8, 4] vs model [16, 4]") && Contains("mismatched 3"));
     CHECK(torch::equal(wider.model->first->weight, before));  // left as it was
   }
   SECTION("an entry the file does not hold") {
     Run run(5);
     io::Checkpoint checkpoint = run.checkpoint();
     checkpoint.modules.emplace_back("teacher", run.ema.get());
-    CHECK_THROWS_WITH(
-        io::load_checkpoint(path, checkpoint),
-        Contains(path.string()) && Contains("no entry modules/teacher") && Contains("model, ema"));
+    CHECK_THROWS_WITH(io::load_checkpoint(path, checkpoint),
+                      Contains(path.string()) && Contains("no entry modules/teacher") && Contains("model, ema"));
     io::Checkpoint other = run.checkpoint();
     other.generators.emplace_back("dropout", diffctl::make_generator(3));
     CHECK_THROWS_WITH(io::load_checkpoint(path, other), Contains("no entry generators/dropout"));

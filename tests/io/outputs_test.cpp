@@ -52,7 +52,8 @@ TEST_CASE("an image grid maps [-1, 1] to gray levels, row by row", "[io][plots]"
   CHECK(grid[6][2][0].item<int>() == 255);
   CHECK(grid[0][0][0].item<int>() == 220);  // the gap
   CHECK(io::image_grid(images, 3, -1.0, 1.0, 2).sizes() == torch::IntArrayRef({4 + 4, 3 * 4 + 8, 1}));
-  CHECK_THROWS_WITH(io::image_grid(torch::zeros({2, 2, 4, 4}), 2), Catch::Contains("expected images [N, 1 or 3, H, W]"));
+  CHECK_THROWS_WITH(io::image_grid(torch::zeros({2, 2, 4, 4}), 2),
+                    Catch::Contains("expected images [N, 1 or 3, H, W]"));
 }
 
 TEST_CASE("an .npy file holds NumPy's header, then the values in C order", "[io][npy]") {

@@ -12,7 +12,8 @@ using namespace diffctl;
 
 TEST_CASE("the Frechet distance has its closed form under a shift and a scaling", "[metrics][frechet]") {
   auto generator = make_generator(0);
-  torch::Tensor a = torch::randn({200, 5}, generator, torch::kDouble) * torch::tensor({1.0, 2.0, 0.5, 1.0, 3.0}, torch::kDouble);
+  torch::Tensor a =
+      torch::randn({200, 5}, generator, torch::kDouble) * torch::tensor({1.0, 2.0, 0.5, 1.0, 3.0}, torch::kDouble);
   a = a - a.mean(0);
   // Same covariance, means apart by c: |c|^2.
   const torch::Tensor shift = torch::tensor({1.0, -2.0, 0.0, 0.5, 0.0}, torch::kDouble);
@@ -40,7 +41,8 @@ TEST_CASE("conditional quality tells a faithful prompt from a collapsed one", "[
   // copies of one image, which the classifier calls class 0 with logits (2, 0).
   const torch::Tensor features = torch::cat({real0, real1[0].expand({10, 4})});
   const torch::Tensor prompts = torch::cat({torch::zeros({60}, torch::kLong), torch::ones({10}, torch::kLong)});
-  const torch::Tensor logits = torch::cat({torch::tensor({{5.0, 0.0}}).expand({60, 2}), torch::tensor({{2.0, 0.0}}).expand({10, 2})});
+  const torch::Tensor logits =
+      torch::cat({torch::tensor({{5.0, 0.0}}).expand({60, 2}), torch::tensor({{2.0, 0.0}}).expand({10, 2})});
   const auto quality = metrics::conditional_quality(logits, features, prompts, real, labels);
   REQUIRE(quality.prompts.size() == 2);
   const auto& faithful = quality.prompts[0];

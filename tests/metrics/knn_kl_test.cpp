@@ -19,17 +19,16 @@ namespace {
 constexpr std::int64_t kSamples = 20000;
 
 // n draws from N(mean, diag(sd^2)) in double precision.
-torch::Tensor gaussian(std::int64_t n, const std::vector<double>& mean,
-                       const std::vector<double>& sd, std::uint64_t seed) {
+torch::Tensor gaussian(std::int64_t n, const std::vector<double>& mean, const std::vector<double>& sd,
+                       std::uint64_t seed) {
   const auto options = torch::TensorOptions().dtype(torch::kDouble);
-  const torch::Tensor z =
-      torch::randn({n, std::int64_t(mean.size())}, make_generator(seed), options);
+  const torch::Tensor z = torch::randn({n, std::int64_t(mean.size())}, make_generator(seed), options);
   return z * torch::tensor(sd, options) + torch::tensor(mean, options);
 }
 
 // KL(N(mp, diag sp^2) || N(mq, diag sq^2)) in nats.
-double gaussian_kl(const std::vector<double>& mp, const std::vector<double>& sp,
-                   const std::vector<double>& mq, const std::vector<double>& sq) {
+double gaussian_kl(const std::vector<double>& mp, const std::vector<double>& sp, const std::vector<double>& mq,
+                   const std::vector<double>& sq) {
   double kl = 0.0;
   for (std::size_t j = 0; j < mp.size(); ++j) {
     const double ratio = sp[j] * sp[j] / (sq[j] * sq[j]), shift = (mp[j] - mq[j]) / sq[j];
@@ -40,8 +39,7 @@ double gaussian_kl(const std::vector<double>& mp, const std::vector<double>& sp,
 
 // The estimator written out by brute force (all pairwise distances, torch's
 // digamma): the reference the k-d tree implementation must reproduce exactly.
-double brute_force_knn_kl(const torch::Tensor& x, const torch::Tensor& y, std::int64_t k,
-                          std::int64_t l) {
+double brute_force_knn_kl(const torch::Tensor& x, const torch::Tensor& y, std::int64_t k, std::int64_t l) {
   const auto n = x.size(0), m = y.size(0), d = x.size(1);
   torch::Tensor within = (x.unsqueeze(1) - x.unsqueeze(0)).square().sum(2).sqrt();
   within.fill_diagonal_(std::numeric_limits<double>::infinity());
@@ -51,8 +49,8 @@ double brute_force_knn_kl(const torch::Tensor& x, const torch::Tensor& y, std::i
   const auto digamma = [](std::int64_t v) {
     return torch::digamma(torch::tensor(double(v), torch::kDouble)).item<double>();
   };
-  return double(d) * (nu / rho).log().mean().item<double>() + std::log(double(m) / double(n - 1)) +
-         digamma(k) - digamma(l);
+  return double(d) * (nu / rho).log().mean().item<double>() + std::log(double(m) / double(n - 1)) + digamma(k) -
+         digamma(l);
 }
 
 }  // namespace
@@ -67,14 +65,12 @@ TEST_CASE("the kNN KL estimate is the formula, computed exactly", "[metrics][knn
   // Against brute force, 3-D, for several (k, l), including the digamma correction.
   const torch::Tensor p = gaussian(300, {0.0, 0.0, 0.0}, {1.0, 2.0, 0.5}, 1);
   const torch::Tensor q = gaussian(200, {0.5, 0.0, -0.5}, {1.5, 1.0, 1.0}, 2);
-  for (const auto& [k, l] : std::vector<std::pair<std::int64_t, std::int64_t>>{
-           {1, 1}, {3, 3}, {2, 5}, {4, 1}}) {
+  for (const auto& [k, l] : std::vector<std::pair<std::int64_t, std::int64_t>>{{1, 1}, {3, 3}, {2, 5}, {4, 1}}) {
     INFO("k = " << k << ", l = " << l);
     KnnKlOptions options;
     options.k = k;
     options.k_q = l;
-    CHECK(knn_kl_divergence(p, q, options) ==
-          Approx(brute_force_knn_kl(p, q, k, l)).epsilon(1e-12));
+    CHECK(knn_kl_divergence(p, q, options) == Approx(brute_force_knn_kl(p, q, k, l)).epsilon(1e-12));
   }
 }
 
@@ -114,21 +110,18 @@ TEST_CASE("kNN KL matches Gaussian closed forms", "[metrics][knn][statistical]")
     const std::vector<double> mp{0.0, 0.0}, sp{1.0, 0.5}, mq{1.0, -0.5}, sq{1.5, 1.0};
     const double truth = gaussian_kl(mp, sp, mq, sq);  // trace + Mahalanobis - d + log det ratio, halved
     REQUIRE(truth == Approx(0.5 * (2.0 / 2.25 + 0.5 - 2.0 + std::log(9.0))));
-    const double estimate =
-        knn_kl_divergence(gaussian(kSamples, mp, sp, 15), gaussian(kSamples, mq, sq, 16));
+    const double estimate = knn_kl_divergence(gaussian(kSamples, mp, sp, 15), gaussian(kSamples, mq, sq, 16));
     CHECK(estimate == Approx(truth).margin(0.08));
   }
   SECTION("identical distributions: KL = 0") {
-    CHECK(knn_kl_divergence(gaussian(kSamples, {0.0}, {1.0}, 17),
-                            gaussian(kSamples, {0.0}, {1.0}, 18)) == Approx(0.0).margin(0.06));
-    CHECK(knn_kl_divergence(gaussian(kSamples, {0.5, -1.0}, {1.0, 0.5}, 19),
-                            gaussian(kSamples, {0.5, -1.0}, {1.0, 0.5}, 20)) ==
+    CHECK(knn_kl_divergence(gaussian(kSamples, {0.0}, {1.0}, 17), gaussian(kSamples, {0.0}, {1.0}, 18)) ==
           Approx(0.0).margin(0.06));
+    CHECK(knn_kl_divergence(gaussian(kSamples, {0.5, -1.0}, {1.0, 0.5}, 19),
+                            gaussian(kSamples, {0.5, -1.0}, {1.0, 0.5}, 20)) == Approx(0.0).margin(0.06));
   }
   SECTION("unequal sample sizes: the log(m / (n - 1)) term") {
     // Without that term this would come out near 0.5 + log 3 = 1.6.
-    const double estimate =
-        knn_kl_divergence(gaussian(10000, {0.0}, {1.0}, 21), gaussian(30000, {1.0}, {1.0}, 22));
+    const double estimate = knn_kl_divergence(gaussian(10000, {0.0}, {1.0}, 21), gaussian(30000, {1.0}, {1.0}, 22));
     CHECK(estimate == Approx(0.5).margin(0.095));
   }
   SECTION("larger and unequal neighbour orders") {
@@ -151,13 +144,10 @@ TEST_CASE("kNN KL is invariant to a common similarity transform", "[metrics][knn
   const torch::Tensor q = gaussian(2000, {1.0, -0.5}, {1.5, 1.0}, 32);
   const double angle = 0.6, scale = 3.7;
   const torch::Tensor rotation =
-      torch::tensor({std::cos(angle), -std::sin(angle), std::sin(angle), std::cos(angle)},
-                    torch::kDouble)
+      torch::tensor({std::cos(angle), -std::sin(angle), std::sin(angle), std::cos(angle)}, torch::kDouble)
           .reshape({2, 2});
   const torch::Tensor offset = torch::tensor({5.0, -2.0}, torch::kDouble);
-  const auto transform = [&](const torch::Tensor& x) {
-    return scale * x.matmul(rotation.t()) + offset;
-  };
+  const auto transform = [&](const torch::Tensor& x) { return scale * x.matmul(rotation.t()) + offset; };
   const double reference = knn_kl_divergence(p, q);
   CHECK(knn_kl_divergence(p + offset, q + offset) == Approx(reference).epsilon(1e-9));
   CHECK(knn_kl_divergence(scale * p, scale * q) == Approx(reference).epsilon(1e-9));
@@ -170,10 +160,8 @@ TEST_CASE("kNN KL takes any floating dtype and device", "[metrics][knn]") {
   const double reference = knn_kl_divergence(p.to(torch::kDouble), q.to(torch::kDouble));
   CHECK(knn_kl_divergence(p, q) == reference);
   const torch::Tensor p_half = p.to(torch::kHalf), q_half = q.to(torch::kHalf);
-  CHECK(knn_kl_divergence(p_half, q_half) ==
-        knn_kl_divergence(p_half.to(torch::kDouble), q_half.to(torch::kDouble)));
-  if (torch::cuda::is_available())
-    CHECK(knn_kl_divergence(p.to(torch::kCUDA), q.to(torch::kCUDA)) == reference);
+  CHECK(knn_kl_divergence(p_half, q_half) == knn_kl_divergence(p_half.to(torch::kDouble), q_half.to(torch::kDouble)));
+  if (torch::cuda::is_available()) CHECK(knn_kl_divergence(p.to(torch::kCUDA), q.to(torch::kCUDA)) == reference);
 }
 
 TEST_CASE("kNN KL rejects malformed samples", "[metrics][knn]") {
@@ -189,8 +177,7 @@ TEST_CASE("kNN KL rejects malformed samples", "[metrics][knn]") {
                     Catch::Contains("samples_q must have a floating-point dtype"));
   CHECK_THROWS_WITH(knn_kl_divergence(p.narrow(1, 0, 0), q.narrow(1, 0, 0)),
                     Catch::Contains("samples_p must have at least one dimension"));
-  CHECK_THROWS_WITH(knn_kl_divergence(p, q.narrow(1, 0, 1)),
-                    Catch::Contains("the same dimension, found 2 and 1"));
+  CHECK_THROWS_WITH(knn_kl_divergence(p, q.narrow(1, 0, 1)), Catch::Contains("the same dimension, found 2 and 1"));
 
   KnnKlOptions three;
   three.k = 3;
@@ -213,8 +200,7 @@ TEST_CASE("kNN KL rejects malformed samples", "[metrics][knn]") {
   CHECK_THROWS_WITH(knn_kl_divergence(bad, q), Catch::Contains("samples_p row 7 is not finite"));
 }
 
-TEST_CASE("kNN KL rejects zero neighbour distances, unless k looks past them",
-          "[metrics][knn]") {
+TEST_CASE("kNN KL rejects zero neighbour distances, unless k looks past them", "[metrics][knn]") {
   const torch::Tensor p = gaussian(20, {0.0, 0.0}, {1.0, 1.0}, 61);
   const torch::Tensor q = gaussian(30, {0.0, 0.0}, {1.0, 1.0}, 62);
   KnnKlOptions two;

@@ -13,12 +13,11 @@ namespace {
 
 // log p_t(x) of the noised mixture, written directly as a density so autograd can
 // differentiate it: the reference the closed-form score must match.
-torch::Tensor log_density(const sde::VpLinear& schedule, double t, const torch::Tensor& x,
-                          const torch::Tensor& means, const torch::Tensor& stds,
-                          const torch::Tensor& weights) {
+torch::Tensor log_density(const sde::VpLinear& schedule, double t, const torch::Tensor& x, const torch::Tensor& means,
+                          const torch::Tensor& stds, const torch::Tensor& weights) {
   const double s = schedule.horizon() - t, a = schedule.alpha(s), sg = schedule.sigma(s);
   const auto d = double(x.size(1));
-  const torch::Tensor var = a * a * stds.square() + sg * sg;                        // [K]
+  const torch::Tensor var = a * a * stds.square() + sg * sg;                           // [K]
   const torch::Tensor sq = (x.unsqueeze(1) - a * means.unsqueeze(0)).square().sum(2);  // [B, K]
   const torch::Tensor log_components =
       (weights / weights.sum()).log() - 0.5 * d * (2 * std::numbers::pi * var).log() - 0.5 * sq / var;
@@ -29,8 +28,7 @@ torch::Tensor log_density(const sde::VpLinear& schedule, double t, const torch::
 
 TEST_CASE("the mixture score is the gradient of the noised log-density", "[models][mixture]") {
   const sde::VpLinear schedule;
-  const torch::Tensor means = torch::tensor({{2.0, 0.0, 1.0}, {-1.0, 1.0, 0.0}, {0.0, -2.0, 0.5}},
-                                            torch::kDouble);
+  const torch::Tensor means = torch::tensor({{2.0, 0.0, 1.0}, {-1.0, 1.0, 0.0}, {0.0, -2.0, 0.5}}, torch::kDouble);
   const torch::Tensor stds = torch::tensor({0.3, 0.6, 0.1}, torch::kDouble);
   const torch::Tensor weights = torch::tensor({1.0, 2.0, 1.0}, torch::kDouble);
   const Mixture model(schedule, means, stds, weights);
@@ -67,15 +65,13 @@ TEST_CASE("mixture samples have the mixture's moments", "[models][mixture][stati
   const double var0 = 0.75 * 0.04 + 0.25 * 0.16 + 0.75 * 0.25 * 4.0;
   CHECK((x.mean(0) - expected_mean).abs().max().item<double>() < 4 * std::sqrt(1.0 / n));
   CHECK(x.var(0)[0].item<double>() == Approx(var0).epsilon(4 * std::sqrt(3.0 / n)));
-  CHECK(component.to(torch::kDouble).mean().item<double>() ==
-        Approx(0.25).margin(4 * std::sqrt(0.1875 / n)));
+  CHECK(component.to(torch::kDouble).mean().item<double>() == Approx(0.25).margin(4 * std::sqrt(0.1875 / n)));
 }
 
 TEST_CASE("the mixture rejects malformed parameters", "[models][mixture][errors]") {
   const sde::VpLinear schedule;
   const torch::Tensor means = torch::zeros({2, 3}, torch::kDouble);
-  CHECK_THROWS_WITH(Mixture(schedule, means, torch::ones({3}), torch::ones({2})),
-                    Catch::Contains("stds must be [2]"));
+  CHECK_THROWS_WITH(Mixture(schedule, means, torch::ones({3}), torch::ones({2})), Catch::Contains("stds must be [2]"));
   CHECK_THROWS_WITH(Mixture(schedule, means, torch::ones({2}), -torch::ones({2})),
                     Catch::Contains("weights must be > 0"));
   const Mixture model(schedule, means, torch::ones({2}), torch::ones({2}));

@@ -13,16 +13,15 @@
 using namespace diffctl;
 using Schedule = sde::OrnsteinUhlenbeck;
 
-TEST_CASE("the ratio estimator is the score of the noised empirical distribution",
-          "[models][ratio]") {
+TEST_CASE("the ratio estimator is the score of the noised empirical distribution", "[models][ratio]") {
   const Schedule schedule({.horizon = 5.0});
   const auto generator = make_generator(3);
   const torch::Tensor data = torch::randn({50, 2}, generator, torch::kDouble);
   // With a negligible floor, the estimate is the exact score of the data as an
   // equal-weight mixture of point masses.
   const models::RatioScore<Schedule> estimate(schedule, data, {}, {.density_floor = 1e-300});
-  const models::GaussianMixtureScore<Schedule> point_masses(
-      schedule, data, torch::zeros({50}, torch::kDouble), torch::ones({50}, torch::kDouble));
+  const models::GaussianMixtureScore<Schedule> point_masses(schedule, data, torch::zeros({50}, torch::kDouble),
+                                                            torch::ones({50}, torch::kDouble));
   for (const double t : {0.0, 2.5, 4.5, 4.9}) {
     const torch::Tensor y = torch::randn({40, 2}, generator, torch::kDouble);
     INFO("t = " << t);
@@ -37,13 +36,12 @@ TEST_CASE("the density floor damps the estimate far from the data", "[models][ra
                                               {.density_floor = floor});
   const double s = 1.0, alpha = schedule.alpha(s), sigma = schedule.sigma(s);
   for (const double y : {1.0, 5.0, 7.0}) {
-    const double density = std::exp(-0.5 * std::pow((y - alpha * x) / sigma, 2)) /
-                           (std::sqrt(2 * std::numbers::pi) * sigma);
+    const double density =
+        std::exp(-0.5 * std::pow((y - alpha * x) / sigma, 2)) / (std::sqrt(2 * std::numbers::pi) * sigma);
     // sum_j grad p / max(sum_j p, eps): the exact score -(y - alpha x)/sigma^2
     // where the density exceeds the floor, scaled down by density / eps beyond it.
     const double expected = -(y - alpha * x) / (sigma * sigma) * density / std::max(density, floor);
-    const double found =
-        estimate.score(t, torch::full({1, 1}, y, torch::kDouble), {}).item<double>();
+    const double found = estimate.score(t, torch::full({1, 1}, y, torch::kDouble), {}).item<double>();
     INFO("y = " << y << ", density " << density);
     CHECK(found == Approx(expected).epsilon(1e-9).margin(1e-300));
   }
@@ -58,15 +56,13 @@ TEST_CASE("a conditional estimate uses its own class's data only", "[models][rat
   const torch::Tensor y = torch::randn({5, 2}, generator, torch::kDouble);
   for (int64_t c = 0; c < 3; ++c) {
     const models::RatioScore<Schedule> own(schedule, data.index({labels == c}));
-    CHECK(torch::allclose(all.score(0.3, y, torch::full({5}, c, torch::kLong)), own.score(0.3, y, {}),
-                          1e-10, 1e-12));
+    CHECK(torch::allclose(all.score(0.3, y, torch::full({5}, c, torch::kLong)), own.score(0.3, y, {}), 1e-10, 1e-12));
   }
 }
 
 TEST_CASE("the ratio estimator rejects bad data", "[models][ratio][errors]") {
   const Schedule schedule;
-  CHECK_THROWS_WITH(models::RatioScore<Schedule>(schedule, torch::zeros({0, 2})),
-                    Catch::Contains("non-empty [n, d]"));
+  CHECK_THROWS_WITH(models::RatioScore<Schedule>(schedule, torch::zeros({0, 2})), Catch::Contains("non-empty [n, d]"));
   CHECK_THROWS_WITH(models::RatioScore<Schedule>(schedule, torch::full({3, 1}, NAN)),
                     Catch::Contains("data holds NaN or Inf"));
   CHECK_THROWS_WITH(models::RatioScore<Schedule>(schedule, torch::zeros({3, 1}), torch::zeros({2}, torch::kLong)),
@@ -108,8 +104,7 @@ TEST_CASE("the exact-score floor of Euler-Maruyama matches its closed form", "[m
     const torch::Tensor y =
         sde::integrate(schedule, estimate, sde::EulerMaruyama{}, grid, prior, {}, options).final_state;
     const double mean = y.mean().item<double>(), variance = y.var().item<double>();
-    INFO(steps << " steps: mean " << mean << " (exact " << m << "), variance " << variance << " (exact " << v
-               << ")");
+    INFO(steps << " steps: mean " << mean << " (exact " << m << "), variance " << variance << " (exact " << v << ")");
     // 5 standard errors of the mean and of a normal sample's variance.
     CHECK(std::abs(mean - m) < 5.0 * std::sqrt(v / n));
     CHECK(std::abs(variance - v) < 5.0 * v * std::sqrt(2.0 / n));

@@ -27,15 +27,12 @@ namespace models = diffctl::models;
 // buffers (running_mean, running_var, num_batches_tracked).
 struct NetImpl : torch::nn::Module {
   explicit NetImpl(int64_t out = 3) {
-    features = register_module(
-        "features",
-        torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)),
-                              torch::nn::BatchNorm2d(4)));
+    features = register_module("features",
+                               torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)),
+                                                     torch::nn::BatchNorm2d(4)));
     head = register_module("head", torch::nn::Linear(4 * 5 * 5, out));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    return head(torch::relu(features->forward(x)).flatten(1));
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return head(torch::relu(features->forward(x)).flatten(1)); }
   torch::nn::Sequential features{nullptr};
   torch::nn::Linear head{nullptr};
 };
@@ -143,11 +140,10 @@ TEST_CASE("save_state_dict and read_state_dict round-trip a module", "[weights]"
   CHECK_FALSE(fs::exists(file.string() + ".partial"));
 
   const models::StateDict expected = models::state_dict(*net);
-  CHECK(names_of(expected) ==
-        std::vector<std::string>{"features.0.weight", "features.0.bias", "features.1.weight",
-                                 "features.1.bias", "head.weight", "head.bias",
-                                 "features.1.running_mean", "features.1.running_var",
-                                 "features.1.num_batches_tracked"});
+  CHECK(names_of(expected) == std::vector<std::string>{"features.0.weight", "features.0.bias", "features.1.weight",
+                                                       "features.1.bias", "head.weight", "head.bias",
+                                                       "features.1.running_mean", "features.1.running_var",
+                                                       "features.1.num_batches_tracked"});
   const models::StateDict read = models::read_state_dict(file);
   REQUIRE(names_of(read) == names_of(expected));
   for (const auto& item : expected) {
@@ -209,8 +205,7 @@ TEST_CASE("weights written with their SHA-256 are refused once a byte changes", 
                     Contains(file.string()) && Contains("SHA-256") && Contains(digest) && Contains("corrupt"));
 }
 
-TEST_CASE("a zip whose records claim more bytes than the file holds is refused before LibTorch reads it",
-          "[weights]") {
+TEST_CASE("a zip whose records claim more bytes than the file holds is refused before LibTorch reads it", "[weights]") {
   TempDir dir;
   const fs::path file = dir.path() / "net.pt";
   models::save_state_dict(*make_net(1), file);
@@ -245,9 +240,7 @@ TEST_CASE("save_state_dict writes the zip layout Python's torch.load reads", "[w
 
   caffe2::serialize::PyTorchStreamReader reader(file.string());
   const auto records = reader.getAllRecords();
-  auto has = [&](const std::string& name) {
-    return std::find(records.begin(), records.end(), name) != records.end();
-  };
+  auto has = [&](const std::string& name) { return std::find(records.begin(), records.end(), name) != records.end(); };
   CHECK(has("data.pkl"));
   CHECK(has("version"));
   CHECK(has("data/0"));
@@ -274,8 +267,7 @@ TEST_CASE("read_state_dict reads Python's OrderedDict state dicts", "[weights]")
   write_python_file(file, protocol == 2 ? kPythonStateDictProtocol2 : kPythonStateDictProtocol4);
 
   const models::StateDict dict = models::read_state_dict(file);
-  REQUIRE(names_of(dict) == std::vector<std::string>{"fc.weight", "fc.bias", "fc.weight_t",
-                                                     "bn.num_batches_tracked"});
+  REQUIRE(names_of(dict) == std::vector<std::string>{"fc.weight", "fc.bias", "fc.weight_t", "bn.num_batches_tracked"});
   const auto weight = torch::arange(1, 7, torch::kFloat).reshape({2, 3});
   CHECK(torch::equal(dict["fc.weight"], weight));
   CHECK(torch::equal(dict["fc.bias"], torch::tensor({7.0f, 8.0f})));
@@ -346,33 +338,27 @@ TEST_CASE("read_state_dict picks one dict of a nested file by key", "[weights]")
   const torch::Tensor x = torch::randn({2, 1, 5, 5});
   CHECK(torch::equal(fresh->forward(x), net->forward(x)));
 
-  CHECK_THROWS_WITH(models::read_state_dict(file), Contains(file.string()) &&
-                                                       Contains("no tensors at the top level") &&
-                                                       Contains("model, ema"));
-  CHECK_THROWS_WITH(models::read_state_dict(file, "swa"),
-                    Contains("no entry \"swa\"") && Contains("model, ema"));
+  CHECK_THROWS_WITH(models::read_state_dict(file),
+                    Contains(file.string()) && Contains("no tensors at the top level") && Contains("model, ema"));
+  CHECK_THROWS_WITH(models::read_state_dict(file, "swa"), Contains("no entry \"swa\"") && Contains("model, ema"));
   CHECK_THROWS_WITH(models::read_state_dict(file, "step"), Contains("entry \"step\" is a int"));
 }
 
-TEST_CASE("load_state_dict reports every missing, unexpected and mismatched name at once",
-          "[weights]") {
+TEST_CASE("load_state_dict reports every missing, unexpected and mismatched name at once", "[weights]") {
   Net net = make_net(1);
   models::StateDict dict = models::state_dict(*make_net(2));
   models::StateDict changed("tensor");
   for (const auto& item : dict) {
-    if (item.key() == "head.bias" || item.key() == "features.0.bias") continue;  // missing 2
-    if (item.key() == "head.weight")
-      changed.insert(item.key(), torch::zeros({4, 100}));  // mismatched
-    else
-      changed.insert(item.key(), item.value());
+    if (item.key() == "head.bias" || item.key() == "features.0.bias") continue;           // missing 2
+    if (item.key() == "head.weight") changed.insert(item.key(), torch::zeros({4, 100}));  // mismatched
+    else changed.insert(item.key(), item.value());
   }
   changed.insert("tail.weight", torch::zeros({3}));  // unexpected
   const torch::Tensor before = net->head->weight.clone();
 
   CHECK_THROWS_WITH(models::load_state_dict(*net, changed, {.source = "weights.pt"}),
                     Contains("state dict from weights.pt does not match the model") &&
-                        Contains("missing 2 (features.0.bias, head.bias)") &&
-                        Contains("unexpected 1 (tail.weight)") &&
+                        Contains("missing 2 (features.0.bias, head.bias)") && Contains("unexpected 1 (tail.weight)") &&
                         Contains("mismatched 1 (head.weight: file [4, 100] vs model [3, 100])"));
   CHECK(torch::equal(net->head->weight, before));  // nothing copied
 
@@ -395,16 +381,14 @@ TEST_CASE("load_state_dict reports every missing, unexpected and mismatched name
   // Long lists are cut short.
   models::StateDict many("tensor");
   for (int i = 0; i < 20; ++i) many.insert("extra" + std::to_string(i), torch::zeros({1}));
-  CHECK_THROWS_WITH(
-      models::load_state_dict(*net, many, {.max_listed = 3}),
-      Contains("missing 9 (") && Contains("unexpected 20 (extra0, extra1, extra2, ... 17 more)"));
+  CHECK_THROWS_WITH(models::load_state_dict(*net, many, {.max_listed = 3}),
+                    Contains("missing 9 (") && Contains("unexpected 20 (extra0, extra1, extra2, ... 17 more)"));
 }
 
 TEST_CASE("read_state_dict rejects missing, foreign and truncated files by name", "[weights]") {
   TempDir dir;
   const fs::path missing = dir.path() / "absent.pt";
-  CHECK_THROWS_WITH(models::read_state_dict(missing),
-                    Contains(missing.string()) && Contains("no such file"));
+  CHECK_THROWS_WITH(models::read_state_dict(missing), Contains(missing.string()) && Contains("no such file"));
 
   const fs::path noise = dir.path() / "noise.pt";
   std::mt19937 random(7);
@@ -413,22 +397,18 @@ TEST_CASE("read_state_dict rejects missing, foreign and truncated files by name"
   bytes[0] = 'x';
   write_bytes(noise, bytes);
   CHECK_THROWS_AS(models::read_state_dict(noise), std::invalid_argument);
-  CHECK_THROWS_WITH(
-      models::read_state_dict(noise),
-      Contains(noise.string()) && Contains("neither a torch.save file nor a TorchScript file"));
+  CHECK_THROWS_WITH(models::read_state_dict(noise),
+                    Contains(noise.string()) && Contains("neither a torch.save file nor a TorchScript file"));
 
   const fs::path legacy = dir.path() / "legacy.pt";
   write_bytes(legacy, {'\x80', '\x02', '\x8a', '\x0a'});
-  CHECK_THROWS_WITH(models::read_state_dict(legacy),
-                    Contains(legacy.string()) && Contains("legacy torch.save format"));
+  CHECK_THROWS_WITH(models::read_state_dict(legacy), Contains(legacy.string()) && Contains("legacy torch.save format"));
 
   const fs::path whole = dir.path() / "whole.pt";
   models::save_state_dict(*make_net(1), whole);
   const std::vector<char> full = read_bytes(whole);
   const fs::path truncated = dir.path() / "truncated.pt";
-  write_bytes(
-      truncated,
-      std::vector<char>(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(full.size() / 2)));
+  write_bytes(truncated, std::vector<char>(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(full.size() / 2)));
   CHECK_THROWS_WITH(models::read_state_dict(truncated),
                     Contains(truncated.string()) && Contains("not a whole zip archive"));
   Net net = make_net(1);
@@ -441,8 +421,7 @@ TEST_CASE("read_state_dict rejects missing, foreign and truncated files by name"
     writer.writeRecord("readme.txt", "hello", 5);
     writer.writeEndOfFile();
   }
-  CHECK_THROWS_WITH(models::read_state_dict(other),
-                    Contains(other.string()) && Contains("no data.pkl record"));
+  CHECK_THROWS_WITH(models::read_state_dict(other), Contains(other.string()) && Contains("no data.pkl record"));
 }
 
 TEST_CASE("read_state_dict strips DataParallel's module. prefix on request", "[weights]") {
@@ -450,14 +429,13 @@ TEST_CASE("read_state_dict strips DataParallel's module. prefix on request", "[w
   const fs::path file = dir.path() / "parallel.pt";
   Net net = make_net(1);
   models::StateDict prefixed("tensor");
-  for (const auto& item : models::state_dict(*net))
-    prefixed.insert("module." + item.key(), item.value());
+  for (const auto& item : models::state_dict(*net)) prefixed.insert("module." + item.key(), item.value());
   models::save_state_dict(prefixed, file);
 
   Net fresh = make_net(2);
-  CHECK_THROWS_WITH(models::load_weights(*fresh, file),
-                    Contains("unexpected 9") && Contains("module.features.0.weight") &&
-                        Contains("read them with strip_module_prefix"));
+  CHECK_THROWS_WITH(models::load_weights(*fresh, file), Contains("unexpected 9") &&
+                                                            Contains("module.features.0.weight") &&
+                                                            Contains("read them with strip_module_prefix"));
   models::load_weights(*fresh, file, {.strip_module_prefix = true});
   const torch::Tensor x = torch::randn({2, 1, 5, 5});
   CHECK(torch::equal(fresh->forward(x), net->forward(x)));
@@ -471,20 +449,17 @@ TEST_CASE("float64 and float16 files load into a float32 model", "[weights]") {
     const fs::path file = dir.path() / "converted.pt";
     models::StateDict converted("tensor");
     for (const auto& item : models::state_dict(*net))
-      converted.insert(item.key(),
-                       item.value().is_floating_point() ? item.value().to(dtype) : item.value());
+      converted.insert(item.key(), item.value().is_floating_point() ? item.value().to(dtype) : item.value());
     models::save_state_dict(converted, file);
     CHECK(models::read_state_dict(file)["head.weight"].scalar_type() == dtype);
 
     Net fresh = make_net(2);
     models::load_weights(*fresh, file);
     CHECK(fresh->head->weight.scalar_type() == torch::kFloat);
-    CHECK(fresh->features[1]->as<torch::nn::BatchNorm2d>()->num_batches_tracked.scalar_type() ==
-          torch::kLong);
+    CHECK(fresh->features[1]->as<torch::nn::BatchNorm2d>()->num_batches_tracked.scalar_type() == torch::kLong);
     const double tolerance = dtype == torch::kDouble ? 0.0 : 1e-3;
     CHECK(torch::allclose(fresh->head->weight, net->head->weight, tolerance, tolerance));
     CHECK(torch::allclose(fresh->features[1]->as<torch::nn::BatchNorm2d>()->running_var,
-                          net->features[1]->as<torch::nn::BatchNorm2d>()->running_var, tolerance,
-                          tolerance));
+                          net->features[1]->as<torch::nn::BatchNorm2d>()->running_var, tolerance, tolerance));
   }
 }

@@ -120,9 +120,9 @@ TEST_CASE("UNet paper preset has minimal-diffusion's parameter names and shapes"
   }
   // Where the reference has no parameters: no attention at factor 8, no Downsample /
   // Upsample convs (ResBlocks resample), no skip conv where channels stay the same.
-  for (const char* absent : {"input_blocks.15.1.qkv.weight", "output_blocks.0.1.qkv.weight",
-                             "input_blocks.4.0.op.weight", "output_blocks.3.1.conv.weight",
-                             "input_blocks.1.0.skip_connection.weight"}) {
+  for (const char* absent :
+       {"input_blocks.15.1.qkv.weight", "output_blocks.0.1.qkv.weight", "input_blocks.4.0.op.weight",
+        "output_blocks.3.1.conv.weight", "input_blocks.1.0.skip_connection.weight"}) {
     INFO(absent);
     CHECK(params.find(absent) == nullptr);
   }
@@ -139,9 +139,8 @@ TEST_CASE("UNet paper preset has minimal-diffusion's parameter names and shapes"
 TEST_CASE("UNet predicts exactly zero at initialisation", "[unet]") {
   torch::manual_seed(1);
   UNet net(UNetOptions::small(28, 1, 10));
-  const torch::Tensor eps =
-      net->forward(torch::randn({3, 1, 28, 28}), torch::tensor({0.0, 10.0, 999.0}),
-                   torch::tensor({0, 5, 9}, torch::kLong));
+  const torch::Tensor eps = net->forward(torch::randn({3, 1, 28, 28}), torch::tensor({0.0, 10.0, 999.0}),
+                                         torch::tensor({0, 5, 9}, torch::kLong));
   CHECK(eps.abs().max().item<float>() == 0.0f);
 }
 
@@ -166,8 +165,8 @@ TEST_CASE("UNet output depends on the time and the label", "[unet]") {
 TEST_CASE("UNet timestep embedding is minimal-diffusion's sinusoid", "[unet]") {
   const torch::Tensor e = UNet::Impl::timestep_embedding(torch::tensor({0.0, 2.0}), 4);
   // dim 4: frequencies 1 and 10000^(-1/2) = 0.01, cos then sin.
-  const torch::Tensor expected = torch::tensor({{1.0, 1.0, 0.0, 0.0},
-                                                {std::cos(2.0), std::cos(0.02), std::sin(2.0), std::sin(0.02)}});
+  const torch::Tensor expected =
+      torch::tensor({{1.0, 1.0, 0.0, 0.0}, {std::cos(2.0), std::cos(0.02), std::sin(2.0), std::sin(0.02)}});
   CHECK(torch::allclose(e, expected.to(torch::kFloat), 1e-5, 1e-6));
   CHECK(UNet::Impl::timestep_embedding(torch::tensor({1.0}), 5).sizes() == torch::IntArrayRef({1, 5}));
 }

@@ -50,7 +50,8 @@ TEST_CASE("the path KL of two linear-Gaussian samplers matches its moment recurs
   options.generator = generator;
   options.record_x0 = false;
   options.on_step = [&](const sde::StepRecord& r) {
-    kl += objective::transition_kl(r.step, solver.transition(schedule, pretrained, r.t, r.t_next, r.before_impulse, {}));
+    kl +=
+        objective::transition_kl(r.step, solver.transition(schedule, pretrained, r.t, r.t_next, r.before_impulse, {}));
   };
   const torch::Tensor x_init = sde::sample_prior(schedule, {n, 1}, generator, torch::kDouble);
   sde::integrate(schedule, tuned, solver, grid, x_init, {}, options);
@@ -78,12 +79,13 @@ TEST_CASE("the path KL of samples between two Gaussian models has its closed for
   for (std::size_t k = 0; k < grid.steps(); ++k) {
     const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
     const double alpha = schedule.alpha(s), v = alpha * alpha * sd * sd + std::pow(schedule.sigma(s), 2);
-    expected += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha * (m1 - m2).square().sum().item<double>() /
-                (2.0 * v * v);
+    expected += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha *
+                (m1 - m2).square().sum().item<double>() / (2.0 * v * v);
   }
   at::Generator generator = make_generator(3);
   const torch::Tensor x_init = sde::sample_prior(schedule, {64, 2}, generator, torch::kDouble);
-  const auto run = objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {}, generator);
+  const auto run =
+      objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {}, generator);
   INFO("closed form " << expected << " nats");
   CHECK(run.x.sizes() == x_init.sizes());
   CHECK(run.kl.min().item<double>() == Approx(expected).epsilon(1e-9));

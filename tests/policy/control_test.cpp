@@ -11,8 +11,8 @@ using namespace diffctl;
 TEST_CASE("the image control starts at zero, its per-class image gets a gradient at once and depends on z and t",
           "[policy]") {
   torch::manual_seed(5);
-  policy::NetworkControl control(policy::ImageControlNet(
-      policy::ImageControlNetOptions{.channels = 1, .classes = 3, .width = 8, .image_size = 6, .class_image_scale = 2.0}));
+  policy::NetworkControl control(policy::ImageControlNet(policy::ImageControlNetOptions{
+      .channels = 1, .classes = 3, .width = 8, .image_size = 6, .class_image_scale = 2.0}));
   const torch::Tensor x = torch::randn({4, 1, 6, 6});
   const torch::Tensor z = torch::tensor({0, 1, 2, 1});
   const torch::Tensor u = control.control(0.5, x, z);

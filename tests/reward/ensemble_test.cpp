@@ -105,7 +105,8 @@ TEST_CASE("anchored members shrink toward their initial parameters, unanchored o
     heads.fit(data, weights, {.steps = 1500, .batch = 1 << 20, .learning_rate = 0.05, .l2 = l2, .anchored = anchored},
               generator);
     // The bias is a fourth parameter beside the constant feature: both carry the intercept.
-    const torch::Tensor phi = torch::cat({backbone->features(data.x()), torch::ones({data.size(), 1})}, 1).to(torch::kDouble);
+    const torch::Tensor phi =
+        torch::cat({backbone->features(data.x()), torch::ones({data.size(), 1})}, 1).to(torch::kDouble);
     const double n = double(data.size());
     const torch::Tensor a = anchored ? initial : torch::zeros({4}, torch::kDouble);
     const torch::Tensor expected = torch::linalg_solve(phi.t().mm(phi) / n + l2 * torch::eye(4, torch::kDouble),
@@ -123,8 +124,8 @@ TEST_CASE("anchored members shrink toward their initial parameters, unanchored o
   for (auto& t : networks()[0]->parameters()) before.push_back(t.detach().clone());
   const auto distance_after = [&](bool anchored) {
     MlpMembers members(networks());
-    members.fit(data, weights, {.steps = 200, .batch = 1 << 20, .learning_rate = 0.01, .l2 = 10.0, .anchored = anchored},
-                generator);
+    members.fit(data, weights,
+                {.steps = 200, .batch = 1 << 20, .learning_rate = 0.01, .l2 = 10.0, .anchored = anchored}, generator);
     double moved = 0.0, norm = 0.0;
     const auto after = members.networks()[0]->parameters();
     for (std::size_t i = 0; i < after.size(); ++i) {
@@ -149,8 +150,7 @@ TEST_CASE("a neural ensemble is confident near its data and uncertain away from 
   auto generator = make_generator(7);
   std::vector<torch::nn::Sequential> networks;
   for (int m = 0; m < 5; ++m) networks.push_back(small_mlp());
-  reward::BootstrapEnsemble ensemble(MlpMembers(networks),
-                                     exact_fit(1, 400, 0.01));
+  reward::BootstrapEnsemble ensemble(MlpMembers(networks), exact_fit(1, 400, 0.01));
   const auto data = regression_data(100, 0.1, generator);
   ensemble.fit(data);
 
@@ -171,8 +171,9 @@ TEST_CASE("resampling and fitting are reproducible by seed", "[reward]") {
   const PolynomialFeatures backbone(2);
   const auto heads = [&](std::uint64_t seed) {
     auto init = make_generator(100);
-    reward::BootstrapEnsemble ensemble(LinearHeads::random(backbone, 4, 1, 3, init),
-                                       {.fit = {.steps = 50, .batch = 16, .learning_rate = 0.05, .l2 = 1e-4}, .seed = seed});
+    reward::BootstrapEnsemble ensemble(
+        LinearHeads::random(backbone, 4, 1, 3, init),
+        {.fit = {.steps = 50, .batch = 16, .learning_rate = 0.05, .l2 = 1e-4}, .seed = seed});
     ensemble.fit(data);
     return ensemble.predictions(torch::linspace(-1, 1, 7).unsqueeze(1), {});
   };
@@ -210,7 +211,8 @@ TEST_CASE("optimism rules turn member predictions into the reward to maximise", 
   const torch::Tensor std = ((predictions - mean).square().sum(0) / 3.0).sqrt();
 
   CHECK(torch::allclose(reward::member_std(predictions), std, 1e-9, 1e-9));
-  CHECK(torch::allclose(reward::optimism::MeanPlusStd{2.0}(predictions, x, members, generator), mean + 2.0 * std, 1e-9, 1e-9));
+  CHECK(torch::allclose(reward::optimism::MeanPlusStd{2.0}(predictions, x, members, generator), mean + 2.0 * std, 1e-9,
+                        1e-9));
   CHECK(torch::equal(reward::optimism::MaxOfMembers{}(predictions, x, members, generator),
                      torch::tensor({0.6, 0.9}, torch::kDouble)));
   CHECK(torch::equal(reward::optimism::Greedy{}(predictions, x, members, generator), mean));
@@ -226,7 +228,8 @@ TEST_CASE("optimism rules turn member predictions into the reward to maximise", 
   reward::optimism::FeatureUcb ucb(1.5, 0.1);
   const torch::Tensor phi = torch::tensor({{1.0, 0.0}, {1.0, 2.0}}, torch::kDouble);
   CHECK(torch::allclose(ucb.bonus(phi), 1.5 * (phi.square().sum(1) / 0.1).sqrt()));
-  const torch::Tensor seen = torch::cat({torch::ones({6, 1}), torch::linspace(-1, 1, 6).unsqueeze(1)}, 1).to(torch::kDouble);
+  const torch::Tensor seen =
+      torch::cat({torch::ones({6, 1}), torch::linspace(-1, 1, 6).unsqueeze(1)}, 1).to(torch::kDouble);
   ucb.observe(seen);
   const torch::Tensor inverse = torch::inverse(seen.t().mm(seen) + 0.1 * torch::eye(2, torch::kDouble));
   const torch::Tensor expected = 1.5 * (phi.mm(inverse) * phi).sum(1).sqrt();
@@ -293,7 +296,8 @@ TEST_CASE("ensembles started from a weak classifier have an opinion and a spread
   }
   SECTION("feature UCB on the frozen backbone of either member type") {
     reward::BootstrapEnsemble<reward::ModuleMembers<models::ResNet18>, reward::optimism::FeatureUcb> whole(
-        reward::ModuleMembers<models::ResNet18>::copies_of(weak, 2, 0.2, generator), {}, reward::optimism::FeatureUcb(1.0, 1.0));
+        reward::ModuleMembers<models::ResNet18>::copies_of(weak, 2, 0.2, generator), {},
+        reward::optimism::FeatureUcb(1.0, 1.0));
     reward::BootstrapEnsemble<reward::SharedBackboneHeads<models::ResNet18>, reward::optimism::FeatureUcb> heads(
         reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), 2, 0.2, generator), {},
         reward::optimism::FeatureUcb(1.0, 1.0));
@@ -337,8 +341,7 @@ TEST_CASE("the ensemble refuses bad input with a clear message", "[reward]") {
   auto generator = make_generator(1);
   const PolynomialFeatures backbone(1);
   CHECK_THROWS_WITH(LinearHeads::random(backbone, 1, 1, 2, generator), Contains("at least 2 members"));
-  CHECK_THROWS_WITH(MlpMembers({small_mlp()}),
-                    Contains("at least 2 members"));
+  CHECK_THROWS_WITH(MlpMembers({small_mlp()}), Contains("at least 2 members"));
   reward::BootstrapEnsemble ensemble(LinearHeads::random(backbone, 2, 1, 2, generator));
   CHECK_THROWS_WITH(ensemble.fit(reward::FeedbackDataset{}), Contains("empty feedback dataset"));
 

@@ -312,8 +312,8 @@ TEST_CASE("a corrupt or foreign store is reported with its name, never half-load
   std::string flipped = bytes;
   flipped[at + 1] = static_cast<char>(flipped[at + 1] ^ 0x10);
   write_bytes(file, flipped);
-  CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()) && Contains("checksum mismatch") &&
-                                                      Contains("row "));
+  CHECK_THROWS_WITH(reward::FeedbackDataset(file),
+                    Contains(file.string()) && Contains("checksum mismatch") && Contains("row "));
 
   write_bytes(file, bytes.substr(0, bytes.size() / 2));
   CHECK_THROWS_WITH(reward::FeedbackDataset(file), Contains(file.string()));
@@ -378,8 +378,7 @@ TEST_CASE("the feedback dataset rejects bad labels and mismatched batches", "[re
   CHECK_THROWS_WITH(data.append(x, z, torch::tensor({0.0, std::nan(""), 1.0}, torch::kDouble), 0),
                     Contains("label 1") && Contains("finite"));
   CHECK_THROWS_WITH(data.append(x, z, torch::zeros({2}), 0), Contains("3 samples but y"));
-  CHECK_THROWS_WITH(data.append(x, torch::zeros({2}, torch::kLong), torch::zeros({3}), 0),
-                    Contains("3 samples but z"));
+  CHECK_THROWS_WITH(data.append(x, torch::zeros({2}, torch::kLong), torch::zeros({3}), 0), Contains("3 samples but z"));
   CHECK_THROWS_WITH(data.append(torch::zeros({0, 2}), {}, torch::zeros({0}), 0), Contains("non-empty"));
   CHECK_THROWS_WITH(data.append(x, z, torch::zeros({3}), -1), Contains("round"));
   CHECK(data.empty());

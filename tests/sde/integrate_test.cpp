@@ -29,8 +29,7 @@ double flow_shift_factor(const GaussianCase<VpLinear>& c, double t_k) {
 }
 
 template <class Solver>
-void check_impulse_shift(const Solver& solver, double expected_factor, double t_k,
-                         const TimeGrid& grid) {
+void check_impulse_shift(const Solver& solver, double expected_factor, double t_k, const TimeGrid& grid) {
   const GaussianCase<VpLinear> c;
   const torch::Tensor x0 = c.draw(0.0, 500, 4);
   const torch::Tensor u = torch::tensor({1.0, -2.0}, torch::kDouble);
@@ -38,8 +37,7 @@ void check_impulse_shift(const Solver& solver, double expected_factor, double t_
   options.generator = make_generator(9);
   const auto free = integrate(c.schedule, c.model(), solver, grid, x0, {}, options).final_state;
   options.generator = make_generator(9);
-  const auto pushed =
-      integrate(c.schedule, c.model(), solver, grid, x0, {}, {{t_k, u}}, options).final_state;
+  const auto pushed = integrate(c.schedule, c.model(), solver, grid, x0, {}, {{t_k, u}}, options).final_state;
   const torch::Tensor shift = pushed - free;
   // With the same noise, the dynamics are affine in the state: every sample moves
   // by the same amount ...
@@ -62,8 +60,7 @@ struct BreaksAfter {
 
 }  // namespace
 
-TEST_CASE("an impulse shifts the terminal mean as the linear dynamics predict",
-          "[integrate][impulse]") {
+TEST_CASE("an impulse shifts the terminal mean as the linear dynamics predict", "[integrate][impulse]") {
   const GaussianCase<VpLinear> c;
   const auto grid = TimeGrid::uniform(c.schedule.horizon(), 1000);
   const double t_k = 0.5;
@@ -74,20 +71,17 @@ TEST_CASE("an impulse shifts the terminal mean as the linear dynamics predict",
   check_impulse_shift(Ddim{}, flow_shift_factor(c, t_k), t_k, grid);
 }
 
-TEST_CASE("impulses at the end add to the state exactly, and impulses at one time add up",
-          "[integrate][impulse]") {
+TEST_CASE("impulses at the end add to the state exactly, and impulses at one time add up", "[integrate][impulse]") {
   const GaussianCase<VpLinear> c;
   const auto grid = TimeGrid::uniform(c.schedule.horizon(), 50);
   const torch::Tensor x0 = c.draw(0.0, 64, 1);
   const torch::Tensor u = torch::randn({64, 2}, torch::kDouble);
   const auto free = integrate(c.schedule, c.model(), Heun{}, grid, x0).final_state;
-  const auto at_end = integrate(c.schedule, c.model(), Heun{}, grid, x0, {},
-                                {{grid.back(), u}}).final_state;
+  const auto at_end = integrate(c.schedule, c.model(), Heun{}, grid, x0, {}, {{grid.back(), u}}).final_state;
   CHECK(torch::equal(at_end, free + u));
 
   const auto once = integrate(c.schedule, c.model(), Heun{}, grid, x0, {}, {{grid[10], 2 * u}});
-  const auto twice =
-      integrate(c.schedule, c.model(), Heun{}, grid, x0, {}, {{grid[10], u}, {grid[10], u}});
+  const auto twice = integrate(c.schedule, c.model(), Heun{}, grid, x0, {}, {{grid[10], u}, {grid[10], u}});
   CHECK(torch::allclose(once.final_state, twice.final_state, 0.0, 1e-12));
 }
 
@@ -98,8 +92,7 @@ TEST_CASE("recorded states and Tweedie estimates", "[integrate][record]") {
   const torch::Tensor u = torch::full({2}, 0.3, torch::kDouble);
   IntegrateOptions options;
   options.record_times = {grid.back(), grid[0], grid[100]};
-  const auto trajectory =
-      integrate(c.schedule, c.model(), EulerMaruyama{}, grid, x0, {}, {{grid[0], u}}, options);
+  const auto trajectory = integrate(c.schedule, c.model(), EulerMaruyama{}, grid, x0, {}, {{grid[0], u}}, options);
 
   REQUIRE(trajectory.times == std::vector<double>{grid[0], grid[100], grid.back()});
   REQUIRE(trajectory.states.size() == 3);
@@ -109,8 +102,7 @@ TEST_CASE("recorded states and Tweedie estimates", "[integrate][record]") {
   // Gaussian data: E[x0 | x_t] = m + alpha sd^2 / v (x - alpha m).
   for (std::size_t r = 0; r < 2; ++r) {
     const double t = trajectory.times[r], a = c.alpha(t);
-    const torch::Tensor expected =
-        c.mean + a * c.sd * c.sd / c.variance(t) * (trajectory.states[r] - a * c.mean);
+    const torch::Tensor expected = c.mean + a * c.sd * c.sd / c.variance(t) * (trajectory.states[r] - a * c.mean);
     CHECK(torch::allclose(trajectory.x0_estimates[r], expected, 1e-10, 1e-10));
   }
   CHECK(torch::equal(trajectory.x0_estimates[2], trajectory.final_state));  // sigma = 0 at T
@@ -125,8 +117,7 @@ TEST_CASE("gradients flow through the integration when asked", "[integrate][grad
   const std::vector<Impulse> impulses{{grid[500], u_early}, {grid[950], u_late}};
 
   SECTION("without the option, no graph is built") {
-    const auto end = integrate(c.schedule, c.model(), ProbabilityFlowEuler{}, grid, x0, {},
-                               impulses).final_state;
+    const auto end = integrate(c.schedule, c.model(), ProbabilityFlowEuler{}, grid, x0, {}, impulses).final_state;
     CHECK_FALSE(end.requires_grad());
   }
   SECTION("the whole trajectory") {
@@ -162,8 +153,7 @@ TEST_CASE("the same seed reproduces the same samples bit for bit", "[integrate][
     IntegrateOptions options;
     options.generator = make_generator(seed);
     return integrate(c.schedule, c.model(), EulerMaruyama{}, grid,
-                     sample_prior(c.schedule, {512, 2}, options.generator, torch::kDouble), {},
-                     options)
+                     sample_prior(c.schedule, {512, 2}, options.generator, torch::kDouble), {}, options)
         .final_state;
   };
   CHECK(torch::equal(run(42), run(42)));
@@ -180,13 +170,11 @@ TEST_CASE("integrate names what is wrong with its input", "[integrate][errors]")
                     Catch::Contains("differs from the schedule's T"));
   CHECK_THROWS_WITH(integrate(c.schedule, model, Heun{}, grid, x, {}, {{0.55, torch::ones({2})}}),
                     Catch::Contains("impulse time 0.55 is not a point of the time grid"));
-  CHECK_THROWS_WITH(
-      integrate(c.schedule, model, Heun{}, grid, x, {}, {{0.5, torch::ones({3}, torch::kDouble)}}),
-      Catch::Contains("u has shape [3]"));
-  CHECK_THROWS_WITH(
-      integrate(c.schedule, model, Heun{}, grid, x, {},
-                {{0.5, torch::ones({2}, torch::dtype(torch::kDouble).device(torch::kMeta))}}),
-      Catch::Contains("u is on meta but the state is on cpu"));
+  CHECK_THROWS_WITH(integrate(c.schedule, model, Heun{}, grid, x, {}, {{0.5, torch::ones({3}, torch::kDouble)}}),
+                    Catch::Contains("u has shape [3]"));
+  CHECK_THROWS_WITH(integrate(c.schedule, model, Heun{}, grid, x, {},
+                              {{0.5, torch::ones({2}, torch::dtype(torch::kDouble).device(torch::kMeta))}}),
+                    Catch::Contains("u is on meta but the state is on cpu"));
   CHECK_THROWS_WITH(integrate(c.schedule, model, Heun{}, grid, x.clone().index_fill_(0, torch::tensor({3}), NAN)),
                     Catch::Contains("initial state holds NaN or Inf"));
   CHECK_THROWS_WITH(integrate(c.schedule, model, Heun{}, grid, x, torch::zeros({7}, torch::kLong)),
@@ -200,9 +188,9 @@ TEST_CASE("integrate names what is wrong with its input", "[integrate][errors]")
 
   // A state that breaks mid-way is reported with the last recorded time it was sound.
   options.record_times = {0.2, 0.5, 0.8};
-  CHECK_THROWS_WITH(integrate(c.schedule, BreaksAfter{model, 0.6}, EulerMaruyama{}, grid,
-                              c.draw(0.0, 8, 1), {}, options),
-                    Catch::Contains("became NaN or Inf after t = 0.5"));
+  CHECK_THROWS_WITH(
+      integrate(c.schedule, BreaksAfter{model, 0.6}, EulerMaruyama{}, grid, c.draw(0.0, 8, 1), {}, options),
+      Catch::Contains("became NaN or Inf after t = 0.5"));
 }
 
 TEST_CASE("integration runs on CUDA when it is available", "[integrate][cuda]") {

@@ -18,8 +18,7 @@ void check_forward_process_identities(const Schedule& schedule) {
   const double horizon = schedule.horizon();
   for (const double fraction : {0.05, 0.2, 0.5, 0.8, 0.95}) {
     const double s = fraction * horizon, ds = 1e-6 * horizon;
-    const double dlog_alpha =
-        (std::log(schedule.alpha(s + ds)) - std::log(schedule.alpha(s - ds))) / (2 * ds);
+    const double dlog_alpha = (std::log(schedule.alpha(s + ds)) - std::log(schedule.alpha(s - ds))) / (2 * ds);
     const auto var = [&](double at) { return schedule.sigma(at) * schedule.sigma(at); };
     const double dvar = (var(s + ds) - var(s - ds)) / (2 * ds);
     const double f = schedule.drift_coef(s), g = schedule.diffusion(s);
@@ -46,8 +45,7 @@ TEST_CASE("schedules match their closed forms", "[schedules]") {
   CHECK(vp.sigma(0.0) == 0.0);
   CHECK(vp.alpha(1.0) == Approx(std::exp(-0.5 * 0.1 - 0.25 * 19.9)));
   CHECK(vp.diffusion(1.0) == Approx(std::sqrt(20.0)));
-  for (const double s : {0.01, 0.3, 1.0})
-    CHECK(vp.alpha(s) * vp.alpha(s) + vp.sigma(s) * vp.sigma(s) == Approx(1.0));
+  for (const double s : {0.01, 0.3, 1.0}) CHECK(vp.alpha(s) * vp.alpha(s) + vp.sigma(s) * vp.sigma(s) == Approx(1.0));
 
   const VpCosine cosine;
   CHECK(cosine.alpha(0.0) == Approx(1.0));
@@ -83,8 +81,7 @@ TEST_CASE("score, epsilon and x0 predictions convert into one another", "[schedu
 }
 
 TEST_CASE("schedules reject bad options and times", "[schedules][errors]") {
-  CHECK_THROWS_WITH(VpLinear({.beta_min = 1.0, .beta_max = 0.5}),
-                    Catch::Contains("beta_min <= beta_max"));
+  CHECK_THROWS_WITH(VpLinear({.beta_min = 1.0, .beta_max = 0.5}), Catch::Contains("beta_min <= beta_max"));
   CHECK_THROWS_WITH(VpCosine({.horizon = 1.0}), Catch::Contains("horizon must lie in (0, 1)"));
   CHECK_THROWS_WITH(Ve({.sigma_min = 1.0, .sigma_max = 1.0}), Catch::Contains("sigma_min < sigma_max"));
   CHECK_THROWS_WITH(OrnsteinUhlenbeck({.theta = 0.0}), Catch::Contains("theta must be positive"));

@@ -32,25 +32,23 @@ struct Allowance {
 };
 
 template <class Schedule, class Solver>
-torch::Tensor sample_final(const GaussianCase<Schedule>& c, const Solver& solver,
-                           std::size_t steps, int64_t n, std::uint64_t seed) {
+torch::Tensor sample_final(const GaussianCase<Schedule>& c, const Solver& solver, std::size_t steps, int64_t n,
+                           std::uint64_t seed) {
   const torch::Tensor x0 = c.draw(0.0, n, seed);
   IntegrateOptions options;
   options.generator = make_generator(seed + 1);
-  return integrate(c.schedule, c.model(), solver, TimeGrid::uniform(c.schedule.horizon(), steps),
-                   x0, {}, options)
+  return integrate(c.schedule, c.model(), solver, TimeGrid::uniform(c.schedule.horizon(), steps), x0, {}, options)
       .final_state;
 }
 
 template <class Schedule, class Solver>
-void check_moments(const GaussianCase<Schedule>& c, const Solver& solver, Allowance allowance,
-                   int64_t n = kSamples, std::size_t steps = kSteps) {
+void check_moments(const GaussianCase<Schedule>& c, const Solver& solver, Allowance allowance, int64_t n = kSamples,
+                   std::size_t steps = kSteps) {
   const torch::Tensor x = sample_final(c, solver, steps, n, 11);
   const double target_var = c.variance(c.schedule.horizon());
   const double target_sd = std::sqrt(target_var);
   const double mean_tol = 4.0 * target_sd / std::sqrt(double(n)) + allowance.mean;
-  const double var_tol =
-      4.0 * target_var * std::sqrt(2.0 / double(n - 1)) + allowance.variance_rel * target_var;
+  const double var_tol = 4.0 * target_var * std::sqrt(2.0 / double(n - 1)) + allowance.variance_rel * target_var;
   const torch::Tensor mean = x.mean(0), var = x.var(0);
   for (int64_t d = 0; d < x.size(1); ++d) {
     INFO(Solver::name << " coordinate " << d << ": mean " << mean[d].item().toDouble() << ", var "
@@ -77,8 +75,7 @@ template <class Solver>
 double flow_error(const GaussianCase<VpLinear>& c, const Solver& solver, std::size_t steps) {
   const torch::Tensor x0 = c.draw(0.0, 2000, 5);
   const torch::Tensor end =
-      integrate(c.schedule, c.model(), solver, TimeGrid::uniform(c.schedule.horizon(), steps), x0)
-          .final_state;
+      integrate(c.schedule, c.model(), solver, TimeGrid::uniform(c.schedule.horizon(), steps), x0).final_state;
   return (end - c.flow(x0, 0.0, c.schedule.horizon())).abs().max().item<double>();
 }
 
@@ -88,8 +85,7 @@ double flow_error(const GaussianCase<VpLinear>& c, const Solver& solver, std::si
 TEST_CASE("euler-maruyama samples have the data's mean and variance", "[solvers][statistical]") {
   check_moments(GaussianCase<VpLinear>(), EulerMaruyama{}, {1.5e-3, 2.5e-3});
 }
-TEST_CASE("probability-flow euler samples have the data's mean and variance",
-          "[solvers][statistical]") {
+TEST_CASE("probability-flow euler samples have the data's mean and variance", "[solvers][statistical]") {
   check_moments(GaussianCase<VpLinear>(), ProbabilityFlowEuler{}, {1e-3, 1.5e-3});
 }
 TEST_CASE("heun samples have the data's mean and variance", "[solvers][statistical]") {
@@ -128,8 +124,7 @@ TEST_CASE("solvers reach the data distribution on every schedule", "[solvers][st
   }
 }
 
-TEST_CASE("probability-flow euler converges at order 1 and heun at order 2",
-          "[solvers][convergence]") {
+TEST_CASE("probability-flow euler converges at order 1 and heun at order 2", "[solvers][convergence]") {
   const GaussianCase<VpLinear> c;
   const std::vector<std::size_t> steps{20, 40, 80, 160, 320};
   std::vector<double> euler, heun;
@@ -145,8 +140,7 @@ TEST_CASE("probability-flow euler converges at order 1 and heun at order 2",
   CHECK(heun_order == Approx(2.0).margin(0.15));
 }
 
-TEST_CASE("ddim with eta=0 is deterministic and converges to the probability-flow solution",
-          "[solvers][ddim]") {
+TEST_CASE("ddim with eta=0 is deterministic and converges to the probability-flow solution", "[solvers][ddim]") {
   const GaussianCase<VpLinear> c;
   const torch::Tensor x0 = c.draw(0.0, 1000, 3);
   const auto grid = TimeGrid::uniform(c.schedule.horizon(), 100);
@@ -160,8 +154,7 @@ TEST_CASE("ddim with eta=0 is deterministic and converges to the probability-flo
   const std::vector<std::size_t> steps{50, 200, 800};
   std::vector<double> errors;
   for (const auto n : steps) errors.push_back(flow_error(c, Ddim{}, n));
-  INFO("ddim errors against the exact flow: " << errors[0] << ", " << errors[1] << ", "
-                                             << errors[2]);
+  INFO("ddim errors against the exact flow: " << errors[0] << ", " << errors[1] << ", " << errors[2]);
   CHECK(errors[1] < errors[0] / 3.0);
   CHECK(errors[2] < errors[1] / 3.0);
   CHECK(errors[2] < 1e-2);
@@ -184,8 +177,7 @@ TEST_CASE("ddpm ancestral and ddim with eta=1 agree in distribution", "[solvers]
   CHECK((ddpm_large.var(0) - other.var(0)).abs().max().item<double>() < var_tol);
 }
 
-TEST_CASE("ddim's x0 clipping bounds the prediction and keeps eps consistent with it",
-          "[solvers][ddim]") {
+TEST_CASE("ddim's x0 clipping bounds the prediction and keeps eps consistent with it", "[solvers][ddim]") {
   // Data N((1.5, -0.5), 0.5^2): from the prior, x0 predictions spread well beyond
   // [-1, 1]. The clipped step is alpha' clamp(x0) + sigma' (x - alpha clamp(x0)) / sigma.
   const GaussianCase<VpLinear> c;
@@ -198,8 +190,8 @@ TEST_CASE("ddim's x0 clipping bounds the prediction and keeps eps consistent wit
   const torch::Tensor x0 = (x + sigma * sigma * score) / a;
   REQUIRE(x0.abs().max().item<double>() > 1.0);
   const torch::Tensor bounded = x0.clamp(-1.0, 1.0);
-  const torch::Tensor expected = c.schedule.alpha(s_next) * bounded +
-                                 c.schedule.sigma(s_next) * (x - a * bounded) / sigma;
+  const torch::Tensor expected =
+      c.schedule.alpha(s_next) * bounded + c.schedule.sigma(s_next) * (x - a * bounded) / sigma;
   const auto clipped = Ddim({.clip_x0 = 1.0}).transition(c.schedule, model, t, t_next, x, {});
   CHECK(torch::allclose(clipped.mean, expected, 1e-10, 1e-10));
   // A bound the predictions never reach changes nothing.
@@ -236,10 +228,8 @@ TEST_CASE("solvers reject steps outside the schedule", "[solvers][errors]") {
   const GaussianCase<VpLinear> c;
   const auto model = c.model();
   const torch::Tensor x = torch::zeros({4, 2}, torch::kDouble);
-  CHECK_THROWS_WITH(EulerMaruyama{}.transition(c.schedule, model, 0.5, 0.5, x, {}),
-                    Catch::Contains("t < t_next"));
-  CHECK_THROWS_WITH(Heun{}.transition(c.schedule, model, 0.5, 1.5, x, {}),
-                    Catch::Contains("t_next <= T"));
+  CHECK_THROWS_WITH(EulerMaruyama{}.transition(c.schedule, model, 0.5, 0.5, x, {}), Catch::Contains("t < t_next"));
+  CHECK_THROWS_WITH(Heun{}.transition(c.schedule, model, 0.5, 1.5, x, {}), Catch::Contains("t_next <= T"));
   CHECK_THROWS_WITH(Ddim({.eta = 1.5}), Catch::Contains("eta must lie in [0, 1]"));
 }
 

@@ -22,7 +22,7 @@ TEST_CASE("uniform grids", "[time_grid]") {
 
 TEST_CASE("grid points are found despite rounding", "[time_grid]") {
   const auto grid = TimeGrid::uniform(1.0, 10);
-  CHECK(grid.index_of(0.3) == 3u);          // 3 * 0.1 is not 0.3 in binary
+  CHECK(grid.index_of(0.3) == 3u);  // 3 * 0.1 is not 0.3 in binary
   CHECK(grid.index_of(0.1 + 0.2) == 3u);
   CHECK(grid.index_of(1.0) == 10u);
   CHECK_FALSE(grid.index_of(0.35).has_value());

@@ -40,8 +40,8 @@ struct ClassifierTrainingOptions {
 };
 
 // Random flips and translations, per sample, drawn from `generator`.
-inline torch::Tensor augment_images(const torch::Tensor& images, bool flip, int64_t padding,
-                                    double background, c10::optional<at::Generator> generator) {
+inline torch::Tensor augment_images(const torch::Tensor& images, bool flip, int64_t padding, double background,
+                                    c10::optional<at::Generator> generator) {
   torch::Tensor x = images;
   const int64_t batch = x.size(0);
   if (flip) {
@@ -51,14 +51,12 @@ inline torch::Tensor augment_images(const torch::Tensor& images, bool flip, int6
   }
   if (padding > 0) {
     const int64_t h = x.size(2), w = x.size(3);
-    const torch::Tensor padded =
-        torch::constant_pad_nd(x, {padding, padding, padding, padding}, background);
+    const torch::Tensor padded = torch::constant_pad_nd(x, {padding, padding, padding, padding}, background);
     const torch::Tensor offsets = torch::randint(0, 2 * padding + 1, {batch, 2}, generator, torch::kLong);
     const auto* o = offsets.data_ptr<int64_t>();
     std::vector<torch::Tensor> crops;
     crops.reserve(static_cast<std::size_t>(batch));
-    for (int64_t i = 0; i < batch; ++i)
-      crops.push_back(padded[i].narrow(1, o[2 * i], h).narrow(2, o[2 * i + 1], w));
+    for (int64_t i = 0; i < batch; ++i) crops.push_back(padded[i].narrow(1, o[2 * i], h).narrow(2, o[2 * i + 1], w));
     x = torch::stack(crops);
   }
   return x;
@@ -84,22 +82,20 @@ class ClassifierTrainer {
     require(options_.warmup_steps >= 0 && options_.crop_padding >= 0,
             "classifier training: warmup_steps and crop_padding must be >= 0");
     if (options_.optimizer == ClassifierOptimizer::sgd)
-      optimizer_ = std::make_unique<torch::optim::SGD>(
-          model_->parameters(), torch::optim::SGDOptions(options_.learning_rate)
-                                    .momentum(options_.momentum)
-                                    .nesterov(options_.momentum > 0.0)
-                                    .weight_decay(options_.weight_decay));
+      optimizer_ =
+          std::make_unique<torch::optim::SGD>(model_->parameters(), torch::optim::SGDOptions(options_.learning_rate)
+                                                                        .momentum(options_.momentum)
+                                                                        .nesterov(options_.momentum > 0.0)
+                                                                        .weight_decay(options_.weight_decay));
     else
       optimizer_ = std::make_unique<torch::optim::AdamW>(
-          model_->parameters(),
-          torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+          model_->parameters(), torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
     group_.broadcast_module(*model_);
   }
 
   // The learning rate at `step`: linear warm-up, then cosine decay to zero at `steps`.
   double learning_rate(int64_t step) const {
-    if (step < options_.warmup_steps)
-      return options_.learning_rate * double(step + 1) / double(options_.warmup_steps);
+    if (step < options_.warmup_steps) return options_.learning_rate * double(step + 1) / double(options_.warmup_steps);
     const double progress = std::min(1.0, double(step - options_.warmup_steps) /
                                               double(std::max<int64_t>(1, options_.steps - options_.warmup_steps)));
     return 0.5 * options_.learning_rate * (1.0 + std::cos(std::numbers::pi * progress));
@@ -110,14 +106,14 @@ class ClassifierTrainer {
   ClassifierStats step(const torch::Tensor& images, const torch::Tensor& labels,
                        c10::optional<at::Generator> generator = c10::nullopt) {
     require(images.dim() == 4 && labels.dim() == 1 && labels.size(0) == images.size(0),
-            "classifier training: expected images [B, C, H, W] and labels [B], found ",
-            images.sizes(), " and ", labels.sizes());
+            "classifier training: expected images [B, C, H, W] and labels [B], found ", images.sizes(), " and ",
+            labels.sizes());
     const int64_t batch = images.size(0);
     const double rate = learning_rate(steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(rate);
     model_->train();
-    const torch::Tensor x = augment_images(images, options_.flip, options_.crop_padding,
-                                           options_.background, generator);
+    const torch::Tensor x =
+        augment_images(images, options_.flip, options_.crop_padding, options_.background, generator);
     const torch::Tensor shard_labels = group_.local_rows(labels);
     const torch::Tensor logits = model_->forward(group_.local_rows(x));
     // Sums over the shard divided by the global batch: summed over ranks, the mean.

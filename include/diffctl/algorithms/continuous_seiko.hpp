@@ -92,12 +92,12 @@ struct SeikoOptions {
   bool learn_initial = true;  // tune the initial distribution's mean and log-std
   // Drift parameters to tune, by name prefix ("" tunes them all); empty: none.
   std::vector<std::string> tune_drift{};
-  int64_t classes = 0;          // prompts z uniform over [0, classes); 0: unconditional
+  int64_t classes = 0;  // prompts z uniform over [0, classes); 0: unconditional
   // c^2 of the Gaussian prior behind a GuidedControl's guidance (see guidance()):
   // the data's variance per coordinate, about 1 for data scaled to unit variance.
   double guidance_prior_variance = 1.0;
-  int64_t eval_samples = 256;   // samples measured at the end of each round
-  int64_t chunk = 256;          // samples per sampling call / oracle query
+  int64_t eval_samples = 256;  // samples measured at the end of each round
+  int64_t chunk = 256;         // samples per sampling call / oracle query
   std::uint64_t seed = 0;
   bool show_progress = true;
 };
@@ -106,12 +106,12 @@ struct SeikoOptions {
 struct SeikoRound {
   int64_t round = 0;
   int64_t queries_total = 0;
-  double oracle_reward_mean = 0.0;     // noiseless r(x_T, z) of fresh samples (not queries)
-  double ensemble_reward_mean = 0.0;   // r_hat on the same samples
-  double uncertainty_mean = 0.0;       // g_hat on the same samples
-  double kl_to_pretrained = 0.0;       // path KL + initial KL, nats per sample
-  double control_points_mean = 0.0;    // controls per trajectory
-  double objective = 0.0;              // the last optimisation step's objective
+  double oracle_reward_mean = 0.0;    // noiseless r(x_T, z) of fresh samples (not queries)
+  double ensemble_reward_mean = 0.0;  // r_hat on the same samples
+  double uncertainty_mean = 0.0;      // g_hat on the same samples
+  double kl_to_pretrained = 0.0;      // path KL + initial KL, nats per sample
+  double control_points_mean = 0.0;   // controls per trajectory
+  double objective = 0.0;             // the last optimisation step's objective
   double seconds = 0.0;
   // By name (after the round), for progress lines and logs (callbacks.hpp).
   std::vector<std::pair<std::string, double>> fields() const {
@@ -128,10 +128,10 @@ struct SeikoRound {
 
 // Samples of the tuned model with their measurements.
 struct SeikoSamples {
-  torch::Tensor x;                  // x_T [B, ...]
-  torch::Tensor z;                  // prompts [B] or undefined
-  torch::Tensor kl_to_pretrained;   // [B] path + initial KL (when asked)
-  torch::Tensor controls;           // [B] control points per sample
+  torch::Tensor x;                 // x_T [B, ...]
+  torch::Tensor z;                 // prompts [B] or undefined
+  torch::Tensor kl_to_pretrained;  // [B] path + initial KL (when asked)
+  torch::Tensor controls;          // [B] control points per sample
 };
 
 template <NoiseSchedule Schedule, DriftModel Drift, TrainablePolicy Policy, MeasurementSelection Mss, class Solver,
@@ -236,7 +236,8 @@ class ContinuousSeiko {
     report.round = rounds_done_;
     report.queries_total = oracle.queries();
     const int64_t n = options_.eval_samples;
-    const torch::Tensor prompts = options_.classes > 0 ? torch::arange(n, torch::kLong) % options_.classes : torch::Tensor{};
+    const torch::Tensor prompts =
+        options_.classes > 0 ? torch::arange(n, torch::kLong) % options_.classes : torch::Tensor{};
     last_evaluation_ = sample(n, /*with_kl=*/true, prompts);
     const SeikoSamples& samples = last_evaluation_;
     const auto estimate = reward_.estimate(samples.x, samples.z);
@@ -264,10 +265,10 @@ class ContinuousSeiko {
       const torch::Tensor mask = select_controls(x_init, z, count);
       auto run = controlled_run(x_init, z, mask, false, with_kl, count);
       const int64_t rows = x_init.size(0);
-      parts.push_back({group_.all_gather_rows(run.x), z_all,
-                       with_kl ? group_.all_gather_rows(run.kl_pretrained + initial_kl_to_prior().expand({rows}))
-                               : torch::Tensor{},
-                       group_.all_gather_rows(mask.sum(0).to(torch::kFloat))});
+      parts.push_back(
+          {group_.all_gather_rows(run.x), z_all,
+           with_kl ? group_.all_gather_rows(run.kl_pretrained + initial_kl_to_prior().expand({rows})) : torch::Tensor{},
+           group_.all_gather_rows(mask.sum(0).to(torch::kFloat))});
     }
     const auto cat = [&](auto member) {
       std::vector<torch::Tensor> all;
@@ -373,8 +374,10 @@ class ContinuousSeiko {
         std::vector<int64_t> shape{n};
         shape.insert(shape.end(), sample_shape_.begin(), sample_shape_.end());
         const bool main = group_.is_main();
-        torch::Tensor x = main ? feedback.x().narrow(0, labelled_before, n).contiguous() : torch::empty(shape, torch::kFloat);
-        torch::Tensor y = main ? feedback.y().narrow(0, labelled_before, n).contiguous() : torch::empty({n}, torch::kDouble);
+        torch::Tensor x =
+            main ? feedback.x().narrow(0, labelled_before, n).contiguous() : torch::empty(shape, torch::kFloat);
+        torch::Tensor y =
+            main ? feedback.y().narrow(0, labelled_before, n).contiguous() : torch::empty({n}, torch::kDouble);
         torch::Tensor z;
         if (options_.classes > 0)
           z = main ? feedback.z().narrow(0, labelled_before, n).contiguous() : torch::empty({n}, torch::kLong);
@@ -386,7 +389,8 @@ class ContinuousSeiko {
     }
     const torch::Tensor sizes = group_.all_reduce_sum(torch::tensor({feedback.size()}, torch::kLong));
     require(sizes.item<int64_t>() == feedback.size() * group_.size(), group_.label(), "SEIKO round ", round,
-            ": the ranks hold different feedback (", feedback.size(), " labels here); every rank must use the same "
+            ": the ranks hold different feedback (", feedback.size(),
+            " labels here); every rank must use the same "
             "feedback store, on a filesystem all of them see");
   }
 
@@ -400,8 +404,8 @@ class ContinuousSeiko {
       parameters.push_back(init_log_std_);
     }
     if (parameters.empty() || options_.optimize_steps == 0) return 0.0;
-    torch::optim::AdamW optimizer(parameters,
-                                  torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+    torch::optim::AdamW optimizer(
+        parameters, torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
     io::Progress progress("seiko round " + std::to_string(round) + " optimise", options_.optimize_steps);
     torch::Tensor objective;
     // Steps whose objective was not finite, counted where the objective lives and
@@ -436,10 +440,9 @@ class ContinuousSeiko {
         clip_grad_norm(parameters, options_.max_grad_norm);
         optimizer.step();
       } catch (const sde::NonFiniteState& error) {
-        throw Diverged(diffctl::detail::concat("SEIKO round ", round, ": diverged at optimisation step ", step + 1,
-                                               " of ", options_.optimize_steps, " (", error.what(),
-                                               "); a lower learning rate than ", options_.learning_rate,
-                                               " or a larger alpha may help"));
+        throw Diverged(diffctl::detail::concat(
+            "SEIKO round ", round, ": diverged at optimisation step ", step + 1, " of ", options_.optimize_steps, " (",
+            error.what(), "); a lower learning rate than ", options_.learning_rate, " or a larger alpha may help"));
       }
       if (options_.show_progress) progress.update(step + 1);
     }
@@ -449,8 +452,8 @@ class ContinuousSeiko {
     if (diverged > 0)
       throw Diverged(diffctl::detail::concat("SEIKO round ", round, ": diverged, the objective NaN or infinite in ",
                                              diverged, " of its ", options_.optimize_steps,
-                                             " optimisation steps; a lower learning rate than ",
-                                             options_.learning_rate, " or a larger alpha may help"));
+                                             " optimisation steps; a lower learning rate than ", options_.learning_rate,
+                                             " or a larger alpha may help"));
     return objective.template item<double>();
   }
 
@@ -488,7 +491,8 @@ class ContinuousSeiko {
     std::vector<torch::Tensor> uncertainty;
     for (const torch::Tensor& x0 : hallucination.x0_estimates) uncertainty.push_back(reward_.uncertainty(x0, z));
     torch::Tensor mask = mss_.select(measure_times_, torch::stack(uncertainty));
-    require(mask.scalar_type() == torch::kBool && mask.sizes() == torch::IntArrayRef({int64_t(measure_times_.size()), x_init.size(0)}),
+    require(mask.scalar_type() == torch::kBool &&
+                mask.sizes() == torch::IntArrayRef({int64_t(measure_times_.size()), x_init.size(0)}),
             "SEIKO: the measurement selection returned ", mask.sizes(), " ", mask.scalar_type(), ", expected bool [",
             measure_times_.size(), ", ", x_init.size(0), "]");
     bool any_noisy = false;
@@ -496,7 +500,8 @@ class ContinuousSeiko {
       if (noiseless[measure_index_[r]]) mask[static_cast<int64_t>(r)].fill_(false);
       else any_noisy = true;
     }
-    require(any_noisy, "SEIKO: the sampler is deterministic at every measured time; it needs a stochastic "
+    require(any_noisy,
+            "SEIKO: the sampler is deterministic at every measured time; it needs a stochastic "
             "solver (Euler-Maruyama, DDPM, DDIM with eta > 0)");
     return mask;
   }
@@ -530,7 +535,8 @@ class ContinuousSeiko {
     const torch::Tensor host_mask = mask.cpu();
     std::vector<torch::Tensor> samples_of_row;
     for (std::size_t r = 0; r < measure_index_.size(); ++r)
-      samples_of_row.push_back(host_mask[static_cast<int64_t>(r)].nonzero().squeeze(1).to(mask.device(), /*non_blocking=*/true));
+      samples_of_row.push_back(
+          host_mask[static_cast<int64_t>(r)].nonzero().squeeze(1).to(mask.device(), /*non_blocking=*/true));
     std::vector<bool> controlled(grid_.size(), false);
     std::vector<torch::Tensor> controlled_samples(grid_.size());
     for (std::size_t k = 0; k < grid_.size(); ++k) {
@@ -587,14 +593,18 @@ class ContinuousSeiko {
       if (!controlled[r.k] && !drift_changes) return;
       torch::Tensor rows;
       if (!drift_changes) rows = controlled_samples[r.k];
-      const auto pick = [&](const torch::Tensor& t) { return rows.defined() && t.defined() ? t.index_select(0, rows) : t; };
+      const auto pick = [&](const torch::Tensor& t) {
+        return rows.defined() && t.defined() ? t.index_select(0, rows) : t;
+      };
       const torch::Tensor from = pick(r.before_impulse), zs = pick(z);
       const Transition tuned{pick(r.step.mean), r.step.noise_std, {}};
       // The previous round's control: its impulse moved the state the step starts
       // from; its held drift moves the step's mean.
-      const torch::Tensor& previous_u = controlled[r.k] ? previous_control[static_cast<std::size_t>(row_of[r.k])] : torch::Tensor{};
+      const torch::Tensor& previous_u =
+          controlled[r.k] ? previous_control[static_cast<std::size_t>(row_of[r.k])] : torch::Tensor{};
       const bool jumped = !held && previous_u.defined();
-      auto [pretrained, previous] = reference_steps(r.t, r.t_next, from, jumped ? from + pick(previous_u) : from, zs, drift_changes);
+      auto [pretrained, previous] =
+          reference_steps(r.t, r.t_next, from, jumped ? from + pick(previous_u) : from, zs, drift_changes);
       if (held && previous_u.defined() && r.step.noise_std > 0.0)
         previous.mean = previous.mean + pick(previous_u) * (r.t_next - r.t);
       const auto add = [&](const torch::Tensor& total, const torch::Tensor& part) {

@@ -65,12 +65,14 @@ struct DenoisingStats {
 template <NoiseSchedule Schedule, EpsilonNetwork Net>
 class DenoisingTrainer {
  public:
-  DenoisingTrainer(Schedule schedule, Net model, Net ema, DenoisingOptions options = {},
-                   distributed::Group group = {})
-      : schedule_(std::move(schedule)), model_(std::move(model)), ema_(std::move(ema)),
-        options_(options), group_(std::move(group)),
-        optimizer_(model_->parameters(), torch::optim::AdamWOptions(options.learning_rate)
-                                             .weight_decay(options.weight_decay)) {
+  DenoisingTrainer(Schedule schedule, Net model, Net ema, DenoisingOptions options = {}, distributed::Group group = {})
+      : schedule_(std::move(schedule)),
+        model_(std::move(model)),
+        ema_(std::move(ema)),
+        options_(options),
+        group_(std::move(group)),
+        optimizer_(model_->parameters(),
+                   torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay)) {
     require(options_.learning_rate > 0.0, "denoising pretraining: learning_rate must be > 0, found ",
             options_.learning_rate);
     require(options_.ema_decay >= 0.0 && options_.ema_decay < 1.0,
@@ -89,8 +91,7 @@ class DenoisingTrainer {
   // processes, the global batch, the same on every rank.
   DenoisingStats step(const torch::Tensor& x0, const torch::Tensor& labels,
                       c10::optional<at::Generator> generator = c10::nullopt) {
-    require(x0.dim() >= 2 && x0.size(0) > 0, "denoising pretraining: expected a batch [B, ...], found ",
-            x0.sizes());
+    require(x0.dim() >= 2 && x0.size(0) > 0, "denoising pretraining: expected a batch [B, ...], found ", x0.sizes());
     model_->train();
     const int64_t batch = x0.size(0);
     const auto options = x0.options();
@@ -132,8 +133,8 @@ class DenoisingTrainer {
     group_.all_reduce_gradients(model_->parameters());
     const torch::Tensor loss = group_.all_reduce_sum(shard_loss.detach());
     // Without clipping the norm is only measured: an infinite bound never scales.
-    const torch::Tensor norm = clip_grad_norm(model_->parameters(),
-                                              options_.grad_clip > 0.0 ? options_.grad_clip : INFINITY);
+    const torch::Tensor norm =
+        clip_grad_norm(model_->parameters(), options_.grad_clip > 0.0 ? options_.grad_clip : INFINITY);
     optimizer_.step();
     update_ema(*model_, *ema_, options_.ema_decay);
     ++steps_;
@@ -141,8 +142,7 @@ class DenoisingTrainer {
   }
 
   // The score of the moving average (what to sample from), or of the raw model.
-  models::EpsilonScore<Schedule, Net> score(bool use_ema = true,
-                                            models::EpsilonScoreOptions options = {}) const {
+  models::EpsilonScore<Schedule, Net> score(bool use_ema = true, models::EpsilonScoreOptions options = {}) const {
     options.time_scale = options_.time_scale;
     return models::EpsilonScore<Schedule, Net>(schedule_, use_ema ? ema_ : model_, options);
   }

@@ -97,8 +97,10 @@ class PolicyFineTuning {
     return sample(n, z, generator, solver_);
   }
   template <class OtherSolver>
-    requires SdeSolver<OtherSolver, Schedule, Drift>
-  torch::Tensor sample(int64_t n, const torch::Tensor& z, at::Generator& generator, const OtherSolver& solver) const {
+    requires SdeSolver<OtherSolver, Schedule, Drift> torch::Tensor sample(int64_t n, const torch::Tensor& z,
+                                                                          at::Generator& generator,
+                                                                          const OtherSolver& solver)
+  const {
     torch::NoGradGuard no_grad;
     sde::IntegrateOptions options;
     options.generator = generator;
@@ -124,8 +126,8 @@ class PolicyFineTuning {
         policy_(pretrained.snapshot()),
         group_(std::move(group)) {
     require(batch >= 2, "fine-tuning: batch must be >= 2, found ", batch);
-    require(batch >= group_.size(), "fine-tuning: a batch of ", batch, " chains cannot be split over ",
-            group_.size(), " processes");
+    require(batch >= group_.size(), "fine-tuning: a batch of ", batch, " chains cannot be split over ", group_.size(),
+            " processes");
     require(!shape_.sample.empty() && shape_.classes >= 0, "fine-tuning: expected a sample shape and classes >= 0");
     for (torch::Tensor& p : pretrained_.network().ptr()->parameters()) p.requires_grad_(false);
     if constexpr (TimeBatchedDrift<Drift>) {
@@ -173,11 +175,10 @@ class PolicyFineTuning {
     sde::draw_noise_of_batch(integrate, batch_, group_);
     const sde::Trajectory trajectory = sde::integrate(schedule_, policy_, solver_, grid_, prior, z, integrate);
     torch::Tensor reward = torch::Tensor(reward_(trajectory.final_state, z)).to(options);
-    require(reward.dim() == 1 && reward.size(0) == prior.size(0), "fine-tuning: the reward must give [",
-            prior.size(0), "] values, found ", reward.sizes());
+    require(reward.dim() == 1 && reward.size(0) == prior.size(0), "fine-tuning: the reward must give [", prior.size(0),
+            "] values, found ", reward.sizes());
     return {Chains{torch::stack(trajectory.states), z}, std::move(reward)};
   }
-
 
   // Calls pass(first, count) over consecutive ranges of steps that cover the grid:
   // all of them at once for a TimeBatchedDrift with affine steps, else one at a time.
@@ -193,10 +194,10 @@ class PolicyFineTuning {
       if (affine_.keep.defined()) {
         const int64_t batch = chains.states.size(1);
         const torch::Tensor before = chains.states.narrow(0, first, count);
-        const torch::Tensor scores =
-            drift.score_at(times(first, count).repeat_interleave(batch), before.flatten(0, 1),
-                           chains.z.defined() ? chains.z.repeat({count}) : torch::Tensor{})
-                .view(before.sizes());
+        const torch::Tensor scores = drift
+                                         .score_at(times(first, count).repeat_interleave(batch), before.flatten(0, 1),
+                                                   chains.z.defined() ? chains.z.repeat({count}) : torch::Tensor{})
+                                         .view(before.sizes());
         std::vector<int64_t> column(std::size_t(before.dim()), 1);
         column[0] = count;
         return {before * affine_.keep.narrow(0, first, count).view(column) +
@@ -302,8 +303,7 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
     const double whole = double(this->batch_);
     // Advantages normalised over the whole batch's rewards.
     const torch::Tensor rewards = group.all_gather_rows(reward);
-    const torch::Tensor advantage =
-        group.local_rows((rewards - rewards.mean()) / (rewards.std() + 1e-8)).unsqueeze(0);
+    const torch::Tensor advantage = group.local_rows((rewards - rewards.mean()) / (rewards.std() + 1e-8)).unsqueeze(0);
     // The sampling model's log-densities, and its KL to the pretrained model.
     torch::Tensor old_log_probs, kl;
     {
@@ -324,7 +324,8 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
       loss = torch::zeros({}, reward.options());
       this->for_each_pass([&](int64_t first, int64_t count) {
         const auto tuned = this->transitions(this->policy_, chains, first, count);
-        const torch::Tensor ratio = (this->log_probs(tuned, chains, first) - old_log_probs.narrow(0, first, count)).exp();
+        const torch::Tensor ratio =
+            (this->log_probs(tuned, chains, first) - old_log_probs.narrow(0, first, count)).exp();
         const torch::Tensor clipped = ratio.clamp(1.0 - options_.clip, 1.0 + options_.clip);
         const torch::Tensor pass_loss = -torch::min(ratio * advantage, clipped * advantage).sum() / whole;
         clipped_terms += (clipped * advantage < ratio * advantage).sum();
@@ -351,11 +352,11 @@ class Ddpo : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
 struct DpokOptions {
   double dt = 0.25;
   int64_t batch = 300;
-  double learning_rate = 1e-4;   // policy and value baseline
-  double reward_weight = 10.0;   // alpha: weight of the reward against the KL
-  double kl_weight = 0.01;       // beta: weight of the summed per-step KL
-  int64_t value_hidden = 64;     // width of the value baseline's MLP
-  distributed::Group group{};    // the processes that share each batch (TorchBackend)
+  double learning_rate = 1e-4;  // policy and value baseline
+  double reward_weight = 10.0;  // alpha: weight of the reward against the KL
+  double kl_weight = 0.01;      // beta: weight of the summed per-step KL
+  int64_t value_hidden = 64;    // width of the value baseline's MLP
+  distributed::Group group{};   // the processes that share each batch (TorchBackend)
 };
 
 inline void check_dpok_options(const DpokOptions& options) {
@@ -397,15 +398,16 @@ class Dpok : public detail::PolicyFineTuning<Schedule, Drift, Reward, Solver> {
   FineTuneStats train_iteration(at::Generator& generator) {
     const auto [chains, reward] = this->sample_scored_chains(generator);
     const torch::Tensor target = options_.reward_weight * reward.unsqueeze(0);  // [1, B]
-    const int64_t batch = reward.size(0);  // this rank's chains
+    const int64_t batch = reward.size(0);                                       // this rank's chains
     const double whole = double(this->batch_), terms = double(this->steps()) * whole;
     torch::Tensor policy_loss = torch::zeros({}, reward.options()), kl = torch::zeros({}, reward.options());
     optimizer_.zero_grad();
     this->for_each_pass([&](int64_t first, int64_t count) {
       const torch::Tensor before = chains.states.narrow(0, first, count);
       const torch::Tensor baseline =
-          value_->forward(this->times(first, count).repeat_interleave(batch), before.reshape({count * batch, -1}),
-                          chains.z.defined() ? chains.z.repeat({count}) : torch::Tensor{})
+          value_
+              ->forward(this->times(first, count).repeat_interleave(batch), before.reshape({count * batch, -1}),
+                        chains.z.defined() ? chains.z.repeat({count}) : torch::Tensor{})
               .view({count, batch});
       const auto tuned = this->transitions(this->policy_, chains, first, count);
       const torch::Tensor step_kl = this->kl_to_pretrained(tuned, chains, first);

@@ -122,12 +122,9 @@ class EigenPolicyFineTuning {
           Scalar(steps_[k].keep) * states_.middleCols(at, batch) + Scalar(steps_[k].push) * mu +
           Scalar(steps_[k].noise_std) * Eigen::Map<const Matrix>(normals.template data_ptr<Scalar>(), d, batch);
     }
-    const torch::Tensor final_states =
-        torch::from_blob(states_.data() + columns() * d, {batch, d}, options);
-    const torch::Tensor reward =
-        torch::Tensor(reward_(final_states, z_)).detach().to(options).contiguous();
-    require(reward.numel() == batch, "fine-tuning: the reward must give [", batch, "] values, found ",
-            reward.sizes());
+    const torch::Tensor final_states = torch::from_blob(states_.data() + columns() * d, {batch, d}, options);
+    const torch::Tensor reward = torch::Tensor(reward_(final_states, z_)).detach().to(options).contiguous();
+    require(reward.numel() == batch, "fine-tuning: the reward must give [", batch, "] values, found ", reward.sizes());
     reward_values_ = Eigen::Map<const Row>(reward.template data_ptr<Scalar>(), batch);
   }
 
@@ -138,8 +135,8 @@ class EigenPolicyFineTuning {
   void means_of(const Matrix& mu, Matrix& out) const {
     for (std::size_t k = 0; k < steps_.size(); ++k) {
       const Eigen::Index at = Eigen::Index(k) * batch_;
-      out.middleCols(at, batch_) = Scalar(steps_[k].keep) * states_.middleCols(at, batch_) +
-                                   Scalar(steps_[k].push) * mu.middleCols(at, batch_);
+      out.middleCols(at, batch_) =
+          Scalar(steps_[k].keep) * states_.middleCols(at, batch_) + Scalar(steps_[k].push) * mu.middleCols(at, batch_);
     }
   }
 
@@ -168,10 +165,9 @@ class EigenPolicyFineTuning {
     for (std::size_t k = 0; k < steps_.size(); ++k) {
       const Eigen::Index at = Eigen::Index(k) * batch_;
       const double sd = steps_[k].noise_std;
-      out.segment(at, batch_) = Scalar(0.5 / (sd * sd)) *
-                                (means_.middleCols(at, batch_) - reference_means_.middleCols(at, batch_))
-                                    .colwise()
-                                    .squaredNorm();
+      out.segment(at, batch_) =
+          Scalar(0.5 / (sd * sd)) *
+          (means_.middleCols(at, batch_) - reference_means_.middleCols(at, batch_)).colwise().squaredNorm();
     }
   }
 
@@ -211,14 +207,14 @@ class EigenPolicyFineTuning {
   int64_t batch_;
   Network pretrained_, policy_;
   models::EigenAdamOptions adam_;
-  torch::Tensor z_;                              // the current batch's classes (or undefined)
-  Matrix input_;                                 // [1 + d + classes, N B]: (t_k, Y_k, one-hot z)
-  Matrix states_;                                // [d, (N + 1) B]: Y_0 .. Y_N
-  Matrix a1_, a2_, reference_a1_, reference_a2_;  // [hidden, N B]
-  Matrix dz1_, dz2_;                             // backward scratch
+  torch::Tensor z_;                                   // the current batch's classes (or undefined)
+  Matrix input_;                                      // [1 + d + classes, N B]: (t_k, Y_k, one-hot z)
+  Matrix states_;                                     // [d, (N + 1) B]: Y_0 .. Y_N
+  Matrix a1_, a2_, reference_a1_, reference_a2_;      // [hidden, N B]
+  Matrix dz1_, dz2_;                                  // backward scratch
   Matrix mu_, means_, reference_means_, grad_means_;  // [d, N B]
-  Row reward_values_;                            // [B]: the batch's terminal rewards
-  Row log_probs_, kl_, weights_;                 // [N B]: per (step, sample)
+  Row reward_values_;                                 // [B]: the batch's terminal rewards
+  Row log_probs_, kl_, weights_;                      // [N B]: per (step, sample)
 };
 
 }  // namespace detail

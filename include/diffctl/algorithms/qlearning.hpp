@@ -60,12 +60,12 @@ struct NoReward {
 };
 
 struct QLearningOptions {
-  double temperature = 0.1;     // theta: the policy's spread is theta / (2 g^2)
-  double beta = 0.0;            // weight of the terminal reward (0: score matching)
-  double dt = 0.25;             // generation-time step; T / dt steps per trajectory
-  int64_t batch = 300;          // trajectories per episode
-  double learning_rate = 1e-3;  // Adam, both networks
-  int64_t hidden = 64;          // width of both MLPs
+  double temperature = 0.1;            // theta: the policy's spread is theta / (2 g^2)
+  double beta = 0.0;                   // weight of the terminal reward (0: score matching)
+  double dt = 0.25;                    // generation-time step; T / dt steps per trajectory
+  int64_t batch = 300;                 // trajectories per episode
+  double learning_rate = 1e-3;         // Adam, both networks
+  int64_t hidden = 64;                 // width of both MLPs
   torch::Device device = torch::kCPU;  // where the networks and trajectories live
   torch::Dtype dtype = torch::kFloat;  // their precision (an Eigen backend's must match its scalar)
   distributed::Group group{};          // the processes that share each episode's batch (TorchBackend)
@@ -105,8 +105,8 @@ std::optional<AffineStep> try_affine_step(const Schedule& schedule, const Simula
                                           double t_next) {
   const auto step = [&](double y, double a) {
     const auto opts = torch::TensorOptions(torch::kDouble);
-    const Transition transition = simulator.transition(
-        schedule, detail::GivenScore{torch::full({1, 1}, a, opts)}, t, t_next, torch::full({1, 1}, y, opts), {});
+    const Transition transition = simulator.transition(schedule, detail::GivenScore{torch::full({1, 1}, a, opts)}, t,
+                                                       t_next, torch::full({1, 1}, y, opts), {});
     return std::pair{transition.mean.template item<double>(), transition.noise_std};
   };
   const auto [origin, noise] = step(0.0, 0.0);
@@ -151,9 +151,8 @@ class PolicyScore {
 // n samples [n, d] of the model whose score is the policy mean, integrated by
 // `solver` over `grid` from the schedule's prior; z [n] conditions or undefined.
 template <NoiseSchedule Schedule, class Solver>
-torch::Tensor sample_policy(const Schedule& schedule, const models::TimeStateMlp& policy,
-                            const sde::TimeGrid& grid, int64_t n, const torch::Tensor& z,
-                            at::Generator& generator, const Solver& solver) {
+torch::Tensor sample_policy(const Schedule& schedule, const models::TimeStateMlp& policy, const sde::TimeGrid& grid,
+                            int64_t n, const torch::Tensor& z, at::Generator& generator, const Solver& solver) {
   torch::NoGradGuard no_grad;
   sde::IntegrateOptions options;
   options.generator = generator;
@@ -172,8 +171,7 @@ inline std::vector<torch::Tensor> parameters_of(std::initializer_list<models::Ti
 }
 
 inline void check_learning_rate(double learning_rate) {
-  require(learning_rate > 0.0 && std::isfinite(learning_rate), "learning rate must be > 0, found ",
-          learning_rate);
+  require(learning_rate > 0.0 && std::isfinite(learning_rate), "learning rate must be > 0, found ", learning_rate);
 }
 
 // Sets the learning rate of every parameter group of `optimizer` (a step of a
@@ -220,14 +218,13 @@ struct EpisodeProblem {
     return g * g;
   }
   // theta / (2 g^2) at the start of step k: the variance of each action coordinate.
-  double policy_variance(std::size_t k) const {
-    return options.temperature / (2.0 * squared_diffusion(grid[k]));
-  }
+  double policy_variance(std::size_t k) const { return options.temperature / (2.0 * squared_diffusion(grid[k])); }
 };
 
 // The networks' shapes: the policy mean (t, y, z) -> R^d and the value -> R.
-inline std::pair<models::TimeStateMlpOptions, models::TimeStateMlpOptions> network_shapes(
-    int64_t state_dim, int64_t classes, int64_t hidden) {
+inline std::pair<models::TimeStateMlpOptions, models::TimeStateMlpOptions> network_shapes(int64_t state_dim,
+                                                                                          int64_t classes,
+                                                                                          int64_t hidden) {
   return {{.state_dim = state_dim, .out_dim = state_dim, .classes = classes, .hidden = hidden},
           {.state_dim = state_dim, .out_dim = 1, .classes = classes, .hidden = hidden}};
 }
@@ -289,7 +286,7 @@ class TorchBackend {
 
     // Every (t_k, Y_k) of the batch in one pass through each network.
     const torch::Tensor times = torch::tensor(std::vector<double>(grid.times().begin(), grid.times().end()), opts);
-    const torch::Tensor all_states = torch::stack(states);                 // [N+1, B, d]
+    const torch::Tensor all_states = torch::stack(states);  // [N+1, B, d]
     const torch::Tensor before = all_states.narrow(0, 0, int64_t(steps)).reshape({-1, dim});
     const torch::Tensor before_t = times.narrow(0, 0, int64_t(steps)).repeat_interleave(batch);
     const torch::Tensor zs = z.defined() ? z.repeat({int64_t(steps)}) : torch::Tensor{};
@@ -299,7 +296,7 @@ class TorchBackend {
     const torch::Tensor j_inner = j_before.narrow(0, 1, int64_t(steps) - 1);
     const torch::Tensor j_after = torch::cat({j_inner, options.beta * terminal_reward.unsqueeze(0)});
 
-    const torch::Tensor mu = policy_->forward(before_t, before, zs);        // [N*B, d]
+    const torch::Tensor mu = policy_->forward(before_t, before, zs);  // [N*B, d]
     const torch::Tensor action = torch::stack(actions).reshape({-1, dim});
     std::vector<double> variances;
     for (std::size_t k = 0; k < steps; ++k) variances.push_back(problem.policy_variance(k));
@@ -344,7 +341,7 @@ class TorchBackend {
 template <NoiseSchedule Schedule, DriftModel ScoreEstimate, RewardFunction Reward = NoReward,
           class Simulator = sde::EulerMaruyama, class Backend = TorchBackend>
   requires SdeSolver<Simulator, Schedule, detail::GivenScore> &&
-           QLearningBackend<Backend, EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>>
+      QLearningBackend<Backend, EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>>
 class QLearning {
  public:
   using Problem = EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>;
@@ -364,8 +361,7 @@ class QLearning {
     require(options.temperature > 0.0 && std::isfinite(options.temperature),
             "q-learning: temperature must be > 0, found ", options.temperature);
     require(options.batch >= 1, "q-learning: batch must be >= 1, found ", options.batch);
-    require(options.learning_rate > 0.0, "q-learning: learning rate must be > 0, found ",
-            options.learning_rate);
+    require(options.learning_rate > 0.0, "q-learning: learning rate must be > 0, found ", options.learning_rate);
     require(std::isfinite(options.beta), "q-learning: beta must be finite, found ", options.beta);
   }
 
@@ -423,13 +419,12 @@ class QLearning {
     const auto text = [](const torch::Tensor& v) {
       const torch::Tensor c = v.cpu().to(torch::kLong).flatten();
       std::string out = "(";
-      for (int64_t i = 0; i < c.numel(); ++i)
-        out += (i ? ", " : "") + std::to_string(c[i].item<int64_t>());
+      for (int64_t i = 0; i < c.numel(); ++i) out += (i ? ", " : "") + std::to_string(c[i].item<int64_t>());
       return out + ")";
     };
     require(torch::equal(saved_shape.cpu(), shape()), name,
-            ": holds networks for (state_dim, classes, hidden) = ", text(saved_shape),
-            " but this learner has ", text(shape()));
+            ": holds networks for (state_dim, classes, hidden) = ", text(saved_shape), " but this learner has ",
+            text(shape()));
     const auto [policy_shape, value_shape] = network_shapes(state_dim_, classes_, options_.hidden);
     models::TimeStateMlp policy_network(policy_shape), value_network(value_shape);
     torch::serialize::InputArchive policy, value;
@@ -448,9 +443,7 @@ class QLearning {
   const QLearningOptions& options() const { return options_; }
 
  private:
-  torch::Tensor shape() const {
-    return torch::tensor({state_dim_, classes_, options_.hidden}, torch::kLong);
-  }
+  torch::Tensor shape() const { return torch::tensor({state_dim_, classes_, options_.hidden}, torch::kLong); }
 
   Schedule schedule_;
   ScoreEstimate score_estimate_;

@@ -102,7 +102,9 @@ class EigenBackend {
     const Eigen::Index half = two_threads() ? batch / 2 : batch;
     double gap_first = 0.0, gap_second = 0.0;
     in_parallel([&] { gap_first = simulate(problem, noise, 0, half, 0); },
-                [&] { if (half < batch) gap_second = simulate(problem, noise, half, batch - half, 1); });
+                [&] {
+                  if (half < batch) gap_second = simulate(problem, noise, half, batch - half, 1);
+                });
     const double score_gap = gap_first + gap_second;
 
     // The reward of Y_N, through LibTorch.
@@ -110,8 +112,8 @@ class EigenBackend {
         torch::from_blob(states_.data() + columns * d, {batch, d}, torch::TensorOptions(dtype));
     const torch::Tensor reward_tensor =
         problem.reward(final_states, noise.z).detach().to(torch::kCPU, dtype).contiguous();
-    require(reward_tensor.numel() == batch, "q-learning: the reward must give [", batch,
-            "] values, found ", reward_tensor.sizes());
+    require(reward_tensor.numel() == batch, "q-learning: the reward must give [", batch, "] values, found ",
+            reward_tensor.sizes());
     const Eigen::Map<const Row> terminal(reward_tensor.template data_ptr<Scalar>(), batch);
 
     // The martingale loss and its gradients with respect to J and mu.
@@ -124,11 +126,11 @@ class EigenBackend {
       const auto diff = actions_.middleCols(at, batch) - mu_.middleCols(at, batch);
       auto increment = increments_.segment(at, batch);
       // q = theta log pi(a | t, y), pi = N(mu, variance I).
-      increment = ((rewards_.segment(at, batch).array() -
-                    Scalar(theta) * (Scalar(-0.5 / variance) * diff.colwise().squaredNorm().array() +
-                                     Scalar(log_normaliser))) *
-                   Scalar(dt))
-                      .matrix();
+      increment =
+          ((rewards_.segment(at, batch).array() -
+            Scalar(theta) * (Scalar(-0.5 / variance) * diff.colwise().squaredNorm().array() + Scalar(log_normaliser))) *
+           Scalar(dt))
+              .matrix();
       increment -= values_.middleCols(at, batch);
       if (k + 1 < steps) increment += values_.middleCols(at + batch, batch);
       else increment += Scalar(options_.beta) * terminal;
@@ -248,8 +250,8 @@ class EigenBackend {
     if constexpr (detail::IsRatioScore<Estimate>::value) {
       auto& fused = fused_estimates_[std::size_t(worker)];
       if (!fused) fused.emplace(problem.score_estimate);
-      require(fused->dim() == d, "q-learning: the score estimate's data is ", fused->dim(),
-              "-dimensional, the states ", d, "-dimensional");
+      require(fused->dim() == d, "q-learning: the score estimate's data is ", fused->dim(), "-dimensional, the states ",
+              d, "-dimensional");
       fused->score(problem.schedule, t, y, z, estimate);
     } else {
       torch::NoGradGuard no_grad;
@@ -258,8 +260,8 @@ class EigenBackend {
       const torch::Tensor zs = z_tensor.defined() ? z_tensor.narrow(0, first, count) : torch::Tensor{};
       const torch::Tensor value =
           problem.score_estimate.score(t, states, zs).detach().to(torch::kCPU, dtype).contiguous();
-      require(value.numel() == count * d, "q-learning: the score estimate must give [", count, ", ", d,
-              "], found ", value.sizes());
+      require(value.numel() == count * d, "q-learning: the score estimate must give [", count, ", ", d, "], found ",
+              value.sizes());
       estimate = ConstMap(value.template data_ptr<Scalar>(), d, count);
     }
   }
@@ -267,17 +269,16 @@ class EigenBackend {
   void check_noise(const EpisodeNoise& noise, Eigen::Index steps, Eigen::Index batch, Eigen::Index d) const {
     const auto dtype = torch::CppTypeToScalarType<Scalar>::value;
     const auto fits = [&](const torch::Tensor& tensor, std::initializer_list<int64_t> shape) {
-      return tensor.defined() && tensor.is_cpu() && tensor.scalar_type() == dtype &&
-             tensor.is_contiguous() && tensor.sizes() == torch::IntArrayRef(shape);
+      return tensor.defined() && tensor.is_cpu() && tensor.scalar_type() == dtype && tensor.is_contiguous() &&
+             tensor.sizes() == torch::IntArrayRef(shape);
     };
-    require(fits(noise.prior, {batch, d}), "EigenBackend: the prior must be a contiguous CPU [", batch, ", ",
-            d, "] tensor of ", dtype);
-    require(fits(noise.steps, {steps, 2, batch, d}), "EigenBackend: the step noise must be a contiguous CPU [",
-            steps, ", 2, ", batch, ", ", d, "] tensor of ", dtype);
+    require(fits(noise.prior, {batch, d}), "EigenBackend: the prior must be a contiguous CPU [", batch, ", ", d,
+            "] tensor of ", dtype);
+    require(fits(noise.steps, {steps, 2, batch, d}), "EigenBackend: the step noise must be a contiguous CPU [", steps,
+            ", 2, ", batch, ", ", d, "] tensor of ", dtype);
     const int64_t classes = policy_.options().classes;
-    require(noise.z.defined() == (classes > 0),
-            classes > 0 ? "EigenBackend: the networks are conditional and need z"
-                        : "EigenBackend: the networks are unconditional but got z");
+    require(noise.z.defined() == (classes > 0), classes > 0 ? "EigenBackend: the networks are conditional and need z"
+                                                            : "EigenBackend: the networks are unconditional but got z");
     if (noise.z.defined())
       require(noise.z.is_cpu() && noise.z.scalar_type() == torch::kLong && noise.z.is_contiguous() &&
                   noise.z.dim() == 1 && noise.z.size(0) == batch,
@@ -309,16 +310,16 @@ class EigenBackend {
   models::EigenAdamOptions adam_;
   std::array<std::optional<models::EigenRatioScore<Scalar>>, 2> fused_estimates_;  // one per thread
   std::vector<AffineStep> affine_steps_;  // the simulator's step on each interval of the grid
-  Matrix input_;                       // [1 + d + classes, N B]: (t_k, Y_k, one-hot z) per column
-  Matrix states_;                      // [d, (N + 1) B]: Y_0 .. Y_N
-  Matrix policy_a1_, policy_a2_;       // [hidden, N B]
-  Matrix value_a1_, value_a2_;         // [hidden, N B]
-  Matrix policy_dz1_, policy_dz2_;     // [hidden, kBlock], the backward passes' scratch
+  Matrix input_;                          // [1 + d + classes, N B]: (t_k, Y_k, one-hot z) per column
+  Matrix states_;                         // [d, (N + 1) B]: Y_0 .. Y_N
+  Matrix policy_a1_, policy_a2_;          // [hidden, N B]
+  Matrix value_a1_, value_a2_;            // [hidden, N B]
+  Matrix policy_dz1_, policy_dz2_;        // [hidden, kBlock], the backward passes' scratch
   Matrix value_dz1_, value_dz2_;
-  Matrix mu_, actions_, grad_mu_;      // [d, N B]
-  Matrix estimate_;                    // [d, B], the current step's score estimates
-  Matrix values_, grad_values_;        // [1, N B]
-  Row rewards_, increments_;           // [N B]
+  Matrix mu_, actions_, grad_mu_;  // [d, N B]
+  Matrix estimate_;                // [d, B], the current step's score estimates
+  Matrix values_, grad_values_;    // [1, N B]
+  Row rewards_, increments_;       // [N B]
 };
 
 }  // namespace diffctl::algorithms

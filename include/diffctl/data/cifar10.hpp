@@ -56,8 +56,7 @@ inline ImageDataset load_cifar10(const std::filesystem::path& dir, Split split =
   std::vector<std::string> names;
   if (split == Split::train)
     for (int i = 1; i <= 5; ++i) names.push_back("data_batch_" + std::to_string(i) + ".bin");
-  else
-    names.push_back("test_batch.bin");
+  else names.push_back("test_batch.bin");
   const auto present = [&names](const std::filesystem::path& folder) {
     std::vector<std::filesystem::path> found;
     for (const std::string& name : names) {

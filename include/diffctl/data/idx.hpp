@@ -121,8 +121,7 @@ inline torch::Tensor read_idx_labels(const std::filesystem::path& path, int64_t 
 }
 
 // An IDX images file and its labels file, which must hold as many items.
-inline ImageDataset read_idx_dataset(const std::filesystem::path& images_path,
-                                     const std::filesystem::path& labels_path,
+inline ImageDataset read_idx_dataset(const std::filesystem::path& images_path, const std::filesystem::path& labels_path,
                                      std::vector<std::string> class_names) {
   ImageDataset dataset{read_idx_images(images_path),
                        read_idx_labels(labels_path, static_cast<int64_t>(class_names.size())), std::move(class_names)};
@@ -141,8 +140,8 @@ inline ImageDataset load_fashion_mnist(const std::filesystem::path& dir = kFashi
       std::error_code error;
       if (std::filesystem::is_regular_file(candidate, error)) return candidate;
     }
-    throw std::invalid_argument(detail::concat("Fashion-MNIST ", to_string(split), ": neither ", name, ".gz nor ",
-                                               name, " found in ", dir.string(), detail::install_hint(dir)));
+    throw std::invalid_argument(detail::concat("Fashion-MNIST ", to_string(split), ": neither ", name, ".gz nor ", name,
+                                               " found in ", dir.string(), detail::install_hint(dir)));
   };
   const std::filesystem::path images = locate(prefix + "-images-idx3-ubyte");
   const std::filesystem::path labels = locate(prefix + "-labels-idx1-ubyte");

@@ -53,8 +53,7 @@ struct ImageDataset {
 inline void check_image_dataset(const ImageDataset& dataset, std::string_view what) {
   require(dataset.images.defined() && dataset.labels.defined(), what, ": images and labels must be defined");
   require(dataset.images.dim() == 4 && dataset.images.scalar_type() == torch::kUInt8, what,
-          ": images: expected uint8 [N, C, H, W], found ", dataset.images.scalar_type(), " ",
-          dataset.images.sizes());
+          ": images: expected uint8 [N, C, H, W], found ", dataset.images.scalar_type(), " ", dataset.images.sizes());
   require(dataset.labels.dim() == 1 && dataset.labels.scalar_type() == torch::kLong, what,
           ": labels: expected int64 [N], found ", dataset.labels.scalar_type(), " ", dataset.labels.sizes());
   require(dataset.labels.size(0) == dataset.images.size(0), what, ": item count: ", dataset.images.size(0),
@@ -62,8 +61,8 @@ inline void check_image_dataset(const ImageDataset& dataset, std::string_view wh
   require(!dataset.class_names.empty(), what, ": class_names is empty");
   if (dataset.labels.numel() > 0) {
     const int64_t low = dataset.labels.min().item<int64_t>(), high = dataset.labels.max().item<int64_t>();
-    require(low >= 0 && high < dataset.num_classes(), what, ": labels: expected in [0, ",
-            dataset.num_classes(), "), found [", low, ", ", high, "]");
+    require(low >= 0 && high < dataset.num_classes(), what, ": labels: expected in [0, ", dataset.num_classes(),
+            "), found [", low, ", ", high, "]");
   }
 }
 
@@ -107,8 +106,7 @@ inline std::uint64_t uniform_below(std::mt19937_64& engine, std::uint64_t n) {
 
 template <class T>
 void shuffle(std::vector<T>& items, std::mt19937_64& engine) {
-  for (std::size_t i = items.size(); i > 1; --i)
-    std::swap(items[i - 1], items[uniform_below(engine, i)]);
+  for (std::size_t i = items.size(); i > 1; --i) std::swap(items[i - 1], items[uniform_below(engine, i)]);
 }
 
 // A file read through zlib: zlib recognises gzip data by its magic bytes 1f 8b and
@@ -120,7 +118,8 @@ class ZlibFile {
     errno = 0;
     file_ = gzopen(path.c_str(), "rb");
     if (file_ == nullptr)
-      throw std::runtime_error(concat(path.string(), ": cannot open: ", errno ? std::strerror(errno) : "out of memory"));
+      throw std::runtime_error(
+          concat(path.string(), ": cannot open: ", errno ? std::strerror(errno) : "out of memory"));
     gzbuffer(file_, 1 << 18);  // zlib's 8 KiB default makes the many small reads slow
   }
   ~ZlibFile() {
@@ -244,8 +243,8 @@ inline ImageDataset subset(const ImageDataset& dataset, int64_t n, std::uint64_t
 // Pads images [B, C, H, W] in [-1, 1] to side x side with black (-1), split evenly
 // between the sides (28 -> 32: 2 and 2), as 32x32 networks take Fashion-MNIST.
 inline torch::Tensor pad_images(const torch::Tensor& images, int64_t side) {
-  require(images.dim() == 4 && side >= images.size(2) && side >= images.size(3), "pad_images: expected images [B, C, H, W] no larger than ",
-          side, ", found ", images.sizes());
+  require(images.dim() == 4 && side >= images.size(2) && side >= images.size(3),
+          "pad_images: expected images [B, C, H, W] no larger than ", side, ", found ", images.sizes());
   const int64_t extra_h = side - images.size(2), extra_w = side - images.size(3);
   return torch::constant_pad_nd(images, {extra_w / 2, extra_w - extra_w / 2, extra_h / 2, extra_h - extra_h / 2}, -1.0);
 }
@@ -306,8 +305,7 @@ class ImageBatches {
   // The step within the epoch of the next batch.
   int64_t step() const { return step_; }
   int64_t batches_per_epoch() const {
-    return options_.drop_last ? size() / options_.batch_size
-                              : (size() + options_.batch_size - 1) / options_.batch_size;
+    return options_.drop_last ? size() / options_.batch_size : (size() + options_.batch_size - 1) / options_.batch_size;
   }
   int64_t size() const { return images_.size(0); }
   const BatchOptions& options() const { return options_; }
@@ -329,8 +327,8 @@ class ImageBatches {
   // Continues at batch `step` of `epoch`, where a checkpointed run stood (its
   // epoch() and step()), so a resumed run sees exactly the batches it would have.
   void seek(int64_t epoch, int64_t step) {
-    require(step >= 0 && step < batches_per_epoch(), "ImageBatches: step: expected in [0, ",
-            batches_per_epoch(), "), found ", step);
+    require(step >= 0 && step < batches_per_epoch(), "ImageBatches: step: expected in [0, ", batches_per_epoch(),
+            "), found ", step);
     restart_at(epoch);
     step_ = step;
   }

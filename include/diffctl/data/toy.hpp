@@ -24,8 +24,8 @@ inline std::pair<torch::Tensor, torch::Tensor> two_mode_mixture(int64_t n, at::G
   require(n >= 1, "two_mode_mixture: n must be >= 1, found ", n);
   require(options.std > 0.0, "two_mode_mixture: std must be > 0, found ", options.std);
   const torch::Tensor component = torch::randint(2, {n}, generator, torch::kLong);
-  const torch::Tensor x = (2.0 * component.to(torch::kFloat) - 1.0) * options.mode +
-                          options.std * torch::randn({n}, generator);
+  const torch::Tensor x =
+      (2.0 * component.to(torch::kFloat) - 1.0) * options.mode + options.std * torch::randn({n}, generator);
   return {x.unsqueeze(1), component};
 }
 
@@ -44,8 +44,7 @@ struct SwissRollOptions {
 inline torch::Tensor swiss_roll(int64_t n, at::Generator& generator, SwissRollOptions options = {}) {
   require(n >= 1, "swiss_roll: n must be >= 1, found ", n);
   require(options.noise >= 0.0 && options.scale > 0.0,
-          "swiss_roll: expected noise >= 0 and scale > 0, found noise = ", options.noise,
-          ", scale = ", options.scale);
+          "swiss_roll: expected noise >= 0 and scale > 0, found noise = ", options.noise, ", scale = ", options.scale);
   const torch::Tensor u = 1.5 * std::numbers::pi * (1.0 + 2.0 * torch::rand({n}, generator));
   torch::Tensor points = torch::stack({u * u.cos(), u * u.sin()}, 1);
   if (options.noise > 0.0) points = points + options.noise * torch::randn({n, 2}, generator);
@@ -61,8 +60,8 @@ struct SquaredDistanceReward {
     if (!z.defined()) return -(y - target).square().sum(1);
     const auto classes = int64_t(class_targets.size());
     require(classes > 0, "SquaredDistanceReward: classes given, but no class_targets");
-    require(z.numel() == y.size(0) && (z.numel() == 0 || (z.min().item<int64_t>() >= 0 &&
-                                                          z.max().item<int64_t>() < classes)),
+    require(z.numel() == y.size(0) &&
+                (z.numel() == 0 || (z.min().item<int64_t>() >= 0 && z.max().item<int64_t>() < classes)),
             "SquaredDistanceReward: expected ", y.size(0), " classes in [0, ", classes, ")");
     const torch::Tensor points = torch::tensor(class_targets, y.options()).index_select(0, z.to(y.device()));
     return -(y - points.unsqueeze(1)).square().sum(1);

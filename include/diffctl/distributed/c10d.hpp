@@ -203,8 +203,7 @@ inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
   if (launch.world_size == 1) return Group();
   require(launch.rank >= 0 && launch.rank < launch.world_size, "distributed: rank ", launch.rank,
           " outside a world of ", launch.world_size);
-  require(can_connect(options.device), "distributed: this build cannot connect processes on ",
-          options.device.str(),
+  require(can_connect(options.device), "distributed: this build cannot connect processes on ", options.device.str(),
           " (Gloo needs diffctl built with libgloo-dev found; NCCL needs a CUDA LibTorch and DIFFCTL_NCCL)");
   const std::string where = diffctl::detail::concat("distributed: rank ", launch.rank, " of ", launch.world_size, ": ");
   c10::intrusive_ptr<c10d::Store> store;
@@ -242,8 +241,8 @@ inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
       // address over TCP, or a store file with every process local); across
       // machines each process is reached at the address its host name resolves to.
       const bool loopback_master = launch.master_addr == "127.0.0.1" || launch.master_addr == "localhost";
-      const bool one_machine = loopback_master && (launch.store_file.empty() ||
-                                                   launch.local_world_size == launch.world_size);
+      const bool one_machine =
+          loopback_master && (launch.store_file.empty() || launch.local_world_size == launch.world_size);
       gloo->devices.push_back(one_machine ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                                           : c10d::ProcessGroupGloo::createDefaultDevice());
       backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, launch.rank, launch.world_size, gloo);

@@ -56,8 +56,8 @@ struct Shard {
 // Rank r's shard of n rows among `ranks`: contiguous, in rank order, the first
 // n % ranks shards one row longer (a shard is empty when n < ranks).
 inline Shard shard_of(int r, int ranks, int64_t n) {
-  require(ranks >= 1 && r >= 0 && r < ranks && n >= 0, "distributed: no shard ", r, " of ", ranks,
-          " in a batch of ", n, " rows");
+  require(ranks >= 1 && r >= 0 && r < ranks && n >= 0, "distributed: no shard ", r, " of ", ranks, " in a batch of ", n,
+          " rows");
   const int64_t base = n / ranks, extra = n % ranks;
   const int64_t begin = r * base + std::min<int64_t>(r, extra);
   return {begin, begin + base + (r < extra ? 1 : 0)};

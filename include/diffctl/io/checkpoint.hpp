@@ -63,17 +63,14 @@ template <class Entries>
 void check_entry_names(const Entries& entries, const char* kind) {
   std::set<std::string> seen;
   for (const auto& [name, value] : entries) {
-    bool identifier =
-        !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0])) && name != "training";
-    for (const char c : name)
-      identifier = identifier && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+    bool identifier = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0])) && name != "training";
+    for (const char c : name) identifier = identifier && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
     require(identifier, "checkpoint ", kind, " name \"", name,
             "\": expected an identifier ([A-Za-z_][A-Za-z0-9_]*, not \"training\")");
     require(seen.insert(name).second, "checkpoint ", kind, " name \"", name, "\" appears twice");
     if constexpr (std::is_pointer_v<std::decay_t<decltype(value)>>)
       require(value != nullptr, "checkpoint ", kind, " \"", name, "\": null pointer");
-    else
-      require(value.defined(), "checkpoint ", kind, " \"", name, "\": undefined generator");
+    else require(value.defined(), "checkpoint ", kind, " \"", name, "\": undefined generator");
   }
 }
 
@@ -85,8 +82,8 @@ inline void check_checkpoint_names(const Checkpoint& checkpoint) {
 }
 
 // The tensors under an archive written by Module::save, by dotted names.
-inline void collect_archive_tensors(torch::serialize::InputArchive& archive,
-                                    const std::string& prefix, models::StateDict& out) {
+inline void collect_archive_tensors(torch::serialize::InputArchive& archive, const std::string& prefix,
+                                    models::StateDict& out) {
   for (const auto& key : archive.keys()) {
     torch::Tensor tensor;
     if (archive.try_read(key, tensor)) {
@@ -110,26 +107,23 @@ inline std::vector<std::string> archive_children(torch::serialize::InputArchive&
 
 // The group `group` ("modules", ...) of a checkpoint, and its entry `name`.
 inline torch::serialize::InputArchive checkpoint_group(torch::serialize::InputArchive& archive,
-                                                       const std::filesystem::path& path,
-                                                       const std::string& group,
+                                                       const std::filesystem::path& path, const std::string& group,
                                                        const std::string& name) {
   torch::serialize::InputArchive entries;
-  require(archive.try_read(group, entries), "checkpoint ", path.string(), ": no entry ", group, "/",
-          name, " (it holds no ", group, ")");
+  require(archive.try_read(group, entries), "checkpoint ", path.string(), ": no entry ", group, "/", name,
+          " (it holds no ", group, ")");
   torch::serialize::InputArchive entry;
-  require(entries.try_read(name, entry), "checkpoint ", path.string(), ": no entry ", group, "/",
-          name, " (", group, " in it: ", models::detail::list_names(archive_children(entries)),
-          ")");
+  require(entries.try_read(name, entry), "checkpoint ", path.string(), ": no entry ", group, "/", name, " (", group,
+          " in it: ", models::detail::list_names(archive_children(entries)), ")");
   return entry;
 }
 
-inline torch::Tensor checkpoint_tensor(torch::serialize::InputArchive& archive,
-                                       const std::filesystem::path& path, const std::string& group,
-                                       const std::string& name) {
+inline torch::Tensor checkpoint_tensor(torch::serialize::InputArchive& archive, const std::filesystem::path& path,
+                                       const std::string& group, const std::string& name) {
   torch::serialize::InputArchive entries;
   torch::Tensor tensor;
-  require(archive.try_read(group, entries) && entries.try_read(name, tensor), "checkpoint ",
-          path.string(), ": no entry ", group, "/", name);
+  require(archive.try_read(group, entries) && entries.try_read(name, tensor), "checkpoint ", path.string(),
+          ": no entry ", group, "/", name);
   return tensor;
 }
 
@@ -265,14 +259,12 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& path, Checkpoin
   require(std::filesystem::is_regular_file(path), "checkpoint ", path.string(), ": no such file");
   torch::serialize::InputArchive archive = read_archive(path, detail::checkpoint_device(checkpoint));
   torch::Tensor format;
-  require(archive.try_read("diffctl_checkpoint", format) && format.numel() == 1, "checkpoint ",
-          path.string(), ": not a diffctl checkpoint (no entry diffctl_checkpoint)");
-  require(format.item<std::int64_t>() == detail::kCheckpointFormat, "checkpoint ", path.string(),
-          ": format ", format.item<std::int64_t>(), ", this build reads format ",
-          detail::kCheckpointFormat);
+  require(archive.try_read("diffctl_checkpoint", format) && format.numel() == 1, "checkpoint ", path.string(),
+          ": not a diffctl checkpoint (no entry diffctl_checkpoint)");
+  require(format.item<std::int64_t>() == detail::kCheckpointFormat, "checkpoint ", path.string(), ": format ",
+          format.item<std::int64_t>(), ", this build reads format ", detail::kCheckpointFormat);
   torch::Tensor step;
-  require(archive.try_read("step", step) && step.numel() == 1, "checkpoint ", path.string(),
-          ": no entry step");
+  require(archive.try_read("step", step) && step.numel() == 1, "checkpoint ", path.string(), ": no entry step");
 
   // Check everything before changing anything.
   std::vector<models::StateDict> module_states;
@@ -287,8 +279,7 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& path, Checkpoin
   }
   std::vector<torch::Tensor> generator_states;
   for (const auto& [name, handle] : checkpoint.generators) {
-    torch::Tensor state =
-        detail::checkpoint_tensor(archive, path, "generators", name).to(torch::kCPU);
+    torch::Tensor state = detail::checkpoint_tensor(archive, path, "generators", name).to(torch::kCPU);
     at::Generator generator = handle;
     torch::Tensor current;
     {
@@ -297,16 +288,14 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& path, Checkpoin
     }
     require(state.scalar_type() == current.scalar_type() && state.sizes().equals(current.sizes()),
             detail::checkpoint_entry(path, "generators", name), ": a state of ", state.numel(),
-            " bytes does not fit a ", generator.device(), " generator (", current.numel(),
-            " bytes)");
+            " bytes does not fit a ", generator.device(), " generator (", current.numel(), " bytes)");
     generator_states.push_back(state);
   }
   std::vector<torch::Tensor> tensor_states;
   for (const auto& [name, tensor] : checkpoint.tensors) {
     torch::Tensor state = detail::checkpoint_tensor(archive, path, "tensors", name);
     require(!tensor->defined() || tensor->sizes().equals(state.sizes()),
-            detail::checkpoint_entry(path, "tensors", name), ": file ", state.sizes(),
-            " vs target ", tensor->sizes());
+            detail::checkpoint_entry(path, "tensors", name), ": file ", state.sizes(), " vs target ", tensor->sizes());
     tensor_states.push_back(state);
   }
   std::vector<torch::serialize::InputArchive> optimizer_archives;
@@ -319,9 +308,8 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& path, Checkpoin
     try {
       optimizer->load(optimizer_archives[i]);
     } catch (const c10::Error& error) {
-      throw std::invalid_argument(
-          detail::checkpoint_entry(path, "optimizers", name) +
-          " does not fit the optimizer: " + models::detail::short_message(error));
+      throw std::invalid_argument(detail::checkpoint_entry(path, "optimizers", name) +
+                                  " does not fit the optimizer: " + models::detail::short_message(error));
     }
   }
   for (std::size_t i = 0; i < checkpoint.modules.size(); ++i)
@@ -335,10 +323,8 @@ inline std::int64_t load_checkpoint(const std::filesystem::path& path, Checkpoin
     torch::NoGradGuard no_grad;
     for (std::size_t i = 0; i < checkpoint.tensors.size(); ++i) {
       torch::Tensor& target = *checkpoint.tensors[i].second;
-      if (target.defined())
-        target.copy_(tensor_states[i]);
-      else
-        target = tensor_states[i];
+      if (target.defined()) target.copy_(tensor_states[i]);
+      else target = tensor_states[i];
     }
   }
   checkpoint.step = step.to(torch::kCPU).item<std::int64_t>();

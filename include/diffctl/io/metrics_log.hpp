@@ -28,8 +28,8 @@ class MetricsLog {
   MetricsLog(std::filesystem::path path, std::vector<std::string> columns,
              std::optional<int64_t> resume_step = std::nullopt)
       : path_(std::move(path)), width_(columns.size()) {
-    require(!columns.empty() && !columns.front().empty(),
-            "MetricsLog(", path_.string(), "): needs at least the step column, named");
+    require(!columns.empty() && !columns.front().empty(), "MetricsLog(", path_.string(),
+            "): needs at least the step column, named");
     std::string header;
     for (std::size_t i = 0; i < columns.size(); ++i) header += (i ? "," : "") + columns[i];
     std::string kept = header + "\n";
@@ -37,8 +37,8 @@ class MetricsLog {
       std::ifstream in(path_);
       std::string line;
       std::getline(in, line);
-      require(line == header, "MetricsLog(", path_.string(), "): its header \"", line,
-              "\" is not this run's \"", header, "\"");
+      require(line == header, "MetricsLog(", path_.string(), "): its header \"", line, "\" is not this run's \"",
+              header, "\"");
       while (std::getline(in, line)) {
         // A row cut short by a crash has no newline and fewer fields: drop it.
         if (static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1 != width_) continue;

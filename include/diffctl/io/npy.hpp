@@ -20,13 +20,20 @@ namespace diffctl::io {
 // NumPy's dtype string of a tensor's element type; the supported types.
 inline std::string npy_descr(torch::ScalarType type) {
   switch (type) {
-    case torch::kUInt8: return "|u1";
-    case torch::kInt8: return "|i1";
-    case torch::kInt32: return "<i4";
-    case torch::kInt64: return "<i8";
-    case torch::kFloat: return "<f4";
-    case torch::kDouble: return "<f8";
-    case torch::kBool: return "|b1";
+    case torch::kUInt8:
+      return "|u1";
+    case torch::kInt8:
+      return "|i1";
+    case torch::kInt32:
+      return "<i4";
+    case torch::kInt64:
+      return "<i8";
+    case torch::kFloat:
+      return "<f4";
+    case torch::kDouble:
+      return "<f8";
+    case torch::kBool:
+      return "|b1";
     default:
       throw std::invalid_argument(diffctl::detail::concat("write_npy: no NumPy type for ", type,
                                                           " (uint8, int8, int32, int64, float32, float64, bool)"));
@@ -41,7 +48,8 @@ inline void write_npy(const std::filesystem::path& path, const torch::Tensor& te
   const std::string descr = npy_descr(tensor.scalar_type());
   const torch::Tensor data = tensor.detach().to(torch::kCPU).contiguous();
   std::string shape = "(";
-  for (int64_t i = 0; i < data.dim(); ++i) shape += std::to_string(data.size(i)) + (data.dim() == 1 ? "," : i + 1 < data.dim() ? ", " : "");
+  for (int64_t i = 0; i < data.dim(); ++i)
+    shape += std::to_string(data.size(i)) + (data.dim() == 1 ? "," : i + 1 < data.dim() ? ", " : "");
   shape += ")";
   std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.

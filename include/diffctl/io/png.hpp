@@ -21,9 +21,8 @@ namespace diffctl::io {
 // Writes an 8-bit image [H, W, C] (C = 1 gray, 3 RGB, 4 RGBA) to `path`, whole or
 // not at all.
 inline void write_png(const std::filesystem::path& path, const torch::Tensor& image) {
-  require(image.defined() && image.dim() == 3 && image.scalar_type() == torch::kUInt8,
-          "write_png(", path.string(), "): expected a uint8 image [H, W, C], found ",
-          image.defined() ? image.sizes() : torch::IntArrayRef{}, " of ",
+  require(image.defined() && image.dim() == 3 && image.scalar_type() == torch::kUInt8, "write_png(", path.string(),
+          "): expected a uint8 image [H, W, C], found ", image.defined() ? image.sizes() : torch::IntArrayRef{}, " of ",
           image.defined() ? image.scalar_type() : torch::kUInt8);
   const auto channels = image.size(2);
   require(channels == 1 || channels == 3 || channels == 4, "write_png(", path.string(),
@@ -31,8 +30,8 @@ inline void write_png(const std::filesystem::path& path, const torch::Tensor& im
   const torch::Tensor pixels = image.to(torch::kCPU).contiguous();
   const auto height = static_cast<int>(pixels.size(0)), width = static_cast<int>(pixels.size(1));
   write_atomically(path, [&](const std::filesystem::path& partial) {
-    return stbi_write_png(partial.c_str(), width, height, static_cast<int>(channels),
-                          pixels.data_ptr<uint8_t>(), width * static_cast<int>(channels)) != 0;
+    return stbi_write_png(partial.c_str(), width, height, static_cast<int>(channels), pixels.data_ptr<uint8_t>(),
+                          width * static_cast<int>(channels)) != 0;
   });
 }
 

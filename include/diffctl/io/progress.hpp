@@ -16,7 +16,10 @@ namespace diffctl::io {
 class Progress {
  public:
   Progress(std::string label, int64_t total)
-      : label_(std::move(label)), total_(total), start_(Clock::now()), last_(start_),
+      : label_(std::move(label)),
+        total_(total),
+        start_(Clock::now()),
+        last_(start_),
         terminal_(isatty(fileno(stderr)) != 0) {}
 
   // Reports that `done` of the total are finished; `status` is appended to the line.
@@ -34,9 +37,9 @@ class Progress {
     const double elapsed = std::chrono::duration<double>(now - start_).count();
     const double rate = elapsed > 0.0 ? double(done) / elapsed : 0.0;
     const double eta = rate > 0.0 ? double(total_ - done) / rate : 0.0;
-    std::fprintf(stderr, "%s%s %lld/%lld  %.1f/s  elapsed %s  eta %s  %.*s%s", terminal_ ? "\r" : "",
-                 label_.c_str(), static_cast<long long>(done), static_cast<long long>(total_), rate,
-                 clock(elapsed).c_str(), clock(eta).c_str(), int(status.size()), status.empty() ? "" : status.data(),
+    std::fprintf(stderr, "%s%s %lld/%lld  %.1f/s  elapsed %s  eta %s  %.*s%s", terminal_ ? "\r" : "", label_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_), rate, clock(elapsed).c_str(),
+                 clock(eta).c_str(), int(status.size()), status.empty() ? "" : status.data(),
                  terminal_ ? (finished ? "\n" : "\033[K") : "\n");
     std::fflush(stderr);
   }

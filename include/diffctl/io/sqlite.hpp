@@ -86,8 +86,7 @@ class Sqlite::Statement {
     if (sqlite3_prepare_v2(db.handle(), sql.data(), static_cast<int>(sql.size()), &statement_, nullptr) != SQLITE_OK)
       db.fail("cannot prepare \"" + std::string(sql) + "\"");
   }
-  Statement(Statement&& other) noexcept
-      : db_(other.db_), statement_(std::exchange(other.statement_, nullptr)) {}
+  Statement(Statement&& other) noexcept : db_(other.db_), statement_(std::exchange(other.statement_, nullptr)) {}
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
   ~Statement() { sqlite3_finalize(statement_); }

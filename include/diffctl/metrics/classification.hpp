@@ -38,11 +38,10 @@ torch::Tensor predict_probabilities(Net& model, const torch::Tensor& images, int
   return torch::cat(parts);
 }
 
-inline ClassificationReport classification_report(const torch::Tensor& probabilities,
-                                                  const torch::Tensor& labels) {
+inline ClassificationReport classification_report(const torch::Tensor& probabilities, const torch::Tensor& labels) {
   require(probabilities.dim() == 2 && labels.dim() == 1 && labels.size(0) == probabilities.size(0),
-          "classification_report: expected probabilities [N, K] and labels [N], found ",
-          probabilities.sizes(), " and ", labels.sizes());
+          "classification_report: expected probabilities [N, K] and labels [N], found ", probabilities.sizes(), " and ",
+          labels.sizes());
   const int64_t classes = probabilities.size(1);
   const torch::Tensor truth = labels.to(torch::kCPU, torch::kLong);
   require(truth.numel() == 0 || (truth.min().item<int64_t>() >= 0 && truth.max().item<int64_t>() < classes),
@@ -60,8 +59,8 @@ inline ClassificationReport classification_report(const torch::Tensor& probabili
 }
 
 template <class Net>
-ClassificationReport evaluate_classifier(Net& model, const torch::Tensor& images,
-                                         const torch::Tensor& labels, int64_t batch_size = 256) {
+ClassificationReport evaluate_classifier(Net& model, const torch::Tensor& images, const torch::Tensor& labels,
+                                         int64_t batch_size = 256) {
   return classification_report(predict_probabilities(model, images, batch_size), labels);
 }
 

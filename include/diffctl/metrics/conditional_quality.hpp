@@ -41,15 +41,16 @@ inline double frechet_distance(const torch::Tensor& a, const torch::Tensor& b) {
   const auto [values, vectors] = torch::linalg_eigh(cov_x);
   const torch::Tensor root_x = vectors.mm(torch::diag(values.clamp_min(0.0).sqrt())).mm(vectors.t());
   const torch::Tensor middle = root_x.mm(cov_y).mm(root_x);
-  const double trace_root = torch::linalg_eigvalsh(0.5 * (middle + middle.t())).clamp_min(0.0).sqrt().sum().item<double>();
-  return (mean_x - mean_y).square().sum().item<double>() + cov_x.trace().item<double>() +
-         cov_y.trace().item<double>() - 2.0 * trace_root;
+  const double trace_root =
+      torch::linalg_eigvalsh(0.5 * (middle + middle.t())).clamp_min(0.0).sqrt().sum().item<double>();
+  return (mean_x - mean_y).square().sum().item<double>() + cov_x.trace().item<double>() + cov_y.trace().item<double>() -
+         2.0 * trace_root;
 }
 
 // The mean Euclidean distance between distinct members of a set of features [N, F], N >= 2.
 inline double mean_pairwise_distance(const torch::Tensor& features) {
-  require(features.dim() == 2 && features.size(0) >= 2, "mean_pairwise_distance: expected features [N, F] with N >= 2, found ",
-          features.sizes());
+  require(features.dim() == 2 && features.size(0) >= 2,
+          "mean_pairwise_distance: expected features [N, F] with N >= 2, found ", features.sizes());
   const torch::Tensor f = features.to(torch::kCPU, torch::kDouble);
   const double n = double(f.size(0));
   return torch::cdist(f, f).sum().item<double>() / (n * (n - 1.0));
@@ -82,7 +83,8 @@ inline ConditionalQuality conditional_quality(const torch::Tensor& logits, const
           real_features.sizes(), " and ", real_labels.sizes());
   const torch::Tensor z = prompts.to(torch::kCPU, torch::kLong), labels = real_labels.to(torch::kCPU, torch::kLong);
   const torch::Tensor probabilities = torch::softmax(logits.to(torch::kCPU, torch::kDouble), 1);
-  const torch::Tensor f = features.to(torch::kCPU, torch::kDouble), real = real_features.to(torch::kCPU, torch::kDouble);
+  const torch::Tensor f = features.to(torch::kCPU, torch::kDouble),
+                      real = real_features.to(torch::kCPU, torch::kDouble);
   const int64_t classes = logits.size(1);
   require(z.numel() == 0 || (z.min().item<int64_t>() >= 0 && z.max().item<int64_t>() < classes),
           "conditional_quality: prompts must lie in [0, ", classes, ")");

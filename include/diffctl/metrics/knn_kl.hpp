@@ -84,20 +84,18 @@ using KdTree = nanoflann::KDTreeEigenMatrixAdaptor<PointMatrix, -1, nanoflann::m
 // Checks one sample set and copies it into a row-major double matrix on the CPU.
 inline PointMatrix to_point_matrix(const torch::Tensor& samples, std::string_view name) {
   require(samples.defined(), "knn_kl_divergence: ", name, " is undefined");
-  require(samples.dim() == 2, "knn_kl_divergence: ", name,
-          " must be 2-D [points, dimensions], found ", samples.dim(), "-D shape ",
+  require(samples.dim() == 2, "knn_kl_divergence: ", name, " must be 2-D [points, dimensions], found ", samples.dim(),
+          "-D shape ", samples.sizes());
+  require(samples.is_floating_point(), "knn_kl_divergence: ", name, " must have a floating-point dtype, found ",
+          samples.scalar_type());
+  require(samples.size(1) >= 1, "knn_kl_divergence: ", name, " must have at least one dimension (column), found shape ",
           samples.sizes());
-  require(samples.is_floating_point(), "knn_kl_divergence: ", name,
-          " must have a floating-point dtype, found ", samples.scalar_type());
-  require(samples.size(1) >= 1, "knn_kl_divergence: ", name,
-          " must have at least one dimension (column), found shape ", samples.sizes());
   const torch::Tensor host = samples.detach().to(torch::kCPU, torch::kDouble).contiguous();
   const auto rows = host.size(0), cols = host.size(1);
   PointMatrix points = Eigen::Map<const PointMatrix>(host.data_ptr<double>(), rows, cols);
   if (!points.allFinite()) {
     for (Eigen::Index i = 0; i < rows; ++i)
-      require(points.row(i).allFinite(), "knn_kl_divergence: ", name, " row ", i,
-              " is not finite (NaN or Inf)");
+      require(points.row(i).allFinite(), "knn_kl_divergence: ", name, " row ", i, " is not finite (NaN or Inf)");
   }
   return points;
 }
@@ -112,16 +110,14 @@ inline double digamma_of_integer(std::int64_t k) {
 // Squared distance from each row of `queries` to its `rank`-th nearest point in
 // `tree` (rank counts from 1; a query that is itself in the tree finds itself
 // first, at distance 0).
-inline std::vector<double> squared_neighbour_distances(const KdTree& tree,
-                                                       const PointMatrix& queries,
+inline std::vector<double> squared_neighbour_distances(const KdTree& tree, const PointMatrix& queries,
                                                        std::int64_t rank) {
   std::vector<double> result(static_cast<std::size_t>(queries.rows()));
   at::parallel_for(0, queries.rows(), 256, [&](std::int64_t begin, std::int64_t end) {
     std::vector<KdTree::IndexType> indices(static_cast<std::size_t>(rank));
     std::vector<double> squared(static_cast<std::size_t>(rank));
     for (std::int64_t i = begin; i < end; ++i) {
-      tree.query(queries.row(i).data(), static_cast<std::size_t>(rank), indices.data(),
-                 squared.data());
+      tree.query(queries.row(i).data(), static_cast<std::size_t>(rank), indices.data(), squared.data());
       result[static_cast<std::size_t>(i)] = squared.back();
     }
   });
@@ -142,10 +138,10 @@ inline double knn_kl_divergence(const torch::Tensor& samples_p, const torch::Ten
   const detail::PointMatrix x = detail::to_point_matrix(samples_p, "samples_p");
   const detail::PointMatrix y = detail::to_point_matrix(samples_q, "samples_q");
   const auto n = x.rows(), m = y.rows(), d = x.cols();
-  require(y.cols() == d, "knn_kl_divergence: samples_p and samples_q must have the same ",
-          "dimension, found ", d, " and ", y.cols());
-  require(n >= k + 1, "knn_kl_divergence: samples_p needs at least k + 1 = ", k + 1,
-          " points (k = ", k, "), found ", n);
+  require(y.cols() == d, "knn_kl_divergence: samples_p and samples_q must have the same ", "dimension, found ", d,
+          " and ", y.cols());
+  require(n >= k + 1, "knn_kl_divergence: samples_p needs at least k + 1 = ", k + 1, " points (k = ", k, "), found ",
+          n);
   require(m >= l, "knn_kl_divergence: samples_q needs at least k_q = ", l, " points, found ", m);
 
   constexpr int kLeafSize = 16;
@@ -161,21 +157,23 @@ inline double knn_kl_divergence(const torch::Tensor& samples_p, const torch::Ten
     const double r2 = rho2[std::size_t(i)], v2 = nu2[std::size_t(i)];
     require(r2 > 0.0, "knn_kl_divergence: samples_p row ", i, " has ", k,
             " or more exact duplicates in samples_p, so its distance to its k-th neighbour "
-            "(k = ", k, ") is 0 and the estimate would be infinite; the estimator needs "
+            "(k = ",
+            k,
+            ") is 0 and the estimate would be infinite; the estimator needs "
             "samples from a density: remove duplicates or raise k");
     require(v2 > 0.0, "knn_kl_divergence: samples_p row ", i, " coincides with ", l,
             " or more points of samples_q, so its distance to its k_q-th neighbour there "
-            "(k_q = ", l, ") is 0 and the estimate would be infinite; the estimator needs "
+            "(k_q = ",
+            l,
+            ") is 0 and the estimate would be infinite; the estimator needs "
             "samples from densities (and two different sample sets): remove duplicates or "
             "raise k_q");
     require(std::isfinite(r2) && std::isfinite(v2), "knn_kl_divergence: samples_p row ", i,
             ": squared neighbour distances overflow double; rescale the samples");
     sum_log_ratio += std::log(v2) - std::log(r2);
   }
-  const double correction =
-      l == k ? 0.0 : detail::digamma_of_integer(k) - detail::digamma_of_integer(l);
-  return 0.5 * double(d) * sum_log_ratio / double(n) +
-         std::log(double(m) / double(n - 1)) + correction;
+  const double correction = l == k ? 0.0 : detail::digamma_of_integer(k) - detail::digamma_of_integer(l);
+  return 0.5 * double(d) * sum_log_ratio / double(n) + std::log(double(m) / double(n - 1)) + correction;
 }
 
 }  // namespace diffctl::metrics

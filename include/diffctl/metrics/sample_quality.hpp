@@ -23,8 +23,7 @@ struct MeanCi {
 inline MeanCi mean_ci95(const std::vector<double>& values) {
   require(values.size() >= 2, "mean_ci95: need at least 2 values, found ", values.size());
   const torch::Tensor v = torch::tensor(values, torch::kDouble);
-  return {v.mean().item<double>(),
-          1.96 * v.std().item<double>() / std::sqrt(static_cast<double>(values.size()))};
+  return {v.mean().item<double>(), 1.96 * v.std().item<double>() / std::sqrt(static_cast<double>(values.size()))};
 }
 
 struct SampleQuality {
@@ -45,11 +44,10 @@ struct SampleQualityOptions {
 // data set for each batch (fresh data, so that a model that reproduces its
 // training points is not mistaken for one that learned the distribution).
 template <class Draw, class Reward, class Reference>
-SampleQuality sample_quality(Draw&& draw, Reward&& reward, Reference&& reference,
-                             SampleQualityOptions options = {}) {
+SampleQuality sample_quality(Draw&& draw, Reward&& reward, Reference&& reference, SampleQualityOptions options = {}) {
   require(options.batches >= 2 && options.batch_size >= 2,
-          "sample_quality: need at least 2 batches of at least 2 samples, found ", options.batches,
-          " of ", options.batch_size);
+          "sample_quality: need at least 2 batches of at least 2 samples, found ", options.batches, " of ",
+          options.batch_size);
   std::vector<double> rewards, kls, forward_kls;
   for (int64_t b = 0; b < options.batches; ++b) {
     const torch::Tensor y = draw(options.batch_size);

@@ -43,10 +43,9 @@ class EigenMlp {
 
   // Zero weights; copy_from() or LibTorch's initialisation via from(TimeStateMlp) fill them.
   explicit EigenMlp(TimeStateMlpOptions options) : options_(options) {
-    require(options.state_dim >= 1 && options.out_dim >= 1 && options.hidden >= 1 &&
-                options.classes >= 0,
-            "EigenMlp: expected positive state_dim, out_dim, hidden and classes >= 0, found ",
-            options.state_dim, ", ", options.out_dim, ", ", options.hidden, ", ", options.classes);
+    require(options.state_dim >= 1 && options.out_dim >= 1 && options.hidden >= 1 && options.classes >= 0,
+            "EigenMlp: expected positive state_dim, out_dim, hidden and classes >= 0, found ", options.state_dim, ", ",
+            options.out_dim, ", ", options.hidden, ", ", options.classes);
     const Eigen::Index in = input_dim(), h = options.hidden, out = options.out_dim;
     first_.resize(h, in);
     second_.resize(h, h);
@@ -69,12 +68,11 @@ class EigenMlp {
   template <class States>
   void fill_input(Scalar t, const States& y, const int64_t* z, MatrixRef input) const {
     require(input.rows() == input_dim() && y.rows() == options_.state_dim && y.cols() == input.cols(),
-            "EigenMlp: input must be [", input_dim(), ", n] for states [", options_.state_dim,
-            ", n], found input [", input.rows(), ", ", input.cols(), "] and states [", y.rows(), ", ",
-            y.cols(), "]");
-    require((z != nullptr) == (options_.classes > 0),
-            options_.classes > 0 ? "EigenMlp: this model is conditional and needs z"
-                                 : "EigenMlp: this model is unconditional but got z");
+            "EigenMlp: input must be [", input_dim(), ", n] for states [", options_.state_dim, ", n], found input [",
+            input.rows(), ", ", input.cols(), "] and states [", y.rows(), ", ", y.cols(), "]");
+    require((z != nullptr) == (options_.classes > 0), options_.classes > 0
+                                                          ? "EigenMlp: this model is conditional and needs z"
+                                                          : "EigenMlp: this model is unconditional but got z");
     const Eigen::Index d = options_.state_dim;
     input.row(0).setConstant(t);
     input.middleRows(1, d) = y;
@@ -82,8 +80,7 @@ class EigenMlp {
       auto one_hot = input.bottomRows(options_.classes);
       one_hot.setZero();
       for (Eigen::Index b = 0; b < input.cols(); ++b) {
-        require(z[b] >= 0 && z[b] < options_.classes, "EigenMlp: class ", z[b], " outside [0, ",
-                options_.classes, ")");
+        require(z[b] >= 0 && z[b] < options_.classes, "EigenMlp: class ", z[b], " outside [0, ", options_.classes, ")");
         one_hot(z[b], b) = Scalar(1);
       }
     }
@@ -93,12 +90,10 @@ class EigenMlp {
   // [hidden, n] for backward().
   void forward(const ConstMatrixRef& input, MatrixRef a1, MatrixRef a2, MatrixRef out) const {
     const Eigen::Index n = input.cols(), h = options_.hidden;
-    require(input.rows() == input_dim(), "EigenMlp: input must have ", input_dim(),
-            " rows, found ", input.rows());
-    require(a1.rows() == h && a1.cols() == n && a2.rows() == h && a2.cols() == n &&
-                out.rows() == options_.out_dim && out.cols() == n,
-            "EigenMlp: activations must be [", h, ", ", n, "] and the output [", options_.out_dim,
-            ", ", n, "]");
+    require(input.rows() == input_dim(), "EigenMlp: input must have ", input_dim(), " rows, found ", input.rows());
+    require(a1.rows() == h && a1.cols() == n && a2.rows() == h && a2.cols() == n && out.rows() == options_.out_dim &&
+                out.cols() == n,
+            "EigenMlp: activations must be [", h, ", ", n, "] and the output [", options_.out_dim, ", ", n, "]");
     a1.noalias() = first_.weight * input;
     a1.colwise() += first_.bias;
     a1.array() = a1.array().tanh();
@@ -120,10 +115,9 @@ class EigenMlp {
   void backward(const ConstMatrixRef& input, const ConstMatrixRef& a1, const ConstMatrixRef& a2,
                 const ConstMatrixRef& grad_out, MatrixRef dz2, MatrixRef dz1) {
     const Eigen::Index n = input.cols(), h = options_.hidden, block = std::min(n, kBlock);
-    require(input.rows() == input_dim() && grad_out.rows() == options_.out_dim &&
-                grad_out.cols() == n && a1.rows() == h && a1.cols() == n && a2.rows() == h &&
-                a2.cols() == n && dz2.rows() == h && dz2.cols() >= block && dz1.rows() == h &&
-                dz1.cols() >= block,
+    require(input.rows() == input_dim() && grad_out.rows() == options_.out_dim && grad_out.cols() == n &&
+                a1.rows() == h && a1.cols() == n && a2.rows() == h && a2.cols() == n && dz2.rows() == h &&
+                dz2.cols() >= block && dz1.rows() == h && dz1.cols() >= block,
             "EigenMlp: backward needs input [", input_dim(), ", n], activations [", h, ", n], grad_out [",
             options_.out_dim, ", n] and scratch [", h, ", >= ", block, "], n = ", n);
     for (Layer* layer : {&first_, &second_, &out_}) {
@@ -132,8 +126,8 @@ class EigenMlp {
     }
     for (Eigen::Index start = 0; start < n; start += kBlock) {
       const Eigen::Index width = std::min(kBlock, n - start);
-      const auto x = input.middleCols(start, width), h1 = a1.middleCols(start, width),
-                 h2 = a2.middleCols(start, width), g = grad_out.middleCols(start, width);
+      const auto x = input.middleCols(start, width), h1 = a1.middleCols(start, width), h2 = a2.middleCols(start, width),
+                 g = grad_out.middleCols(start, width);
       auto d2 = dz2.leftCols(width);
       auto d1 = dz1.leftCols(width);
       out_.grad_weight.noalias() += g * h2.transpose();
@@ -217,10 +211,9 @@ class EigenMlp {
   void check_same_shape(const TimeStateMlpOptions& other) const {
     require(other.state_dim == options_.state_dim && other.out_dim == options_.out_dim &&
                 other.classes == options_.classes && other.hidden == options_.hidden,
-            "EigenMlp: the networks differ in shape: (state_dim, out_dim, classes, hidden) = (",
-            options_.state_dim, ", ", options_.out_dim, ", ", options_.classes, ", ",
-            options_.hidden, ") here, (", other.state_dim, ", ", other.out_dim, ", ", other.classes,
-            ", ", other.hidden, ") there");
+            "EigenMlp: the networks differ in shape: (state_dim, out_dim, classes, hidden) = (", options_.state_dim,
+            ", ", options_.out_dim, ", ", options_.classes, ", ", options_.hidden, ") here, (", other.state_dim, ", ",
+            other.out_dim, ", ", other.classes, ", ", other.hidden, ") there");
   }
 
   std::array<std::pair<std::string, Layer*>, 3> named_layers() {
@@ -232,10 +225,9 @@ class EigenMlp {
                    Dense& target) {
     const torch::Tensor* found = params.find(name);
     require(found != nullptr, "EigenMlp: the network has no parameter ", name);
-    const torch::Tensor value =
-        found->detach().to(torch::kCPU, torch::CppTypeToScalarType<Scalar>::value).contiguous();
-    require(value.numel() == target.size(), "EigenMlp: ", name, " has ", value.numel(),
-            " values, expected ", target.size());
+    const torch::Tensor value = found->detach().to(torch::kCPU, torch::CppTypeToScalarType<Scalar>::value).contiguous();
+    require(value.numel() == target.size(), "EigenMlp: ", name, " has ", value.numel(), " values, expected ",
+            target.size());
     // LibTorch stores [out, in] row-major.
     using RowMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     target = Eigen::Map<const RowMajor>(value.data_ptr<Scalar>(), target.rows(), target.cols());
@@ -245,9 +237,8 @@ class EigenMlp {
   static void write(const Dense& source, torch::Tensor& target) {
     using RowMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const RowMajor row_major = source;
-    const torch::Tensor value =
-        torch::from_blob(const_cast<Scalar*>(row_major.data()), target.sizes(),
-                         torch::CppTypeToScalarType<Scalar>::value);
+    const torch::Tensor value = torch::from_blob(const_cast<Scalar*>(row_major.data()), target.sizes(),
+                                                 torch::CppTypeToScalarType<Scalar>::value);
     require(value.numel() == target.numel(), "EigenMlp: size mismatch on copy");
     target.copy_(value);
   }

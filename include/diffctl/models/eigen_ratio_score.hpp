@@ -86,9 +86,20 @@ inline void exp_of_difference(double offset, double* x, std::ptrdiff_t n) {
 #if defined(__SSE2__)
   const __m128d log2e = _mm_set1_pd(kLog2e), hi = _mm_set1_pd(kLn2Hi), lo = _mm_set1_pd(kLn2Lo),
                 magic = _mm_set1_pd(kMagic), lowest = _mm_set1_pd(kLowest), from = _mm_set1_pd(offset);
-  constexpr double coefficients[] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                                     1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0,
-                                     1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+  constexpr double coefficients[] = {1.0 / 6227020800.0,
+                                     1.0 / 479001600.0,
+                                     1.0 / 39916800.0,
+                                     1.0 / 3628800.0,
+                                     1.0 / 362880.0,
+                                     1.0 / 40320.0,
+                                     1.0 / 5040.0,
+                                     1.0 / 720.0,
+                                     1.0 / 120.0,
+                                     1.0 / 24.0,
+                                     1.0 / 6.0,
+                                     0.5,
+                                     1.0,
+                                     1.0};
   const __m128i bias = _mm_set1_epi64x(1023 - std::bit_cast<std::int64_t>(kMagic));
   for (; j + 2 <= n; j += 2) {
     const __m128d v = _mm_sub_pd(from, _mm_loadu_pd(x + j));
@@ -116,25 +127,21 @@ class EigenRatioScore {
   using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 
   // data [n, d]; labels [n] int64 (for conditional scores) or undefined.
-  EigenRatioScore(const torch::Tensor& data, const torch::Tensor& labels = {},
-                  RatioScoreOptions options = {})
+  EigenRatioScore(const torch::Tensor& data, const torch::Tensor& labels = {}, RatioScoreOptions options = {})
       : log_floor_(std::log(options.density_floor)) {
     require(data.defined() && data.dim() == 2 && data.size(0) > 0,
             "EigenRatioScore: data must be a non-empty [n, d] tensor, found ",
             data.defined() ? data.sizes() : torch::IntArrayRef{});
-    require(options.density_floor > 0.0, "EigenRatioScore: density_floor must be > 0, found ",
-            options.density_floor);
+    require(options.density_floor > 0.0, "EigenRatioScore: density_floor must be > 0, found ", options.density_floor);
     const int64_t n = data.size(0), d = data.size(1);
-    const torch::Tensor values =
-        data.detach().to(torch::kCPU, torch::CppTypeToScalarType<Scalar>::value).contiguous();
+    const torch::Tensor values = data.detach().to(torch::kCPU, torch::CppTypeToScalarType<Scalar>::value).contiguous();
     require(torch::isfinite(values).all().template item<bool>(), "EigenRatioScore: data holds NaN or Inf");
     // Sorted by class, so that each class's data is one contiguous segment.
     std::vector<int64_t> order(static_cast<std::size_t>(n));
     for (int64_t j = 0; j < n; ++j) order[std::size_t(j)] = j;
     if (labels.defined()) {
       require(labels.dim() == 1 && labels.size(0) == n && labels.scalar_type() == torch::kLong,
-              "EigenRatioScore: labels must be int64 [", n, "], found ", labels.sizes(), " of ",
-              labels.scalar_type());
+              "EigenRatioScore: labels must be int64 [", n, "], found ", labels.sizes(), " of ", labels.scalar_type());
       const torch::Tensor l = labels.to(torch::kCPU).contiguous();
       const int64_t* label = l.data_ptr<int64_t>();
       const int64_t lowest = *std::min_element(label, label + n);
@@ -144,8 +151,7 @@ class EigenRatioScore {
       class_start_.assign(std::size_t(classes), 0);
       class_count_.assign(std::size_t(classes), 0);
       for (int64_t j = 0; j < n; ++j) ++class_count_[std::size_t(label[j])];
-      for (std::size_t c = 1; c < class_count_.size(); ++c)
-        class_start_[c] = class_start_[c - 1] + class_count_[c - 1];
+      for (std::size_t c = 1; c < class_count_.size(); ++c) class_start_[c] = class_start_[c - 1] + class_count_[c - 1];
     }
     data_.resize(n, d);
     const Scalar* v = values.data_ptr<Scalar>();
@@ -168,8 +174,7 @@ class EigenRatioScore {
   void score(const Schedule& schedule, double t, const States& y, const int64_t* z, Out&& out) {
     const double s = sde::forward_time(schedule, t);
     const double sigma = schedule.sigma(s);
-    require(sigma > 0.0, "EigenRatioScore: sigma(s) is 0 at t = ", t,
-            ", where the estimate is undefined");
+    require(sigma > 0.0, "EigenRatioScore: sigma(s) is 0 at t = ", t, ", where the estimate is undefined");
     score_at(schedule.alpha(s), sigma, y, z, out);
   }
 
@@ -177,12 +182,10 @@ class EigenRatioScore {
   template <class States, class Out>
   void score_at(double alpha, double sigma, const States& y, const int64_t* z, Out&& out) {
     const Eigen::Index d = data_.cols(), batch = y.cols();
-    require(y.rows() == d, "EigenRatioScore: y must be [", d, ", B], found [", y.rows(), ", ",
-            y.cols(), "]");
-    require(out.rows() == d && out.cols() == batch, "EigenRatioScore: out must be [", d, ", ", batch,
-            "], found [", out.rows(), ", ", out.cols(), "]");
-    require(z == nullptr || conditional(),
-            "EigenRatioScore: conditions z given, but the data has no labels");
+    require(y.rows() == d, "EigenRatioScore: y must be [", d, ", B], found [", y.rows(), ", ", y.cols(), "]");
+    require(out.rows() == d && out.cols() == batch, "EigenRatioScore: out must be [", d, ", ", batch, "], found [",
+            out.rows(), ", ", out.cols(), "]");
+    require(z == nullptr || conditional(), "EigenRatioScore: conditions z given, but the data has no labels");
     const double variance = sigma * sigma;
     const double log_normaliser = -0.5 * double(d) * std::log(2.0 * std::numbers::pi * variance);
     // In units where the log-density is minus a squared distance: u_j = c alpha x_j,

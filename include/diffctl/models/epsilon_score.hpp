@@ -37,10 +37,8 @@ class EpsilonScore {
  public:
   EpsilonScore(Schedule schedule, Net net, EpsilonScoreOptions options = {})
       : schedule_(std::move(schedule)), net_(std::move(net)), options_(options) {
-    require(options_.time_scale > 0.0, "EpsilonScore: time_scale must be > 0, found ",
-            options_.time_scale);
-    require(options_.guidance == 0.0 || options_.null_label >= 0,
-            "EpsilonScore: guidance ", options_.guidance,
+    require(options_.time_scale > 0.0, "EpsilonScore: time_scale must be > 0, found ", options_.time_scale);
+    require(options_.guidance == 0.0 || options_.null_label >= 0, "EpsilonScore: guidance ", options_.guidance,
             " needs the network's null label (trained with label dropout)");
   }
 
@@ -49,8 +47,7 @@ class EpsilonScore {
     const torch::Tensor time = network_time(options_.time_scale, s, x);
     torch::Tensor eps = net_.ptr()->forward(x, time, z);
     if (options_.guidance != 0.0 && z.defined()) {
-      const torch::Tensor unconditional =
-          net_.ptr()->forward(x, time, torch::full_like(z, options_.null_label));
+      const torch::Tensor unconditional = net_.ptr()->forward(x, time, torch::full_like(z, options_.null_label));
       eps = (1.0 + options_.guidance) * eps - options_.guidance * unconditional;
     }
     return eps;
@@ -85,16 +82,10 @@ class PromptedDrift {
   torch::Tensor score(double t, const torch::Tensor& x, const torch::Tensor& z) const {
     return drift_.score(t, x, conditional_ ? z : torch::Tensor{});
   }
-  PromptedDrift snapshot() const
-    requires requires(const Drift& d) { d.snapshot(); }
-  {
-    return PromptedDrift(drift_.snapshot(), conditional_);
-  }
-  decltype(auto) network() const
-    requires requires(const Drift& d) { d.network(); }
-  {
-    return drift_.network();
-  }
+  PromptedDrift snapshot() const requires requires(const Drift& d) { d.snapshot(); }
+  { return PromptedDrift(drift_.snapshot(), conditional_); }
+  decltype(auto) network() const requires requires(const Drift& d) { d.network(); }
+  { return drift_.network(); }
   bool conditional() const { return conditional_; }
 
  private:

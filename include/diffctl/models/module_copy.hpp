@@ -21,14 +21,14 @@ inline void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
   auto target_params = to.named_parameters();
   auto target_buffers = to.named_buffers();
   require(params.size() == target_params.size() && buffers.size() == target_buffers.size(),
-          "copy_weights: the modules differ (", params.size(), " + ", buffers.size(), " vs ",
-          target_params.size(), " + ", target_buffers.size(), " tensors)");
+          "copy_weights: the modules differ (", params.size(), " + ", buffers.size(), " vs ", target_params.size(),
+          " + ", target_buffers.size(), " tensors)");
   torch::NoGradGuard no_grad;
   const auto copy = [](const auto& source, auto& target) {
     for (auto& item : target) {
       const torch::Tensor* value = source.find(item.key());
-      require(value != nullptr && value->sizes() == item.value().sizes(), "copy_weights: ",
-              item.key(), " ", item.value().sizes(), " has no counterpart of that shape");
+      require(value != nullptr && value->sizes() == item.value().sizes(), "copy_weights: ", item.key(), " ",
+              item.value().sizes(), " has no counterpart of that shape");
       item.value().copy_(*value);
     }
   };

@@ -32,8 +32,7 @@ struct ResNet18Options {
 namespace detail {
 
 inline torch::nn::Conv2d resnet_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
-  return torch::nn::Conv2d(
-      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
 }
 
 // torchvision's BasicBlock: two 3x3 convs with BatchNorm, and a 1x1 conv + BatchNorm
@@ -68,10 +67,9 @@ class ResNet18Impl : public torch::nn::Module {
  public:
   explicit ResNet18Impl(ResNet18Options options) : options_(options) {
     require(options.in_channels >= 1 && options.num_classes >= 1,
-            "ResNet18: in_channels and num_classes must be >= 1, found ", options.in_channels,
-            ", ", options.num_classes);
-    require(std::isfinite(options.width) && options.width > 0.0,
-            "ResNet18: width must be > 0, found ", options.width);
+            "ResNet18: in_channels and num_classes must be >= 1, found ", options.in_channels, ", ",
+            options.num_classes);
+    require(std::isfinite(options.width) && options.width > 0.0, "ResNet18: width must be > 0, found ", options.width);
     base_ = std::max<int64_t>(1, std::llround(64.0 * options.width));
     conv1_ = register_module("conv1", detail::resnet_conv(options.in_channels, base_, 3, 1));
     bn1_ = register_module("bn1", torch::nn::BatchNorm2d(base_));
@@ -80,8 +78,7 @@ class ResNet18Impl : public torch::nn::Module {
       const int64_t out = base_ << stage;
       auto list = register_module("layer" + std::to_string(stage + 1), torch::nn::ModuleList());
       for (int block = 0; block < 2; ++block) {
-        auto layer = std::make_shared<detail::ResNetBasicBlockImpl>(in, out,
-                                                                    stage > 0 && block == 0 ? 2 : 1);
+        auto layer = std::make_shared<detail::ResNetBasicBlockImpl>(in, out, stage > 0 && block == 0 ? 2 : 1);
         list->push_back(layer);
         blocks_.push_back(std::move(layer));
         in = out;
@@ -101,9 +98,8 @@ class ResNet18Impl : public torch::nn::Module {
 
   // The penultimate layer: globally average-pooled features [B, feature_dim()].
   torch::Tensor features(const torch::Tensor& x) {
-    require(x.defined() && x.dim() == 4 && x.size(1) == options_.in_channels,
-            "ResNet18: x must be [B, ", options_.in_channels, ", H, W], found ",
-            x.defined() ? x.sizes() : torch::IntArrayRef{});
+    require(x.defined() && x.dim() == 4 && x.size(1) == options_.in_channels, "ResNet18: x must be [B, ",
+            options_.in_channels, ", H, W], found ", x.defined() ? x.sizes() : torch::IntArrayRef{});
     torch::Tensor h = torch::relu(bn1_(conv1_(x)));
     for (auto& block : blocks_) h = block->forward(h);
     return h.mean({2, 3});

@@ -88,20 +88,7 @@ inline std::string short_message(const c10::Error& error) {
 // A value on the unpickler's stack. Containers share their items, so a memoized
 // dict that later SETITEMS fill is the same dict everywhere it is referenced.
 struct PickleValue {
-  enum class Kind {
-    none,
-    boolean,
-    integer,
-    floating,
-    string,
-    tuple,
-    list,
-    dict,
-    global,
-    storage,
-    tensor,
-    object
-  };
+  enum class Kind { none, boolean, integer, floating, string, tuple, list, dict, global, storage, tensor, object };
   Kind kind = Kind::none;
   std::int64_t integer = 0;
   double floating = 0.0;
@@ -113,10 +100,8 @@ struct PickleValue {
   static PickleValue of(Kind kind) {
     PickleValue value;
     value.kind = kind;
-    if (kind == Kind::tuple || kind == Kind::list)
-      value.items = std::make_shared<std::vector<PickleValue>>();
-    if (kind == Kind::dict)
-      value.entries = std::make_shared<std::vector<std::pair<PickleValue, PickleValue>>>();
+    if (kind == Kind::tuple || kind == Kind::list) value.items = std::make_shared<std::vector<PickleValue>>();
+    if (kind == Kind::dict) value.entries = std::make_shared<std::vector<std::pair<PickleValue, PickleValue>>>();
     return value;
   }
   static PickleValue of_integer(std::int64_t integer, Kind kind = Kind::integer) {
@@ -139,18 +124,30 @@ struct PickleValue {
 inline const char* kind_name(PickleValue::Kind kind) {
   using K = PickleValue::Kind;
   switch (kind) {
-    case K::none: return "None";
-    case K::boolean: return "bool";
-    case K::integer: return "int";
-    case K::floating: return "float";
-    case K::string: return "str";
-    case K::tuple: return "tuple";
-    case K::list: return "list";
-    case K::dict: return "dict";
-    case K::global: return "global";
-    case K::storage: return "storage";
-    case K::tensor: return "tensor";
-    case K::object: return "object";
+    case K::none:
+      return "None";
+    case K::boolean:
+      return "bool";
+    case K::integer:
+      return "int";
+    case K::floating:
+      return "float";
+    case K::string:
+      return "str";
+    case K::tuple:
+      return "tuple";
+    case K::list:
+      return "list";
+    case K::dict:
+      return "dict";
+    case K::global:
+      return "global";
+    case K::storage:
+      return "storage";
+    case K::tensor:
+      return "tensor";
+    case K::object:
+      return "object";
   }
   return "value";
 }
@@ -190,10 +187,15 @@ class StateDictUnpickler {
     for (;;) {
       const std::uint8_t op = byte();
       switch (op) {
-        case 0x80: byte(); break;   // PROTO
-        case 0x95: skip(8); break;  // FRAME
-        case '.': return pop();     // STOP
-        case 'c': {                 // GLOBAL
+        case 0x80:
+          byte();
+          break;  // PROTO
+        case 0x95:
+          skip(8);
+          break;  // FRAME
+        case '.':
+          return pop();  // STOP
+        case 'c': {      // GLOBAL
           std::string module = line();
           push(PickleValue::of_text(module + "." + line(), PickleValue::Kind::global));
           break;
@@ -203,29 +205,52 @@ class StateDictUnpickler {
           push(PickleValue::of_text(pop_string() + "." + name, PickleValue::Kind::global));
           break;
         }
-        case 'q': memo_[byte()] = top(); break;               // BINPUT
-        case 'r': memo_[little(4)] = top(); break;            // LONG_BINPUT
-        case 'p': memo_[std::stoull(line())] = top(); break;  // PUT
-        case 0x94: memo_[memo_.size()] = top(); break;        // MEMOIZE
-        case 'h': push(memo(byte())); break;                  // BINGET
-        case 'j': push(memo(little(4))); break;               // LONG_BINGET
-        case 'g': push(memo(std::stoull(line()))); break;     // GET
-        case '(': marks_.push_back(stack_.size()); break;     // MARK
-        case ')': push(PickleValue::of(PickleValue::Kind::tuple)); break;
-        case 't': push(PickleValue::of_items(pop_mark())); break;  // TUPLE
+        case 'q':
+          memo_[byte()] = top();
+          break;  // BINPUT
+        case 'r':
+          memo_[little(4)] = top();
+          break;  // LONG_BINPUT
+        case 'p':
+          memo_[std::stoull(line())] = top();
+          break;  // PUT
+        case 0x94:
+          memo_[memo_.size()] = top();
+          break;  // MEMOIZE
+        case 'h':
+          push(memo(byte()));
+          break;  // BINGET
+        case 'j':
+          push(memo(little(4)));
+          break;  // LONG_BINGET
+        case 'g':
+          push(memo(std::stoull(line())));
+          break;  // GET
+        case '(':
+          marks_.push_back(stack_.size());
+          break;  // MARK
+        case ')':
+          push(PickleValue::of(PickleValue::Kind::tuple));
+          break;
+        case 't':
+          push(PickleValue::of_items(pop_mark()));
+          break;  // TUPLE
         case 0x85:
         case 0x86:
         case 0x87: {  // TUPLE1..3
           const std::size_t count = op - 0x84u;
           need(count);
-          std::vector<PickleValue> items(stack_.end() - static_cast<std::ptrdiff_t>(count),
-                                         stack_.end());
+          std::vector<PickleValue> items(stack_.end() - static_cast<std::ptrdiff_t>(count), stack_.end());
           stack_.resize(stack_.size() - count);
           push(PickleValue::of_items(std::move(items)));
           break;
         }
-        case ']': push(PickleValue::of(PickleValue::Kind::list)); break;
-        case 'l': push(PickleValue::of_items(pop_mark(), PickleValue::Kind::list)); break;
+        case ']':
+          push(PickleValue::of(PickleValue::Kind::list));
+          break;
+        case 'l':
+          push(PickleValue::of_items(pop_mark(), PickleValue::Kind::list));
+          break;
         case 'a': {  // APPEND
           PickleValue item = pop();
           container(PickleValue::Kind::list).items->push_back(std::move(item));
@@ -237,7 +262,9 @@ class StateDictUnpickler {
           list.insert(list.end(), items.begin(), items.end());
           break;
         }
-        case '}': push(PickleValue::of(PickleValue::Kind::dict)); break;
+        case '}':
+          push(PickleValue::of(PickleValue::Kind::dict));
+          break;
         case 'd': {  // DICT
           auto items = pop_mark();
           push(PickleValue::of(PickleValue::Kind::dict));
@@ -250,18 +277,33 @@ class StateDictUnpickler {
           set_items({std::move(key), std::move(value)});
           break;
         }
-        case 'u': set_items(pop_mark()); break;  // SETITEMS
-        case 'N': push(PickleValue{}); break;
-        case 0x88: push(PickleValue::of_integer(1, PickleValue::Kind::boolean)); break;
-        case 0x89: push(PickleValue::of_integer(0, PickleValue::Kind::boolean)); break;
-        case 'J':
-          push(PickleValue::of_integer(
-              static_cast<std::int32_t>(static_cast<std::uint32_t>(little(4)))));
+        case 'u':
+          set_items(pop_mark());
+          break;  // SETITEMS
+        case 'N':
+          push(PickleValue{});
           break;
-        case 'K': push(PickleValue::of_integer(byte())); break;
-        case 'M': push(PickleValue::of_integer(static_cast<std::int64_t>(little(2)))); break;
-        case 0x8a: push(PickleValue::of_integer(long_integer(byte()))); break;     // LONG1
-        case 0x8b: push(PickleValue::of_integer(long_integer(little(4)))); break;  // LONG4
+        case 0x88:
+          push(PickleValue::of_integer(1, PickleValue::Kind::boolean));
+          break;
+        case 0x89:
+          push(PickleValue::of_integer(0, PickleValue::Kind::boolean));
+          break;
+        case 'J':
+          push(PickleValue::of_integer(static_cast<std::int32_t>(static_cast<std::uint32_t>(little(4)))));
+          break;
+        case 'K':
+          push(PickleValue::of_integer(byte()));
+          break;
+        case 'M':
+          push(PickleValue::of_integer(static_cast<std::int64_t>(little(2))));
+          break;
+        case 0x8a:
+          push(PickleValue::of_integer(long_integer(byte())));
+          break;  // LONG1
+        case 0x8b:
+          push(PickleValue::of_integer(long_integer(little(4))));
+          break;     // LONG4
         case 'G': {  // BINFLOAT, big-endian
           std::uint64_t bits = 0;
           for (int i = 0; i < 8; ++i) bits = (bits << 8) | byte();
@@ -284,8 +326,10 @@ class StateDictUnpickler {
         case 0x8e:  // BINBYTES8
           push(PickleValue::of_text(bytes(little(8))));
           break;
-        case 'Q': push(persistent(pop())); break;  // BINPERSID
-        case 'R': {                                // REDUCE
+        case 'Q':
+          push(persistent(pop()));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           PickleValue args = pop();
           PickleValue callable = pop();
           push(reduce(callable, args));
@@ -296,14 +340,22 @@ class StateDictUnpickler {
           push(PickleValue::of_text(pop().text, PickleValue::Kind::object));
           break;
         }
-        case 'b': pop(); break;  // BUILD: attributes (a state dict's _metadata) are not needed
-        case '0': pop(); break;  // POP
-        case '1': pop_mark(); break;
-        case '2': push(top()); break;  // DUP
+        case 'b':
+          pop();
+          break;  // BUILD: attributes (a state dict's _metadata) are not needed
+        case '0':
+          pop();
+          break;  // POP
+        case '1':
+          pop_mark();
+          break;
+        case '2':
+          push(top());
+          break;  // DUP
         default: {
           std::ostringstream message;
-          message << "unsupported pickle opcode 0x" << std::hex << static_cast<int>(op) << std::dec
-                  << " at byte " << position_ - 1 << " of data.pkl";
+          message << "unsupported pickle opcode 0x" << std::hex << static_cast<int>(op) << std::dec << " at byte "
+                  << position_ - 1 << " of data.pkl";
           fail(message.str());
         }
       }
@@ -341,8 +393,7 @@ class StateDictUnpickler {
   }
   std::string line() {
     std::string out;
-    for (char c = static_cast<char>(byte()); c != '\n'; c = static_cast<char>(byte()))
-      out.push_back(c);
+    for (char c = static_cast<char>(byte()); c != '\n'; c = static_cast<char>(byte())) out.push_back(c);
     return out;
   }
 
@@ -365,8 +416,7 @@ class StateDictUnpickler {
     if (marks_.empty()) fail("malformed data.pkl (no mark)");
     const std::size_t mark = marks_.back();
     marks_.pop_back();
-    std::vector<PickleValue> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark),
-                                   stack_.end());
+    std::vector<PickleValue> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark), stack_.end());
     stack_.resize(mark);
     return items;
   }
@@ -396,18 +446,16 @@ class StateDictUnpickler {
 
   const PickleValue& argument(const PickleValue& args, std::size_t index, PickleValue::Kind kind,
                               std::string_view function) const {
-    if (args.kind != PickleValue::Kind::tuple || args.items->size() <= index ||
-        (*args.items)[index].kind != kind)
-      fail(diffctl::detail::concat("malformed data.pkl (argument ", index, " of ", function,
-                                   " is not a ", kind_name(kind), ")"));
+    if (args.kind != PickleValue::Kind::tuple || args.items->size() <= index || (*args.items)[index].kind != kind)
+      fail(diffctl::detail::concat("malformed data.pkl (argument ", index, " of ", function, " is not a ",
+                                   kind_name(kind), ")"));
     return (*args.items)[index];
   }
   std::vector<std::int64_t> integers(const PickleValue& value, std::string_view function) const {
     std::vector<std::int64_t> out;
     for (const auto& item : *value.items) {
       if (item.kind != PickleValue::Kind::integer)
-        fail(diffctl::detail::concat("malformed data.pkl (a size or stride of ", function,
-                                     " is not an int)"));
+        fail(diffctl::detail::concat("malformed data.pkl (a size or stride of ", function, " is not an int)"));
       out.push_back(item.integer);
     }
     return out;
@@ -415,14 +463,12 @@ class StateDictUnpickler {
 
   // ('storage', torch.FloatStorage, key, location, numel): the record data/<key>.
   PickleValue persistent(const PickleValue& id) {
-    if (id.kind != PickleValue::Kind::tuple || id.items->size() < 5 ||
-        (*id.items)[0].text != "storage" || (*id.items)[1].kind != PickleValue::Kind::global ||
-        (*id.items)[4].kind != PickleValue::Kind::integer)
+    if (id.kind != PickleValue::Kind::tuple || id.items->size() < 5 || (*id.items)[0].text != "storage" ||
+        (*id.items)[1].kind != PickleValue::Kind::global || (*id.items)[4].kind != PickleValue::Kind::integer)
       fail("malformed data.pkl (a persistent id that is not a storage)");
     const auto& items = *id.items;
-    const std::string key = items[2].kind == PickleValue::Kind::integer
-                                ? std::to_string(items[2].integer)
-                                : items[2].text;
+    const std::string key =
+        items[2].kind == PickleValue::Kind::integer ? std::to_string(items[2].integer) : items[2].text;
     if (const auto cached = storages_.find(key); cached != storages_.end()) return cached->second;
     const auto dtype = storage_dtype(items[1].text);
     if (!dtype) fail(diffctl::detail::concat("unsupported storage type ", items[1].text));
@@ -433,8 +479,7 @@ class StateDictUnpickler {
     auto [data, size] = reader_.getRecord(record);
     const std::size_t needed = static_cast<std::size_t>(numel) * c10::elementSize(*dtype);
     if (size < needed)
-      fail(diffctl::detail::concat("record ", record, " holds ", size, " bytes, its storage needs ",
-                                   needed));
+      fail(diffctl::detail::concat("record ", record, " holds ", size, " bytes, its storage needs ", needed));
     PickleValue storage = PickleValue::of_text(key, PickleValue::Kind::storage);
     storage.tensor = torch::empty({numel}, torch::TensorOptions().dtype(*dtype));
     if (needed > 0) std::memcpy(storage.tensor.data_ptr(), data.get(), needed);
@@ -443,8 +488,7 @@ class StateDictUnpickler {
   }
 
   PickleValue reduce(const PickleValue& callable, const PickleValue& args) {
-    if (callable.kind != PickleValue::Kind::global)
-      return PickleValue::of_text("?", PickleValue::Kind::object);
+    if (callable.kind != PickleValue::Kind::global) return PickleValue::of_text("?", PickleValue::Kind::object);
     const std::string& name = callable.text;
     if (name == "collections.OrderedDict") {
       PickleValue dict = PickleValue::of(PickleValue::Kind::dict);
@@ -452,8 +496,7 @@ class StateDictUnpickler {
         const PickleValue& pairs = (*args.items)[0];
         if (pairs.items)
           for (const auto& pair : *pairs.items)
-            if (pair.items && pair.items->size() == 2)
-              dict.entries->emplace_back((*pair.items)[0], (*pair.items)[1]);
+            if (pair.items && pair.items->size() == 2) dict.entries->emplace_back((*pair.items)[0], (*pair.items)[1]);
       }
       return dict;
     }
@@ -462,8 +505,7 @@ class StateDictUnpickler {
       const std::int64_t offset = argument(args, 1, PickleValue::Kind::integer, name).integer;
       const auto sizes = integers(argument(args, 2, PickleValue::Kind::tuple, name), name);
       const auto strides = integers(argument(args, 3, PickleValue::Kind::tuple, name), name);
-      if (sizes.size() != strides.size())
-        fail("malformed data.pkl (sizes and strides differ in length)");
+      if (sizes.size() != strides.size()) fail("malformed data.pkl (sizes and strides differ in length)");
       std::int64_t last = offset;
       bool empty = false;
       for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -478,16 +520,14 @@ class StateDictUnpickler {
                             : storage.tensor.as_strided(sizes, strides, offset).contiguous();
       return tensor;
     }
-    if (name == "torch._utils._rebuild_parameter" ||
-        name == "torch._utils._rebuild_parameter_with_state")
+    if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state")
       return argument(args, 0, PickleValue::Kind::tensor, name);
     if (name == "torch._tensor._rebuild_from_type_v2") {
       const auto& function = argument(args, 0, PickleValue::Kind::global, name);
       return reduce(function, argument(args, 2, PickleValue::Kind::tuple, name));
     }
     if (name == "torch.jit._pickle.restore_type_tag" || name == "torch.jit._pickle.build_intlist" ||
-        name == "torch.jit._pickle.build_tensorlist" ||
-        name == "torch.jit._pickle.build_doublelist" ||
+        name == "torch.jit._pickle.build_tensorlist" || name == "torch.jit._pickle.build_doublelist" ||
         name == "torch.jit._pickle.build_boollist") {
       if (args.kind == PickleValue::Kind::tuple && !args.items->empty()) return (*args.items)[0];
     }
@@ -515,16 +555,13 @@ inline void add_entry(StateDict& dict, const std::string& name, torch::Tensor te
 
 inline std::string list_names(const std::vector<std::string>& names, std::size_t max_listed = 8) {
   std::string out;
-  for (std::size_t i = 0; i < names.size() && i < max_listed; ++i)
-    out += (i ? ", " : "") + names[i];
-  if (names.size() > max_listed)
-    out += diffctl::detail::concat(", ... ", names.size() - max_listed, " more");
+  for (std::size_t i = 0; i < names.size() && i < max_listed; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > max_listed) out += diffctl::detail::concat(", ... ", names.size() - max_listed, " more");
   return out;
 }
 
 inline StateDict read_pickled_state_dict(caffe2::serialize::PyTorchStreamReader& reader,
-                                         const std::filesystem::path& path,
-                                         const std::string& key) {
+                                         const std::filesystem::path& path, const std::string& key) {
   if (reader.hasRecord("byteorder")) {
     auto [data, size] = reader.getRecord("byteorder");
     if (std::string(static_cast<const char*>(data.get()), size) != "little")
@@ -534,13 +571,11 @@ inline StateDict read_pickled_state_dict(caffe2::serialize::PyTorchStreamReader&
   StateDictUnpickler unpickler(reader, path);
   const PickleValue root = unpickler.run(static_cast<const char*>(data.get()), size);
   if (root.kind != PickleValue::Kind::dict)
-    weights_error(
-        path, diffctl::detail::concat("holds a ", kind_name(root.kind), ", not a dict of tensors"));
+    weights_error(path, diffctl::detail::concat("holds a ", kind_name(root.kind), ", not a dict of tensors"));
 
   std::vector<std::string> nested;  // keys whose values are dicts, for messages
   for (const auto& [name, value] : *root.entries)
-    if (name.kind == PickleValue::Kind::string && value.kind == PickleValue::Kind::dict)
-      nested.push_back(name.text);
+    if (name.kind == PickleValue::Kind::string && value.kind == PickleValue::Kind::dict) nested.push_back(name.text);
 
   const PickleValue* chosen = &root;
   if (!key.empty()) {
@@ -548,27 +583,23 @@ inline StateDict read_pickled_state_dict(caffe2::serialize::PyTorchStreamReader&
     for (const auto& [name, value] : *root.entries)
       if (name.kind == PickleValue::Kind::string && name.text == key) chosen = &value;
     if (!chosen)
-      weights_error(path, diffctl::detail::concat(
-                              "has no entry \"", key, "\"",
-                              nested.empty() ? "" : " (dict entries: " + list_names(nested) + ")"));
+      weights_error(path, diffctl::detail::concat("has no entry \"", key, "\"",
+                                                  nested.empty() ? "" : " (dict entries: " + list_names(nested) + ")"));
     if (chosen->kind != PickleValue::Kind::dict)
-      weights_error(path,
-                    diffctl::detail::concat("entry \"", key, "\" is a ", kind_name(chosen->kind),
-                                            ", not a dict of tensors"));
+      weights_error(path, diffctl::detail::concat("entry \"", key, "\" is a ", kind_name(chosen->kind),
+                                                  ", not a dict of tensors"));
   }
   StateDict dict("tensor");
   for (const auto& [name, value] : *chosen->entries)
     if (name.kind == PickleValue::Kind::string && value.kind == PickleValue::Kind::tensor)
       add_entry(dict, name.text, value.tensor);
   if (dict.is_empty() && key.empty() && !nested.empty())
-    weights_error(path,
-                  "holds no tensors at the top level; choose one of its dict entries with a key: " +
-                      list_names(nested));
+    weights_error(
+        path, "holds no tensors at the top level; choose one of its dict entries with a key: " + list_names(nested));
   return dict;
 }
 
-inline StateDict read_torchscript_state_dict(const std::filesystem::path& path,
-                                             const std::string& key) {
+inline StateDict read_torchscript_state_dict(const std::filesystem::path& path, const std::string& key) {
   torch::jit::Module module;
   try {
     module = torch::jit::load(path.string(), torch::Device(torch::kCPU));
@@ -578,11 +609,9 @@ inline StateDict read_torchscript_state_dict(const std::filesystem::path& path,
   const std::string prefix = key.empty() ? "" : key + ".";
   StateDict dict("tensor");
   auto add = [&](const std::string& name, const torch::Tensor& tensor) {
-    if (name.compare(0, prefix.size(), prefix) == 0)
-      add_entry(dict, name.substr(prefix.size()), tensor.detach());
+    if (name.compare(0, prefix.size(), prefix) == 0) add_entry(dict, name.substr(prefix.size()), tensor.detach());
   };
-  for (const auto& parameter : module.named_parameters(/*recurse=*/true))
-    add(parameter.name, parameter.value);
+  for (const auto& parameter : module.named_parameters(/*recurse=*/true)) add(parameter.name, parameter.value);
   for (const auto& buffer : module.named_buffers(/*recurse=*/true)) add(buffer.name, buffer.value);
   if (!key.empty() && dict.is_empty())
     weights_error(path, diffctl::detail::concat("has no submodule \"", key, "\" with tensors"));
@@ -685,13 +714,12 @@ inline void check_zip_sizes(const std::filesystem::path& path) {
 // PyTorch >= 1.6; a state dict or a dict holding state dicts, see options.key), by
 // torch::pickle_save or save_state_dict, or by torch.jit.save (its parameters and
 // buffers, with dotted names). Tensors come back on the CPU in the file's dtypes.
-inline StateDict read_state_dict(const std::filesystem::path& path,
-                                 const ReadStateDictOptions& options = {}) {
+inline StateDict read_state_dict(const std::filesystem::path& path, const ReadStateDictOptions& options = {}) {
   require(std::filesystem::is_regular_file(path), "weights file ", path.string(), ": no such file");
   if (!options.sha256.empty()) {
     const std::string found = io::sha256_file(path);
-    require(found == options.sha256, "weights file ", path.string(), ": SHA-256 ", found, " where ",
-            options.sha256, " was recorded when it was written (the file is corrupt or was replaced)");
+    require(found == options.sha256, "weights file ", path.string(), ": SHA-256 ", found, " where ", options.sha256,
+            " was recorded when it was written (the file is corrupt or was replaced)");
   }
   std::array<char, 4> magic{};
   {
@@ -700,12 +728,10 @@ inline StateDict read_state_dict(const std::filesystem::path& path,
   }
   if (std::memcmp(magic.data(), "PK\x03\x04", 4) != 0) {
     if (static_cast<unsigned char>(magic[0]) == 0x80)
-      detail::weights_error(
-          path,
-          "is in the legacy torch.save format (before PyTorch 1.6); re-save it with "
-          "torch.save(..., _use_new_zipfile_serialization=True)");
-    detail::weights_error(
-        path, "is neither a torch.save file nor a TorchScript file (not a zip archive)");
+      detail::weights_error(path,
+                            "is in the legacy torch.save format (before PyTorch 1.6); re-save it with "
+                            "torch.save(..., _use_new_zipfile_serialization=True)");
+    detail::weights_error(path, "is neither a torch.save file nor a TorchScript file (not a zip archive)");
   }
   detail::check_zip_sizes(path);
   StateDict dict("tensor");
@@ -721,8 +747,7 @@ inline StateDict read_state_dict(const std::filesystem::path& path,
                             "(no data.pkl record)");
     }
   } catch (const c10::Error& error) {
-    detail::weights_error(
-        path, "cannot be read (truncated or not a PyTorch file): " + detail::short_message(error));
+    detail::weights_error(path, "cannot be read (truncated or not a PyTorch file): " + detail::short_message(error));
   }
   if (!options.strip_module_prefix) return dict;
   constexpr std::string_view kPrefix = "module.";
@@ -730,8 +755,8 @@ inline StateDict read_state_dict(const std::filesystem::path& path,
   for (const auto& item : dict) {
     const std::string& name = item.key();
     const std::string bare = name.starts_with(kPrefix) ? name.substr(kPrefix.size()) : name;
-    require(!stripped.contains(bare), "weights file ", path.string(), ": both ", name, " and ",
-            bare, " are present, so the \"module.\" prefix cannot be stripped");
+    require(!stripped.contains(bare), "weights file ", path.string(), ": both ", name, " and ", bare,
+            " are present, so the \"module.\" prefix cannot be stripped");
     stripped.insert(bare, item.value());
   }
   return stripped;
@@ -768,12 +793,11 @@ inline LoadStateDictReport check_state_dict(const torch::nn::Module& module, con
       report.missing.push_back(item.key());
       continue;
     }
-    const bool kinds_differ = detail::tensor_kind(found->scalar_type()) !=
-                              detail::tensor_kind(item.value().scalar_type());
+    const bool kinds_differ =
+        detail::tensor_kind(found->scalar_type()) != detail::tensor_kind(item.value().scalar_type());
     if (kinds_differ || !found->sizes().equals(item.value().sizes()))
-      mismatched.push_back(diffctl::detail::concat(
-          item.key(), ": file ", detail::describe_shape(*found, kinds_differ), " vs model ",
-          detail::describe_shape(item.value(), kinds_differ)));
+      mismatched.push_back(diffctl::detail::concat(item.key(), ": file ", detail::describe_shape(*found, kinds_differ),
+                                                   " vs model ", detail::describe_shape(item.value(), kinds_differ)));
   }
   for (const auto& item : dict)
     if (!target.contains(item.key())) report.unexpected.push_back(item.key());
@@ -785,23 +809,19 @@ inline LoadStateDictReport check_state_dict(const torch::nn::Module& module, con
   std::vector<std::string> parts;
   if (missing)
     parts.push_back(diffctl::detail::concat("missing ", report.missing.size(), " (",
-                                            detail::list_names(report.missing, options.max_listed),
-                                            ")"));
+                                            detail::list_names(report.missing, options.max_listed), ")"));
   if (unexpected)
-    parts.push_back(
-        diffctl::detail::concat("unexpected ", report.unexpected.size(), " (",
-                                detail::list_names(report.unexpected, options.max_listed), ")"));
+    parts.push_back(diffctl::detail::concat("unexpected ", report.unexpected.size(), " (",
+                                            detail::list_names(report.unexpected, options.max_listed), ")"));
   if (!mismatched.empty())
     parts.push_back(diffctl::detail::concat("mismatched ", mismatched.size(), " (",
-                                            detail::list_names(mismatched, options.max_listed),
-                                            ")"));
+                                            detail::list_names(mismatched, options.max_listed), ")"));
   std::string message = "state dict";
   if (!options.source.empty()) message += " from " + options.source;
   message += " does not match the model: ";
   for (std::size_t i = 0; i < parts.size(); ++i) message += (i ? ", " : "") + parts[i];
-  if (unexpected &&
-      std::all_of(report.unexpected.begin(), report.unexpected.end(),
-                  [](const std::string& name) { return name.starts_with("module."); }))
+  if (unexpected && std::all_of(report.unexpected.begin(), report.unexpected.end(),
+                                [](const std::string& name) { return name.starts_with("module."); }))
     message += " (the names start with \"module.\": read them with strip_module_prefix)";
   throw std::invalid_argument(message);
 }
@@ -822,8 +842,7 @@ inline LoadStateDictReport load_state_dict(torch::nn::Module& module, const Stat
 }
 
 // read_state_dict then load_state_dict, with the file named in messages.
-inline LoadStateDictReport load_weights(torch::nn::Module& module,
-                                        const std::filesystem::path& path,
+inline LoadStateDictReport load_weights(torch::nn::Module& module, const std::filesystem::path& path,
                                         const ReadStateDictOptions& read_options = {},
                                         LoadStateDictOptions load_options = {}) {
   if (load_options.source.empty()) load_options.source = path.string();
@@ -836,8 +855,7 @@ inline LoadStateDictReport load_weights(torch::nn::Module& module,
 // Returns its SHA-256, to record beside it (ReadStateDictOptions::sha256).
 inline std::string save_state_dict(const StateDict& dict, const std::filesystem::path& path) {
   c10::Dict<std::string, at::Tensor> pickled;
-  for (const auto& item : dict)
-    pickled.insert(item.key(), item.value().detach().to(torch::kCPU).contiguous());
+  for (const auto& item : dict) pickled.insert(item.key(), item.value().detach().to(torch::kCPU).contiguous());
   const std::vector<char> bytes = torch::pickle_save(c10::IValue(pickled));
   io::write_atomically(path, [&](const std::filesystem::path& partial) {
     std::ofstream out(partial, std::ios::binary);

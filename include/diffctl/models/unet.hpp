@@ -51,16 +51,16 @@ struct UNetOptions {
   // The middle block always has attention.
   std::vector<int> attention_resolutions = {32, 16, 8};
   double dropout = 0.1;
-  int64_t num_classes = 0;  // 0: unconditional
-  int64_t num_heads = 4;    // used when head_channels <= 0
-  int64_t head_channels = 64;  // > 0: heads = channels / head_channels (num_head_channels)
+  int64_t num_classes = 0;        // 0: unconditional
+  int64_t num_heads = 4;          // used when head_channels <= 0
+  int64_t head_channels = 64;     // > 0: heads = channels / head_channels (num_head_channels)
   int64_t time_embed_factor = 4;  // time embedding width = base_width * factor
   // GroupNorm groups; minimal-diffusion uses 32 (GroupNorm32). Fewer groups allow
   // narrower networks (every level's channel count must be a multiple).
   int64_t norm_groups = 32;
-  bool scale_shift_norm = true;   // FiLM-like conditioning of the ResBlocks on time
-  bool resblock_updown = true;    // down/upsample with ResBlocks rather than Down/Upsample
-  bool conv_resample = true;      // Down/Upsample learn a conv (when !resblock_updown)
+  bool scale_shift_norm = true;     // FiLM-like conditioning of the ResBlocks on time
+  bool resblock_updown = true;      // down/upsample with ResBlocks rather than Down/Upsample
+  bool conv_resample = true;        // Down/Upsample learn a conv (when !resblock_updown)
   bool new_attention_order = true;  // QKVAttention (split q,k,v first) vs the legacy order
 
   // minimal-diffusion's `UNet` architecture (its CIFAR-10 model for 32, 3, 10):
@@ -112,9 +112,8 @@ inline torch::nn::GroupNorm make_group_norm(int64_t groups, int64_t channels) {
 inline torch::Tensor apply_norm32(torch::nn::GroupNormImpl& norm, const torch::Tensor& x) {
   const auto type = x.scalar_type();
   if (type != torch::kHalf && type != torch::kBFloat16) return norm.forward(x);
-  return torch::group_norm(x.to(torch::kFloat), norm.options.num_groups(),
-                           norm.weight.to(torch::kFloat), norm.bias.to(torch::kFloat),
-                           norm.options.eps())
+  return torch::group_norm(x.to(torch::kFloat), norm.options.num_groups(), norm.weight.to(torch::kFloat),
+                           norm.bias.to(torch::kFloat), norm.options.eps())
       .to(type);
 }
 
@@ -141,24 +140,21 @@ inline int64_t upsampled(int64_t n) { return 2 * n + (n == 3 ? 1 : 0); }
 inline torch::Tensor upsample2x(const torch::Tensor& x) {
   const int64_t h = x.size(-2), w = x.size(-1);
   torch::Tensor out = torch::nn::functional::interpolate(
-      x, torch::nn::functional::InterpolateFuncOptions()
-             .size(std::vector<int64_t>{2 * h, 2 * w})
-             .mode(torch::kNearest));
+      x,
+      torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{2 * h, 2 * w}).mode(torch::kNearest));
   if (h == 3 || w == 3) out = torch::constant_pad_nd(out, {w == 3 ? 1 : 0, 0, h == 3 ? 1 : 0, 0});
   return out;
 }
 
-inline torch::Tensor downsample_pool(const torch::Tensor& x) {
-  return torch::avg_pool2d(x, {2, 2}, {2, 2});
-}
+inline torch::Tensor downsample_pool(const torch::Tensor& x) { return torch::avg_pool2d(x, {2, 2}, {2, 2}); }
 
 enum class Resample { kNone, kUp, kDown };
 
 // A residual block conditioned on the time (and label) embedding.
 class UNetResBlockImpl : public torch::nn::Module {
  public:
-  UNetResBlockImpl(int64_t channels, int64_t emb_channels, double dropout, int64_t out_channels,
-                   bool scale_shift_norm, Resample resample, int64_t groups)
+  UNetResBlockImpl(int64_t channels, int64_t emb_channels, double dropout, int64_t out_channels, bool scale_shift_norm,
+                   Resample resample, int64_t groups)
       : scale_shift_norm_(scale_shift_norm), resample_(resample) {
     in_norm_ = make_group_norm(groups, channels);
     in_conv_ = conv3x3(channels, out_channels);
@@ -168,11 +164,10 @@ class UNetResBlockImpl : public torch::nn::Module {
     out_norm_ = make_group_norm(groups, out_channels);
     dropout_ = torch::nn::Dropout(dropout);
     out_conv_ = zeroed(conv3x3(out_channels, out_channels));
-    register_module("out_layers",
-                    torch::nn::Sequential(out_norm_, torch::nn::SiLU(), dropout_, out_conv_));
+    register_module("out_layers", torch::nn::Sequential(out_norm_, torch::nn::SiLU(), dropout_, out_conv_));
     if (out_channels != channels)
-      skip_ = register_module(
-          "skip_connection", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, out_channels, 1)));
+      skip_ =
+          register_module("skip_connection", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, out_channels, 1)));
   }
 
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb) {
@@ -212,8 +207,7 @@ class UNetAttentionBlockImpl : public torch::nn::Module {
       : heads_(heads), new_order_(new_order) {
     norm_ = register_module("norm", make_group_norm(groups, channels));
     qkv_ = register_module("qkv", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, 3 * channels, 1)));
-    proj_out_ = register_module(
-        "proj_out", zeroed(torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, channels, 1))));
+    proj_out_ = register_module("proj_out", zeroed(torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, channels, 1))));
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
@@ -283,13 +277,10 @@ class UNetStageImpl : public torch::nn::Module {
   template <class Layer>
   void add(std::shared_ptr<Layer> layer) {
     register_module(std::to_string(layers_.size()), layer);
-    if constexpr (requires(Layer& m, const torch::Tensor& a) { m.forward(a, a); })
-      layers_.emplace_back([layer](const torch::Tensor& x, const torch::Tensor& emb) {
-        return layer->forward(x, emb);
-      });
-    else
+    if constexpr (requires(Layer & m, const torch::Tensor& a) { m.forward(a, a); })
       layers_.emplace_back(
-          [layer](const torch::Tensor& x, const torch::Tensor&) { return layer->forward(x); });
+          [layer](const torch::Tensor& x, const torch::Tensor& emb) { return layer->forward(x, emb); });
+    else layers_.emplace_back([layer](const torch::Tensor& x, const torch::Tensor&) { return layer->forward(x); });
   }
 
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb) {
@@ -319,8 +310,8 @@ class UNetImpl : public torch::nn::Module {
   // Returns the predicted noise eps, shaped [B, out_channels, H, W].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y = {}) {
     validate_input(x, t, y);
-    torch::Tensor emb = time_linear1_(torch::silu(time_linear0_(
-        timestep_embedding(t, options_.base_width).to(x.device(), x.scalar_type()))));
+    torch::Tensor emb = time_linear1_(
+        torch::silu(time_linear0_(timestep_embedding(t, options_.base_width).to(x.device(), x.scalar_type()))));
     if (options_.num_classes > 0) emb = emb + label_emb_(y.to(x.device()));
     std::vector<torch::Tensor> skips;
     skips.reserve(input_blocks_.size());
@@ -339,8 +330,7 @@ class UNetImpl : public torch::nn::Module {
 
   // Sinusoidal embedding [B, dim] of timesteps [B]: cos of t * f_i then sin, with
   // f_i = max_period^(-i / (dim / 2)); a zero column pads an odd dim.
-  static torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim,
-                                          double max_period = 10000.0) {
+  static torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period = 10000.0) {
     const int64_t half = dim / 2;
     const auto options = torch::TensorOptions().dtype(torch::kFloat).device(t.device());
     const torch::Tensor freqs =
@@ -382,10 +372,9 @@ class UNetImpl : public torch::nn::Module {
       const int64_t down = detail::downsampled(n, pooled);
       path += " -> " + std::to_string(down);
       if (down < 1 || detail::upsampled(down) != n)
-        return diffctl::detail::concat("it does not survive ", levels() - 1,
-                              " halvings and doublings (", path, ", which upsamples back to ",
-                              detail::upsampled(down), " != ", n, "); use a multiple of ",
-                              int64_t{1} << (levels() - 1));
+        return diffctl::detail::concat("it does not survive ", levels() - 1, " halvings and doublings (", path,
+                                       ", which upsamples back to ", detail::upsampled(down), " != ", n,
+                                       "); use a multiple of ", int64_t{1} << (levels() - 1));
       n = down;
     }
     return {};
@@ -393,66 +382,55 @@ class UNetImpl : public torch::nn::Module {
 
   void validate_options() const {
     const auto& o = options_;
-    require(o.in_channels >= 1 && o.out_channels >= 1,
-            "UNet: in_channels and out_channels must be >= 1, found ", o.in_channels, ", ",
-            o.out_channels);
+    require(o.in_channels >= 1 && o.out_channels >= 1, "UNet: in_channels and out_channels must be >= 1, found ",
+            o.in_channels, ", ", o.out_channels);
     require(!o.channel_mult.empty(), "UNet: channel_mult must have at least one level");
-    require(o.blocks_per_level >= 1, "UNet: blocks_per_level must be >= 1, found ",
-            o.blocks_per_level);
+    require(o.blocks_per_level >= 1, "UNet: blocks_per_level must be >= 1, found ", o.blocks_per_level);
     require(o.num_classes >= 0, "UNet: num_classes must be >= 0, found ", o.num_classes);
-    require(o.dropout >= 0.0 && o.dropout < 1.0, "UNet: dropout must be in [0, 1), found ",
-            o.dropout);
-    require(o.time_embed_factor >= 1, "UNet: time_embed_factor must be >= 1, found ",
-            o.time_embed_factor);
-    require(o.head_channels > 0 || o.num_heads >= 1,
-            "UNet: need head_channels > 0 or num_heads >= 1, found ", o.head_channels, " and ",
-            o.num_heads);
+    require(o.dropout >= 0.0 && o.dropout < 1.0, "UNet: dropout must be in [0, 1), found ", o.dropout);
+    require(o.time_embed_factor >= 1, "UNet: time_embed_factor must be >= 1, found ", o.time_embed_factor);
+    require(o.head_channels > 0 || o.num_heads >= 1, "UNet: need head_channels > 0 or num_heads >= 1, found ",
+            o.head_channels, " and ", o.num_heads);
     require(o.norm_groups >= 1, "UNet: norm_groups must be >= 1, found ", o.norm_groups);
     for (size_t level = 0; level < o.channel_mult.size(); ++level) {
       const int64_t channels = o.base_width * o.channel_mult[level];
-      require(o.channel_mult[level] >= 1 && channels >= 1 && channels % o.norm_groups == 0,
-              "UNet: level ", level, " has base_width * channel_mult = ", o.base_width, " * ",
-              o.channel_mult[level], " = ", channels,
+      require(o.channel_mult[level] >= 1 && channels >= 1 && channels % o.norm_groups == 0, "UNet: level ", level,
+              " has base_width * channel_mult = ", o.base_width, " * ", o.channel_mult[level], " = ", channels,
               " channels; GroupNorm needs a positive multiple of norm_groups = ", o.norm_groups);
       const int64_t heads = heads_for(channels);
-      require(heads >= 1 && channels % heads == 0 &&
-                  (o.head_channels <= 0 || channels % o.head_channels == 0),
+      require(heads >= 1 && channels % heads == 0 && (o.head_channels <= 0 || channels % o.head_channels == 0),
               "UNet: level ", level, " has ", channels, " channels, not divisible into ",
               o.head_channels > 0 ? "heads of head_channels = " : "num_heads = ",
               o.head_channels > 0 ? o.head_channels : o.num_heads);
     }
     require(o.image_size >= 1, "UNet: image_size must be >= 1, found ", o.image_size);
     const std::string problem = size_problem(o.image_size);
-    require(problem.empty(), "UNet: image_size ", o.image_size, " does not fit ", levels(),
-            " levels: ", problem);
+    require(problem.empty(), "UNet: image_size ", o.image_size, " does not fit ", levels(), " levels: ", problem);
   }
 
   void validate_input(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y) const {
-    require(x.defined() && x.dim() == 4 && x.size(1) == options_.in_channels,
-            "UNet: x must be [B, ", options_.in_channels, ", H, W], found ",
-            x.defined() ? x.sizes() : torch::IntArrayRef{});
+    require(x.defined() && x.dim() == 4 && x.size(1) == options_.in_channels, "UNet: x must be [B, ",
+            options_.in_channels, ", H, W], found ", x.defined() ? x.sizes() : torch::IntArrayRef{});
     require(x.is_floating_point(), "UNet: x must be floating point, found ", x.scalar_type());
     for (int dim : {2, 3}) {
       const std::string problem = size_problem(x.size(dim));
-      require(problem.empty(), "UNet: x's ", dim == 2 ? "height " : "width ", x.size(dim),
-              " does not fit ", levels(), " levels: ", problem);
+      require(problem.empty(), "UNet: x's ", dim == 2 ? "height " : "width ", x.size(dim), " does not fit ", levels(),
+              " levels: ", problem);
     }
-    require(t.defined() && t.dim() == 1 && t.size(0) == x.size(0), "UNet: t must be [",
-            x.size(0), "] (one timestep per image), found ",
-            t.defined() ? t.sizes() : torch::IntArrayRef{});
+    require(t.defined() && t.dim() == 1 && t.size(0) == x.size(0), "UNet: t must be [", x.size(0),
+            "] (one timestep per image), found ", t.defined() ? t.sizes() : torch::IntArrayRef{});
     if (options_.num_classes == 0) {
       require(!y.defined(), "UNet: this network is unconditional (num_classes = 0) but got labels y");
       return;
     }
-    require(y.defined(), "UNet: this network is conditional (num_classes = ",
-            options_.num_classes, ") and needs labels y [", x.size(0), "]");
-    require(y.dim() == 1 && y.size(0) == x.size(0) && y.scalar_type() == torch::kLong,
-            "UNet: labels y must be int64 [", x.size(0), "], found ", y.scalar_type(), " ",
-            y.sizes());
+    require(y.defined(), "UNet: this network is conditional (num_classes = ", options_.num_classes,
+            ") and needs labels y [", x.size(0), "]");
+    require(y.dim() == 1 && y.size(0) == x.size(0) && y.scalar_type() == torch::kLong, "UNet: labels y must be int64 [",
+            x.size(0), "], found ", y.scalar_type(), " ", y.sizes());
     if (y.numel() > 0) {  // one host sync per call on CUDA; cheap beside the network
       const int64_t low = y.min().item<int64_t>(), high = y.max().item<int64_t>();
-      require(low >= 0 && high < options_.num_classes, "UNet: labels y must be in [0, ",
-              options_.num_classes, "), found values in [", low, ", ", high, "]");
+      require(low >= 0 && high < options_.num_classes, "UNet: labels y must be in [0, ", options_.num_classes,
+              "), found values in [", low, ", ", high, "]");
     }
   }
 
@@ -463,16 +441,15 @@ class UNetImpl : public torch::nn::Module {
     time_linear0_ = torch::nn::Linear(o.base_width, emb_dim);
     time_linear1_ = torch::nn::Linear(emb_dim, emb_dim);
     register_module("time_embed", torch::nn::Sequential(time_linear0_, torch::nn::SiLU(), time_linear1_));
-    if (o.num_classes > 0)
-      label_emb_ = register_module("label_emb", torch::nn::Embedding(o.num_classes, emb_dim));
+    if (o.num_classes > 0) label_emb_ = register_module("label_emb", torch::nn::Embedding(o.num_classes, emb_dim));
 
     auto res_block = [&](int64_t in, int64_t out, Resample resample) {
-      return std::make_shared<detail::UNetResBlockImpl>(in, emb_dim, o.dropout, out,
-                                                        o.scale_shift_norm, resample, o.norm_groups);
+      return std::make_shared<detail::UNetResBlockImpl>(in, emb_dim, o.dropout, out, o.scale_shift_norm, resample,
+                                                        o.norm_groups);
     };
     auto attention = [&](int64_t channels) {
-      return std::make_shared<detail::UNetAttentionBlockImpl>(channels, heads_for(channels),
-                                                              o.new_attention_order, o.norm_groups);
+      return std::make_shared<detail::UNetAttentionBlockImpl>(channels, heads_for(channels), o.new_attention_order,
+                                                              o.norm_groups);
     };
     auto input_list = register_module("input_blocks", torch::nn::ModuleList());
     auto add_input = [&](std::shared_ptr<detail::UNetStageImpl> stage) {
@@ -500,10 +477,8 @@ class UNetImpl : public torch::nn::Module {
       }
       if (level + 1 < levels()) {
         auto stage = std::make_shared<detail::UNetStageImpl>();
-        if (o.resblock_updown)
-          stage->add(res_block(ch, ch, Resample::kDown));
-        else
-          stage->add(std::make_shared<detail::UNetDownsampleImpl>(ch, o.conv_resample));
+        if (o.resblock_updown) stage->add(res_block(ch, ch, Resample::kDown));
+        else stage->add(std::make_shared<detail::UNetDownsampleImpl>(ch, o.conv_resample));
         add_input(stage);
         skip_channels.push_back(ch);
       }
@@ -524,10 +499,8 @@ class UNetImpl : public torch::nn::Module {
         ch = level_ch;
         if (attention_at(level)) stage->add(attention(ch));
         if (level > 0 && i == o.blocks_per_level) {
-          if (o.resblock_updown)
-            stage->add(res_block(ch, ch, Resample::kUp));
-          else
-            stage->add(std::make_shared<detail::UNetUpsampleImpl>(ch, o.conv_resample));
+          if (o.resblock_updown) stage->add(res_block(ch, ch, Resample::kUp));
+          else stage->add(std::make_shared<detail::UNetUpsampleImpl>(ch, o.conv_resample));
         }
         output_list->push_back(stage);
         output_blocks_.push_back(std::move(stage));

@@ -58,8 +58,7 @@ struct TopK {
     detail::check(times, uncertainty);
     require(k >= 1, "top-k selection: k must be >= 1, found ", k);
     const auto chosen = std::get<1>(uncertainty.topk(std::min(k, uncertainty.size(0)), 0));
-    return torch::zeros(uncertainty.sizes(), uncertainty.options().dtype(torch::kBool))
-        .scatter_(0, chosen, true);
+    return torch::zeros(uncertainty.sizes(), uncertainty.options().dtype(torch::kBool)).scatter_(0, chosen, true);
   }
 };
 

@@ -30,8 +30,8 @@ inline torch::Tensor transition_kl(const StepStack& tuned, const torch::Tensor& 
 // Deterministic steps (noise 0) have no density: they count 0 here, and the
 // fine-tuning algorithms place no control before them.
 inline torch::Tensor transition_kl(const Transition& tuned, const Transition& reference) {
-  require(tuned.mean.sizes() == reference.mean.sizes(), "transition KL: means of shapes ", tuned.mean.sizes(),
-          " and ", reference.mean.sizes());
+  require(tuned.mean.sizes() == reference.mean.sizes(), "transition KL: means of shapes ", tuned.mean.sizes(), " and ",
+          reference.mean.sizes());
   require(std::abs(tuned.noise_std - reference.noise_std) <= 1e-9 * std::max(1.0, tuned.noise_std),
           "transition KL: the steps' noise differs (", tuned.noise_std, " vs ", reference.noise_std,
           "): the path KL needs one schedule and one solver");
@@ -41,8 +41,8 @@ inline torch::Tensor transition_kl(const Transition& tuned, const Transition& re
 
 // KL( N(mean, e^{2 log_std} I) || N(ref_mean, e^{2 ref_log_std} I) ) over the
 // sample shape of mean (log-stds are scalars), a scalar.
-inline torch::Tensor gaussian_kl(const torch::Tensor& mean, const torch::Tensor& log_std,
-                                 const torch::Tensor& ref_mean, const torch::Tensor& ref_log_std) {
+inline torch::Tensor gaussian_kl(const torch::Tensor& mean, const torch::Tensor& log_std, const torch::Tensor& ref_mean,
+                                 const torch::Tensor& ref_log_std) {
   const double dims = static_cast<double>(mean.numel());
   return dims * (ref_log_std - log_std) +
          (dims * (2.0 * log_std).exp() + (mean - ref_mean).square().sum()) / (2.0 * (2.0 * ref_log_std).exp()) -

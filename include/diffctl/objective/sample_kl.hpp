@@ -23,20 +23,20 @@ struct SamplesWithKl {
 // Integrates `model` from x_init with conditions z (undefined: none), without
 // gradients, and adds up each step's KL to `reference`'s step from the same state.
 template <NoiseSchedule Schedule, DriftModel Model, DriftModel Reference, class Solver>
-  requires SdeSolver<Solver, Schedule, Model> && SdeSolver<Solver, Schedule, Reference>
-SamplesWithKl sample_with_path_kl(const Schedule& schedule, const Model& model, const Reference& reference,
-                                  const Solver& solver, const sde::TimeGrid& grid, const torch::Tensor& x_init,
-                                  const torch::Tensor& z, at::Generator& generator) {
-  torch::NoGradGuard no_grad;
-  torch::Tensor kl = torch::zeros({x_init.size(0)}, x_init.options());
-  sde::IntegrateOptions options;
-  options.record_x0 = false;
-  options.generator = generator;
-  options.on_step = [&](const sde::StepRecord& r) {
-    kl += transition_kl(r.step, solver.transition(schedule, reference, r.t, r.t_next, r.state, z));
-  };
-  torch::Tensor x = sde::integrate(schedule, model, solver, grid, x_init, z, options).final_state;
-  return {std::move(x), std::move(kl)};
-}
+  requires SdeSolver<Solver, Schedule, Model> && SdeSolver<Solver, Schedule, Reference> SamplesWithKl
+  sample_with_path_kl(const Schedule& schedule, const Model& model, const Reference& reference, const Solver& solver,
+                      const sde::TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
+                      at::Generator& generator) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor kl = torch::zeros({x_init.size(0)}, x_init.options());
+    sde::IntegrateOptions options;
+    options.record_x0 = false;
+    options.generator = generator;
+    options.on_step = [&](const sde::StepRecord& r) {
+      kl += transition_kl(r.step, solver.transition(schedule, reference, r.t, r.t_next, r.state, z));
+    };
+    torch::Tensor x = sde::integrate(schedule, model, solver, grid, x_init, z, options).final_state;
+    return {std::move(x), std::move(kl)};
+  }
 
 }  // namespace diffctl::objective

@@ -77,8 +77,8 @@ class NetworkControl {
 };
 
 struct GuidedOptions {
-  double gain = 1.0;         // w at the start (1 / alpha: the guidance of the tilt exp(r / alpha))
-  bool learn_gain = true;    // whether fine-tuning trains w
+  double gain = 1.0;       // w at the start (1 / alpha: the guidance of the tilt exp(r / alpha))
+  bool learn_gain = true;  // whether fine-tuning trains w
   // w = gain exp(gain_rate theta) with theta trained from 0: Adam moves theta by
   // about its learning rate per step, so gain_rate sets how fast w can change
   // (x e^1 per 1 / (gain_rate lr) steps), as class_image_scale does for images.
@@ -90,7 +90,9 @@ class Guided {
  public:
   // A gain fixed at 0 makes the policy the residual alone (and the guidance unused).
   Guided(Residual residual, GuidedOptions options = {})
-      : residual_(std::move(residual)), options_(options), log_gain_(torch::zeros({}).requires_grad_(options.learn_gain)) {
+      : residual_(std::move(residual)),
+        options_(options),
+        log_gain_(torch::zeros({}).requires_grad_(options.learn_gain)) {
     require(std::isfinite(options.gain) && options.gain >= 0.0 && std::isfinite(options.gain_rate) &&
                 options.gain_rate > 0.0,
             "Guided: the gain must be finite and >= 0 and the gain rate > 0, found ", options.gain, " and ",
@@ -178,21 +180,14 @@ class Held {
   static constexpr bool holds_control = true;
 
   explicit Held(Policy policy) : policy_(std::move(policy)) {}
-  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const
-    requires ControlPolicy<Policy>
-  {
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z) const requires ControlPolicy<Policy> {
     return policy_.control(t, x, z);
   }
-  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z, const torch::Tensor& guidance) const
-    requires GuidedControl<Policy>
-  {
+  torch::Tensor control(double t, const torch::Tensor& x, const torch::Tensor& z,
+                        const torch::Tensor& guidance) const requires GuidedControl<Policy> {
     return policy_.control(t, x, z, guidance);
   }
-  bool guided() const
-    requires GuidedControl<Policy>
-  {
-    return policy_.guided();
-  }
+  bool guided() const requires GuidedControl<Policy> { return policy_.guided(); }
   std::vector<torch::Tensor> parameters() const { return policy_.parameters(); }
   Held snapshot() const { return Held(policy_.snapshot()); }
   void add_to(io::Checkpoint& checkpoint, const std::string& prefix) { policy_.add_to(checkpoint, prefix); }
@@ -232,12 +227,15 @@ class ImageControlNetImpl : public torch::nn::Cloneable<ImageControlNetImpl> {
 
   void reset() override {
     const int64_t in = options_.channels + 1 + (options_.classes > 0 ? 1 : 0), w = options_.width;
-    const auto conv = [](int64_t a, int64_t b) { return torch::nn::Conv2d(torch::nn::Conv2dOptions(a, b, 3).padding(1)); };
+    const auto conv = [](int64_t a, int64_t b) {
+      return torch::nn::Conv2d(torch::nn::Conv2dOptions(a, b, 3).padding(1));
+    };
     // The output layer is registered last: NetworkControl zeroes the last two parameters.
     const int64_t pixels = options_.image_size * options_.image_size;
     if (options_.classes > 0) {
       embedding_ = register_module("embedding", torch::nn::Embedding(options_.classes, pixels));
-      class_image_ = register_module("class_image", torch::nn::Embedding(options_.classes, 2 * options_.channels * pixels));
+      class_image_ =
+          register_module("class_image", torch::nn::Embedding(options_.classes, 2 * options_.channels * pixels));
       torch::NoGradGuard no_grad;
       class_image_->weight.zero_();
     }
@@ -250,16 +248,19 @@ class ImageControlNetImpl : public torch::nn::Cloneable<ImageControlNetImpl> {
   torch::Tensor forward(const torch::Tensor& t, const torch::Tensor& x, const torch::Tensor& z = {}) {
     require(x.dim() == 4 && x.size(1) == options_.channels && x.size(2) == options_.image_size &&
                 x.size(3) == options_.image_size,
-            "ImageControlNet: x must be [B, ", options_.channels, ", ", options_.image_size, ", ",
-            options_.image_size, "], found ", x.sizes());
-    require(z.defined() == (options_.classes > 0), options_.classes > 0 ? "ImageControlNet: needs the classes z"
-                                                                        : "ImageControlNet: is unconditional but got z");
-    std::vector<torch::Tensor> inputs{x, t.to(x.dtype()).view({-1, 1, 1, 1}).expand({x.size(0), 1, x.size(2), x.size(3)})};
+            "ImageControlNet: x must be [B, ", options_.channels, ", ", options_.image_size, ", ", options_.image_size,
+            "], found ", x.sizes());
+    require(z.defined() == (options_.classes > 0), options_.classes > 0
+                                                       ? "ImageControlNet: needs the classes z"
+                                                       : "ImageControlNet: is unconditional but got z");
+    std::vector<torch::Tensor> inputs{x,
+                                      t.to(x.dtype()).view({-1, 1, 1, 1}).expand({x.size(0), 1, x.size(2), x.size(3)})};
     if (z.defined()) inputs.push_back(embedding_(z).view({-1, 1, x.size(2), x.size(3)}));
     const torch::Tensor h = torch::silu(second_(torch::silu(first_(torch::cat(inputs, 1)))));
     if (!z.defined()) return out_(h);
     // A_z + t B_z, from one embedding row [2 C H W] per class.
-    const torch::Tensor ab = (options_.class_image_scale * class_image_(z)).view({x.size(0), 2, x.size(1), x.size(2), x.size(3)});
+    const torch::Tensor ab =
+        (options_.class_image_scale * class_image_(z)).view({x.size(0), 2, x.size(1), x.size(2), x.size(3)});
     const torch::Tensor time = t.to(x.dtype()).view({-1, 1, 1, 1});
     return out_(h) + ab.select(1, 0) + time * ab.select(1, 1);
   }

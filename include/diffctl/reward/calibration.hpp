@@ -18,8 +18,8 @@ namespace diffctl::reward {
 
 struct CalibrationReport {
   int64_t samples = 0;
-  std::array<double, 3> coverage{};      // k = 1, 2, 3
-  double error_correlation = 0.0;        // Pearson, g_hat vs |r_hat - r|; NaN if either is constant
+  std::array<double, 3> coverage{};  // k = 1, 2, 3
+  double error_correlation = 0.0;    // Pearson, g_hat vs |r_hat - r|; NaN if either is constant
   double mean_abs_error = 0.0;
   double mean_uncertainty = 0.0;
 };

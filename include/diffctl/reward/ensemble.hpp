@@ -91,7 +91,8 @@ struct EnsembleFitReport {
   double seconds = 0.0;
 };
 
-template <EnsembleMembers Members, class Optimism = optimism::MeanPlusStd, ResamplingScheme Resampling = BootstrapResample>
+template <EnsembleMembers Members, class Optimism = optimism::MeanPlusStd,
+          ResamplingScheme Resampling = BootstrapResample>
   requires OptimismRule<Optimism, Members>
 class BootstrapEnsemble {
  public:
@@ -102,8 +103,7 @@ class BootstrapEnsemble {
         optimism_(std::move(optimism)),
         resampling_(std::move(resampling)),
         thompson_(make_generator(detail::mix(options.seed, 0x7470ull))) {
-    require(members_.size() >= 2, "reward ensemble: needs M >= 2 members for an uncertainty, found ",
-            members_.size());
+    require(members_.size() >= 2, "reward ensemble: needs M >= 2 members for an uncertainty, found ", members_.size());
   }
 
   // Refits every member on its own resample of D (warm-started from its current
@@ -122,13 +122,14 @@ class BootstrapEnsemble {
   // Rebuilds the state the optimism rule derives from D (the feature Gram matrix
   // of FeatureUcb), e.g. after the members were restored from a checkpoint.
   void refresh(const FeedbackDataset& data) {
-    if constexpr (requires(Optimism& o, const torch::Tensor& t) { o.observe(t); }) {
+    if constexpr (requires(Optimism & o, const torch::Tensor& t) { o.observe(t); }) {
       torch::NoGradGuard no_grad;
       constexpr int64_t kChunk = 256;
       std::vector<torch::Tensor> features;
       const auto device = members_.device();
       for (int64_t start = 0; start < data.size(); start += kChunk)
-        features.push_back(members_.features(data.x().narrow(0, start, std::min(kChunk, data.size() - start)).to(device)));
+        features.push_back(
+            members_.features(data.x().narrow(0, start, std::min(kChunk, data.size() - start)).to(device)));
       optimism_.observe(torch::cat(features));
     }
   }
@@ -170,8 +171,8 @@ class BootstrapEnsemble {
     if constexpr (SpreadableMembers<Members>) {
       if (!group.alone()) {
         const torch::Tensor owned = torch::arange(size(), torch::kLong).remainder(group.size()).eq(group.rank());
-        const torch::Tensor loss = members_.fit(data, weights * owned.unsqueeze(1).to(weights.dtype()), options_.fit,
-                                                generator);
+        const torch::Tensor loss =
+            members_.fit(data, weights * owned.unsqueeze(1).to(weights.dtype()), options_.fit, generator);
         for (int64_t m = 0; m < size(); ++m) members_.broadcast_member(m, static_cast<int>(m % group.size()), group);
         return group.all_reduce_sum(torch::where(owned, loss, torch::zeros_like(loss)));
       }

@@ -87,10 +87,10 @@ class ExternalOracle {
       if (pending == 0) return;
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (options_.wait_seconds && waited >= *options_.wait_seconds)
-        throw LabelsPending(diffctl::detail::concat(
-            pending, " of the ", asked, " queries of round ", round, " wait for labels in ", data.file().string(),
-            " (rows with label NULL; e.g. sqlite3 ", data.file().string(),
-            " \"UPDATE labels SET label = 0.8 WHERE id = 17\"); run again to go on"));
+        throw LabelsPending(
+            diffctl::detail::concat(pending, " of the ", asked, " queries of round ", round, " wait for labels in ",
+                                    data.file().string(), " (rows with label NULL; e.g. sqlite3 ", data.file().string(),
+                                    " \"UPDATE labels SET label = 0.8 WHERE id = 17\"); run again to go on"));
       if (options_.show_progress) {
         if (!progress) progress.emplace("waiting for labels of round " + std::to_string(round), asked);
         progress->update(asked - pending);

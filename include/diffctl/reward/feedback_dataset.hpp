@@ -204,13 +204,12 @@ class FeedbackDataset {
               std::optional<OracleState> oracle_state = std::nullopt, std::string_view oracle = "oracle") {
     const auto [samples, prompts] = checked_batch(x, z, round);
     const int64_t batch = samples.size(0);
-    require(y.defined() && y.dim() == 1 && y.size(0) == batch, "feedback dataset: ", batch,
-            " samples but y is ", y.defined() ? y.sizes() : torch::IntArrayRef{});
+    require(y.defined() && y.dim() == 1 && y.size(0) == batch, "feedback dataset: ", batch, " samples but y is ",
+            y.defined() ? y.sizes() : torch::IntArrayRef{});
     const torch::Tensor labels = y.detach().to(torch::kCPU, torch::kDouble).contiguous();
     const torch::Tensor bad = torch::isfinite(labels).logical_not().nonzero();
-    require(bad.numel() == 0, "feedback dataset: label ", bad.numel() ? bad[0].item<int64_t>() : 0,
-            " of the batch is ", bad.numel() ? labels[bad[0].item<int64_t>()].item<double>() : 0.0,
-            " (labels must be finite)");
+    require(bad.numel() == 0, "feedback dataset: label ", bad.numel() ? bad[0].item<int64_t>() : 0, " of the batch is ",
+            bad.numel() ? labels[bad[0].item<int64_t>()].item<double>() : 0.0, " (labels must be finite)");
     const torch::Tensor rounds = torch::full({batch}, round, torch::kLong);
     if (!file_.empty()) {
       lock_for_writing();
@@ -292,8 +291,8 @@ class FeedbackDataset {
   std::pair<torch::Tensor, torch::Tensor> checked_batch(const torch::Tensor& x, const torch::Tensor& z,
                                                         int64_t round) const {
     require(x.defined() && x.dim() >= 2 && x.size(0) >= 1 && x.dim() <= detail::kFeedbackMaxRank + 1,
-            "feedback dataset: x must be a non-empty batch [B, ...] of samples with 1 to ",
-            detail::kFeedbackMaxRank, " dimensions");
+            "feedback dataset: x must be a non-empty batch [B, ...] of samples with 1 to ", detail::kFeedbackMaxRank,
+            " dimensions");
     const int64_t batch = x.size(0);
     require(!z.defined() || (z.dim() == 1 && z.size(0) == batch && z.scalar_type() == torch::kLong),
             "feedback dataset: ", batch, " samples but z is ", z.defined() ? z.sizes() : torch::IntArrayRef{},
@@ -399,8 +398,7 @@ class FeedbackDataset {
       db_ = std::make_shared<io::Sqlite>(file_);
       const int64_t application = db_->integer("PRAGMA application_id");
       require(application == detail::kFeedbackApplicationId, name(),
-              ": not a feedback store (an SQLite database of another application, application_id ", application,
-              ")");
+              ": not a feedback store (an SQLite database of another application, application_id ", application, ")");
       const int64_t format = db_->integer("PRAGMA user_version");
       require(format == detail::kFeedbackFormat, name(), ": format version ", format, ", this build reads ",
               detail::kFeedbackFormat);
@@ -434,8 +432,9 @@ class FeedbackDataset {
       const std::optional<int64_t> prompt = rows.is_null(2) ? std::nullopt : std::optional<int64_t>(rows.integer(2));
       const std::string shape_text = rows.text(5);
       const std::string_view sample = rows.blob(4);
-      require(rows.type(6) == SQLITE_INTEGER && rows.integer(6) == detail::row_checksum(round, prompt, shape_text, sample),
-              at(), ": checksum mismatch (row corrupt)");
+      require(
+          rows.type(6) == SQLITE_INTEGER && rows.integer(6) == detail::row_checksum(round, prompt, shape_text, sample),
+          at(), ": checksum mismatch (row corrupt)");
       const auto row_shape = detail::parse_shape(shape_text);
       require(row_shape.has_value(), at(), ": bad sample shape \"", shape_text, "\"");
       if (conditional) {
@@ -448,8 +447,8 @@ class FeedbackDataset {
       }
       int64_t elements = 1;
       for (const int64_t d : shape) elements *= d;
-      require(sample.size() == static_cast<std::size_t>(elements) * sizeof(float), at(), ": sample has ",
-              sample.size(), " bytes, its shape ", shape_text, " needs ", elements * int64_t(sizeof(float)));
+      require(sample.size() == static_cast<std::size_t>(elements) * sizeof(float), at(), ": sample has ", sample.size(),
+              " bytes, its shape ", shape_text, " needs ", elements * int64_t(sizeof(float)));
       if (rows.is_null(3)) {
         ++pending[round];
         continue;
@@ -493,7 +492,7 @@ class FeedbackDataset {
   }
 
   std::filesystem::path file_;
-  std::shared_ptr<io::Sqlite> db_;  // open while bound to an existing store
+  std::shared_ptr<io::Sqlite> db_;            // open while bound to an existing store
   std::shared_ptr<detail::WriterLock> lock_;  // held from the first write on
   torch::Tensor x_, z_, y_, round_;
   bool conditional_ = false;

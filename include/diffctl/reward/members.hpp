@@ -90,7 +90,8 @@ inline torch::Tensor draw_minibatches(const torch::Tensor& weights, const torch:
 }
 
 inline void set_cosine_rate(torch::optim::Optimizer& optimizer, double peak, int64_t step, int64_t steps) {
-  const double rate = 0.5 * peak * (1.0 + std::cos(std::numbers::pi * double(step) / double(std::max<int64_t>(1, steps))));
+  const double rate =
+      0.5 * peak * (1.0 + std::cos(std::numbers::pi * double(step) / double(std::max<int64_t>(1, steps))));
   for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
 }
 
@@ -100,8 +101,8 @@ struct Minibatches {
   torch::Tensor index, weight;
 };
 
-inline Minibatches minibatches(const torch::Tensor& weights, const torch::Tensor& active, int64_t batch,
-                               int64_t steps, at::Generator& generator) {
+inline Minibatches minibatches(const torch::Tensor& weights, const torch::Tensor& active, int64_t batch, int64_t steps,
+                               at::Generator& generator) {
   const int64_t members = weights.size(0), n = weights.size(1);
   if (batch >= n) {
     const torch::Tensor rows = torch::where(active.unsqueeze(1), weights, torch::ones_like(weights));
@@ -181,8 +182,9 @@ class ModuleMembers {
     return torch::stack(outputs);
   }
 
-  torch::Tensor features(const torch::Tensor& x) const
-    requires requires(typename Net::Impl& impl) { impl.features(std::declval<const torch::Tensor&>()); }
+  torch::Tensor features(const torch::Tensor& x) const requires requires(typename Net::Impl& impl) {
+    impl.features(std::declval<const torch::Tensor&>());
+  }
   {
     require(!reference_.is_empty(), "reward ensemble: these members have no reference network for features");
     return reference_.ptr()->features(x);
@@ -273,7 +275,8 @@ class SharedBackboneHeads {
     require(weight_.dim() == 3 && weight_.size(0) >= 2, "reward ensemble: head weights must be [M >= 2, K, F], found ",
             weight_.sizes());
     require(bias_.dim() == 2 && bias_.size(0) == weight_.size(0) && bias_.size(1) == weight_.size(1),
-            "reward ensemble: head biases must be [", weight_.size(0), ", ", weight_.size(1), "], found ", bias_.sizes());
+            "reward ensemble: head biases must be [", weight_.size(0), ", ", weight_.size(1), "], found ",
+            bias_.sizes());
     backbone_->eval();
     for (auto& p : backbone_->parameters()) p.requires_grad_(false);
   }
@@ -309,8 +312,8 @@ class SharedBackboneHeads {
     const auto uniform = [&](std::vector<int64_t> shape) {
       return (torch::rand(shape, generator, torch::kFloat) * 2.0 - 1.0) * bound;
     };
-    const auto device = backbone->parameters().empty() ? torch::Device(torch::kCPU)
-                                                       : backbone->parameters().front().device();
+    const auto device =
+        backbone->parameters().empty() ? torch::Device(torch::kCPU) : backbone->parameters().front().device();
     return SharedBackboneHeads(backbone, uniform({count, outputs, features}).to(device),
                                uniform({count, outputs}).to(device), std::move(readout));
   }
@@ -347,7 +350,8 @@ class SharedBackboneHeads {
       const torch::Tensor rows = index.narrow(1, step * batch, batch);  // [M, b]
       const torch::Tensor x = phi.index_select(0, rows.flatten()).view({size(), batch, -1});
       const torch::Tensor zb = z.defined() ? z.index_select(0, rows.flatten()).view_as(rows) : torch::Tensor{};
-      const torch::Tensor error = readout_(heads(x, weight, bias), zb) - y.index_select(0, rows.flatten()).view_as(rows);
+      const torch::Tensor error =
+          readout_(heads(x, weight, bias), zb) - y.index_select(0, rows.flatten()).view_as(rows);
       const torch::Tensor w = loss_weight.narrow(1, step * batch, batch);
       const torch::Tensor dw = options.anchored ? weight - anchor_weight_ : weight;
       const torch::Tensor db = options.anchored ? bias - anchor_bias_ : bias;

@@ -38,14 +38,16 @@ namespace optimism {
 struct MeanPlusStd {
   double c = 1.0;
   template <class Members>
-  torch::Tensor operator()(const torch::Tensor& predictions, const torch::Tensor&, const Members&, at::Generator&) const {
+  torch::Tensor operator()(const torch::Tensor& predictions, const torch::Tensor&, const Members&,
+                           at::Generator&) const {
     return member_mean(predictions) + c * member_std(predictions);
   }
 };
 
 struct MaxOfMembers {
   template <class Members>
-  torch::Tensor operator()(const torch::Tensor& predictions, const torch::Tensor&, const Members&, at::Generator&) const {
+  torch::Tensor operator()(const torch::Tensor& predictions, const torch::Tensor&, const Members&,
+                           at::Generator&) const {
     return predictions.amax(0);
   }
 };
@@ -64,7 +66,8 @@ struct Thompson {
 
 struct Greedy {
   template <class Members>
-  torch::Tensor operator()(const torch::Tensor& predictions, const torch::Tensor&, const Members&, at::Generator&) const {
+  torch::Tensor operator()(const torch::Tensor& predictions, const torch::Tensor&, const Members&,
+                           at::Generator&) const {
     return member_mean(predictions);
   }
 };
@@ -80,8 +83,7 @@ class FeatureUcb {
   // a function of the dataset, so a restart rebuilds it rather than storing it.)
   void observe(const torch::Tensor& features) {
     const torch::Tensor phi = features.detach().to(torch::kDouble);
-    const torch::Tensor gram =
-        phi.t().mm(phi) + lambda_ * torch::eye(phi.size(1), phi.options());
+    const torch::Tensor gram = phi.t().mm(phi) + lambda_ * torch::eye(phi.size(1), phi.options());
     cholesky_ = torch::linalg_cholesky(gram);
   }
 
@@ -98,8 +100,7 @@ class FeatureUcb {
     require(phi.size(1) == cholesky_.size(0), "feature UCB: features have ", phi.size(1),
             " dimensions, the Gram matrix ", cholesky_.size(0));
     // |L^-1 phi|^2 = phi^T A^-1 phi with A = L L^T.
-    const torch::Tensor solved =
-        torch::linalg_solve_triangular(cholesky_.to(phi.device()), phi.t(), /*upper=*/false);
+    const torch::Tensor solved = torch::linalg_solve_triangular(cholesky_.to(phi.device()), phi.t(), /*upper=*/false);
     return c_ * (solved.square().sum(0) + 1e-24).sqrt();
   }
 

@@ -40,14 +40,14 @@ inline torch::Tensor class_reward(const torch::Tensor& logits, const torch::Tens
           "class reward: z must be int64 class indices [B], found ",
           z.defined() ? std::string(toString(z.scalar_type())) : std::string("undefined"), " ",
           z.defined() ? z.sizes() : torch::IntArrayRef{});
-  require(logits.dim() >= 2 && logits.dim() > z.dim() && logits.size(-2) == z.size(-1), "class reward: ",
-          z.size(-1), " classes z for logits ", logits.sizes(), " (expected [..., B, K] with B = ", z.size(-1), ")");
+  require(logits.dim() >= 2 && logits.dim() > z.dim() && logits.size(-2) == z.size(-1), "class reward: ", z.size(-1),
+          " classes z for logits ", logits.sizes(), " (expected [..., B, K] with B = ", z.size(-1), ")");
   const int64_t classes = logits.size(-1);
   // A device-side range check would synchronise; on the CPU it is free.
   if (z.device().is_cpu() && z.numel() > 0) {
     const auto [low, high] = torch::aminmax(z);
-    require(low.item<int64_t>() >= 0 && high.item<int64_t>() < classes, "class reward: z must lie in [0, ",
-            classes, "), found values in [", low.item<int64_t>(), ", ", high.item<int64_t>(), "]");
+    require(low.item<int64_t>() >= 0 && high.item<int64_t>() < classes, "class reward: z must lie in [0, ", classes,
+            "), found values in [", low.item<int64_t>(), ", ", high.item<int64_t>(), "]");
   }
   const torch::Tensor index = z.to(logits.device()).expand(logits.sizes().slice(0, logits.dim() - 1)).unsqueeze(-1);
   const torch::Tensor log_p = torch::log_softmax(logits, -1).gather(-1, index).squeeze(-1);
@@ -66,8 +66,7 @@ class ClassifierReward {
 
   torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor& z) const {
     require(z.defined(), "classifier reward: needs the prompted classes z");
-    require(z.dim() == 1 && z.size(0) == x.size(0), "classifier reward: ", x.size(0), " samples but z is ",
-            z.sizes());
+    require(z.dim() == 1 && z.size(0) == x.size(0), "classifier reward: ", x.size(0), " samples but z is ", z.sizes());
     return class_reward(classifier_.ptr()->forward(x), z, scale_);
   }
 
@@ -106,8 +105,7 @@ class Oracle {
       : reward_(std::move(reward)), options_(options), generator_(make_generator(options.seed)) {
     require(std::isfinite(options.noise_std) && options.noise_std >= 0.0,
             "oracle: noise_std must be finite and >= 0, found ", options.noise_std);
-    require(!options.budget || *options.budget >= 0, "oracle: budget must be >= 0, found ",
-            options.budget.value_or(0));
+    require(!options.budget || *options.budget >= 0, "oracle: budget must be >= 0, found ", options.budget.value_or(0));
   }
 
   // y = r(x, z) + eps for the B samples of x [B, ...]; B queries. Refused whole
@@ -117,11 +115,11 @@ class Oracle {
     const int64_t batch = x.size(0);
     if (options_.budget && queries_ + batch > *options_.budget)
       throw BudgetExhausted("oracle: budget exhausted: " + std::to_string(batch) + " queries asked, " +
-                            std::to_string(*options_.budget - queries_) + " of " +
-                            std::to_string(*options_.budget) + " left");
+                            std::to_string(*options_.budget - queries_) + " of " + std::to_string(*options_.budget) +
+                            " left");
     torch::Tensor truth = ground_truth(x, z);
-    require(truth.dim() == 1 && truth.size(0) == batch, "oracle: the reward must give [", batch,
-            "] values, gave ", truth.sizes());
+    require(truth.dim() == 1 && truth.size(0) == batch, "oracle: the reward must give [", batch, "] values, gave ",
+            truth.sizes());
     torch::Tensor y = truth.to(torch::kDouble);
     if (options_.noise_std > 0.0)
       y = y + options_.noise_std * torch::randn({batch}, generator_, torch::kDouble).to(y.device());
@@ -159,8 +157,8 @@ class Oracle {
 
   OracleState state() const { return {queries_, generator_.get_state()}; }
   void restore(const OracleState& state) {
-    require(state.queries >= 0 && (!options_.budget || state.queries <= *options_.budget),
-            "oracle: cannot restore ", state.queries, " queries answered under a budget of ",
+    require(state.queries >= 0 && (!options_.budget || state.queries <= *options_.budget), "oracle: cannot restore ",
+            state.queries, " queries answered under a budget of ",
             options_.budget.value_or(std::numeric_limits<int64_t>::max()));
     require(state.generator_state.defined(), "oracle: restoring needs the noise generator's state");
     generator_.set_state(state.generator_state);

@@ -45,18 +45,19 @@ class ScriptedReward {
     require(!z.defined() || (z.dim() == 1 && z.size(0) == batch && z.scalar_type() == torch::kLong), name(), ": ",
             batch, " samples but z is ", z.defined() ? z.sizes() : torch::IntArrayRef{}, " (expected int64 [", batch,
             "])");
-    const torch::Tensor prompts = z.defined() ? z.to(device_) : torch::empty({0}, torch::TensorOptions(torch::kLong).device(device_));
+    const torch::Tensor prompts =
+        z.defined() ? z.to(device_) : torch::empty({0}, torch::TensorOptions(torch::kLong).device(device_));
     c10::IValue answer;
     try {
       answer = module_->forward({x.to(device_, torch::kFloat), prompts});
     } catch (const c10::Error& error) {
-      throw std::invalid_argument(name() + ": forward(x " + shape_of(x) + ", z) failed: " +
-                                  error.what_without_backtrace());
+      throw std::invalid_argument(name() + ": forward(x " + shape_of(x) +
+                                  ", z) failed: " + error.what_without_backtrace());
     }
     require(answer.isTensor(), name(), ": forward returned a ", answer.tagKind(), ", expected a tensor [", batch, "]");
     torch::Tensor rewards = answer.toTensor();
-    require(rewards.dim() == 1 && rewards.size(0) == batch, name(), ": forward returned ", shape_of(rewards),
-            " for ", batch, " samples, expected [", batch, "]");
+    require(rewards.dim() == 1 && rewards.size(0) == batch, name(), ": forward returned ", shape_of(rewards), " for ",
+            batch, " samples, expected [", batch, "]");
     require(rewards.is_floating_point(), name(), ": forward returned ", toString(rewards.scalar_type()),
             " values, expected floating point");
     const torch::Tensor bad = torch::isfinite(rewards).logical_not().nonzero();

@@ -79,10 +79,10 @@ inline void draw_noise_of_batch(IntegrateOptions& options, int64_t batch, const 
 }
 
 struct Trajectory {
-  std::vector<double> times;                 // the recorded generation times
-  std::vector<torch::Tensor> states;         // x(t+) there: after any impulse at t
-  std::vector<torch::Tensor> x0_estimates;   // E[x0 | x(t+)] there, when asked
-  torch::Tensor final_state;                 // x at the grid's last time
+  std::vector<double> times;                // the recorded generation times
+  std::vector<torch::Tensor> states;        // x(t+) there: after any impulse at t
+  std::vector<torch::Tensor> x0_estimates;  // E[x0 | x(t+)] there, when asked
+  torch::Tensor final_state;                // x at the grid's last time
 };
 
 // Thrown when a trajectory's state becomes NaN or infinite (a drift or a control
@@ -114,33 +114,32 @@ inline torch::Tensor step_noise(const torch::Tensor& x, const IntegrateOptions& 
   return standard_normal(shape, options.generator, x.options()).narrow(0, options.noise_first, x.size(0));
 }
 
-inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tensor& x,
-                         const torch::Tensor& z, const IntegrateOptions& options) {
-  require(std::abs(grid.horizon() - horizon) <= 1e-12 * horizon, "integrate: the grid's T = ",
-          grid.horizon(), " differs from the schedule's T = ", horizon);
-  require(x.defined() && x.dim() >= 1, "integrate: the initial state must be a batch-first "
-          "tensor, found ", x.defined() ? x.sizes() : torch::IntArrayRef{});
-  require(x.is_floating_point(), "integrate: the initial state must be floating point, found ",
-          x.scalar_type());
+inline void check_inputs(const TimeGrid& grid, double horizon, const torch::Tensor& x, const torch::Tensor& z,
+                         const IntegrateOptions& options) {
+  require(std::abs(grid.horizon() - horizon) <= 1e-12 * horizon, "integrate: the grid's T = ", grid.horizon(),
+          " differs from the schedule's T = ", horizon);
+  require(x.defined() && x.dim() >= 1,
+          "integrate: the initial state must be a batch-first "
+          "tensor, found ",
+          x.defined() ? x.sizes() : torch::IntArrayRef{});
+  require(x.is_floating_point(), "integrate: the initial state must be floating point, found ", x.scalar_type());
   require(all_finite(x), "integrate: the initial state holds NaN or Inf");
-  require(options.noise_batch == 0 ||
-              (options.noise_first >= 0 && options.noise_first + x.size(0) <= options.noise_batch),
-          "integrate: rows [", options.noise_first, ", ", options.noise_first + x.size(0), ") are not in a batch of ",
-          options.noise_batch);
+  require(
+      options.noise_batch == 0 || (options.noise_first >= 0 && options.noise_first + x.size(0) <= options.noise_batch),
+      "integrate: rows [", options.noise_first, ", ", options.noise_first + x.size(0), ") are not in a batch of ",
+      options.noise_batch);
   if (!z.defined()) return;
-  require(z.dim() == 1 && z.size(0) == x.size(0), "integrate: conditions z must have shape [",
-          x.size(0), "] (one class index per sample), found ", z.sizes());
-  require(z.scalar_type() == torch::kLong, "integrate: conditions z must be int64, found ",
-          z.scalar_type());
-  require(z.device() == x.device(), "integrate: conditions z are on ", z.device(),
-          " but the state is on ", x.device());
+  require(z.dim() == 1 && z.size(0) == x.size(0), "integrate: conditions z must have shape [", x.size(0),
+          "] (one class index per sample), found ", z.sizes());
+  require(z.scalar_type() == torch::kLong, "integrate: conditions z must be int64, found ", z.scalar_type());
+  require(z.device() == x.device(), "integrate: conditions z are on ", z.device(), " but the state is on ", x.device());
 }
 
 // The integration loop, on inputs check_inputs has accepted.
 template <class Schedule, class Model, class Solver, class Impulses>
-Trajectory run_checked(const Schedule& schedule, const Model& model, const Solver& solver,
-                       const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
-                       const Impulses& impulses, const IntegrateOptions& options) {
+Trajectory run_checked(const Schedule& schedule, const Model& model, const Solver& solver, const TimeGrid& grid,
+                       const torch::Tensor& x_init, const torch::Tensor& z, const Impulses& impulses,
+                       const IntegrateOptions& options) {
   const std::size_t steps = grid.steps();
   std::vector<bool> record(grid.size(), false);
   for (const double t : options.record_times) {
@@ -149,9 +148,7 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
     record[*k] = true;
   }
   const std::size_t first_tracked =
-      options.with_grad && options.backprop_steps
-          ? steps - std::min(*options.backprop_steps, steps)
-          : 0;
+      options.with_grad && options.backprop_steps ? steps - std::min(*options.backprop_steps, steps) : 0;
 
   Trajectory trajectory;
   const auto keep = [&](double t, const torch::Tensor& state, const auto& x0_estimate) {
@@ -176,15 +173,14 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
       // network need not be defined there.
       if (record[k])
         keep(t, x, [&] {
-          return schedule.sigma(s) == 0.0 ? x / schedule.alpha(s)
-                                          : x0_from_score(schedule, s, x, model.score(t, x, z));
+          return schedule.sigma(s) == 0.0 ? x / schedule.alpha(s) : x0_from_score(schedule, s, x, model.score(t, x, z));
         });
       break;
     }
 
     Transition step = solver.transition(schedule, model, t, grid[k + 1], x, z);
-    require(step.mean.sizes() == x.sizes(), "integrate: the step from t = ", t,
-            " returned shape ", step.mean.sizes(), " for a state of shape ", x.sizes());
+    require(step.mean.sizes() == x.sizes(), "integrate: the step from t = ", t, " returned shape ", step.mean.sizes(),
+            " for a state of shape ", x.sizes());
     if (options.added_drift && step.noise_std > 0.0) {
       if (torch::Tensor v = options.added_drift(k, t, x); v.defined()) {
         detail::check_impulse(v, x, t, "held drift");
@@ -204,9 +200,9 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
       if (!detail::all_finite(trajectory.states[r])) break;
       last_good = trajectory.times[r];
     }
-    throw NonFiniteState(diffctl::detail::concat(
-        "integrate: the state became NaN or Inf after t = ", last_good, " (before t = ",
-        grid.back(), "); record more times to narrow it down, or use more steps"));
+    throw NonFiniteState(diffctl::detail::concat("integrate: the state became NaN or Inf after t = ", last_good,
+                                                 " (before t = ", grid.back(),
+                                                 "); record more times to narrow it down, or use more steps"));
   }
   trajectory.final_state = std::move(x);
   return trajectory;
@@ -216,44 +212,44 @@ Trajectory run_checked(const Schedule& schedule, const Model& model, const Solve
 // Integrates from x_init at grid.front() to grid.back(), asking `impulses` for the
 // jump at each grid point. See IntegrateOptions for recording and gradients.
 template <NoiseSchedule Schedule, DriftModel Model, class Solver, ImpulseSource Impulses>
-  requires SdeSolver<Solver, Schedule, Model>
-Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
-                     const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
-                     const Impulses& impulses, const IntegrateOptions& options = {}) {
-  detail::check_inputs(grid, schedule.horizon(), x_init, z, options);
-  return detail::run_checked(schedule, model, solver, grid, x_init, z, impulses, options);
-}
+  requires SdeSolver<Solver, Schedule, Model> Trajectory integrate(const Schedule& schedule, const Model& model,
+                                                                   const Solver& solver, const TimeGrid& grid,
+                                                                   const torch::Tensor& x_init, const torch::Tensor& z,
+                                                                   const Impulses& impulses,
+                                                                   const IntegrateOptions& options = {}) {
+    detail::check_inputs(grid, schedule.horizon(), x_init, z, options);
+    return detail::run_checked(schedule, model, solver, grid, x_init, z, impulses, options);
+  }
 
 // Fixed impulses {(t_k, u_k)}, checked before any step is taken: each t_k must be a
 // grid point and each u_k must match the state's shape and device. Impulses at the
 // same time add up, as their Dirac terms do.
 template <NoiseSchedule Schedule, DriftModel Model, class Solver>
-  requires SdeSolver<Solver, Schedule, Model>
-Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
-                     const TimeGrid& grid, const torch::Tensor& x_init, const torch::Tensor& z,
-                     const std::vector<Impulse>& impulses, const IntegrateOptions& options = {}) {
-  detail::check_inputs(grid, schedule.horizon(), x_init, z, options);
-  std::vector<torch::Tensor> jump_at(grid.size());
-  for (const Impulse& impulse : impulses) {
-    const auto k = grid.index_of(impulse.t);
-    require(k.has_value(), "integrate: impulse time ", impulse.t,
-            " is not a point of the time grid");
-    detail::check_impulse(impulse.u, x_init, impulse.t);
-    jump_at[*k] = jump_at[*k].defined() ? jump_at[*k] + impulse.u : impulse.u;
+  requires SdeSolver<Solver, Schedule, Model> Trajectory integrate(const Schedule& schedule, const Model& model,
+                                                                   const Solver& solver, const TimeGrid& grid,
+                                                                   const torch::Tensor& x_init, const torch::Tensor& z,
+                                                                   const std::vector<Impulse>& impulses,
+                                                                   const IntegrateOptions& options = {}) {
+    detail::check_inputs(grid, schedule.horizon(), x_init, z, options);
+    std::vector<torch::Tensor> jump_at(grid.size());
+    for (const Impulse& impulse : impulses) {
+      const auto k = grid.index_of(impulse.t);
+      require(k.has_value(), "integrate: impulse time ", impulse.t, " is not a point of the time grid");
+      detail::check_impulse(impulse.u, x_init, impulse.t);
+      jump_at[*k] = jump_at[*k].defined() ? jump_at[*k] + impulse.u : impulse.u;
+    }
+    const auto source = [&jump_at](std::size_t k, double, const torch::Tensor&) { return jump_at[k]; };
+    return detail::run_checked(schedule, model, solver, grid, x_init, z, source, options);
   }
-  const auto source = [&jump_at](std::size_t k, double, const torch::Tensor&) {
-    return jump_at[k];
-  };
-  return detail::run_checked(schedule, model, solver, grid, x_init, z, source, options);
-}
 
 // Integration without control.
 template <NoiseSchedule Schedule, DriftModel Model, class Solver>
-  requires SdeSolver<Solver, Schedule, Model>
-Trajectory integrate(const Schedule& schedule, const Model& model, const Solver& solver,
-                     const TimeGrid& grid, const torch::Tensor& x_init,
-                     const torch::Tensor& z = {}, const IntegrateOptions& options = {}) {
-  return integrate(schedule, model, solver, grid, x_init, z, std::vector<Impulse>{}, options);
-}
+  requires SdeSolver<Solver, Schedule, Model> Trajectory integrate(const Schedule& schedule, const Model& model,
+                                                                   const Solver& solver, const TimeGrid& grid,
+                                                                   const torch::Tensor& x_init,
+                                                                   const torch::Tensor& z = {},
+                                                                   const IntegrateOptions& options = {}) {
+    return integrate(schedule, model, solver, grid, x_init, z, std::vector<Impulse>{}, options);
+  }
 
 }  // namespace diffctl::sde

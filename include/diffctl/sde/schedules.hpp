@@ -17,8 +17,8 @@ namespace diffctl::sde {
 
 namespace detail {
 inline void check_forward_time(std::string_view schedule, double s, double horizon) {
-  require(std::isfinite(s) && s >= 0.0 && s <= horizon, schedule,
-          ": forward time s must lie in [0, ", horizon, "], found ", s);
+  require(std::isfinite(s) && s >= 0.0 && s <= horizon, schedule, ": forward time s must lie in [0, ", horizon,
+          "], found ", s);
 }
 }  // namespace detail
 
@@ -37,10 +37,8 @@ class VpLinear {
 
   explicit VpLinear(VpLinearOptions options = {}) : o_(options) {
     require(o_.beta_min > 0.0 && o_.beta_max >= o_.beta_min, name,
-            ": expected 0 < beta_min <= beta_max, found beta_min=", o_.beta_min,
-            " beta_max=", o_.beta_max);
-    require(o_.horizon > 0.0 && std::isfinite(o_.horizon), name,
-            ": horizon must be positive, found ", o_.horizon);
+            ": expected 0 < beta_min <= beta_max, found beta_min=", o_.beta_min, " beta_max=", o_.beta_max);
+    require(o_.horizon > 0.0 && std::isfinite(o_.horizon), name, ": horizon must be positive, found ", o_.horizon);
   }
 
   double horizon() const { return o_.horizon; }
@@ -75,10 +73,8 @@ class VpCosine {
   static constexpr std::string_view name = "vp-cosine";
 
   explicit VpCosine(VpCosineOptions options = {}) : o_(options) {
-    require(o_.offset >= 0.0 && std::isfinite(o_.offset), name,
-            ": offset must be >= 0, found ", o_.offset);
-    require(o_.horizon > 0.0 && o_.horizon < 1.0, name,
-            ": horizon must lie in (0, 1), found ", o_.horizon);
+    require(o_.offset >= 0.0 && std::isfinite(o_.offset), name, ": offset must be >= 0, found ", o_.offset);
+    require(o_.horizon > 0.0 && o_.horizon < 1.0, name, ": horizon must lie in (0, 1), found ", o_.horizon);
   }
 
   double horizon() const { return o_.horizon; }
@@ -87,9 +83,7 @@ class VpCosine {
     const double a = alpha(s);
     return std::sqrt(std::max(0.0, (1.0 - a) * (1.0 + a)));
   }
-  double drift_coef(double s) const {
-    return -std::numbers::pi / (2.0 * (1.0 + o_.offset)) * std::tan(phi(s));
-  }
+  double drift_coef(double s) const { return -std::numbers::pi / (2.0 * (1.0 + o_.offset)) * std::tan(phi(s)); }
   double diffusion(double s) const { return std::sqrt(-2.0 * drift_coef(s)); }
 
  private:
@@ -117,10 +111,8 @@ class Ve {
 
   explicit Ve(VeOptions options = {}) : o_(options) {
     require(o_.sigma_min > 0.0 && o_.sigma_max > o_.sigma_min, name,
-            ": expected 0 < sigma_min < sigma_max, found sigma_min=", o_.sigma_min,
-            " sigma_max=", o_.sigma_max);
-    require(o_.horizon > 0.0 && std::isfinite(o_.horizon), name,
-            ": horizon must be positive, found ", o_.horizon);
+            ": expected 0 < sigma_min < sigma_max, found sigma_min=", o_.sigma_min, " sigma_max=", o_.sigma_max);
+    require(o_.horizon > 0.0 && std::isfinite(o_.horizon), name, ": horizon must be positive, found ", o_.horizon);
   }
 
   double horizon() const { return o_.horizon; }
@@ -157,11 +149,9 @@ class OrnsteinUhlenbeck {
   static constexpr std::string_view name = "ou";
 
   explicit OrnsteinUhlenbeck(OrnsteinUhlenbeckOptions options = {}) : o_(options) {
-    require(o_.theta > 0.0 && std::isfinite(o_.theta), name,
-            ": theta must be positive, found ", o_.theta);
+    require(o_.theta > 0.0 && std::isfinite(o_.theta), name, ": theta must be positive, found ", o_.theta);
     require(o_.g > 0.0 && std::isfinite(o_.g), name, ": g must be positive, found ", o_.g);
-    require(o_.horizon > 0.0 && std::isfinite(o_.horizon), name,
-            ": horizon must be positive, found ", o_.horizon);
+    require(o_.horizon > 0.0 && std::isfinite(o_.horizon), name, ": horizon must be positive, found ", o_.horizon);
   }
 
   double horizon() const { return o_.horizon; }
@@ -210,27 +200,23 @@ torch::Tensor epsilon_from_score(const Schedule& schedule, double s, const torch
 }
 
 template <NoiseSchedule Schedule>
-torch::Tensor x0_from_epsilon(const Schedule& schedule, double s, const torch::Tensor& x,
-                              const torch::Tensor& eps) {
+torch::Tensor x0_from_epsilon(const Schedule& schedule, double s, const torch::Tensor& x, const torch::Tensor& eps) {
   return (x - schedule.sigma(s) * eps) / schedule.alpha(s);
 }
 
 template <NoiseSchedule Schedule>
-torch::Tensor epsilon_from_x0(const Schedule& schedule, double s, const torch::Tensor& x,
-                              const torch::Tensor& x0) {
+torch::Tensor epsilon_from_x0(const Schedule& schedule, double s, const torch::Tensor& x, const torch::Tensor& x0) {
   return (x - schedule.alpha(s) * x0) / schedule.sigma(s);
 }
 
 template <NoiseSchedule Schedule>
-torch::Tensor x0_from_score(const Schedule& schedule, double s, const torch::Tensor& x,
-                            const torch::Tensor& score) {
+torch::Tensor x0_from_score(const Schedule& schedule, double s, const torch::Tensor& x, const torch::Tensor& score) {
   const double sigma = schedule.sigma(s);
   return (x + (sigma * sigma) * score) / schedule.alpha(s);
 }
 
 template <NoiseSchedule Schedule>
-torch::Tensor score_from_x0(const Schedule& schedule, double s, const torch::Tensor& x,
-                            const torch::Tensor& x0) {
+torch::Tensor score_from_x0(const Schedule& schedule, double s, const torch::Tensor& x, const torch::Tensor& x0) {
   const double sigma = schedule.sigma(s);
   return (x - schedule.alpha(s) * x0) * (-1.0 / (sigma * sigma));
 }

@@ -21,10 +21,8 @@ namespace detail {
 template <NoiseSchedule Schedule>
 void check_step(std::string_view solver, const Schedule& schedule, double t, double t_next) {
   const double horizon = schedule.horizon();
-  require(std::isfinite(t) && std::isfinite(t_next) && t >= 0.0 && t_next <= horizon &&
-              t < t_next,
-          solver, ": expected 0 <= t < t_next <= T = ", horizon, ", found t = ", t,
-          ", t_next = ", t_next);
+  require(std::isfinite(t) && std::isfinite(t_next) && t >= 0.0 && t_next <= horizon && t < t_next, solver,
+          ": expected 0 <= t < t_next <= T = ", horizon, ", found t = ", t, ", t_next = ", t_next);
 }
 }  // namespace detail
 
@@ -32,9 +30,8 @@ namespace detail {
 // An Euler step of dx/dt = -f x + weight g^2 score, f and g at the step's start,
 // with noise_std g sqrt(h) when the step is stochastic.
 template <NoiseSchedule Schedule, DriftModel Model>
-Transition euler_step(std::string_view solver, const Schedule& schedule, const Model& model,
-                      double t, double t_next, const torch::Tensor& x, const torch::Tensor& z,
-                      double score_weight, bool stochastic) {
+Transition euler_step(std::string_view solver, const Schedule& schedule, const Model& model, double t, double t_next,
+                      const torch::Tensor& x, const torch::Tensor& z, double score_weight, bool stochastic) {
   check_step(solver, schedule, t, t_next);
   const double s = schedule.horizon() - t, h = t_next - t;
   const double f = schedule.drift_coef(s), g = schedule.diffusion(s);
@@ -50,8 +47,8 @@ struct EulerMaruyama {
   static constexpr std::string_view name = "euler-maruyama";
 
   template <NoiseSchedule Schedule, DriftModel Model>
-  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
-                        const torch::Tensor& x, const torch::Tensor& z) const {
+  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next, const torch::Tensor& x,
+                        const torch::Tensor& z) const {
     return detail::euler_step(name, schedule, model, t, t_next, x, z, 1.0, true);
   }
 };
@@ -61,8 +58,8 @@ struct ProbabilityFlowEuler {
   static constexpr std::string_view name = "pf-euler";
 
   template <NoiseSchedule Schedule, DriftModel Model>
-  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
-                        const torch::Tensor& x, const torch::Tensor& z) const {
+  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next, const torch::Tensor& x,
+                        const torch::Tensor& z) const {
     return detail::euler_step(name, schedule, model, t, t_next, x, z, 0.5, false);
   }
 };
@@ -75,8 +72,8 @@ struct Heun {
   static constexpr std::string_view name = "heun";
 
   template <NoiseSchedule Schedule, DriftModel Model>
-  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
-                        const torch::Tensor& x, const torch::Tensor& z) const {
+  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next, const torch::Tensor& x,
+                        const torch::Tensor& z) const {
     detail::check_step(name, schedule, t, t_next);
     const double horizon = schedule.horizon();
     const double s = horizon - t, s_next = horizon - t_next, h = t_next - t;
@@ -104,8 +101,7 @@ template <NoiseSchedule Schedule>
 KernelBetween kernel_between(const Schedule& schedule, double t, double t_next) {
   const double horizon = schedule.horizon();
   const double s = horizon - t, s_next = horizon - t_next;
-  KernelBetween k{schedule.alpha(s), schedule.sigma(s), schedule.alpha(s_next),
-                  schedule.sigma(s_next), 0.0, 0.0};
+  KernelBetween k{schedule.alpha(s), schedule.sigma(s), schedule.alpha(s_next), schedule.sigma(s_next), 0.0, 0.0};
   k.a = k.alpha / k.alpha_next;
   k.b2 = std::max(0.0, k.sigma * k.sigma - k.a * k.a * k.sigma_next * k.sigma_next);
   return k;
@@ -131,18 +127,16 @@ class Ddim {
 
   explicit Ddim(DdimOptions options = {}) : eta_(options.eta), clip_x0_(options.clip_x0) {
     require(eta_ >= 0.0 && eta_ <= 1.0, name, ": eta must lie in [0, 1], found ", eta_);
-    require(!clip_x0_ || *clip_x0_ > 0.0, name, ": clip_x0 must be > 0, found ",
-            clip_x0_.value_or(0.0));
+    require(!clip_x0_ || *clip_x0_ > 0.0, name, ": clip_x0 must be > 0, found ", clip_x0_.value_or(0.0));
   }
   double eta() const { return eta_; }
 
   template <NoiseSchedule Schedule, DriftModel Model>
-  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
-                        const torch::Tensor& x, const torch::Tensor& z) const {
+  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next, const torch::Tensor& x,
+                        const torch::Tensor& z) const {
     detail::check_step(name, schedule, t, t_next);
     const auto k = detail::kernel_between(schedule, t, t_next);
-    require(k.sigma > 0.0, name, ": the schedule's sigma is 0 at t = ", t,
-            ", where epsilon is undefined");
+    require(k.sigma > 0.0, name, ": the schedule's sigma is 0 at t = ", t, ", where epsilon is undefined");
     torch::Tensor score = model.score(t, x, z);
     torch::Tensor eps = score * (-k.sigma);
     torch::Tensor x0 = (x + score * (k.sigma * k.sigma)) / k.alpha;
@@ -151,8 +145,7 @@ class Ddim {
       eps = (x - x0 * k.alpha) / k.sigma;
     }
     const double noise_std = eta_ * k.sigma_next * std::sqrt(k.b2) / k.sigma;
-    const double eps_share =
-        std::sqrt(std::max(0.0, k.sigma_next * k.sigma_next - noise_std * noise_std));
+    const double eps_share = std::sqrt(std::max(0.0, k.sigma_next * k.sigma_next - noise_std * noise_std));
     return {x0 * k.alpha_next + eps * eps_share, noise_std, std::move(score)};
   }
 
@@ -178,32 +171,27 @@ class Ddpm {
   static constexpr std::string_view name = "ddpm";
 
   explicit Ddpm(DdpmOptions options = {}) : variance_(options.variance), clip_x0_(options.clip_x0) {
-    require(!clip_x0_ || *clip_x0_ > 0.0, name, ": clip_x0 must be > 0, found ",
-            clip_x0_.value_or(0.0));
+    require(!clip_x0_ || *clip_x0_ > 0.0, name, ": clip_x0 must be > 0, found ", clip_x0_.value_or(0.0));
   }
 
   template <NoiseSchedule Schedule, DriftModel Model>
-  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next,
-                        const torch::Tensor& x, const torch::Tensor& z) const {
+  Transition transition(const Schedule& schedule, const Model& model, double t, double t_next, const torch::Tensor& x,
+                        const torch::Tensor& z) const {
     detail::check_step(name, schedule, t, t_next);
     const auto k = detail::kernel_between(schedule, t, t_next);
-    require(k.sigma > 0.0, name, ": the schedule's sigma is 0 at t = ", t,
-            ", where epsilon is undefined");
+    require(k.sigma > 0.0, name, ": the schedule's sigma is 0 at t = ", t, ", where epsilon is undefined");
     torch::Tensor score = model.score(t, x, z);
     // -b^2/sigma * eps with eps = -sigma * score is + b^2 * score. The same mean in
     // x0 form is (alpha' b^2 x0 + a sigma'^2 x) / sigma^2.
     torch::Tensor mean;
     if (clip_x0_) {
-      const torch::Tensor x0 =
-          ((x + score * (k.sigma * k.sigma)) / k.alpha).clamp(-*clip_x0_, *clip_x0_);
-      mean = (x0 * (k.alpha_next * k.b2) + x * (k.a * k.sigma_next * k.sigma_next)) /
-             (k.sigma * k.sigma);
+      const torch::Tensor x0 = ((x + score * (k.sigma * k.sigma)) / k.alpha).clamp(-*clip_x0_, *clip_x0_);
+      mean = (x0 * (k.alpha_next * k.b2) + x * (k.a * k.sigma_next * k.sigma_next)) / (k.sigma * k.sigma);
     } else {
       mean = (x + score * k.b2) / k.a;
     }
-    const double variance = variance_ == DdpmVariance::posterior
-                                ? k.sigma_next * k.sigma_next * k.b2 / (k.sigma * k.sigma)
-                                : k.b2;
+    const double variance =
+        variance_ == DdpmVariance::posterior ? k.sigma_next * k.sigma_next * k.b2 / (k.sigma * k.sigma) : k.b2;
     return {std::move(mean), std::sqrt(variance), std::move(score)};
   }
 

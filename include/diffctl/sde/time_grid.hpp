@@ -15,18 +15,15 @@ namespace diffctl::sde {
 class TimeGrid {
  public:
   // A user-given grid: at least two finite, strictly increasing times in [0, horizon].
-  TimeGrid(std::vector<double> times, double horizon)
-      : times_(std::move(times)), horizon_(horizon) {
-    require(std::isfinite(horizon_) && horizon_ > 0.0,
-            "time grid: horizon T must be positive, found ", horizon_);
-    require(times_.size() >= 2, "time grid: expected at least 2 times, found ",
-            times_.size());
+  TimeGrid(std::vector<double> times, double horizon) : times_(std::move(times)), horizon_(horizon) {
+    require(std::isfinite(horizon_) && horizon_ > 0.0, "time grid: horizon T must be positive, found ", horizon_);
+    require(times_.size() >= 2, "time grid: expected at least 2 times, found ", times_.size());
     for (std::size_t k = 0; k < times_.size(); ++k) {
       const double t = times_[k];
       require(std::isfinite(t) && t >= 0.0 && t <= horizon_, "time grid: time ", k, " = ", t,
               " lies outside [0, T] = [0, ", horizon_, "]");
-      require(k == 0 || t > times_[k - 1], "time grid: times must increase strictly, but t[",
-              k - 1, "] = ", times_[k - 1], " and t[", k, "] = ", t);
+      require(k == 0 || t > times_[k - 1], "time grid: times must increase strictly, but t[", k - 1,
+              "] = ", times_[k - 1], " and t[", k, "] = ", t);
     }
   }
 

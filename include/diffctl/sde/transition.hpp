@@ -15,10 +15,10 @@ namespace diffctl {
 // integrator own the randomness (one generator, reproducible) and lets the
 // objectives compute per-step log-densities and KL divergences in closed form.
 struct Transition {
-  torch::Tensor mean;       // same shape as the state
-  double noise_std = 0.0;   // per-coordinate standard deviation of the step's noise
-  torch::Tensor score;      // the model's score at the step's start (t, x): reused
-                            // for the Tweedie estimate, so recording costs no extra call
+  torch::Tensor mean;      // same shape as the state
+  double noise_std = 0.0;  // per-coordinate standard deviation of the step's noise
+  torch::Tensor score;     // the model's score at the step's start (t, x): reused
+                           // for the Tweedie estimate, so recording costs no extra call
 };
 
 // Several steps of one batch of chains, stacked on a leading step dimension: the
@@ -40,8 +40,8 @@ struct StepStack {
 inline torch::Tensor log_prob(const StepStack& steps, const torch::Tensor& next) {
   require(next.dim() >= 3 && next.sizes() == steps.means.sizes() && steps.noise_std.dim() == 1 &&
               steps.noise_std.size(0) == next.size(0),
-          "step log-probability: states of shape ", next.sizes(), " for means of shape ", steps.means.sizes(),
-          " and ", steps.noise_std.sizes(), " noise levels (expected [K, B, ...] and [K])");
+          "step log-probability: states of shape ", next.sizes(), " for means of shape ", steps.means.sizes(), " and ",
+          steps.noise_std.sizes(), " noise levels (expected [K, B, ...] and [K])");
   const double coordinates = double(c10::multiply_integers(next.sizes().slice(2)));
   const torch::Tensor noise_std = steps.noise_std.view({-1, 1});
   return (next - steps.means).square().flatten(2).sum(2) * (-0.5) / noise_std.square() -

@@ -14,7 +14,8 @@ struct DriftOnly {
 };
 
 diffctl::sde::Trajectory run(const torch::Tensor& x) {
-  return diffctl::sde::integrate(parts::Schedule{}, DriftOnly{}, diffctl::sde::ProbabilityFlowEuler{}, parts::grid(), x);
+  return diffctl::sde::integrate(parts::Schedule{}, DriftOnly{}, diffctl::sde::ProbabilityFlowEuler{}, parts::grid(),
+                                 x);
 }
 
 }  // namespace DIFFCTL_CHECK

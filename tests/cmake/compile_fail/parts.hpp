@@ -41,8 +41,8 @@ diffctl::algorithms::SeikoRound seiko_round(Policy policy, Selection selection, 
                                             Regularizer regularizer = {}) {
   diffctl::algorithms::ContinuousSeiko<Schedule, Model, Policy, Selection, diffctl::sde::EulerMaruyama, RewardModel,
                                        Regularizer>
-      seiko(Schedule{}, grid(), {2}, Model{}, std::move(policy), std::move(reward_model), {}, std::move(selection),
-            {}, std::move(regularizer));
+      seiko(Schedule{}, grid(), {2}, Model{}, std::move(policy), std::move(reward_model), {}, std::move(selection), {},
+            std::move(regularizer));
   return seiko.run_round(oracle, feedback);
 }
 

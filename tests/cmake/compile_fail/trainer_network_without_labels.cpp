@@ -22,7 +22,7 @@ TORCH_MODULE(TimeOnlyNet);
 
 double run(const torch::Tensor& x0) {
   diffctl::algorithms::DenoisingTrainer<parts::Schedule, TimeOnlyNet> trainer(parts::Schedule{}, TimeOnlyNet(),
-                                                                             TimeOnlyNet());
+                                                                              TimeOnlyNet());
   return trainer.step(x0, torch::Tensor{}).loss.item<double>();
 }
 
