@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/progress.hpp"
@@ -43,22 +44,23 @@ struct TrainOutcome {
   bool stopped_early = false;  // a callback stopped it before the last step
 };
 
-// Statistics with named figures, for progress lines and logs.
-template <class S>
-concept NamedFields = requires(const S& stats) {
-  { stats.fields() } -> std::same_as<std::vector<std::pair<std::string, double>>>;
-};
-
 namespace detail {
+// A callback as train() takes it: itself, or inside a std::optional.
 template <class T>
-struct IsOptional : std::false_type {};
+struct Unwrapped {
+  using type = T;
+  static constexpr bool optional = false;
+};
 template <class T>
-struct IsOptional<std::optional<T>> : std::true_type {};
+struct Unwrapped<std::optional<T>> {
+  using type = T;
+  static constexpr bool optional = true;
+};
 
 // f(the callback), or nothing for an empty std::optional.
 template <class Callback, class F>
 void with_callback(Callback& callback, F&& f) {
-  if constexpr (IsOptional<std::remove_cvref_t<Callback>>::value) {
+  if constexpr (Unwrapped<std::remove_cvref_t<Callback>>::optional) {
     if (callback) f(*callback);
   } else {
     f(callback);
@@ -81,6 +83,8 @@ bool step_callback(Callback& callback, int64_t step, const Stats& stats) {
 
 // Runs step() up to `steps` times, each followed by every callback's step().
 template <class Step, class... Callbacks>
+  requires(TrainingCallback<typename detail::Unwrapped<std::remove_cvref_t<Callbacks>>::type,
+                            std::remove_cvref_t<std::invoke_result_t<Step&>>>&&...)
 TrainOutcome train(int64_t steps, Step&& step, Callbacks&&... callbacks) {
   require(steps >= 0, "train: the number of steps must be >= 0, found ", steps);
   const auto start = std::chrono::steady_clock::now();
@@ -91,7 +95,7 @@ TrainOutcome train(int64_t steps, Step&& step, Callbacks&&... callbacks) {
    ...);
   TrainOutcome outcome;
   for (int64_t i = 1; i <= steps; ++i) {
-    const auto stats = step();
+    [[maybe_unused]] const auto stats = step();  // unused when there are no callbacks
     outcome.steps = i;
     bool stop = false;
     ((stop = detail::step_callback(callbacks, i, stats) || stop), ...);
@@ -248,8 +252,13 @@ class MetricsCsv {
       : path_(std::move(path)), every_(every), resume_after_(resume_after), offset_(offset) {
     require(every_ >= 1, "callbacks::MetricsCsv: needs every >= 1, found ", every_);
   }
-  template <NamedFields Stats>
+  // (Unconstrained, so that a step without fields() is an error here rather than a
+  // callback train() would skip.)
+  template <class Stats>
   void step(int64_t step, const Stats& stats) {
+    static_assert(NamedFields<Stats>,
+                  "callbacks::MetricsCsv logs the step's fields(): the step's statistics need "
+                  "std::vector<std::pair<std::string, double>> fields() const");
     if (step % every_ != 0) return;
     const auto fields = stats.fields();
     std::vector<double> values;

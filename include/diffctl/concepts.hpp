@@ -22,6 +22,7 @@
 namespace diffctl {
 
 // The types the contracts mention; their headers define them.
+struct TrainOutcome;
 namespace io {
 struct Checkpoint;
 }
@@ -273,5 +274,21 @@ concept QLearningBackend = std::constructible_from<B, int64_t, int64_t, const al
   backend.policy();
   backend.value();
 };
+
+// A step's statistics with their figures by name (algorithms::EpisodeStats,
+// FineTuneStats, SeikoRound), for progress lines and logs (callbacks.hpp).
+template <class S>
+concept NamedFields = requires(const S& stats) {
+  { stats.fields() } -> std::same_as<std::vector<std::pair<std::string, double>>>;
+};
+
+// A callback of train() (callbacks.hpp) for steps whose statistics are Stats: it
+// has at least one of begin(total steps), step(step, stats) and end(outcome).
+template <class C, class Stats>
+concept TrainingCallback = requires(C& callback, int64_t step, const Stats& stats) {
+  callback.step(step, stats);
+}
+|| requires(C& callback, int64_t total) { callback.begin(total); }
+|| requires(C& callback, const TrainOutcome& outcome) { callback.end(outcome); };
 
 }  // namespace diffctl

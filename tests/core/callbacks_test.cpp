@@ -34,6 +34,10 @@ struct Recorder {
   void end(const TrainOutcome& outcome) { seen->push_back("end " + std::to_string(outcome.steps)); }
 };
 
+struct StepOnFigures {
+  void step(int64_t, const Figures&) {}
+};
+
 }  // namespace
 
 TEST_CASE("train runs the steps and shows every callback every step, in order", "[callbacks]") {
@@ -60,6 +64,12 @@ TEST_CASE("train runs the steps and shows every callback every step, in order", 
                                          "end 2", "end 2"});
   CHECK(calls == 2);
   CHECK_THROWS_WITH(train(-1, step), Catch::Contains("must be >= 0"));
+
+  // A callback must have a hook for the step's statistics (else train() would skip it).
+  STATIC_REQUIRE(NamedFields<Figures>);
+  STATIC_REQUIRE(TrainingCallback<callbacks::ProgressBar, Figures>);
+  STATIC_REQUIRE(TrainingCallback<callbacks::MetricsCsv, Figures>);
+  STATIC_REQUIRE_FALSE(TrainingCallback<StepOnFigures, int>);
 }
 
 TEST_CASE("the schedule, periodic and target callbacks act at their steps", "[callbacks]") {
