@@ -160,7 +160,7 @@ TEST_CASE("ddim with eta=0 is deterministic and converges to the probability-flo
   CHECK(errors[2] < 1e-2);
 }
 
-TEST_CASE("ddpm ancestral and ddim with eta=1 agree in distribution", "[solvers][ddpm]") {
+TEST_CASE("ddpm ancestral and ddim with eta=1 agree in distribution", "[solvers][ddpm][statistical]") {
   const GaussianCase<VpLinear> c;
   // Both are the Gaussian posterior q(x_s' | x_s, x0_hat): from the same noise
   // they give the same samples, up to rounding of their different formulas ...
