@@ -308,7 +308,7 @@ TEST_CASE("data-parallel SEIKO rank", "[.data-parallel-seiko]") {
   });
 }
 
-TEST_CASE("two processes run SEIKO rounds as one process does", "[seiko][distributed]") {
+TEST_CASE("two processes run SEIKO rounds as one process does", "[seiko][distributed][gloo]") {
   for (const bool in_memory : {false, true}) {
     INFO((in_memory ? "labels in memory" : "labels in the store"));
     testing::TempDir dir;

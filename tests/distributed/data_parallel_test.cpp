@@ -159,7 +159,7 @@ torch::Tensor train_denoiser(const distributed::Group& group) {
 // One rank of the two-process training below (hidden from the suite).
 TEST_CASE("data-parallel denoising rank", "[.data-parallel-denoising]") { testing::save_rank_result(train_denoiser); }
 
-TEST_CASE("two processes train a UNet as one process does on the same global batch", "[distributed]") {
+TEST_CASE("two processes train a UNet as one process does on the same global batch", "[distributed][gloo]") {
   // Every rank holds the same model after every step (rank 0's initialisation, the
   // same summed gradient), the model one process trains on the whole batch from
   // rank 0's start, up to the order of the floating-point sums.
@@ -214,7 +214,7 @@ torch::Tensor train_qlearning(const distributed::Group& group) {
 // One rank of the two-process q-learning run below (hidden from the suite).
 TEST_CASE("data-parallel q-learning rank", "[.data-parallel-qlearning]") { testing::save_rank_result(train_qlearning); }
 
-TEST_CASE("two processes run q-learning episodes as one process does", "[distributed]") {
+TEST_CASE("two processes run q-learning episodes as one process does", "[distributed][gloo]") {
   TempDir dir;
   const auto run = testing::run_two_and_one("[.data-parallel-qlearning]", dir.path(), train_qlearning);
   const double difference = run.largest_relative_difference(1e-6);
@@ -277,7 +277,7 @@ TEST_CASE("data-parallel fine-tuning rank", "[.data-parallel-fine-tuning]") {
       [](const distributed::Group& group) { return fine_tune(group, std::getenv("DIFFCTL_TEST_DPOK") != nullptr); });
 }
 
-TEST_CASE("two processes fine-tune by DDPO and DPOK as one process does", "[distributed]") {
+TEST_CASE("two processes fine-tune by DDPO and DPOK as one process does", "[distributed][gloo]") {
   for (const bool is_dpok : {false, true}) {
     INFO((is_dpok ? "DPOK" : "DDPO"));
     TempDir dir;
@@ -301,7 +301,8 @@ TEST_CASE("data-parallel TCP rank", "[.data-parallel-tcp]") {
   REQUIRE(group.all_gather_rows(rows).equal(torch::tensor({{0, 0}, {1, 1}, {1, 1}}, torch::kLong)));
 }
 
-TEST_CASE("two processes meet through TCP at MASTER_ADDR and MASTER_PORT as torchrun starts them", "[distributed]") {
+TEST_CASE("two processes meet through TCP at MASTER_ADDR and MASTER_PORT as torchrun starts them",
+          "[distributed][gloo]") {
   // A free port below the ephemeral range (32768 and up on Linux), from which the
   // connections of other tests running beside this one take theirs.
   int port = 0;
@@ -323,6 +324,84 @@ TEST_CASE("two processes meet through TCP at MASTER_ADDR and MASTER_PORT as torc
   CHECK(failed.empty());
 }
 
+namespace {
+
+// NCCL through the same Group as Gloo: a sum, a gather of uneven rows, a
+// broadcast, a gradient sum and a barrier, on CUDA tensors of this rank's GPU.
+void check_group_on_cuda(const distributed::Group& group, const torch::Device& device) {
+  const int n = group.size(), r = group.rank();
+  const auto on = torch::TensorOptions().device(device);
+  const torch::Tensor sum = group.all_reduce_sum(torch::full({3}, double(r + 1), on.dtype(torch::kDouble)));
+  CHECK(sum.device() == device);
+  CHECK(sum.cpu().equal(torch::full({3}, n * (n + 1) / 2.0, torch::kDouble)));
+  const torch::Tensor rows = group.all_gather_rows(torch::full({r + 1, 2}, float(r), on));  // 1 row, 2 rows, ...
+  torch::Tensor expected = torch::empty({0, 2});
+  for (int k = 0; k < n; ++k) expected = torch::cat({expected, torch::full({k + 1, 2}, float(k))});
+  CHECK(rows.cpu().equal(expected));
+  torch::Tensor root = torch::full({4}, float(r == 0 ? 7 : -1), on);
+  group.broadcast(root);
+  CHECK(root.cpu().equal(torch::full({4}, 7.0f)));
+  torch::Tensor weight = torch::zeros({5}, on).requires_grad_();
+  (weight * float(r + 1)).sum().backward();
+  group.all_reduce_gradients({weight});
+  CHECK(weight.grad().cpu().equal(torch::full({5}, n * (n + 1) / 2.0f)));
+  group.barrier();
+}
+
+}  // namespace
+
+TEST_CASE("NCCL joins a world of one on a GPU and runs every collective on CUDA tensors", "[distributed][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("CUDA is not available: the CUDA path was not exercised");
+    return;
+  }
+  if (!distributed::can_connect(torch::kCUDA)) {
+    WARN("NCCL is not built in (DIFFCTL_NCCL=OFF): the NCCL path was not exercised");
+    return;
+  }
+  // A Group of one sends nothing, so this drives the process group's collectives
+  // themselves, as a Group of several does.
+  TempDir dir;
+  distributed::Launch alone;
+  alone.store_file = (dir / "store").string();
+  const distributed::ConnectOptions options{.timeout = std::chrono::seconds(60), .device = torch::kCUDA};
+  const auto nccl = distributed::detail::join(alone, distributed::detail::open_store(alone, options), options);
+  REQUIRE(nccl->size() == 1);
+  const auto on_gpu = torch::TensorOptions().device(torch::kCUDA, 0);
+  torch::Tensor sum = torch::arange(6, on_gpu.dtype(torch::kDouble));
+  nccl->all_reduce_sum(sum);
+  CHECK(sum.cpu().equal(torch::arange(6, torch::kDouble)));
+  torch::Tensor gathered = torch::empty({3, 2}, on_gpu);
+  nccl->all_gather(gathered, torch::ones({3, 2}, on_gpu));
+  CHECK(gathered.cpu().equal(torch::ones({3, 2})));
+  torch::Tensor root = torch::full({4}, 7.0f, on_gpu);
+  nccl->broadcast(root, 0);
+  CHECK(root.cpu().equal(torch::full({4}, 7.0f)));
+  nccl->barrier();
+}
+
+// One rank of the NCCL run below (hidden from the suite), on its own GPU.
+TEST_CASE("data-parallel NCCL rank", "[.data-parallel-nccl]") {
+  const auto launch = distributed::launch_from_environment();
+  const distributed::Group group =
+      distributed::connect(launch, {.timeout = std::chrono::seconds(60), .device = torch::kCUDA});
+  REQUIRE(group.size() == 2);
+  check_group_on_cuda(group, distributed::device_of(launch, torch::kCUDA));
+}
+
+TEST_CASE("two processes on two GPUs run every collective over NCCL", "[distributed][cuda]") {
+  // NCCL refuses two ranks on one GPU, so this needs two.
+  if (torch::cuda::device_count() < 2 || !distributed::can_connect(torch::kCUDA)) {
+    WARN("fewer than two GPUs, or NCCL not built in: the two-process NCCL path was not exercised");
+    return;
+  }
+  TempDir dir;
+  const std::string failed =
+      testing::run_ranks("[.data-parallel-nccl]", 2, dir.path(), dir / "store", {}, std::chrono::minutes(2));
+  INFO(failed);
+  CHECK(failed.empty());
+}
+
 // Rank 1 of the run below dies after the first collective (hidden from the suite).
 TEST_CASE("data-parallel rank that dies", "[.data-parallel-dies]") {
   torch::set_num_threads(1);
@@ -337,7 +416,7 @@ TEST_CASE("data-parallel rank that dies", "[.data-parallel-dies]") {
   }
 }
 
-TEST_CASE("a process that dies ends the others with a clear error and no hang", "[distributed]") {
+TEST_CASE("a process that dies ends the others with a clear error and no hang", "[distributed][gloo]") {
   TempDir dir;
   ChildProcess rank0("[.data-parallel-dies]", testing::rank_environment(0, 2, dir / "store"), dir / "rank0.err");
   ChildProcess rank1("[.data-parallel-dies]", testing::rank_environment(1, 2, dir / "store"), dir / "rank1.err");

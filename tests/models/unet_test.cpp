@@ -243,7 +243,20 @@ TEST_CASE("UNet runs on CUDA", "[unet][cuda]") {
   const torch::Tensor y = torch::tensor({2, 8}, torch::kLong);
   const torch::Tensor on_cpu = net->forward(x, t, y);
   net->to(torch::kCUDA);
+  // LibTorch lets cuDNN run convolutions in TF32 (a 10-bit mantissa) on GPUs that
+  // have it: the same function in full float32 first, then as users run it, to
+  // within TF32's precision.
+  auto& context = at::globalContext();
+  const bool tf32 = context.allowTF32CuDNN();
+  context.setAllowTF32CuDNN(false);
   const torch::Tensor on_gpu = net->forward(x.cuda(), t.cuda(), y.cuda());
+  context.setAllowTF32CuDNN(tf32);
+  const torch::Tensor as_run = net->forward(x.cuda(), t.cuda(), y.cuda()).cpu();
   CHECK(on_gpu.device().is_cuda());
+  const double scale = on_cpu.abs().max().item<double>();
+  INFO("output scale " << scale << "; max |GPU - CPU| in float32 " << (on_gpu.cpu() - on_cpu).abs().max().item<double>()
+                       << ", with TF32 " << (tf32 ? "allowed " : "not allowed ")
+                       << (as_run - on_cpu).abs().max().item<double>());
   CHECK(torch::allclose(on_gpu.cpu(), on_cpu, 1e-3, 1e-4));
+  CHECK((as_run - on_cpu).abs().max().item<double>() <= 1e-2 * scale);
 }

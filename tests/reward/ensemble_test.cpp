@@ -379,7 +379,7 @@ torch::Tensor fitted_heads(const distributed::Group& group) {
 // One rank of the two-process fit below (hidden from the suite).
 TEST_CASE("spread ensemble fit rank", "[.spread-ensemble]") { testing::save_rank_result(fitted_heads); }
 
-TEST_CASE("two processes fit an ensemble's members between them as one process does", "[reward][distributed]") {
+TEST_CASE("two processes fit an ensemble's members between them as one process does", "[reward][distributed][gloo]") {
   static_assert(SpreadableMembers<LinearHeads>);
   testing::TempDir dir;
   // Every rank has every member, each fitted by its owner on the same data and

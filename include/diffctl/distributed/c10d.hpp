@@ -7,8 +7,11 @@
 // Gloo otherwise. A world of one process needs no store and connects nothing.
 //
 // The c10d headers declare Gloo and NCCL only when USE_C10D_GLOO / USE_C10D_NCCL
-// are defined; diffctl's CMake package defines them when Gloo is found
-// (Debian's libgloo-dev) and when asked for NCCL (DIFFCTL_NCCL).
+// are defined, and include Gloo's and NCCL's own headers. diffctl's CMake package
+// defines DIFFCTL_WITH_GLOO (and USE_C10D_GLOO) when Gloo's headers are found
+// (Debian's libgloo-dev, or the ones a LibTorch ships), and DIFFCTL_WITH_NCCL (and
+// USE_C10D_NCCL) when asked for NCCL (DIFFCTL_NCCL): a CUDA LibTorch from PyTorch
+// defines USE_C10D_GLOO for its users without shipping Gloo's headers.
 
 #include <algorithm>
 #include <chrono>
@@ -25,10 +28,10 @@
 #include <torch/version.h>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_GLOO
+#ifdef DIFFCTL_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef DIFFCTL_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -186,10 +189,10 @@ inline torch::Device device_of(const Launch& launch, const torch::Device& reques
 
 // Whether this build can connect processes on `device`.
 inline bool can_connect(const torch::Device& device) {
-#ifdef USE_C10D_NCCL
+#ifdef DIFFCTL_WITH_NCCL
   if (device.is_cuda()) return true;
 #endif
-#ifdef USE_C10D_GLOO
+#ifdef DIFFCTL_WITH_GLOO
   return device.is_cpu();
 #else
   (void)device;
@@ -197,17 +200,21 @@ inline bool can_connect(const torch::Device& device) {
 #endif
 }
 
-// The group of the run that `launch` describes; blocks until every process has
-// joined (or the timeout passes). A world of one returns the lone Group at once.
-inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
-  if (launch.world_size == 1) return Group();
+namespace detail {
+
+// Fails before any rendezvous when this process cannot take part.
+inline void require_joinable(const Launch& launch, const ConnectOptions& options) {
   require(launch.rank >= 0 && launch.rank < launch.world_size, "distributed: rank ", launch.rank,
           " outside a world of ", launch.world_size);
   require(can_connect(options.device), "distributed: this build cannot connect processes on ", options.device.str(),
-          " (Gloo needs diffctl built with libgloo-dev found; NCCL needs a CUDA LibTorch and DIFFCTL_NCCL)");
-  const std::string where = diffctl::detail::concat("distributed: rank ", launch.rank, " of ", launch.world_size, ": ");
-  c10::intrusive_ptr<c10d::Store> store;
+          " (Gloo needs diffctl built with Gloo found; NCCL needs a CUDA LibTorch and DIFFCTL_NCCL)");
+}
+
+// The store through which the processes of `launch` meet: DIFFCTL_STORE_FILE's
+// file, else the TCP store that rank 0 serves at MASTER_ADDR:MASTER_PORT.
+inline c10::intrusive_ptr<c10d::Store> open_store(const Launch& launch, const ConnectOptions& options) {
   try {
+    c10::intrusive_ptr<c10d::Store> store;
     if (!launch.store_file.empty()) {
       store = c10::make_intrusive<c10d::FileStore>(launch.store_file, launch.world_size);
     } else {
@@ -219,22 +226,32 @@ inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
       store = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, tcp);
     }
     store->setTimeout(options.timeout);
+    return store;
   } catch (const std::exception& e) {
-    throw Error(where + "rendezvous at " +
-                (launch.store_file.empty() ? launch.master_addr + ":" + std::to_string(launch.master_port)
-                                           : launch.store_file) +
-                " failed (" + e.what() + ")");
+    throw Error(diffctl::detail::concat(
+        "distributed: rank ", launch.rank, " of ", launch.world_size, ": rendezvous at ",
+        launch.store_file.empty() ? launch.master_addr + ":" + std::to_string(launch.master_port) : launch.store_file,
+        " failed (", e.what(), ")"));
   }
-  c10::intrusive_ptr<detail::Backend> backend;
+}
+
+// The collectives of `launch`'s c10d process group over `store`: NCCL for CUDA
+// where this build has it, else Gloo. Any world size, one included: connect()
+// skips this for a world of one (a Group alone sends nothing), and a test joins
+// one to run NCCL itself on a single GPU.
+inline std::shared_ptr<Collectives> join(const Launch& launch, const c10::intrusive_ptr<c10d::Store>& store,
+                                         const ConnectOptions& options) {
+  require_joinable(launch, options);
+  c10::intrusive_ptr<Backend> backend;
   try {
-#ifdef USE_C10D_NCCL
+#ifdef DIFFCTL_WITH_NCCL
     if (options.device.is_cuda()) {
       auto nccl = c10d::ProcessGroupNCCL::Options::create();
       nccl->timeout = options.timeout;
       backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, launch.rank, launch.world_size, nccl);
     }
 #endif
-#ifdef USE_C10D_GLOO
+#ifdef DIFFCTL_WITH_GLOO
     if (!backend) {
       auto gloo = c10d::ProcessGroupGloo::Options::create(options.timeout);
       // A run on this machine alone talks over the loopback (rank 0 at a loopback
@@ -249,9 +266,20 @@ inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
     }
 #endif
   } catch (const std::exception& e) {
-    throw Error(where + "joining the process group failed (" + e.what() + ")");
+    throw Error(diffctl::detail::concat("distributed: rank ", launch.rank, " of ", launch.world_size,
+                                        ": joining the process group failed (", e.what(), ")"));
   }
-  return Group(std::make_shared<detail::C10dCollectives>(std::move(backend), launch.rank, launch.world_size));
+  return std::make_shared<C10dCollectives>(std::move(backend), launch.rank, launch.world_size);
+}
+
+}  // namespace detail
+
+// The group of the run that `launch` describes; blocks until every process has
+// joined (or the timeout passes). A world of one returns the lone Group at once.
+inline Group connect(const Launch& launch, const ConnectOptions& options = {}) {
+  if (launch.world_size == 1) return Group();
+  detail::require_joinable(launch, options);
+  return Group(detail::join(launch, detail::open_store(launch, options), options));
 }
 
 // The run's group as the environment describes it (a world of one when no
