@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
@@ -410,8 +411,9 @@ struct ConstantControl {
 template <class Policy>
 torch::Tensor kl_of_constant_control(const Mixture& pretrained, Policy policy, std::size_t steps,
                                      int64_t measure_every) {
-  using ConstantSeiko =
-      algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::EveryStep, sde::EulerMaruyama, Ensemble>;
+  using ConstantSeiko = algorithms::DiscreteSeiko<Schedule, Mixture, Policy, sde::EulerMaruyama, Ensemble>;
+  static_assert(std::is_same_v<ConstantSeiko, algorithms::ContinuousSeiko<Schedule, Mixture, Policy, mss::EveryStep,
+                                                                          sde::EulerMaruyama, Ensemble>>);
   ConstantSeiko seiko(Schedule{}, sde::TimeGrid::uniform(Schedule{}.horizon(), steps), {2}, pretrained,
                       std::move(policy), mlp_ensemble(1),
                       {.queries_per_round = {1}, .measure_every = measure_every, .show_progress = false},
@@ -532,8 +534,7 @@ TEST_CASE("the optimal control for a log-probability reward draws each class at 
   // time. It checks the sampler and its KL accounting: class shares 1 and KL
   // -log p(z) (0.69, 1.20, 1.61 nats), up to the 100-step discretisation.
   using Optimal = policy::DriftDifference<Schedule, sde::EulerMaruyama, Mixture, Unprompted>;
-  using OptimalSeiko =
-      algorithms::ContinuousSeiko<Schedule, Unprompted, Optimal, mss::EveryStep, sde::EulerMaruyama, ExactReward>;
+  using OptimalSeiko = algorithms::DiscreteSeiko<Schedule, Unprompted, Optimal, sde::EulerMaruyama, ExactReward>;
   torch::manual_seed(5);
   const std::size_t steps = 100;
   const Unprompted pretrained(three_classes(), false);

@@ -715,4 +715,11 @@ class ContinuousSeiko {
   SeikoSamples last_evaluation_;
 };
 
+// The discrete-time SEIKO of the seed paper: a control at every step of the
+// grid, the measurement selection that picks every time.
+template <NoiseSchedule Schedule, DriftModel Drift, TrainablePolicy Policy, class Solver, UncertainReward Reward,
+          Regularizer Reg = objective::PathKl>
+  requires SdeSolver<Solver, Schedule, Drift>
+using DiscreteSeiko = ContinuousSeiko<Schedule, Drift, Policy, mss::EveryStep, Solver, Reward, Reg>;
+
 }  // namespace diffctl::algorithms
