@@ -360,7 +360,9 @@ TEST_CASE("NCCL joins a world of one on a GPU and runs every collective on CUDA 
     return;
   }
   // A Group of one sends nothing, so this drives the process group's collectives
-  // themselves, as a Group of several does.
+  // themselves, as a Group of several does. In a world of one a sum and a
+  // broadcast leave their tensor as it was, so those show only that NCCL takes
+  // them on CUDA tensors; the gather must fill a buffer of zeros.
   TempDir dir;
   distributed::Launch alone;
   alone.store_file = (dir / "store").string();
@@ -371,7 +373,7 @@ TEST_CASE("NCCL joins a world of one on a GPU and runs every collective on CUDA 
   torch::Tensor sum = torch::arange(6, on_gpu.dtype(torch::kDouble));
   nccl->all_reduce_sum(sum);
   CHECK(sum.cpu().equal(torch::arange(6, torch::kDouble)));
-  torch::Tensor gathered = torch::empty({3, 2}, on_gpu);
+  torch::Tensor gathered = torch::zeros({3, 2}, on_gpu);
   nccl->all_gather(gathered, torch::ones({3, 2}, on_gpu));
   CHECK(gathered.cpu().equal(torch::ones({3, 2})));
   torch::Tensor root = torch::full({4}, 7.0f, on_gpu);

@@ -8,8 +8,8 @@
 //
 // The c10d headers declare Gloo and NCCL only when USE_C10D_GLOO / USE_C10D_NCCL
 // are defined, and include Gloo's and NCCL's own headers. diffctl's CMake package
-// defines DIFFCTL_WITH_GLOO (and USE_C10D_GLOO) when Gloo's headers are found
-// (Debian's libgloo-dev, or the ones a LibTorch ships), and DIFFCTL_WITH_NCCL (and
+// defines DIFFCTL_WITH_GLOO (and USE_C10D_GLOO) when Gloo is found (Debian's
+// libgloo-dev), and DIFFCTL_WITH_NCCL (and
 // USE_C10D_NCCL) when asked for NCCL (DIFFCTL_NCCL): a CUDA LibTorch from PyTorch
 // defines USE_C10D_GLOO for its users without shipping Gloo's headers.
 
