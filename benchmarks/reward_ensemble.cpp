@@ -35,6 +35,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "diffctl/io/files.hpp"
 #include "diffctl/models/resnet.hpp"
 #include "diffctl/reward/ensemble.hpp"
 #include "diffctl/runtime.hpp"
@@ -118,7 +119,7 @@ void feedback_store(benchmark::State& state) {
   double bytes = 0.0, appends = 0.0, seconds = 0.0;
   for (auto _ : state) {
     state.PauseTiming();
-    std::filesystem::remove_all(dir);
+    io::remove_tree(dir);
     const double before = written_bytes();
     const auto start = std::chrono::steady_clock::now();
     state.ResumeTiming();
@@ -130,7 +131,7 @@ void feedback_store(benchmark::State& state) {
     appends += double((n + kChunk - 1) / kChunk);
     state.ResumeTiming();
   }
-  std::filesystem::remove_all(dir);
+  io::remove_tree(dir);
   // The earlier format: header, then per row the sample (float32), z, y and round
   // (8 bytes each), rewritten whole after every append.
   double rewritten = 0.0;

@@ -17,6 +17,7 @@
 #include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace diffctl;
 using Schedule = sde::OrnsteinUhlenbeck;
@@ -293,8 +294,7 @@ TEST_CASE("a checkpoint written by either backend loads into the other", "[algor
   using EigenLearner = algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, sde::EulerMaruyama,
                                              algorithms::EigenBackend<float>>;
   const algorithms::QLearningOptions options{.dt = 0.5, .batch = 16};
-  const auto dir = std::filesystem::temp_directory_path() / "diffctl_eigen_checkpoint_test";
-  std::filesystem::create_directories(dir);
+  const testing::TempDir dir;
   auto generator = make_generator(3);
 
   EigenLearner eigen_learner(schedule, Estimate(schedule, data, labels), 2, 1, options);
@@ -313,7 +313,6 @@ TEST_CASE("a checkpoint written by either backend loads into the other", "[algor
 
   EigenLearner other_shape(schedule, Estimate(schedule, data), 2, 0, options);
   CHECK_THROWS_WITH(other_shape.load(dir / "torch.pt"), Catch::Contains("(state_dim, classes, hidden) = (2, 1, 64)"));
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("the Eigen backend rejects what it cannot run", "[algorithms][qlearning][eigen][errors]") {

@@ -109,7 +109,8 @@ std::vector<int64_t> epoch_ids(ImageBatches& batches) {
 
 std::vector<torch::Device> devices() {
   std::vector<torch::Device> out{torch::kCPU};
-  if (torch::cuda::is_available()) out.emplace_back(torch::kCUDA);
+  // With its index: a tensor on the GPU reports cuda:0, which is not equal to "cuda".
+  if (torch::cuda::is_available()) out.emplace_back(torch::kCUDA, 0);
   return out;
 }
 

@@ -25,6 +25,7 @@
 #include "diffctl/data/cifar10.hpp"
 #include "diffctl/data/idx.hpp"
 #include "diffctl/io/checkpoint.hpp"
+#include "diffctl/io/files.hpp"
 #include "diffctl/models/state_dict.hpp"
 #include "diffctl/reward/feedback_dataset.hpp"
 
@@ -137,10 +138,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fs::create_directories(work);
   if (const char* seeds = std::getenv("DIFFCTL_FUZZ_SEEDS")) {
     write_seeds(seeds);
-    fs::remove_all(work);
+    diffctl::io::remove_tree(work);
     std::exit(0);
   }
-  std::atexit([] { fs::remove_all(work); });
+  std::atexit([] { diffctl::io::remove_tree(work); });
   return 0;
 }
 

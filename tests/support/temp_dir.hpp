@@ -9,7 +9,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
-#include <system_error>
+
+#include "diffctl/io/files.hpp"
 
 namespace diffctl::testing {
 
@@ -19,12 +20,15 @@ class TempDir {
     static std::atomic<int> counter{0};
     path_ = std::filesystem::temp_directory_path() /
             ("diffctl_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
+    io::remove_tree(path_);
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
+    try {
+      io::remove_tree(path_);
+    } catch (const std::exception&) {
+      // A test's leftovers in the temporary directory are no reason to fail it.
+    }
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

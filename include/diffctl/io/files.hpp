@@ -5,6 +5,8 @@
 // one is complete).
 
 #include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -63,6 +65,26 @@ inline void write_text(const std::filesystem::path& path, std::string_view text)
     out.close();
     return static_cast<bool>(out);
   });
+}
+
+// Removes `path` and everything under it (links are removed, not followed); a
+// missing path is no error. Not std::filesystem::remove_all: PyTorch's wheels of
+// LibTorch export the filesystem functions of the libstdc++ they link statically
+// (pytorch/pytorch#133437), and a program built with a newer GCC whose remove_all
+// binds to part of that copy crashes in it (seen with torch 2.11 and GCC 13).
+inline void remove_tree(const std::filesystem::path& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) {
+    if (errno == ENOENT) return;
+    throw std::runtime_error("cannot remove " + path.string() + ": " + std::strerror(errno));
+  }
+  // Depth first, so that each directory is empty when its turn comes.
+  const auto remove_entry = [](const char* name, const struct stat*, int, struct FTW*) -> int {
+    return ::remove(name) == 0 ? 0 : errno;
+  };
+  const int status = ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  if (status != 0)
+    throw std::runtime_error("cannot remove " + path.string() + ": " + std::strerror(status > 0 ? status : errno));
 }
 
 }  // namespace diffctl::io
