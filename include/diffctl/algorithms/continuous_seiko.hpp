@@ -63,6 +63,8 @@
 #include "diffctl/reward/feedback_dataset.hpp"
 #include "diffctl/reward/oracle.hpp"
 #include "diffctl/runtime.hpp"
+#include "diffctl/sde/control_schedule.hpp"
+#include "diffctl/sde/initial_distribution.hpp"
 #include "diffctl/sde/integrate.hpp"
 #include "diffctl/sde/schedules.hpp"
 #include "diffctl/sde/time_grid.hpp"
@@ -158,7 +160,8 @@ class ContinuousSeiko {
         regularizer_(std::move(regularizer)),
         device_(device),
         group_(std::move(group)),
-        generator_(make_generator(options_.seed)) {
+        generator_(make_generator(options_.seed)),
+        initial_(sde::LearnedGaussianInitial::prior_of(schedule_, sample_shape_, device_)) {
     require(!options_.queries_per_round.empty(), "SEIKO: queries_per_round needs at least one round");
     for (const int64_t q : options_.queries_per_round)
       require(q >= 1, "SEIKO: every round needs >= 1 query, found ", q);
@@ -167,20 +170,12 @@ class ContinuousSeiko {
                 options_.eval_samples >= 1 && options_.chunk >= 1 && options_.guidance_prior_variance > 0.0,
             "SEIKO: options need batch, eval_samples, chunk, measure_every >= 1, optimize_steps >= 0, "
             "learning_rate, max_grad_norm and guidance_prior_variance > 0, classes >= 0");
-    require(!sample_shape_.empty(), "SEIKO: the sample shape is empty");
     require(grid_.steps() >= 1 && std::abs(grid_.horizon() - schedule_.horizon()) <= 1e-12 * schedule_.horizon(),
             "SEIKO: the grid must span the schedule's horizon T = ", schedule_.horizon());
     // Control times: measurement grid points that precede a noisy step.
     for (std::size_t k = 0; k < grid_.steps(); k += static_cast<std::size_t>(options_.measure_every))
       measure_index_.push_back(k);
     for (const std::size_t k : measure_index_) measure_times_.push_back(grid_[k]);
-    const double prior_std = schedule_.sigma(schedule_.horizon());
-    init_mean_ = torch::zeros(sample_shape_, torch::TensorOptions(torch::kFloat).device(device_));
-    init_log_std_ = torch::full({}, std::log(prior_std), torch::TensorOptions(torch::kFloat).device(device_));
-    prior_mean_ = init_mean_.clone();
-    prior_log_std_ = init_log_std_.clone();
-    previous_mean_ = init_mean_.clone();
-    previous_log_std_ = init_log_std_.clone();
     if constexpr (TunableDrift<Drift>) {
       for (auto& p : pretrained_.network()->parameters()) p.requires_grad_(false);
       for (auto& p : previous_.network()->parameters()) p.requires_grad_(false);
@@ -216,8 +211,7 @@ class ContinuousSeiko {
       previous_ = tuned_.snapshot();
       for (auto& p : previous_.network()->parameters()) p.requires_grad_(false);
     }
-    previous_mean_ = init_mean_.detach().clone();
-    previous_log_std_ = init_log_std_.detach().clone();
+    initial_.end_round();
     rounds_done_ = round;
 
     SeikoRound report = evaluate(oracle);
@@ -260,15 +254,15 @@ class ContinuousSeiko {
     for (int64_t begin = 0; begin < n; begin += options_.chunk) {
       const int64_t count = std::min(options_.chunk, n - begin);
       const torch::Tensor z_all = prompts.defined() ? prompts.narrow(0, begin, count).to(device_) : draw_prompts(count);
-      const torch::Tensor x_all = draw_initial(count);
+      const torch::Tensor x_all = initial_.draw(count, generator_);
       const torch::Tensor z = group_.local_rows(z_all), x_init = group_.local_rows(x_all);
       const torch::Tensor mask = select_controls(x_init, z, count);
       auto run = controlled_run(x_init, z, mask, false, with_kl, count);
       const int64_t rows = x_init.size(0);
-      parts.push_back(
-          {group_.all_gather_rows(run.x), z_all,
-           with_kl ? group_.all_gather_rows(run.kl_pretrained + initial_kl_to_prior().expand({rows})) : torch::Tensor{},
-           group_.all_gather_rows(mask.sum(0).to(torch::kFloat))});
+      parts.push_back({group_.all_gather_rows(run.x), z_all,
+                       with_kl ? group_.all_gather_rows(run.kl_pretrained + initial_.kl_to_prior().expand({rows}))
+                               : torch::Tensor{},
+                       group_.all_gather_rows(mask.sum(0).to(torch::kFloat))});
     }
     const auto cat = [&](auto member) {
       std::vector<torch::Tensor> all;
@@ -313,8 +307,7 @@ class ContinuousSeiko {
   Policy& policy() { return policy_; }
   Reward& reward() { return reward_; }
   Drift& tuned_drift() { return tuned_; }
-  const torch::Tensor& initial_mean() const { return init_mean_; }
-  const torch::Tensor& initial_log_std() const { return init_log_std_; }
+  const sde::LearnedGaussianInitial& initial() const { return initial_; }
   const SeikoOptions& options() const { return options_; }
   at::Generator& generator() { return generator_; }
   const distributed::Group& group() const { return group_; }
@@ -397,13 +390,10 @@ class ContinuousSeiko {
   double optimize(int64_t round) {
     std::vector<torch::Tensor> parameters = policy_.parameters();
     parameters.insert(parameters.end(), drift_parameters_.begin(), drift_parameters_.end());
-    if (options_.learn_initial) {
-      init_mean_.requires_grad_(true);
-      init_log_std_.requires_grad_(true);
-      parameters.push_back(init_mean_);
-      parameters.push_back(init_log_std_);
-    }
+    if (options_.learn_initial)
+      for (const torch::Tensor& p : initial_.parameters()) parameters.push_back(p);
     if (parameters.empty() || options_.optimize_steps == 0) return 0.0;
+    initial_.set_trainable(options_.learn_initial);
     torch::optim::AdamW optimizer(
         parameters, torch::optim::AdamWOptions(options_.learning_rate).weight_decay(options_.weight_decay));
     io::Progress progress("seiko round " + std::to_string(round) + " optimise", options_.optimize_steps);
@@ -418,7 +408,7 @@ class ContinuousSeiko {
         // divided by the whole batch, so that summed over ranks they are its means.
         const int64_t batch = options_.batch;
         const torch::Tensor z = group_.local_rows(draw_prompts(batch));
-        const torch::Tensor x_init = group_.local_rows(draw_initial(batch));
+        const torch::Tensor x_init = group_.local_rows(initial_.draw(batch, generator_));
         torch::Tensor mask;
         {
           torch::NoGradGuard no_grad;
@@ -429,7 +419,7 @@ class ContinuousSeiko {
         torch::Tensor penalty = run.penalty.sum() / double(batch);
         if constexpr (requires { regularizer_.initial_penalty(penalty, penalty); })
           if (options_.learn_initial)  // once over the ranks
-            penalty = penalty + regularizer_.initial_penalty(initial_kl_to_prior(), initial_kl_to_previous()) /
+            penalty = penalty + regularizer_.initial_penalty(initial_.kl_to_prior(), initial_.kl_to_previous()) /
                                     double(group_.size());
         const torch::Tensor shard_objective = reward - penalty;
         optimizer.zero_grad();
@@ -446,8 +436,7 @@ class ContinuousSeiko {
       }
       if (options_.show_progress) progress.update(step + 1);
     }
-    init_mean_.requires_grad_(false);
-    init_log_std_.requires_grad_(false);
+    initial_.set_trainable(false);
     const int64_t diverged = diverged_steps.template item<int64_t>();
     if (diverged > 0)
       throw Diverged(diffctl::detail::concat("SEIKO round ", round, ": diverged, the objective NaN or infinite in ",
@@ -460,21 +449,6 @@ class ContinuousSeiko {
   torch::Tensor draw_prompts(int64_t n) {
     if (options_.classes == 0) return {};
     return torch::randint(options_.classes, {n}, generator_, torch::kLong).to(device_);
-  }
-
-  // x(0) = m + e^l xi: differentiable in m and l.
-  torch::Tensor draw_initial(int64_t n) {
-    std::vector<int64_t> shape{n};
-    shape.insert(shape.end(), sample_shape_.begin(), sample_shape_.end());
-    const torch::Tensor xi = standard_normal(shape, generator_, torch::TensorOptions(torch::kFloat).device(device_));
-    return init_mean_ + init_log_std_.exp() * xi;
-  }
-
-  torch::Tensor initial_kl_to_prior() const {
-    return objective::gaussian_kl(init_mean_, init_log_std_, prior_mean_, prior_log_std_);
-  }
-  torch::Tensor initial_kl_to_previous() const {
-    return objective::gaussian_kl(init_mean_, init_log_std_, previous_mean_, previous_log_std_);
   }
 
   // Steps 2-3: hallucinate without control with the current drift, read the
@@ -513,37 +487,15 @@ class ContinuousSeiko {
   Run controlled_run(const torch::Tensor& x_init, const torch::Tensor& z, const torch::Tensor& mask, bool with_grad,
                      bool with_kl, int64_t batch) {
     constexpr bool held = HeldControl<Policy>;
-    // The measured row whose control acts on each step, and each control's span D
-    // (to the next measured time, or to T): how long a held control lasts, and the
-    // span over which guidance proposes its displacement.
-    std::vector<int64_t> row_of(grid_.size(), -1);
-    std::vector<double> span(measure_index_.size(), 1.0);
-    for (std::size_t r = 0; r < measure_index_.size(); ++r) {
-      const std::size_t next = r + 1 < measure_index_.size() ? measure_index_[r + 1] : grid_.steps();
-      const std::size_t end = held ? next : measure_index_[r] + 1;
-      for (std::size_t k = measure_index_[r]; k < end; ++k) row_of[k] = static_cast<int64_t>(r);
-      span[r] = grid_[next] - grid_[measure_index_[r]];
-    }
+    // Which measured row acts on each step and on which samples, and each
+    // control's span D (to the next measured time, or to T): how long a held
+    // control lasts, and the span over which guidance proposes its displacement.
+    const sde::ControlSchedule plan(grid_, measure_index_, mask, held);
     const auto per_sample = [](const torch::Tensor& m, const torch::Tensor& like) {
       std::vector<int64_t> shape(static_cast<std::size_t>(like.dim()), 1);
       shape[0] = like.size(0);
       return m.to(like.dtype()).view(shape);
     };
-    // One read of the mask on the host per run (none per step): which measured
-    // rows have any control (the others skip the policy entirely) and, for each,
-    // the indices of its controlled samples, sent back to the device.
-    const torch::Tensor host_mask = mask.cpu();
-    std::vector<torch::Tensor> samples_of_row;
-    for (std::size_t r = 0; r < measure_index_.size(); ++r)
-      samples_of_row.push_back(
-          host_mask[static_cast<int64_t>(r)].nonzero().squeeze(1).to(mask.device(), /*non_blocking=*/true));
-    std::vector<bool> controlled(grid_.size(), false);
-    std::vector<torch::Tensor> controlled_samples(grid_.size());
-    for (std::size_t k = 0; k < grid_.size(); ++k) {
-      if (row_of[k] < 0) continue;
-      controlled_samples[k] = samples_of_row[static_cast<std::size_t>(row_of[k])];
-      controlled[k] = controlled_samples[k].numel() > 0;
-    }
 
     // Each controlled row's control and the previous round's, set at its measured
     // time: an impulse u there, or the drift u / D held for the D until the next
@@ -552,12 +504,12 @@ class ContinuousSeiko {
     // |u|^2 / (2 sigma^2 h)).
     std::vector<torch::Tensor> control(measure_index_.size()), previous_control(measure_index_.size());
     const auto set_controls = [&](std::size_t k, double t, const torch::Tensor& x) {
-      const std::size_t row = static_cast<std::size_t>(row_of[k]);
-      if (measure_index_[row] != k) return;
-      const torch::Tensor on = per_sample(mask[static_cast<int64_t>(row)], x) / (held ? span[row] : 1.0);
+      if (!plan.starts_row(k)) return;
+      const std::size_t row = static_cast<std::size_t>(plan.row_of(k));
+      const torch::Tensor on = per_sample(mask[static_cast<int64_t>(row)], x) / (held ? plan.span(row) : 1.0);
       if constexpr (GuidedControl<Policy>) {
         const torch::Tensor g = policy_.guided() || previous_policy_.guided()
-                                    ? guidance(t, span[row], x, z, samples_of_row[row])
+                                    ? guidance(t, plan.span(row), x, z, plan.samples_of_row(row))
                                     : torch::zeros_like(x, x.options().requires_grad(false));
         previous_control[row] = previous_policy_.control(t, x, z, g) * on;
         control[row] = policy_.control(t, x, z, g) * on;
@@ -567,9 +519,9 @@ class ContinuousSeiko {
       }
     };
     const auto impulses = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
-      if (held || !controlled[k]) return {};
+      if (held || !plan.controlled(k)) return {};
       set_controls(k, t, x);
-      return control[static_cast<std::size_t>(row_of[k])];
+      return control[static_cast<std::size_t>(plan.row_of(k))];
     };
 
     Run run;
@@ -581,18 +533,18 @@ class ContinuousSeiko {
     options.backprop_steps = options_.backprop_steps;
     if (held)
       options.added_drift = [&](std::size_t k, double t, const torch::Tensor& x) -> torch::Tensor {
-        if (!controlled[k]) return {};
+        if (!plan.controlled(k)) return {};
         set_controls(k, t, x);
-        return control[static_cast<std::size_t>(row_of[k])];
+        return control[static_cast<std::size_t>(plan.row_of(k))];
       };
     constexpr bool drift_tuned = TunableDrift<Drift>;
     const bool drift_changes = drift_tuned && !drift_parameters_.empty();
     options.on_step = [&](const sde::StepRecord& r) {
       // With the drift untouched, a sample without a control at this step makes the
       // pretrained step: it costs no KL, and the reference models skip it.
-      if (!controlled[r.k] && !drift_changes) return;
+      if (!plan.controlled(r.k) && !drift_changes) return;
       torch::Tensor rows;
-      if (!drift_changes) rows = controlled_samples[r.k];
+      if (!drift_changes) rows = plan.samples(r.k);
       const auto pick = [&](const torch::Tensor& t) {
         return rows.defined() && t.defined() ? t.index_select(0, rows) : t;
       };
@@ -601,7 +553,7 @@ class ContinuousSeiko {
       // The previous round's control: its impulse moved the state the step starts
       // from; its held drift moves the step's mean.
       const torch::Tensor& previous_u =
-          controlled[r.k] ? previous_control[static_cast<std::size_t>(row_of[r.k])] : torch::Tensor{};
+          plan.controlled(r.k) ? previous_control[static_cast<std::size_t>(plan.row_of(r.k))] : torch::Tensor{};
       const bool jumped = !held && previous_u.defined();
       auto [pretrained, previous] =
           reference_steps(r.t, r.t_next, from, jumped ? from + pick(previous_u) : from, zs, drift_changes);
@@ -685,10 +637,7 @@ class ContinuousSeiko {
       checkpoint.modules.emplace_back("drift", tuned_.network().ptr().get());
       checkpoint.modules.emplace_back("previous_drift", previous_.network().ptr().get());
     }
-    checkpoint.tensors = {{"initial_mean", &init_mean_},
-                          {"initial_log_std", &init_log_std_},
-                          {"previous_initial_mean", &previous_mean_},
-                          {"previous_initial_log_std", &previous_log_std_}};
+    initial_.add_to(checkpoint);
     checkpoint.generators.emplace_back("seiko", generator_);
     reward_.add_to(checkpoint);
     return checkpoint;
@@ -710,7 +659,7 @@ class ContinuousSeiko {
   std::vector<std::size_t> measure_index_;
   std::vector<double> measure_times_;
   std::vector<torch::Tensor> drift_parameters_;
-  torch::Tensor init_mean_, init_log_std_, prior_mean_, prior_log_std_, previous_mean_, previous_log_std_;
+  sde::LearnedGaussianInitial initial_;  // x(0) ~ N(m, e^{2l} I), tuned in step 7
   int64_t rounds_done_ = 0;
   SeikoSamples last_evaluation_;
 };
