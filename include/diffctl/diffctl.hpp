@@ -52,6 +52,8 @@
 #include "diffctl/reward/oracle.hpp"
 #include "diffctl/reward/scripted_reward.hpp"
 #include "diffctl/runtime.hpp"
+#include "diffctl/sde/control_schedule.hpp"
+#include "diffctl/sde/initial_distribution.hpp"
 #include "diffctl/sde/integrate.hpp"
 #include "diffctl/sde/schedules.hpp"
 #include "diffctl/sde/solvers.hpp"
