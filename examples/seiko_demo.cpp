@@ -41,6 +41,10 @@
 // bounded as the grid refines). --reward log-probability with --alpha 1 is the objective in nats whose optimum is the
 // class-conditional data distribution; --guidance w adds the reward model's
 // gradient at the Tweedie estimate to the control (policy::Guided, gain w / alpha).
+// --null-prompt takes a model trained with --label-dropout as the pretrained
+// unconditional model (its null label), so that the conditional model it learned
+// beside is the reference optimum of the same network (--optimal-from the same
+// directory).
 // examples/RESULTS.md has what each measured.
 #include <chrono>
 #include <cstdio>
@@ -83,11 +87,12 @@ struct DemoSettings {
   int64_t ensemble_size = 4, ensemble_steps = 300, control_width = 32, per_prompt = 8, final_per_prompt = 100;
   double alpha = 1e-4, beta = 1e-4, guidance = 0.0, lr = 3e-3, class_image_scale = 20.0, noise = 0.05, jitter = 0.1,
          ensemble_lr = 3e-3, ensemble_l2 = 0.01, bonus = 1.0;
-  bool anchored = true, resume = false, learn_gain = true;
+  bool anchored = true, resume = false, learn_gain = true, null_prompt = false;
   std::string optimal_from, oracle_script;
   bool external_labels = false;
   double label_wait = -1.0;  // seconds to wait for outside labels; < 0: as long as it takes
   double pg_lr = 1e-4;       // DDPO's and DPOK's Adam learning rate on the UNet
+  double optimal_cfg = 0.0;  // --optimal-from's classifier-free guidance scale
 };
 
 // The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
@@ -392,6 +397,8 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                               {"guidance", s.guidance},
                               {"guidance_gain", gain_of(seiko.policy())},
                               {"optimal_from", s.optimal_from},
+                              {"null_prompt", s.null_prompt},
+                              {"optimal_cfg", s.optimal_cfg},
                               {"alpha", s.alpha},
                               {"beta", s.beta},
                               {"seed", flags.seed}});
@@ -605,6 +612,14 @@ int main(int argc, char** argv) {
                  "no fine-tuning: control by the drift difference to the class-conditional model in this "
                  "pretrain_diffusion output (the optimal control of --reward log-probability --alpha 1, as exact as "
                  "the two models; needs --control held --measure-every 1 --optimize-steps 0)");
+  app.add_option("--optimal-cfg", s.optimal_cfg,
+                 "with --optimal-from: steer to that model's classifier-free guidance at scale w, eps = (1 + w) "
+                 "eps(x, z) - w eps(x, null) (0: the optimal control of --alpha 1; > 0: a sharper reference at more "
+                 "KL; needs a model trained with --label-dropout)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--null-prompt", s.null_prompt,
+               "run a --diffusion model trained with --label-dropout under its null label, as the unconditional "
+               "model it learned beside the conditional one");
   app.add_flag("--resume", s.resume, "continue the run in --out");
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
 
@@ -618,6 +633,7 @@ int main(int argc, char** argv) {
     require(!s.external_labels || s.oracle_script.empty(),
             "--external-labels and --oracle-script name two oracles; choose one");
     require(s.external_labels || s.label_wait < 0, "--label-wait needs --external-labels");
+    require(s.optimal_cfg == 0.0 || !s.optimal_from.empty(), "--optimal-cfg needs --optimal-from");
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
     if (s.batch == 0) s.batch = small ? 16 : 64;
     if (s.optimize_steps < 0) s.optimize_steps = small ? 40 : 200;
@@ -637,7 +653,11 @@ int main(int argc, char** argv) {
     network->to(device);
     network->eval();
     const auto class_names = config.at("class_names").get<std::vector<std::string>>();
-    const bool conditional = config.at("conditional");
+    const int64_t null_label = config.value("null_label", int64_t{-1});
+    require(!s.null_prompt || (config.at("conditional").get<bool>() && null_label >= 0), "--null-prompt: --diffusion ",
+            from.string(), " has no null label; train it with pretrain_diffusion --label-dropout");
+    // Whether the pretrained model sees the prompts.
+    const bool conditional = config.at("conditional").get<bool>() && !s.null_prompt;
     const int64_t size = config.at("image_size");
     require(s.eval_samples >= 2 * int64_t(class_names.size()), "--eval-samples ", s.eval_samples,
             ": the per-prompt diversity and class FD need at least 2 samples of each of the ", class_names.size(),
@@ -648,7 +668,7 @@ int main(int argc, char** argv) {
       using Score = models::EpsilonScore<Schedule, models::UNet>;
       const Score score(schedule, network, {.time_scale = config.at("time_scale"), .guidance = 0.0, .null_label = -1});
       // The prompts reach the control and the reward; an unconditional model ignores them.
-      const models::PromptedDrift<Score> drift(score, conditional);
+      const models::PromptedDrift<Score> drift(score, conditional, s.null_prompt ? null_label : -1);
       const mss::TopK top{s.top_k};
       const int64_t channels = unet.in_channels;
       const int64_t classes = static_cast<int64_t>(class_names.size());
@@ -702,15 +722,19 @@ int main(int argc, char** argv) {
                     target_config.at("class_names") == config.at("class_names"),
                 "--optimal-from ", s.optimal_from,
                 ": needs a class-conditional model of the same classes and schedule");
+        const int64_t target_null = target_config.value("null_label", int64_t{-1});
+        require(s.optimal_cfg == 0.0 || target_null >= 0, "--optimal-cfg ", s.optimal_cfg, ": --optimal-from ",
+                s.optimal_from, " has no null label; train it with pretrain_diffusion --label-dropout");
         models::UNet target_network(examples::unet_options_from_json(target_config.at("unet")));
         models::load_weights(*target_network, std::filesystem::path(s.optimal_from) / "model.pt",
                              examples::recorded_weights(target_config, "model.pt"));
         target_network->to(device);
         target_network->eval();
-        const models::PromptedDrift<Score> target(
-            Score(schedule, target_network,
-                  {.time_scale = target_config.at("time_scale"), .guidance = 0.0, .null_label = -1}),
-            true);
+        const models::PromptedDrift<Score> target(Score(schedule, target_network,
+                                                        {.time_scale = target_config.at("time_scale"),
+                                                         .guidance = s.optimal_cfg,
+                                                         .null_label = s.optimal_cfg == 0.0 ? -1 : target_null}),
+                                                  true);
         policy::DriftDifference optimal(schedule, kSolver, target, drift, schedule.horizon() / double(s.sample_steps));
         return run(s, flags, schedule, drift, std::move(optimal), class_names, size, channels,
                    reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device, group);

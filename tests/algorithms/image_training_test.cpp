@@ -113,6 +113,22 @@ TEST_CASE("classifier-free guidance extrapolates from the unconditional predicti
                     Catch::Contains("needs the network's null label"));
 }
 
+TEST_CASE("a prompted drift passes the prompts, none, or the null label", "[algorithms][pretraining]") {
+  const sde::VpCosine schedule;
+  using Score = models::EpsilonScore<sde::VpCosine, ExactGaussianEps>;
+  const Score score(schedule, ExactGaussianEps(schedule, 0.0, 1.0));
+  const torch::Tensor x = torch::randn({3, 1, 2, 2});
+  const torch::Tensor z = torch::tensor({1, 3, 1}, torch::kLong);
+  const double t = 0.4;
+  const torch::Tensor prompted = models::PromptedDrift<Score>(score, true).score(t, x, z);
+  CHECK(torch::equal(prompted, score.score(t, x, z)));
+  CHECK(torch::equal(models::PromptedDrift<Score>(score, false).score(t, x, z), score.score(t, x, {})));
+  // A label-dropout model is unconditional under its null label, for every sample.
+  const torch::Tensor under_null = models::PromptedDrift<Score>(score, false, 2).score(t, x, z);
+  CHECK(torch::equal(under_null, score.score(t, x, torch::full({3}, 2, torch::kLong))));
+  CHECK(!torch::allclose(under_null, prompted));
+}
+
 TEST_CASE("a denoising step keeps the exact moving average and drops labels at its rate", "[algorithms][pretraining]") {
   const sde::VpCosine schedule;
   RecordingNet model, ema;

@@ -74,16 +74,22 @@ class EpsilonScore {
 
 // A drift inside a conditional pipeline that passes the prompts z on only when
 // the model is conditional: an unconditional model fine-tuned so that control
-// alone meets the prompts sees none (the reward and the control still do).
+// alone meets the prompts sees none (the reward and the control still do). A
+// model trained with label dropout (classifier-free guidance) is unconditional
+// under its null label: given null_label >= 0, an unconditional PromptedDrift
+// passes that label for every sample instead of none.
 template <class Drift>
 class PromptedDrift {
  public:
-  PromptedDrift(Drift drift, bool conditional) : drift_(std::move(drift)), conditional_(conditional) {}
+  PromptedDrift(Drift drift, bool conditional, int64_t null_label = -1)
+      : drift_(std::move(drift)), conditional_(conditional), null_label_(null_label) {}
   torch::Tensor score(double t, const torch::Tensor& x, const torch::Tensor& z) const {
-    return drift_.score(t, x, conditional_ ? z : torch::Tensor{});
+    if (conditional_) return drift_.score(t, x, z);
+    if (null_label_ < 0) return drift_.score(t, x, torch::Tensor{});
+    return drift_.score(t, x, torch::full({x.size(0)}, null_label_, x.options().dtype(torch::kLong)));
   }
   PromptedDrift snapshot() const requires requires(const Drift& d) { d.snapshot(); }
-  { return PromptedDrift(drift_.snapshot(), conditional_); }
+  { return PromptedDrift(drift_.snapshot(), conditional_, null_label_); }
   decltype(auto) network() const requires requires(const Drift& d) { d.network(); }
   { return drift_.network(); }
   bool conditional() const { return conditional_; }
@@ -91,6 +97,7 @@ class PromptedDrift {
  private:
   Drift drift_;
   bool conditional_;
+  int64_t null_label_;
 };
 
 }  // namespace diffctl::models
