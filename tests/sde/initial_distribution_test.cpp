@@ -30,9 +30,11 @@ void move_to_shifted(sde::LearnedGaussianInitial& initial) {
 }  // namespace
 
 TEST_CASE("the initial distribution starts at the schedule's prior", "[sde][initial]") {
-  const sde::VpLinear schedule;
+  // A VE schedule's prior is far from N(0, I), so a draw that ignored the std shows.
+  const sde::Ve schedule;
   auto initial = sde::LearnedGaussianInitial::prior_of(schedule, {3});
   const double prior_std = schedule.sigma(schedule.horizon());
+  REQUIRE(prior_std > 10.0);
   CHECK(initial.log_std().item<double>() == Approx(std::log(prior_std)).margin(1e-7));
   auto generator = make_generator(11);
   const torch::Tensor x = initial.draw(20000, generator).to(torch::kDouble);
