@@ -50,10 +50,11 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
-#include <optional>
-#include <tuple>
+#include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
 #include "diffctl/algorithms/policy_gradient.hpp"
@@ -62,6 +63,7 @@
 #include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
 #include "diffctl/metrics/conditional_quality.hpp"
+#include "diffctl/metrics/tilted_optimum.hpp"
 #include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/io/png.hpp"
 #include "diffctl/models/epsilon_score.hpp"
@@ -93,6 +95,8 @@ struct DemoSettings {
   double label_wait = -1.0;  // seconds to wait for outside labels; < 0: as long as it takes
   double pg_lr = 1e-4;       // DDPO's and DPOK's Adam learning rate on the UNet
   double optimal_cfg = 0.0;  // --optimal-from's classifier-free guidance scale
+  int64_t tilt_samples = 0;  // pretrained samples for the tilted optima (0: none)
+  std::vector<double> tilt_alphas{1.0, 0.5, 0.25, 0.1};
 };
 
 // The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
@@ -234,6 +238,71 @@ void add_round(io::MetricsLog& log, const algorithms::SeikoRound& round, const m
 // The final evaluation's outputs: samples.npy (uint8 [N, H, W] or [N, H, W, C]),
 // prompts.npy (int64 [N]) and metrics.json (the figures overall and per prompt,
 // and the run's settings); then the rounds' table on the terminal.
+// Where the objective E[r] - alpha KL would take the pretrained sampler, for the
+// final reward model and for the oracle itself: the tilts of `samples` pretrained
+// samples (an unconditional model: every sample serves every prompt) by
+// exp(r(x, z) / alpha), judged by the oracle (metrics/tilted_optimum.hpp). Per
+// reward model and alpha, the class average of the oracle's accuracy and p(z | x)
+// under the tilt, its KL to the pretrained model and its effective samples.
+template <class Schedule, class Drift, class Reward>
+nlohmann::json tilted_optima(const DemoSettings& s, const Schedule& schedule, const Drift& pretrained,
+                             const sde::TimeGrid& grid, std::vector<int64_t> shape, Reward& reward,
+                             models::ResNet18 strong, int64_t classes, at::Generator& generator,
+                             const torch::Device& device) {
+  require(!pretrained.conditional(), "--tilt-samples needs a pretrained model that ignores the prompts ",
+          "(pretrain_diffusion --unconditional, or --null-prompt)");
+  torch::NoGradGuard no_grad;
+  constexpr int64_t kChunk = 128;
+  std::vector<torch::Tensor> log_p_chunks, rhat_chunks;
+  shape.insert(shape.begin(), 0);
+  for (int64_t begin = 0; begin < s.tilt_samples; begin += kChunk) {
+    shape[0] = std::min(kChunk, s.tilt_samples - begin);
+    sde::IntegrateOptions options;
+    options.record_x0 = false;
+    options.generator = generator;
+    const torch::Tensor x =
+        sde::integrate(
+            schedule, pretrained, kSolver, grid,
+            sde::sample_prior(schedule, shape, generator, torch::TensorOptions(torch::kFloat).device(device)),
+            torch::zeros({shape[0]}, torch::TensorOptions(torch::kLong).device(device)), options)
+            .final_state;
+    log_p_chunks.push_back(torch::log_softmax(strong->forward(x), 1).cpu().to(torch::kDouble));
+    std::vector<torch::Tensor> per_class;
+    for (int64_t c = 0; c < classes; ++c)
+      per_class.push_back(
+          reward.mean(x, torch::full({shape[0]}, c, torch::TensorOptions(torch::kLong).device(device))));
+    rhat_chunks.push_back(torch::stack(per_class, 1).cpu().to(torch::kDouble));
+  }
+  const torch::Tensor log_p = torch::cat(log_p_chunks), rhat = torch::cat(rhat_chunks);  // [N, K]
+  const torch::Tensor oracle_r = s.reward == "probability" ? log_p.exp() : log_p;
+  const torch::Tensor predicted = log_p.argmax(1);
+  nlohmann::json rows = nlohmann::json::array();
+  std::cout << "seiko_demo: tilted optima of " << s.tilt_samples << " pretrained samples (class averages)\n"
+            << "  reward model    alpha  accuracy  p(z|x)  KL (nats)  effective samples\n";
+  for (const auto& [name, r] : {std::pair{"ensemble", rhat}, std::pair{"oracle", oracle_r}})
+    for (const double alpha : s.tilt_alphas) {
+      double accuracy = 0.0, probability = 0.0, kl = 0.0, effective = 0.0;
+      for (int64_t c = 0; c < classes; ++c) {
+        const metrics::TiltedOptimum tilt = metrics::tilted_optimum(r.select(1, c), alpha);
+        accuracy += (tilt.weights * predicted.eq(c).to(torch::kDouble)).sum().item<double>() / double(classes);
+        probability += (tilt.weights * log_p.select(1, c).exp()).sum().item<double>() / double(classes);
+        kl += tilt.kl / double(classes);
+        effective += tilt.effective_samples / double(classes);
+      }
+      rows.push_back({{"reward_model", name},
+                      {"alpha", alpha},
+                      {"oracle_accuracy", accuracy},
+                      {"oracle_probability", probability},
+                      {"kl_to_pretrained", kl},
+                      {"effective_samples", effective}});
+      std::cout << "  " << std::left << std::setw(14) << name << std::right << std::setw(7) << alpha << std::fixed
+                << std::setprecision(3) << std::setw(10) << accuracy << std::setw(8) << probability
+                << std::setprecision(2) << std::setw(11) << kl << std::setprecision(0) << std::setw(19) << effective
+                << std::defaultfloat << std::setprecision(6) << "\n";
+    }
+  return rows;
+}
+
 void write_final_evaluation(const std::filesystem::path& out, const std::vector<std::string>& rows,
                             const std::vector<std::string>& class_names, const torch::Tensor& x, const torch::Tensor& z,
                             const algorithms::SeikoRound& figures, const metrics::ConditionalQuality& q,
@@ -280,6 +349,13 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   const data::ImageDataset test = examples::load_dataset(flags, data::Split::test);
   const QualityMeter quality(strong, test, device);
   models::ResNet18 weak = examples::load_classifier(s.weak_dir, image_size, device);
+  // A weak classifier trained noise-aware (train_classifier --noise-schedule) makes
+  // the ensemble a reward model of the noisy state, read at x_t itself.
+  const std::string weak_noise =
+      examples::read_json(std::filesystem::path(s.weak_dir) / "config.json").value("noise_schedule", "none");
+  require(weak_noise == "none" || weak_noise == Schedule::name, s.weak_dir,
+          ": the weak classifier was trained on forward draws of ", weak_noise, ", the diffusion model uses ",
+          Schedule::name);
 
   using Members = reward::SharedBackboneHeads<models::ResNet18>;
   using Ensemble = reward::BootstrapEnsemble<Members, Optimism>;
@@ -290,7 +366,10 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                              .batch = 1 << 20,
                              .learning_rate = s.ensemble_lr,
                              .l2 = s.ensemble_l2,
-                             .anchored = s.anchored},
+                             .anchored = s.anchored,
+                             // A noise-aware ensemble learns E[r | x_s] from draws of each label's x.
+                             .input_noise = weak_noise == "none" ? decltype(reward::MemberFitOptions::input_noise){}
+                                                                 : sde::forward_noise(schedule)},
                      .seed = flags.seed,
                      .group = group},  // the members fitted spread over the processes
                     std::move(optimism));
@@ -314,10 +393,12 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                                    .classes = classes,
                                    // The guidance's prior: the images' variance per pixel.
                                    .guidance_prior_variance = data::normalize_images(test.images).var().item<double>(),
+                                   .reward_of_noisy_state = weak_noise != "none",
                                    .eval_samples = s.eval_samples,
                                    .chunk = 128,
                                    .seed = flags.seed};
   const auto grid = sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps));
+  const Drift reference = pretrained;  // for the tilted optima: the pretrained sampler
   algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, Ensemble> seiko(
       schedule, grid, {channels, image_size, image_size}, std::move(pretrained), std::move(control),
       std::move(ensemble), options, mss, kSolver, objective::PathKl{s.alpha, s.beta}, device, group);
@@ -387,6 +468,10 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
       const auto& samples = seiko.last_evaluation();
       if (!main) return;
       const metrics::ConditionalQuality q = quality.measure(samples.x, samples.z);
+      const nlohmann::json tilts = s.tilt_samples == 0
+                                       ? nlohmann::json::array()
+                                       : tilted_optima(s, schedule, reference, grid, {channels, image_size, image_size},
+                                                       seiko.reward(), strong, classes, generator, device);
       write_final_evaluation(out, rounds->rows(), class_names, samples.x, samples.z, final_round, q,
                              {{"variant", s.variant},
                               {"rounds", seiko.rounds()},
@@ -401,6 +486,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                               {"optimal_cfg", s.optimal_cfg},
                               {"alpha", s.alpha},
                               {"beta", s.beta},
+                              {"tilted_optima", tilts},
                               {"seed", flags.seed}});
     }
   };
@@ -617,6 +703,11 @@ int main(int argc, char** argv) {
                  "eps(x, z) - w eps(x, null) (0: the optimal control of --alpha 1; > 0: a sharper reference at more "
                  "KL; needs a model trained with --label-dropout)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--tilt-samples", s.tilt_samples,
+                 "after the run, tilt this many pretrained samples by exp(r / alpha) for the final reward model and "
+                 "for the oracle: where the objective would take the sampler (metrics.json: tilted_optima)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--tilt-alpha", s.tilt_alphas, "the alphas of --tilt-samples")->check(CLI::PositiveNumber);
   app.add_flag("--null-prompt", s.null_prompt,
                "run a --diffusion model trained with --label-dropout under its null label, as the unconditional "
                "model it learned beside the conditional one");

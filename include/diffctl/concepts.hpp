@@ -168,6 +168,18 @@ concept UncertainReward = requires(R& reward, const reward::FeedbackDataset& dat
   reward.add_to(checkpoint);
 };
 
+// A reward model of the noisy state that is told the time: mean(t, x_t, z) and
+// uncertainty(t, x_t, z) estimate E[r(x_T, z) | x_t] at generation time t and its
+// spread. ContinuousSeiko (SeikoOptions::reward_of_noisy_state) calls them where the
+// reward model has them, and mean(x_t, z) otherwise (a noise-aware image classifier
+// reads the noise level from x_t itself).
+template <class R>
+concept TimeAwareReward = UncertainReward<R> &&
+    requires(R& reward, double t, const torch::Tensor& x, const torch::Tensor& z) {
+  { reward.mean(t, x, z) } -> std::same_as<torch::Tensor>;
+  { reward.uncertainty(t, x, z) } -> std::same_as<torch::Tensor>;
+};
+
 // Where a round's labels come from. record(data, x, z, round) asks about the B
 // samples x [B, ...] under prompts z and stores them in the feedback dataset (with
 // their labels, or as pending rows for a labeller outside the process); wait(data,

@@ -243,6 +243,36 @@ TEST_CASE("classifier training separates a learnable problem", "[algorithms][cla
   CHECK(report.confusion.sum().item<int64_t>() == 400);
 }
 
+TEST_CASE("a noise-aware classifier trains on forward draws of its schedule", "[algorithms][classifier]") {
+  // sde::forward_noise(schedule) is the schedule's forward draw, and the trainer feeds
+  // every augmented batch through forward_noise before the network sees it.
+  const sde::VpCosine schedule;
+  const torch::Tensor x = torch::randn({8, 1, 6, 6}, make_generator(3));
+  const auto noise = sde::forward_noise(schedule);
+  CHECK(torch::equal(noise(x, make_generator(9)), sde::forward_draw(schedule, x, make_generator(9)).x));
+
+  auto generator = make_generator(2);
+  const auto data = squares(64, generator);
+  const torch::Tensor images = data.first, labels = data.second;
+  SmallCnn model(4);
+  int64_t calls = 0;
+  algorithms::ClassifierTrainer<SmallCnn> trainer(
+      model, {.steps = 3,
+              .warmup_steps = 1,
+              .flip = false,
+              .crop_padding = 0,
+              .forward_noise = [&](const torch::Tensor& batch, const c10::optional<at::Generator>&) {
+                ++calls;
+                CHECK(torch::equal(batch, images));
+                return torch::zeros_like(batch);  // nothing to learn from: chance on the batch
+              }});
+  for (int step = 0; step < 3; ++step) {
+    const auto stats = trainer.step(images, labels, generator);
+    CHECK(stats.loss.item<double>() == Approx(std::log(4.0)).margin(0.3));
+  }
+  CHECK(calls == 3);
+}
+
 TEST_CASE("the classification report counts exactly", "[metrics][classifier]") {
   const torch::Tensor probabilities =
       torch::tensor({{0.9, 0.1, 0.0}, {0.2, 0.7, 0.1}, {0.6, 0.3, 0.1}, {0.1, 0.1, 0.8}, {0.1, 0.8, 0.1}});

@@ -4,8 +4,11 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "diffctl/metrics/conditional_quality.hpp"
+#include "diffctl/metrics/tilted_optimum.hpp"
 #include "diffctl/runtime.hpp"
 
 using namespace diffctl;
@@ -64,4 +67,31 @@ TEST_CASE("conditional quality tells a faithful prompt from a collapsed one", "[
   CHECK(quality.diversity == Approx(0.5));
   CHECK_THROWS_WITH(metrics::conditional_quality(logits, features, torch::full({70}, 2, torch::kLong), real, labels),
                     Catch::Contains("prompts must lie in [0, 2)"));
+}
+
+TEST_CASE("the tilted optimum of a linear reward on a Gaussian is the shifted Gaussian", "[metrics][tilt]") {
+  // p_pre = N(0, 1), r(x) = mu x, alpha: p* = N(mu / alpha, 1), KL (mu / alpha)^2 / 2,
+  // and the importance weights' effective share exp(-(mu / alpha)^2) of the samples.
+  const int64_t n = 400000;
+  const torch::Tensor x = torch::randn({n}, make_generator(8), torch::kDouble);
+  for (const auto& [mu, alpha] : std::vector<std::pair<double, double>>{{0.5, 1.0}, {0.5, 0.5}}) {
+    const double shift = mu / alpha;
+    const metrics::TiltedOptimum tilt = metrics::tilted_optimum(mu * x, alpha);
+    INFO("mu " << mu << ", alpha " << alpha << ": KL " << tilt.kl << ", effective samples " << tilt.effective_samples);
+    CHECK((tilt.weights * x).sum().item<double>() == Approx(shift).margin(0.01));
+    CHECK(tilt.kl == Approx(shift * shift / 2).margin(0.01));
+    CHECK(tilt.effective_samples / double(n) == Approx(std::exp(-shift * shift)).epsilon(0.02));
+  }
+  // A constant reward leaves p_pre as it is; one sample far ahead takes all weight,
+  // at the bound log N.
+  const metrics::TiltedOptimum flat = metrics::tilted_optimum(torch::full({10}, 3.0), 0.1);
+  CHECK(flat.kl == Approx(0.0).margin(1e-12));
+  CHECK(flat.effective_samples == Approx(10.0));
+  const metrics::TiltedOptimum sharp = metrics::tilted_optimum(torch::tensor({0.0, 0.0, 0.0, 10.0}), 0.01);
+  CHECK(sharp.kl == Approx(std::log(4.0)));
+  CHECK(sharp.effective_samples == Approx(1.0));
+  CHECK_THROWS_WITH(metrics::tilted_optimum(torch::ones({3}), 0.0), Catch::Contains("alpha must be finite and > 0"));
+  CHECK_THROWS_WITH(metrics::tilted_optimum(torch::tensor({1.0, std::nan("")}), 1.0),
+                    Catch::Contains("must be finite"));
+  CHECK_THROWS_WITH(metrics::tilted_optimum(torch::ones({2, 2}), 1.0), Catch::Contains("expected rewards [N]"));
 }

@@ -145,6 +145,49 @@ TEST_CASE("anchored members shrink toward their initial parameters, unanchored o
   CHECK(moved_free > 5.0 * moved_anchored);
 }
 
+TEST_CASE("members fitted on forward draws estimate the reward given the noisy state", "[reward]") {
+  // x ~ N(0, 1), r(x) = x, and the draws x_s = a x + b eps with a = 0.6, b = 0.8:
+  // E[r | x_s] = a x_s / (a^2 + b^2) = 0.6 x_s, where the clean fit is r_hat(x) = x.
+  auto generator = make_generator(11);
+  const int64_t n = 2000;
+  const torch::Tensor x = torch::randn({n, 1}, generator, torch::kFloat);
+  reward::FeedbackDataset data;
+  data.append(x, {}, x.squeeze(1).to(torch::kDouble), 0);
+  const torch::Tensor weights = torch::ones({2, n});
+  int64_t draws = 0;
+  const auto noise = [&](const torch::Tensor& x0, const c10::optional<at::Generator>& g) {
+    ++draws;
+    return 0.6 * x0 + 0.8 * torch::randn(x0.sizes(), g, x0.options());
+  };
+  const auto slope_of = [](const torch::Tensor& predict) {  // r_hat(1) - r_hat(0) of member 0
+    return (predict[0][1] - predict[0][0]).item<double>();
+  };
+  const torch::Tensor probe = torch::tensor({0.0f, 1.0f}).view({2, 1});
+  const PolynomialFeatures backbone(1);
+  for (const bool noisy : {false, true}) {
+    LinearHeads heads(backbone, torch::zeros({2, 1, 2}), torch::zeros({2, 1}));
+    reward::MemberFitOptions options{.steps = 800, .batch = 1 << 20, .learning_rate = 0.05, .l2 = 0.0};
+    if (noisy) options.input_noise = noise, options.noisy_copies = 16;
+    draws = 0;
+    heads.fit(data, weights, options, generator);
+    const double slope = slope_of(heads.predict(probe, {}));
+    INFO((noisy ? "noisy" : "clean") << " heads: slope " << slope);
+    CHECK(slope == Approx(noisy ? 0.6 : 1.0).margin(0.04));
+    CHECK(draws == (noisy ? 16 * ((n + 255) / 256) : 0));  // features of 16 draws, computed once
+  }
+  // Whole networks: a fresh draw of the batch at every step.
+  std::vector<torch::nn::Sequential> networks;
+  for (int m = 0; m < 2; ++m) networks.emplace_back(torch::nn::Linear(1, 1));
+  MlpMembers members(networks);
+  draws = 0;
+  members.fit(data, weights, {.steps = 400, .batch = 1 << 20, .learning_rate = 0.05, .l2 = 0.0, .input_noise = noise},
+              generator);
+  const double slope = slope_of(members.predict(probe, {}));
+  INFO("noisy networks: slope " << slope);
+  CHECK(slope == Approx(0.6).margin(0.04));
+  CHECK(draws == 2 * 400);
+}
+
 TEST_CASE("a neural ensemble is confident near its data and uncertain away from it", "[reward]") {
   torch::manual_seed(7);  // the members' initial weights differ by the global generator
   auto generator = make_generator(7);

@@ -94,3 +94,27 @@ TEST_CASE("the prior has the schedule's terminal spread", "[schedules]") {
   const torch::Tensor x = sample_prior(schedule, {50000, 2}, make_generator(1), torch::kDouble);
   CHECK(x.std().item<double>() == Approx(50.0).epsilon(4 * std::sqrt(0.5 / 1e5)));
 }
+
+TEST_CASE("a forward draw is alpha(s) x0 + sigma(s) eps at a uniform time", "[schedules]") {
+  const VpCosine schedule;
+  const int64_t n = 20000;
+  const torch::Tensor x0 = torch::full({n, 3}, 0.7, torch::kDouble);
+  const ForwardDraw draw = forward_draw(schedule, x0, make_generator(4));
+  REQUIRE(draw.s.size() == static_cast<std::size_t>(n));
+  REQUIRE(draw.x.sizes() == x0.sizes());
+  double total = 0.0, worst = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double s = draw.s[static_cast<std::size_t>(i)];
+    REQUIRE(s >= 0.0);
+    REQUIRE(s <= schedule.horizon());
+    total += s;
+    const torch::Tensor rebuilt = schedule.alpha(s) * x0[i] + schedule.sigma(s) * draw.eps[i];
+    worst = std::max(worst, (rebuilt - draw.x[i]).abs().max().item<double>());
+  }
+  CHECK(worst < 1e-12);
+  // s ~ U(0, T): mean T / 2 with a standard error of T / sqrt(12 n).
+  CHECK(total / double(n) == Approx(schedule.horizon() / 2).margin(5 * schedule.horizon() / std::sqrt(12.0 * n)));
+  CHECK(draw.eps.std().item<double>() == Approx(1.0).margin(5 * std::sqrt(0.5 / (3.0 * n))));
+  CHECK_THROWS_WITH(forward_draw(schedule, torch::zeros({0, 3}), make_generator(4)),
+                    Catch::Contains("expected a batch"));
+}

@@ -3,7 +3,8 @@
 // entropy, SGD with Nesterov momentum or AdamW, a cosine learning-rate schedule with
 // a short linear warm-up, and flip/crop augmentation. The same routine trains the
 // strong classifier (the oracle) and the deliberately weak one (the initial reward
-// model: few examples, few steps).
+// model: few examples, few steps), on clean images or, noise-aware, on draws of a
+// diffusion model's forward process.
 //
 // Data parallel over a distributed::Group as DenoisingTrainer is (the global batch
 // on every rank, augmented alike, each rank training on its shard). BatchNorm
@@ -13,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <numbers>
 
@@ -37,6 +39,11 @@ struct ClassifierTrainingOptions {
   bool flip = true;
   int64_t crop_padding = 2;
   double background = -1.0;
+  // Noise-aware training, for a classifier of the noisy state x_s (the reward model
+  // that classifier guidance and a noise-aware SEIKO ensemble read): when set, each
+  // augmented batch is replaced by forward_noise(batch, generator), a draw of the
+  // diffusion model's forward process (sde::forward_noise(schedule)).
+  std::function<torch::Tensor(const torch::Tensor&, const c10::optional<at::Generator>&)> forward_noise{};
 };
 
 // Random flips and translations, per sample, drawn from `generator`.
@@ -112,8 +119,8 @@ class ClassifierTrainer {
     const double rate = learning_rate(steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(rate);
     model_->train();
-    const torch::Tensor x =
-        augment_images(images, options_.flip, options_.crop_padding, options_.background, generator);
+    torch::Tensor x = augment_images(images, options_.flip, options_.crop_padding, options_.background, generator);
+    if (options_.forward_noise) x = options_.forward_noise(x, generator);
     const torch::Tensor shard_labels = group_.local_rows(labels);
     const torch::Tensor logits = model_->forward(group_.local_rows(x));
     // Sums over the shard divided by the global batch: summed over ranks, the mean.

@@ -6,7 +6,8 @@
 //   1. prompts z, x(0) ~ d^(i-1) = N(m, e^{2l} I);
 //   2. hallucinate: run the sampler of round i-1 without control, recording x_t and
 //      the Tweedie estimate x0_hat(x_t) on the measurement grid, and evaluate the
-//      ensemble's uncertainty g_hat(x0_hat(x_t), z) there;
+//      ensemble's uncertainty g_hat(x0_hat(x_t), z) there (or g_hat(x_t, z), for a
+//      reward model of the noisy state);
 //   3. the measurement selection strategy (Mss) picks the control times t_k;
 //   4. run the controlled sampler: impulses u_k = nu(t_k, x(t_k), z) at those times,
 //      or (HeldControl) the drift u_k / D_k until the next measured time; a
@@ -98,6 +99,12 @@ struct SeikoOptions {
   // c^2 of the Gaussian prior behind a GuidedControl's guidance (see guidance()):
   // the data's variance per coordinate, about 1 for data scaled to unit variance.
   double guidance_prior_variance = 1.0;
+  // The reward model reads the noisy state x_t itself (its members trained on draws
+  // of the forward process: r_hat(x_t, z) estimates E[r(x_T, z) | x_t]) instead of
+  // the Tweedie estimate x0_hat(x_t): the Mss's uncertainty is read at x_t, and the
+  // guidance is r_hat's own gradient there, with no Jacobian of x0_hat to
+  // approximate (classifier guidance with a noise-aware classifier).
+  bool reward_of_noisy_state = false;
   int64_t eval_samples = 256;  // samples measured at the end of each round
   int64_t chunk = 256;         // samples per sampling call / oracle query
   std::uint64_t seed = 0;
@@ -457,13 +464,17 @@ class ContinuousSeiko {
   torch::Tensor select_controls(const torch::Tensor& x_init, const torch::Tensor& z, int64_t batch) {
     sde::IntegrateOptions options = noise_of_rows(batch);
     options.record_times = measure_times_;
+    options.record_x0 = !options_.reward_of_noisy_state;
     // A step without noise has no density, so a control before it would cost no KL:
     // such times never get one.
     std::vector<bool> noiseless(grid_.size(), false);
     options.on_step = [&](const sde::StepRecord& r) { noiseless[r.k] = r.step.noise_std <= 0.0; };
     const sde::Trajectory hallucination = sde::integrate(schedule_, tuned_, solver_, grid_, x_init, z, options);
     std::vector<torch::Tensor> uncertainty;
-    for (const torch::Tensor& x0 : hallucination.x0_estimates) uncertainty.push_back(reward_.uncertainty(x0, z));
+    for (std::size_t r = 0; r < measure_times_.size(); ++r)
+      uncertainty.push_back(options_.reward_of_noisy_state
+                                ? noisy_state_uncertainty(measure_times_[r], hallucination.states[r], z)
+                                : reward_.uncertainty(hallucination.x0_estimates[r], z));
     torch::Tensor mask = mss_.select(measure_times_, torch::stack(uncertainty));
     require(mask.scalar_type() == torch::kBool &&
                 mask.sizes() == torch::IntArrayRef({int64_t(measure_times_.size()), x_init.size(0)}),
@@ -584,6 +595,8 @@ class ContinuousSeiko {
   // 1 / alpha at low noise, vanishing as the noise takes over. G is an input of the
   // policy, not differentiated by fine-tuning; the previous round's policy gets the
   // same G.
+  // A reward model of the noisy state (SeikoOptions::reward_of_noisy_state) is
+  // differentiated at x_t itself: G = D g(s)^2 grad_x r_hat(x_t, z).
   torch::Tensor guidance(double t, double span, const torch::Tensor& x, const torch::Tensor& z,
                          const torch::Tensor& rows) {
     torch::Tensor g = torch::zeros_like(x, x.options().requires_grad(false));
@@ -592,16 +605,30 @@ class ContinuousSeiko {
     const torch::Tensor zs = z.defined() ? z.index_select(0, rows) : z;
     const double s = sde::forward_time(schedule_, t), diffusion = schedule_.diffusion(s);
     const double alpha = schedule_.alpha(s), sigma = schedule_.sigma(s), c2 = options_.guidance_prior_variance;
-    const double jacobian = alpha * c2 / (alpha * alpha * c2 + sigma * sigma);
-    torch::Tensor x0;
-    {
+    const double jacobian = options_.reward_of_noisy_state ? 1.0 : alpha * c2 / (alpha * alpha * c2 + sigma * sigma);
+    torch::Tensor read;
+    if (options_.reward_of_noisy_state) {
+      read = at.clone();
+    } else {
       torch::NoGradGuard no_grad;
-      x0 = sde::x0_from_score(schedule_, s, at, tuned_.score(t, at, zs));
+      read = sde::x0_from_score(schedule_, s, at, tuned_.score(t, at, zs));
     }
     const torch::AutoGradMode enable(true);
-    x0.requires_grad_(true);
-    const torch::Tensor gradient = torch::autograd::grad({reward_.mean(x0, zs).sum()}, {x0})[0];
+    read.requires_grad_(true);
+    const torch::Tensor mean = options_.reward_of_noisy_state ? noisy_state_mean(t, read, zs) : reward_.mean(read, zs);
+    const torch::Tensor gradient = torch::autograd::grad({mean.sum()}, {read})[0];
     return g.index_copy(0, rows, (span * diffusion * diffusion * jacobian) * gradient.detach());
+  }
+
+  // The reward model of the noisy state at generation time t: told the time where
+  // it takes it (TimeAwareReward), else reading x_t alone.
+  torch::Tensor noisy_state_mean(double t, const torch::Tensor& x, const torch::Tensor& z) {
+    if constexpr (TimeAwareReward<Reward>) return reward_.mean(t, x, z);
+    else return reward_.mean(x, z);
+  }
+  torch::Tensor noisy_state_uncertainty(double t, const torch::Tensor& x, const torch::Tensor& z) {
+    if constexpr (TimeAwareReward<Reward>) return reward_.uncertainty(t, x, z);
+    else return reward_.uncertainty(x, z);
   }
 
   // Integration options whose noise comes from the run's generator, drawn for the

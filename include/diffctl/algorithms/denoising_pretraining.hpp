@@ -95,25 +95,10 @@ class DenoisingTrainer {
     model_->train();
     const int64_t batch = x0.size(0);
     const auto options = x0.options();
-    // s ~ U(0, T) per sample; alpha and sigma are scalar functions, so evaluate them
-    // on the CPU for the batch's times and move the [B] vectors over.
-    const torch::Tensor u = torch::rand({batch}, generator, torch::kDouble);
-    std::vector<double> alphas(batch), sigmas(batch), times(batch);
-    const auto* uu = u.data_ptr<double>();
-    for (int64_t i = 0; i < batch; ++i) {
-      const double s = uu[i] * schedule_.horizon();
-      alphas[i] = schedule_.alpha(s);
-      sigmas[i] = schedule_.sigma(s);
-      times[i] = options_.time_scale * s;
-    }
-    std::vector<int64_t> view(static_cast<std::size_t>(x0.dim()), 1);
-    view[0] = batch;
-    const auto column = [&](const std::vector<double>& values) {
-      return torch::tensor(values, torch::kDouble).to(options).view(view);
-    };
-    const torch::Tensor eps = standard_normal(x0.sizes(), generator, options);
-    const torch::Tensor x = column(alphas) * x0 + column(sigmas) * eps;
-    const torch::Tensor time = torch::tensor(times, torch::kDouble).to(options);
+    const sde::ForwardDraw draw = sde::forward_draw(schedule_, x0, generator);
+    const torch::Tensor& x = draw.x;
+    const torch::Tensor& eps = draw.eps;
+    const torch::Tensor time = torch::tensor(draw.s, torch::kDouble).mul(options_.time_scale).to(options);
 
     torch::Tensor y = labels;
     if (labels.defined() && options_.label_dropout > 0.0) {

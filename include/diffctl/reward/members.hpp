@@ -26,9 +26,10 @@
 // small and not i.i.d. images of the data).
 
 #include <cmath>
-#include <numbers>
 #include <concepts>
 #include <cstdint>
+#include <functional>
+#include <numbers>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,6 +69,13 @@ struct MemberFitOptions {
   double learning_rate = 1e-3;  // at the first step, decayed to 0 by a cosine
   double l2 = 1e-4;             // lambda of lambda * ||theta - anchor||^2
   bool anchored = false;        // anchor: the member's initial parameters (false: 0)
+  // A reward model of the noisy state: when set, members are fitted on forward
+  // draws x_s of each labelled x (sde::forward_noise(schedule)) with the label
+  // of x, so that a member's r_hat(x_s) estimates E[r(x, z) | x_s]. Heads on a
+  // shared backbone see noisy_copies draws of every sample (features computed once);
+  // whole networks a fresh draw of each minibatch at every step.
+  std::function<torch::Tensor(const torch::Tensor&, const c10::optional<at::Generator>&)> input_noise{};
+  int64_t noisy_copies = 8;
 };
 
 namespace detail {
@@ -77,8 +85,10 @@ inline void check_fit_inputs(const FeedbackDataset& data, const torch::Tensor& w
   require(!data.empty(), "reward ensemble: cannot fit on an empty feedback dataset");
   require(weights.dim() == 2 && weights.size(0) == members && weights.size(1) == data.size(),
           "reward ensemble: expected member weights [", members, ", ", data.size(), "], found ", weights.sizes());
-  require(options.steps >= 0 && options.batch >= 1 && options.learning_rate > 0.0 && options.l2 >= 0.0,
-          "reward ensemble: fit options need steps >= 0, batch >= 1, learning_rate > 0 and l2 >= 0");
+  require(options.steps >= 0 && options.batch >= 1 && options.learning_rate > 0.0 && options.l2 >= 0.0 &&
+              options.noisy_copies >= 1,
+          "reward ensemble: fit options need steps >= 0, batch >= 1, noisy_copies >= 1, learning_rate > 0 and "
+          "l2 >= 0");
 }
 
 // Minibatch indices [M, batch] drawn with probability proportional to each
@@ -212,7 +222,8 @@ class ModuleMembers {
       for (int64_t step = 0; step < options.steps; ++step) {
         detail::set_cosine_rate(optimizer, options.learning_rate, step, options.steps);
         const torch::Tensor rows = index[m].narrow(0, step * batch, batch);
-        const torch::Tensor x = data.x().index_select(0, rows).to(device);
+        torch::Tensor x = data.x().index_select(0, rows).to(device);
+        if (options.input_noise) x = options.input_noise(x, generator);
         const torch::Tensor z = data.z().defined() ? data.z().index_select(0, rows).to(device) : torch::Tensor{};
         const torch::Tensor y = data.y().index_select(0, rows).to(device, torch::kFloat);
         const torch::Tensor w = loss_weight[m].narrow(0, step * batch, batch).to(device);
@@ -334,13 +345,28 @@ class SharedBackboneHeads {
     if (options.steps == 0 || !active.any().template item<bool>())
       return torch::full({size()}, std::nan(""), torch::kDouble);
     const auto device = weight_.device();
-    const torch::Tensor phi = dataset_features(data, device);  // [N, F], computed once
-    const torch::Tensor y = data.y().to(device, torch::kFloat);
-    const torch::Tensor z = data.z().defined() ? data.z().to(device) : torch::Tensor{};
+    // Noisy: copy c of sample i is row c N + i of phi, y and z; a minibatch row i
+    // stands for all its copies (the loss is their mean).
+    const int64_t n = data.size(), copies = options.input_noise ? options.noisy_copies : 1;
+    const torch::Tensor phi = dataset_features(data, device, options, generator);  // [copies N, F], computed once
+    const torch::Tensor y = data.y().to(device, torch::kFloat).repeat({copies});
+    const torch::Tensor z = data.z().defined() ? data.z().to(device).repeat({copies}) : torch::Tensor{};
     const torch::Tensor mask = active.to(device, torch::kFloat);
-    const int64_t batch = std::min(options.batch, data.size());
     const auto [cpu_index, cpu_weight] = detail::minibatches(weights, active, options.batch, options.steps, generator);
-    const torch::Tensor index = cpu_index.to(device), loss_weight = cpu_weight.to(device);
+    const torch::Tensor offsets = torch::arange(copies, torch::kLong).mul(n).view({1, copies, 1});
+    const auto with_copies = [&](const torch::Tensor& t, bool shift) {  // [M, S] -> [M, copies S]
+      const torch::Tensor rows = t.unsqueeze(1).expand({t.size(0), copies, t.size(1)});
+      return (shift ? rows + offsets : rows).reshape({t.size(0), -1});
+    };
+    const int64_t batch = std::min(options.batch, n) * copies;
+    const int64_t steps_batch = std::min(options.batch, n);
+    std::vector<torch::Tensor> index_steps, weight_steps;
+    for (int64_t step = 0; step < options.steps; ++step) {
+      index_steps.push_back(with_copies(cpu_index.narrow(1, step * steps_batch, steps_batch), true));
+      weight_steps.push_back(with_copies(cpu_weight.narrow(1, step * steps_batch, steps_batch), false));
+    }
+    const torch::Tensor index = torch::cat(index_steps, 1).to(device),
+                        loss_weight = torch::cat(weight_steps, 1).to(device);
 
     torch::Tensor weight = weight_.clone().requires_grad_(true), bias = bias_.clone().requires_grad_(true);
     torch::optim::Adam optimizer({weight, bias}, torch::optim::AdamOptions(options.learning_rate));
@@ -393,12 +419,20 @@ class SharedBackboneHeads {
     return torch::baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2));
   }
 
-  torch::Tensor dataset_features(const FeedbackDataset& data, torch::Device device) const {
+  // Features of D's samples [N, F], or (input_noise) of noisy_copies forward draws
+  // of them, copy after copy [copies N, F].
+  torch::Tensor dataset_features(const FeedbackDataset& data, torch::Device device, const MemberFitOptions& options,
+                                 at::Generator& generator) const {
     torch::NoGradGuard no_grad;
     constexpr int64_t kChunk = 256;
     std::vector<torch::Tensor> chunks;
-    for (int64_t start = 0; start < data.size(); start += kChunk)
-      chunks.push_back(features(data.x().narrow(0, start, std::min(kChunk, data.size() - start)).to(device)));
+    const int64_t copies = options.input_noise ? options.noisy_copies : 1;
+    for (int64_t c = 0; c < copies; ++c)
+      for (int64_t start = 0; start < data.size(); start += kChunk) {
+        torch::Tensor x = data.x().narrow(0, start, std::min(kChunk, data.size() - start)).to(device);
+        if (options.input_noise) x = options.input_noise(x, generator);
+        chunks.push_back(features(x));
+      }
     return torch::cat(chunks);
   }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numbers>
 #include <string_view>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -219,6 +220,51 @@ template <NoiseSchedule Schedule>
 torch::Tensor score_from_x0(const Schedule& schedule, double s, const torch::Tensor& x, const torch::Tensor& x0) {
   const double sigma = schedule.sigma(s);
   return (x - schedule.alpha(s) * x0) * (-1.0 / (sigma * sigma));
+}
+
+// A draw of the forward process at a uniform time per sample: s ~ U(0, T),
+// x_s = alpha(s) x0 + sigma(s) eps, for data x0 [B, ...]. What denoising score
+// matching trains on, and what a noise-aware classifier (a reward model of the
+// noisy state) learns p_s(z | x_s) from. s is kept on the host (the schedule's
+// functions are scalar); the times are drawn before the noise.
+struct ForwardDraw {
+  torch::Tensor x, eps;   // like x0
+  std::vector<double> s;  // [B] forward times
+};
+
+template <NoiseSchedule Schedule>
+ForwardDraw forward_draw(const Schedule& schedule, const torch::Tensor& x0,
+                         const c10::optional<at::Generator>& generator = c10::nullopt) {
+  require(x0.dim() >= 1 && x0.size(0) > 0, "forward draw: expected a batch [B, ...], found ", x0.sizes());
+  const int64_t batch = x0.size(0);
+  const torch::Tensor u = torch::rand({batch}, generator, torch::kDouble);
+  ForwardDraw draw;
+  draw.s.resize(static_cast<std::size_t>(batch));
+  std::vector<double> alphas(draw.s.size()), sigmas(draw.s.size());
+  const auto* uu = u.data_ptr<double>();
+  for (std::size_t i = 0; i < draw.s.size(); ++i) {
+    draw.s[i] = uu[i] * schedule.horizon();
+    alphas[i] = schedule.alpha(draw.s[i]);
+    sigmas[i] = schedule.sigma(draw.s[i]);
+  }
+  std::vector<int64_t> view(static_cast<std::size_t>(x0.dim()), 1);
+  view[0] = batch;
+  const auto column = [&](const std::vector<double>& values) {
+    return torch::tensor(values, torch::kDouble).to(x0.options()).view(view);
+  };
+  draw.eps = standard_normal(x0.sizes(), generator, x0.options());
+  draw.x = column(alphas) * x0 + column(sigmas) * draw.eps;
+  return draw;
+}
+
+// forward_draw as a function of a batch alone, x0 -> x_s: what noise-aware
+// training (ClassifierTrainingOptions::forward_noise, MemberFitOptions::input_noise)
+// applies to its inputs.
+template <NoiseSchedule Schedule>
+auto forward_noise(Schedule schedule) {
+  return [schedule](const torch::Tensor& x0, const c10::optional<at::Generator>& generator) {
+    return forward_draw(schedule, x0, generator).x;
+  };
 }
 
 // Draws the reverse process's starting state x(0) ~ N(0, sigma(T)^2 I), the
