@@ -243,17 +243,20 @@ void add_round(io::MetricsLog& log, const algorithms::SeikoRound& round, const m
 // samples (an unconditional model: every sample serves every prompt) by
 // exp(r(x, z) / alpha), judged by the oracle (metrics/tilted_optimum.hpp). Per
 // reward model and alpha, the class average of the oracle's accuracy and p(z | x)
-// under the tilt, its KL to the pretrained model and its effective samples.
+// under the tilt, its KL to the pretrained model and its effective samples; and
+// the diversity and class FD of final_per_prompt draws per prompt from the tilt
+// (with replacement: a tilt of few effective samples repeats them, as a collapsed
+// sampler does).
 template <class Schedule, class Drift, class Reward>
 nlohmann::json tilted_optima(const DemoSettings& s, const Schedule& schedule, const Drift& pretrained,
                              const sde::TimeGrid& grid, std::vector<int64_t> shape, Reward& reward,
-                             models::ResNet18 strong, int64_t classes, at::Generator& generator,
-                             const torch::Device& device) {
+                             models::ResNet18 strong, const QualityMeter& quality, int64_t classes,
+                             at::Generator& generator, const torch::Device& device) {
   require(!pretrained.conditional(), "--tilt-samples needs a pretrained model that ignores the prompts ",
           "(pretrain_diffusion --unconditional, or --null-prompt)");
   torch::NoGradGuard no_grad;
   constexpr int64_t kChunk = 128;
-  std::vector<torch::Tensor> log_p_chunks, rhat_chunks;
+  std::vector<torch::Tensor> x_chunks, log_p_chunks, rhat_chunks;
   shape.insert(shape.begin(), 0);
   for (int64_t begin = 0; begin < s.tilt_samples; begin += kChunk) {
     shape[0] = std::min(kChunk, s.tilt_samples - begin);
@@ -266,6 +269,7 @@ nlohmann::json tilted_optima(const DemoSettings& s, const Schedule& schedule, co
             sde::sample_prior(schedule, shape, generator, torch::TensorOptions(torch::kFloat).device(device)),
             torch::zeros({shape[0]}, torch::TensorOptions(torch::kLong).device(device)), options)
             .final_state;
+    x_chunks.push_back(x.cpu());
     log_p_chunks.push_back(torch::log_softmax(strong->forward(x), 1).cpu().to(torch::kDouble));
     std::vector<torch::Tensor> per_class;
     for (int64_t c = 0; c < classes; ++c)
@@ -273,31 +277,39 @@ nlohmann::json tilted_optima(const DemoSettings& s, const Schedule& schedule, co
           reward.mean(x, torch::full({shape[0]}, c, torch::TensorOptions(torch::kLong).device(device))));
     rhat_chunks.push_back(torch::stack(per_class, 1).cpu().to(torch::kDouble));
   }
-  const torch::Tensor log_p = torch::cat(log_p_chunks), rhat = torch::cat(rhat_chunks);  // [N, K]
+  const torch::Tensor xs = torch::cat(x_chunks), log_p = torch::cat(log_p_chunks), rhat = torch::cat(rhat_chunks);
   const torch::Tensor oracle_r = s.reward == "probability" ? log_p.exp() : log_p;
   const torch::Tensor predicted = log_p.argmax(1);
   nlohmann::json rows = nlohmann::json::array();
   std::cout << "seiko_demo: tilted optima of " << s.tilt_samples << " pretrained samples (class averages)\n"
-            << "  reward model    alpha  accuracy  p(z|x)  KL (nats)  effective samples\n";
+            << "  reward model    alpha  accuracy  p(z|x)  KL (nats)  effective samples  diversity  class FD\n";
   for (const auto& [name, r] : {std::pair{"ensemble", rhat}, std::pair{"oracle", oracle_r}})
     for (const double alpha : s.tilt_alphas) {
       double accuracy = 0.0, probability = 0.0, kl = 0.0, effective = 0.0;
+      std::vector<torch::Tensor> drawn;
       for (int64_t c = 0; c < classes; ++c) {
         const metrics::TiltedOptimum tilt = metrics::tilted_optimum(r.select(1, c), alpha);
+        drawn.push_back(torch::multinomial(tilt.weights, s.final_per_prompt, /*replacement=*/true, generator));
         accuracy += (tilt.weights * predicted.eq(c).to(torch::kDouble)).sum().item<double>() / double(classes);
         probability += (tilt.weights * log_p.select(1, c).exp()).sum().item<double>() / double(classes);
         kl += tilt.kl / double(classes);
         effective += tilt.effective_samples / double(classes);
       }
+      const metrics::ConditionalQuality q =
+          quality.measure(xs.index_select(0, torch::cat(drawn)),
+                          torch::arange(classes, torch::kLong).repeat_interleave(s.final_per_prompt));
       rows.push_back({{"reward_model", name},
                       {"alpha", alpha},
                       {"oracle_accuracy", accuracy},
                       {"oracle_probability", probability},
                       {"kl_to_pretrained", kl},
-                      {"effective_samples", effective}});
+                      {"effective_samples", effective},
+                      {"diversity", q.diversity},
+                      {"class_fd", q.frechet}});
       std::cout << "  " << std::left << std::setw(14) << name << std::right << std::setw(7) << alpha << std::fixed
                 << std::setprecision(3) << std::setw(10) << accuracy << std::setw(8) << probability
                 << std::setprecision(2) << std::setw(11) << kl << std::setprecision(0) << std::setw(19) << effective
+                << std::setprecision(2) << std::setw(11) << q.diversity << std::setw(10) << q.frechet
                 << std::defaultfloat << std::setprecision(6) << "\n";
     }
   return rows;
@@ -471,7 +483,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
       const nlohmann::json tilts = s.tilt_samples == 0
                                        ? nlohmann::json::array()
                                        : tilted_optima(s, schedule, reference, grid, {channels, image_size, image_size},
-                                                       seiko.reward(), strong, classes, generator, device);
+                                                       seiko.reward(), strong, quality, classes, generator, device);
       write_final_evaluation(out, rounds->rows(), class_names, samples.x, samples.z, final_round, q,
                              {{"variant", s.variant},
                               {"rounds", seiko.rounds()},
