@@ -176,6 +176,7 @@ TEST_CASE("members fitted on forward draws estimate the reward given the noisy s
     CHECK(draws == (noisy ? 16 * ((n + 255) / 256) : 0));  // features of 16 draws, computed once
   }
   // Whole networks: a fresh draw of the batch at every step.
+  torch::manual_seed(11);  // the networks' initial weights
   std::vector<torch::nn::Sequential> networks;
   for (int m = 0; m < 2; ++m) networks.emplace_back(torch::nn::Linear(1, 1));
   MlpMembers members(networks);

@@ -353,20 +353,15 @@ class SharedBackboneHeads {
     const torch::Tensor z = data.z().defined() ? data.z().to(device).repeat({copies}) : torch::Tensor{};
     const torch::Tensor mask = active.to(device, torch::kFloat);
     const auto [cpu_index, cpu_weight] = detail::minibatches(weights, active, options.batch, options.steps, generator);
-    const torch::Tensor offsets = torch::arange(copies, torch::kLong).mul(n).view({1, copies, 1});
-    const auto with_copies = [&](const torch::Tensor& t, bool shift) {  // [M, S] -> [M, copies S]
-      const torch::Tensor rows = t.unsqueeze(1).expand({t.size(0), copies, t.size(1)});
-      return (shift ? rows + offsets : rows).reshape({t.size(0), -1});
+    // [M, steps b] -> [M, steps copies b]: each step's b rows, then their copies.
+    const int64_t drawn = std::min(options.batch, n), batch = drawn * copies;
+    const torch::Tensor offsets = torch::arange(copies, torch::kLong).mul(n).view({1, 1, copies, 1});
+    const auto with_copies = [&](const torch::Tensor& t, bool shift) {
+      const torch::Tensor rows = t.reshape({size(), options.steps, 1, drawn}).expand({-1, -1, copies, -1});
+      return (shift ? rows + offsets : rows).reshape({size(), -1});
     };
-    const int64_t batch = std::min(options.batch, n) * copies;
-    const int64_t steps_batch = std::min(options.batch, n);
-    std::vector<torch::Tensor> index_steps, weight_steps;
-    for (int64_t step = 0; step < options.steps; ++step) {
-      index_steps.push_back(with_copies(cpu_index.narrow(1, step * steps_batch, steps_batch), true));
-      weight_steps.push_back(with_copies(cpu_weight.narrow(1, step * steps_batch, steps_batch), false));
-    }
-    const torch::Tensor index = torch::cat(index_steps, 1).to(device),
-                        loss_weight = torch::cat(weight_steps, 1).to(device);
+    const torch::Tensor index = with_copies(cpu_index, true).to(device),
+                        loss_weight = with_copies(cpu_weight, false).to(device);
 
     torch::Tensor weight = weight_.clone().requires_grad_(true), bias = bias_.clone().requires_grad_(true);
     torch::optim::Adam optimizer({weight, bias}, torch::optim::AdamOptions(options.learning_rate));
