@@ -36,11 +36,15 @@
 // evenly spaced control times, whatever the uncertainty), non-adaptive (one round
 // with the whole budget); ddpo and dpok fine-tune the UNet itself at the same
 // oracle budget (one query per chain; the class embedding of a conditional copy
-// of the unconditional UNet starts at zero), reported on the same axes. --control picks how a control acts: impulse
-// (the state jumps at the control time) or held (policy::Held: a drift until the next measured time, at a KL that stays
-// bounded as the grid refines). --reward log-probability with --alpha 1 is the objective in nats whose optimum is the
-// class-conditional data distribution; --guidance w adds the reward model's
-// gradient at the Tweedie estimate to the control (policy::Guided, gain w / alpha).
+// of the unconditional UNet starts at zero), reported on the same axes;
+// score-matching solves SEIKO's objective in closed form on a pool of pretrained
+// samples (--pool) each round and trains that UNet toward it by weighted denoising
+// score matching. --control picks how a control acts: impulse (the state jumps at
+// the control time) or held (policy::Held: a drift until the next measured time,
+// at a KL that stays bounded as the grid refines). --reward log-probability with
+// --alpha 1 is the objective in nats whose optimum is the class-conditional data
+// distribution; --guidance w adds the reward model's gradient at the Tweedie
+// estimate to the control (policy::Guided, gain w / alpha).
 // --null-prompt takes a model trained with --label-dropout as the pretrained
 // unconditional model (its null label), so that the conditional model it learned
 // beside is the reference optimum of the same network (--optimal-from the same
@@ -58,6 +62,7 @@
 
 #include "diffctl/algorithms/continuous_seiko.hpp"
 #include "diffctl/algorithms/policy_gradient.hpp"
+#include "diffctl/algorithms/tilted_score_matching.hpp"
 #include "diffctl/callbacks.hpp"
 #include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/npy.hpp"
@@ -92,10 +97,12 @@ struct DemoSettings {
   bool anchored = true, resume = false, learn_gain = true, null_prompt = false;
   std::string optimal_from, oracle_script;
   bool external_labels = false;
-  double label_wait = -1.0;  // seconds to wait for outside labels; < 0: as long as it takes
-  double pg_lr = 1e-4;       // DDPO's and DPOK's Adam learning rate on the UNet
-  double optimal_cfg = 0.0;  // --optimal-from's classifier-free guidance scale
-  int64_t tilt_samples = 0;  // pretrained samples for the tilted optima (0: none)
+  double label_wait = -1.0;           // seconds to wait for outside labels; < 0: as long as it takes
+  double pg_lr = 1e-4;                // DDPO's and DPOK's Adam learning rate on the UNet
+  double optimal_cfg = 0.0;           // --optimal-from's classifier-free guidance scale
+  int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
+  int64_t pool = 2000;                // score-matching: pretrained samples whose tilt is the round's optimum
+  double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
   std::vector<double> tilt_alphas{1.0, 0.5, 0.25, 0.1};
 };
 
@@ -129,8 +136,8 @@ const sde::Ddpm kNoisySolver({.variance = sde::DdpmVariance::forward, .clip_x0 =
 constexpr int kLabelsPendingExit = 3;
 constexpr int kDivergedExit = 4;
 
-const std::vector<std::string> kVariants{"mean-std", "max",          "thompson", "ucb",  "greedy",
-                                         "discrete", "non-adaptive", "uniform",  "ddpo", "dpok"};
+const std::vector<std::string> kVariants{"mean-std",     "max",     "thompson", "ucb",  "greedy",        "discrete",
+                                         "non-adaptive", "uniform", "ddpo",     "dpok", "score-matching"};
 
 // Prompted samples in the oracle's terms: accuracy, diversity and per-class
 // Frechet distance in its penultimate features, against the test images.
@@ -350,6 +357,41 @@ void write_final_evaluation(const std::filesystem::path& out, const std::vector<
   std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";
 }
 
+// The schedule a noise-aware weak classifier was trained on (train_classifier
+// --noise-schedule), or "none"; it must be the diffusion model's.
+std::string weak_noise_schedule(const DemoSettings& s, std::string_view schedule) {
+  const std::string noise =
+      examples::read_json(std::filesystem::path(s.weak_dir) / "config.json").value("noise_schedule", "none");
+  require(noise == "none" || noise == schedule, s.weak_dir, ": the weak classifier was trained on forward draws of ",
+          noise, ", the diffusion model uses ", schedule);
+  return noise;
+}
+
+// The reward ensemble: heads on the weak classifier's features, fitted on the
+// reward's scale; a noise-aware weak classifier makes it a reward model of the
+// noisy state (members fitted on forward draws of each label's x).
+using Members = reward::SharedBackboneHeads<models::ResNet18>;
+template <class Optimism, class Schedule>
+reward::BootstrapEnsemble<Members, Optimism> make_ensemble(const DemoSettings& s, const Schedule& schedule,
+                                                           models::ResNet18 weak, const std::string& weak_noise,
+                                                           Optimism optimism, at::Generator& generator,
+                                                           std::uint64_t seed, const distributed::Group& group) {
+  const auto scale =
+      s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+  return reward::BootstrapEnsemble<Members, Optimism>(
+      Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator, {scale}),
+      {.fit = {.steps = s.ensemble_steps,
+               .batch = 1 << 20,
+               .learning_rate = s.ensemble_lr,
+               .l2 = s.ensemble_l2,
+               .anchored = s.anchored,
+               .input_noise = weak_noise == "none" ? decltype(reward::MemberFitOptions::input_noise){}
+                                                   : sde::forward_noise(schedule)},
+       .seed = seed,
+       .group = group},  // the members fitted spread over the processes
+      std::move(optimism));
+}
+
 template <class Control, class Optimism, class Mss, class Schedule, class Drift>
 int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule schedule, Drift pretrained, Control control,
         const std::vector<std::string>& class_names, int64_t image_size, int64_t channels, Optimism optimism, Mss mss,
@@ -360,31 +402,9 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   models::ResNet18 strong = examples::load_classifier(s.oracle_dir, image_size, device);
   const data::ImageDataset test = examples::load_dataset(flags, data::Split::test);
   const QualityMeter quality(strong, test, device);
-  models::ResNet18 weak = examples::load_classifier(s.weak_dir, image_size, device);
-  // A weak classifier trained noise-aware (train_classifier --noise-schedule) makes
-  // the ensemble a reward model of the noisy state, read at x_t itself.
-  const std::string weak_noise =
-      examples::read_json(std::filesystem::path(s.weak_dir) / "config.json").value("noise_schedule", "none");
-  require(weak_noise == "none" || weak_noise == Schedule::name, s.weak_dir,
-          ": the weak classifier was trained on forward draws of ", weak_noise, ", the diffusion model uses ",
-          Schedule::name);
-
-  using Members = reward::SharedBackboneHeads<models::ResNet18>;
-  using Ensemble = reward::BootstrapEnsemble<Members, Optimism>;
-  const auto scale =
-      s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
-  Ensemble ensemble(Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator, {scale}),
-                    {.fit = {.steps = s.ensemble_steps,
-                             .batch = 1 << 20,
-                             .learning_rate = s.ensemble_lr,
-                             .l2 = s.ensemble_l2,
-                             .anchored = s.anchored,
-                             // A noise-aware ensemble learns E[r | x_s] from draws of each label's x.
-                             .input_noise = weak_noise == "none" ? decltype(reward::MemberFitOptions::input_noise){}
-                                                                 : sde::forward_noise(schedule)},
-                     .seed = flags.seed,
-                     .group = group},  // the members fitted spread over the processes
-                    std::move(optimism));
+  const std::string weak_noise = weak_noise_schedule(s, Schedule::name);
+  auto ensemble = make_ensemble(s, schedule, examples::load_classifier(s.weak_dir, image_size, device), weak_noise,
+                                std::move(optimism), generator, flags.seed, group);
 
   // Non-adaptive: the whole budget asked of the pretrained model in one round,
   // with as many optimisation steps as the K rounds of the other variants.
@@ -411,7 +431,7 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                                    .seed = flags.seed};
   const auto grid = sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps));
   const Drift reference = pretrained;  // for the tilted optima: the pretrained sampler
-  algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, Ensemble> seiko(
+  algorithms::ContinuousSeiko<Schedule, Drift, decltype(control), Mss, sde::Ddpm, decltype(ensemble)> seiko(
       schedule, grid, {channels, image_size, image_size}, std::move(pretrained), std::move(control),
       std::move(ensemble), options, mss, kSolver, objective::PathKl{s.alpha, s.beta}, device, group);
   const auto feedback_path = out / "feedback.sqlite", checkpoint_path = out / "seiko.pt";
@@ -537,19 +557,11 @@ struct PaidQueries {
   }
 };
 
-// DDPO or DPOK on the UNet itself, at the oracle budget SEIKO gets: the
-// unconditional model's weights in a class-conditional UNet whose class embedding
-// starts at zero (so it starts as the pretrained model and can learn to meet the
-// prompts), each chain's terminal reward one paid query, and a round the
-// iterations (batch chains each) that spend that round's queries.
-template <class Schedule, class MakeAlgorithm>
-int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags, const Schedule& schedule,
-                        const nlohmann::json& config, const std::vector<std::string>& class_names,
-                        at::Generator& generator, const torch::Device& device, MakeAlgorithm make_algorithm) {
-  const std::filesystem::path out = flags.out;
-  const int64_t classes = static_cast<int64_t>(class_names.size()), size = config.at("image_size");
-  models::ResNet18 strong = examples::load_classifier(s.oracle_dir, size, device);
-  const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
+// The unconditional model's weights in a class-conditional UNet whose class
+// embedding starts at zero: it starts as the pretrained model for every prompt and
+// can learn to meet the prompts (what DDPO, DPOK and score matching tune).
+models::UNet conditional_copy(const DemoSettings& s, const nlohmann::json& config, int64_t classes,
+                              const torch::Device& device) {
   models::UNetOptions options = examples::unet_options_from_json(config.at("unet"));
   require(options.num_classes == 0, "--variant ", s.variant, " fine-tunes an unconditional --diffusion model");
   options.num_classes = classes;
@@ -565,55 +577,142 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   }
   network->to(device);
   network->eval();  // no dropout: the log-densities must be the sampler's
+  return network;
+}
+
+// A tuned drift measured against the pretrained one on SEIKO's axes: samples for
+// given prompts with their path KL (kNoisySolver, which has a density at every
+// step), the oracle's reward and accuracy, diversity and class FD, the round
+// pictures; in chunks. Samples without a KL (pictures, queries, a pool of
+// training data) come from kSolver, whose last step adds no noise: the forward
+// variance leaves noise of std 0.075 in the images (25 cosine steps), which
+// denoising at smaller noise levels cannot learn from.
+template <class Schedule, class Pretrained, class Oracle>
+class TunedDriftRuns {
+ public:
+  TunedDriftRuns(const DemoSettings& s, const Schedule& schedule, const Pretrained& pretrained, sde::TimeGrid grid,
+                 std::vector<int64_t> shape, int64_t classes, Oracle& oracle, const QualityMeter& quality,
+                 std::filesystem::path out, at::Generator& generator, torch::Device device)
+      : s_(s),
+        schedule_(schedule),
+        pretrained_(pretrained),
+        grid_(std::move(grid)),
+        shape_(std::move(shape)),
+        classes_(classes),
+        oracle_(oracle),
+        quality_(quality),
+        out_(std::move(out)),
+        generator_(generator),
+        device_(device) {}
+
+  // Samples of `model` for prompts [n] and their path KL to the pretrained model
+  // (without with_kl: clean samples, and no KL).
+  template <class Model>
+  std::pair<torch::Tensor, torch::Tensor> sample(const Model& model, const torch::Tensor& prompts,
+                                                 bool with_kl = true) const {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> xs, kls;
+    for (int64_t begin = 0; begin < prompts.size(0); begin += 128) {
+      const torch::Tensor z = prompts.narrow(0, begin, std::min<int64_t>(128, prompts.size(0) - begin)).to(device_);
+      std::vector<int64_t> shape{z.size(0)};
+      shape.insert(shape.end(), shape_.begin(), shape_.end());
+      const torch::Tensor x_init =
+          sde::sample_prior(schedule_, shape, generator_, torch::TensorOptions(torch::kFloat).device(device_));
+      if (with_kl) {
+        auto run =
+            objective::sample_with_path_kl(schedule_, model, pretrained_, kNoisySolver, grid_, x_init, z, generator_);
+        xs.push_back(run.x);
+        kls.push_back(run.kl);
+      } else {
+        sde::IntegrateOptions options;
+        options.record_x0 = false;
+        options.generator = generator_;
+        xs.push_back(sde::integrate(schedule_, model, kSolver, grid_, x_init, z, options).final_state);
+      }
+    }
+    return {torch::cat(xs), with_kl ? torch::cat(kls) : torch::Tensor{}};
+  }
+
+  // n samples, the prompts spread evenly, and their figures (the ensemble's
+  // columns NaN: the caller fills them where it has a reward model).
+  template <class Model>
+  std::tuple<algorithms::SeikoRound, metrics::ConditionalQuality, torch::Tensor, torch::Tensor> evaluate(
+      const Model& model, int64_t round, int64_t n, double seconds) const {
+    const torch::Tensor prompts = torch::arange(n, torch::kLong) % classes_;
+    const auto [x, kl] = sample(model, prompts);
+    algorithms::SeikoRound figures;
+    figures.round = round;
+    figures.queries_total = oracle_.queries();
+    figures.oracle_reward_mean = oracle_.ground_truth(x, prompts.to(device_)).mean().template item<double>();
+    figures.ensemble_reward_mean = figures.uncertainty_mean = std::numeric_limits<double>::quiet_NaN();
+    figures.kl_to_pretrained = kl.mean().template item<double>();
+    figures.seconds = seconds;
+    return {figures, quality_.measure(x, prompts), x, prompts};
+  }
+
+  template <class Model>
+  void picture(const Model& model, int64_t round) const {
+    const torch::Tensor images =
+        sample(model, torch::arange(classes_, torch::kLong).repeat_interleave(s_.per_prompt), false).first;
+    io::write_png(out_ / ("round_" + std::to_string(round) + ".png"),
+                  io::image_grid(images.clamp(-1, 1), s_.per_prompt));
+  }
+
+  const sde::TimeGrid& grid() const { return grid_; }
+
+ private:
+  const DemoSettings& s_;
+  const Schedule& schedule_;
+  const Pretrained& pretrained_;
+  sde::TimeGrid grid_;
+  std::vector<int64_t> shape_;
+  int64_t classes_;
+  Oracle& oracle_;
+  const QualityMeter& quality_;
+  std::filesystem::path out_;
+  at::Generator& generator_;
+  torch::Device device_;
+};
+
+// The settings a run that tunes the UNet records in metrics.json.
+nlohmann::json unet_run_settings(const DemoSettings& s, const examples::ImageFlags& flags) {
+  return {
+      {"variant", s.variant}, {"rounds", s.queries.size()}, {"reward", s.reward}, {"oracle_script", s.oracle_script},
+      {"alpha", s.alpha},     {"learning_rate", s.pg_lr},   {"seed", flags.seed}};
+}
+
+// DDPO or DPOK on the UNet itself, at the oracle budget SEIKO gets: the
+// conditional copy of the unconditional UNet, each chain's terminal reward one
+// paid query, and a round the iterations (batch chains each) that spend that
+// round's queries.
+template <class Schedule, class MakeAlgorithm>
+int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags, const Schedule& schedule,
+                        const nlohmann::json& config, const std::vector<std::string>& class_names,
+                        at::Generator& generator, const torch::Device& device, MakeAlgorithm make_algorithm) {
+  const std::filesystem::path out = flags.out;
+  const int64_t classes = static_cast<int64_t>(class_names.size()), size = config.at("image_size");
+  models::ResNet18 strong = examples::load_classifier(s.oracle_dir, size, device);
+  const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
+  models::UNet network = conditional_copy(s, config, classes, device);
   using Score = models::EpsilonScore<Schedule, models::UNet>;
   const Score pretrained(schedule, network, {.time_scale = config.at("time_scale"), .guidance = 0.0, .null_label = -1});
   using Oracle = reward::Oracle<DemoOracleReward>;
   Oracle oracle(oracle_reward(s, strong, device),
                 {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
-  const int64_t channels = options.in_channels;
+  const int64_t channels = network->options().in_channels;
   auto algorithm =
       make_algorithm(pretrained, PaidQueries<Oracle>{&oracle}, algorithms::ChainShape{{channels, size, size}, classes});
   algorithm.policy().network().ptr()->eval();
-
-  // Samples of the tuned model for the given prompts, with their path KL to the
-  // pretrained model, in chunks.
-  const auto sample = [&](const torch::Tensor& prompts) {
-    std::vector<torch::Tensor> xs, kls;
-    for (int64_t begin = 0; begin < prompts.size(0); begin += 128) {
-      const torch::Tensor z = prompts.narrow(0, begin, std::min<int64_t>(128, prompts.size(0) - begin)).to(device);
-      const torch::Tensor x_init = sde::sample_prior(schedule, {z.size(0), channels, size, size}, generator,
-                                                     torch::TensorOptions(torch::kFloat).device(device));
-      auto run = objective::sample_with_path_kl(schedule, algorithm.policy(), pretrained, kNoisySolver,
-                                                algorithm.grid(), x_init, z, generator);
-      xs.push_back(run.x);
-      kls.push_back(run.kl);
-    }
-    return std::pair{torch::cat(xs), torch::cat(kls)};
-  };
-  const auto evaluate = [&](int64_t round, int64_t n, double seconds) {
-    const torch::Tensor prompts = torch::arange(n, torch::kLong) % classes;
-    const auto [x, kl] = sample(prompts);
-    algorithms::SeikoRound figures;
-    figures.round = round;
-    figures.queries_total = oracle.queries();
-    figures.oracle_reward_mean = oracle.ground_truth(x, prompts.to(device)).mean().template item<double>();
-    figures.ensemble_reward_mean = figures.uncertainty_mean = std::numeric_limits<double>::quiet_NaN();
-    figures.kl_to_pretrained = kl.mean().template item<double>();
-    figures.seconds = seconds;
-    return std::tuple{figures, quality.measure(x, prompts), x, prompts};
-  };
-  const auto picture = [&](int64_t round) {
-    const torch::Tensor images = sample(torch::arange(classes, torch::kLong).repeat_interleave(s.per_prompt)).first;
-    io::write_png(out / ("round_" + std::to_string(round) + ".png"), io::image_grid(images.clamp(-1, 1), s.per_prompt));
-  };
+  const TunedDriftRuns runs(s, schedule, pretrained, algorithm.grid(), {channels, size, size}, classes, oracle, quality,
+                            out, generator, device);
 
   io::MetricsLog rounds = rounds_log(out);
   const auto add_row = [&](const algorithms::SeikoRound& figures, const metrics::ConditionalQuality& q) {
     add_round(rounds, figures, q);
-    picture(figures.round);
+    runs.picture(algorithm.policy(), figures.round);
   };
   {
-    const auto [figures, q, x, z] = evaluate(0, s.eval_samples, 0.0);
+    const auto [figures, q, x, z] = runs.evaluate(algorithm.policy(), 0, s.eval_samples, 0.0);
     add_row(figures, q);
   }
   for (std::size_t round = 0; round < s.queries.size(); ++round) {
@@ -621,18 +720,150 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
     const TrainOutcome trained = train(
         iterations, [&] { return algorithm.train_iteration(generator); },
         callbacks::ProgressBar(s.variant + " round " + std::to_string(round + 1), iterations));
-    const auto [figures, q, x, z] = evaluate(int64_t(round) + 1, s.eval_samples, trained.seconds);
+    const auto [figures, q, x, z] =
+        runs.evaluate(algorithm.policy(), int64_t(round) + 1, s.eval_samples, trained.seconds);
     add_row(figures, q);
   }
-  const auto [figures, q, x, z] = evaluate(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
-  write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q,
-                         {{"variant", s.variant},
-                          {"rounds", s.queries.size()},
-                          {"reward", s.reward},
-                          {"oracle_script", s.oracle_script},
-                          {"alpha", s.alpha},
-                          {"learning_rate", s.pg_lr},
-                          {"seed", flags.seed}});
+  const auto [figures, q, x, z] =
+      runs.evaluate(algorithm.policy(), int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
+  write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, unet_run_settings(s, flags));
+  return 0;
+}
+
+// SEIKO's objective solved on a pool of pretrained samples and distilled into the
+// UNet by weighted denoising score matching (algorithms/tilted_score_matching.hpp):
+// each round asks the oracle about samples of the current model, refits the reward
+// ensemble, takes the closed-form optimum of E[optimistic r_hat] - alpha KL(p ||
+// p_pre) - beta KL(p || p_prev) on the pool, and trains the conditional copy of the
+// UNet toward it for --optimize-steps steps of --batch pool draws. Each round
+// reports the pool optimum it aims at (the oracle's accuracy under the tilt, its KL
+// and effective samples) beside what the tuned model reaches.
+template <class Schedule, class Optimism>
+int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags, const Schedule& schedule,
+                       const nlohmann::json& config, const std::vector<std::string>& class_names, Optimism optimism,
+                       at::Generator& generator, const torch::Device& device, const distributed::Group& group) {
+  const std::filesystem::path out = flags.out;
+  const int64_t classes = static_cast<int64_t>(class_names.size()), size = config.at("image_size");
+  models::ResNet18 strong = examples::load_classifier(s.oracle_dir, size, device);
+  const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
+  require(weak_noise_schedule(s, Schedule::name) == "none", "--variant score-matching reads the reward model at ",
+          "clean samples: --weak needs a classifier of clean images, not ", s.weak_dir);
+  auto ensemble = make_ensemble(s, schedule, examples::load_classifier(s.weak_dir, size, device), "none",
+                                std::move(optimism), generator, flags.seed, group);
+  models::UNet network = conditional_copy(s, config, classes, device);
+  models::UNet model = models::clone_module(network), ema = models::clone_module(network);
+  for (auto& p : network->parameters()) p.requires_grad_(false);
+  using Score = models::EpsilonScore<Schedule, models::UNet>;
+  const double time_scale = config.at("time_scale");
+  const Score pretrained(schedule, network, {.time_scale = time_scale, .guidance = 0.0, .null_label = -1});
+  using Oracle = reward::Oracle<DemoOracleReward>;
+  Oracle oracle(oracle_reward(s, strong, device),
+                {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
+  const auto feedback_path = out / "feedback.sqlite";
+  require(!s.resume && !std::filesystem::exists(feedback_path), "--variant score-matching starts afresh: ",
+          s.resume ? "it has no --resume" : feedback_path.string() + " exists; choose another --out");
+  reward::FeedbackDataset feedback(feedback_path);
+  const int64_t channels = network->options().in_channels;
+  const TunedDriftRuns runs(s, schedule, pretrained,
+                            sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps)),
+                            {channels, size, size}, classes, oracle, quality, out, generator, device);
+
+  // The pool, and the oracle's view of it (to report the optimum each round aims at).
+  torch::Tensor pool, pool_class;
+  {
+    io::Progress progress("score-matching pool", s.pool);
+    std::vector<torch::Tensor> parts;
+    for (int64_t begin = 0; begin < s.pool; begin += 512) {
+      const int64_t n = std::min<int64_t>(512, s.pool - begin);
+      parts.push_back(runs.sample(pretrained, torch::zeros({n}, torch::kLong), false).first);
+      progress.update(begin + n);
+    }
+    pool = torch::cat(parts);
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> predicted;
+    for (int64_t begin = 0; begin < s.pool; begin += 256)
+      predicted.push_back(strong->forward(pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin))).argmax(1));
+    pool_class = torch::cat(predicted).cpu();
+  }
+  algorithms::TiltedScoreMatching<Schedule, models::UNet> tuner(
+      schedule, model, ema, pool, classes,
+      {.alpha = s.alpha,
+       .beta = s.beta,
+       .batch = s.batch,
+       .denoising = {.learning_rate = s.pg_lr,
+                     .ema_decay = 0.99,
+                     .time_scale = time_scale,
+                     .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
+  const auto tuned = [&] { return tuner.trainer().score(); };
+  // The round's optimum on the pool, in the oracle's terms (class averages).
+  nlohmann::json optima = nlohmann::json::array();
+  const auto aim = [&](int64_t round, const std::vector<algorithms::PoolTilt>& tilts) {
+    double accuracy = 0.0, kl = 0.0, effective = 0.0;
+    for (int64_t c = 0; c < classes; ++c) {
+      accuracy +=
+          (tuner.log_weights().select(1, c).exp() * pool_class.eq(c).to(torch::kDouble)).sum().template item<double>();
+      kl += tilts[static_cast<std::size_t>(c)].kl;
+      effective += tilts[static_cast<std::size_t>(c)].effective_samples;
+    }
+    optima.push_back({{"round", round},
+                      {"oracle_accuracy", accuracy / double(classes)},
+                      {"kl_to_pretrained", kl / double(classes)},
+                      {"effective_samples", effective / double(classes)}});
+    std::cout << "score-matching round " << round << ": the pool optimum has oracle accuracy "
+              << accuracy / double(classes) << " at " << kl / double(classes) << " nats, "
+              << effective / double(classes) << " effective samples per prompt" << std::endl;
+  };
+
+  io::MetricsLog rounds = rounds_log(out);
+  const auto measure = [&](int64_t round, int64_t n, double seconds) {
+    auto [figures, q, x, z] = runs.evaluate(tuned(), round, n, seconds);
+    torch::NoGradGuard no_grad;
+    const auto estimate = ensemble.estimate(x, z.to(device));
+    figures.ensemble_reward_mean = estimate.mean.mean().template item<double>();
+    figures.uncertainty_mean = estimate.uncertainty.mean().template item<double>();
+    return std::tuple{figures, q, x, z};
+  };
+  {
+    const auto [figures, q, x, z] = runs.evaluate(pretrained, 0, s.eval_samples, 0.0);
+    add_round(rounds, figures, q);
+    runs.picture(pretrained, 0);
+  }
+  for (std::size_t i = 0; i < s.queries.size(); ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t round = int64_t(i) + 1;
+    for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
+      const torch::Tensor z = torch::randint(classes, {std::min<int64_t>(128, s.queries[i] - asked)}, generator);
+      oracle.record(feedback, runs.sample(tuned(), z, false).first, z.to(device), round);
+    }
+    ensemble.fit(feedback);
+    std::vector<torch::Tensor> rewards;
+    {
+      torch::NoGradGuard no_grad;
+      for (int64_t begin = 0; begin < s.pool; begin += 256) {
+        const torch::Tensor x = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
+        std::vector<torch::Tensor> per_class;
+        for (int64_t c = 0; c < classes; ++c)
+          per_class.push_back(ensemble.optimistic(x, torch::full({x.size(0)}, c, torch::kLong).to(device)).cpu());
+        rewards.push_back(torch::stack(per_class, 1));
+      }
+    }
+    aim(round, tuner.retilt(torch::cat(rewards)));
+    train(
+        s.optimize_steps, [&] { return tuner.step(generator); },
+        callbacks::ProgressBar("score-matching round " + std::to_string(round), s.optimize_steps));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto [figures, q, x, z] = measure(round, s.eval_samples, seconds);
+    add_round(rounds, figures, q);
+    runs.picture(tuned(), round);
+  }
+  const auto [figures, q, x, z] = measure(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
+  nlohmann::json settings = unet_run_settings(s, flags);
+  settings.update({{"beta", s.beta},
+                   {"pool", s.pool},
+                   {"pool_optima", optima},
+                   {"embedding_lr_factor", s.embedding_lr_factor},
+                   {"optimize_steps", s.optimize_steps}});
+  write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
   return 0;
 }
 
@@ -658,16 +889,18 @@ int main(int argc, char** argv) {
                  "with --resume); default: as long as it takes");
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
   app.add_option("--variant", s.variant,
-                 "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo or dpok")
+                 "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo, dpok or "
+                 "score-matching (SEIKO's objective solved on a pool of pretrained samples)")
       ->check(CLI::IsMember(kVariants));
   app.add_option("--control", s.control,
                  "impulse (the state jumps at a control time) or held (a drift until the next measured time)")
       ->check(CLI::IsMember({"impulse", "held"}));
   app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256, paper: 1024 ... 8192)");
   app.add_option("--sample-steps", s.sample_steps, "DDPM steps (small: 25, paper: 100)")->check(CLI::PositiveNumber);
-  app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64)")
+  app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64; score-matching: 64)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--optimize-steps", s.optimize_steps, "optimisation steps per round (small: 40, paper: 200)")
+  app.add_option("--optimize-steps", s.optimize_steps,
+                 "optimisation steps per round (small: 40, paper: 200; score-matching: 300, 1000)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-samples", s.eval_samples, "samples measured after each round (small: 200, paper: 1000)")
       ->check(CLI::PositiveNumber);
@@ -705,7 +938,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{2}, int64_t{100000}));
   app.add_option("--tune-drift", s.tune_drift,
                  "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");
-  app.add_option("--pg-lr", s.pg_lr, "ddpo, dpok: Adam learning rate of the UNet")->check(CLI::PositiveNumber);
+  app.add_option("--pg-lr", s.pg_lr, "ddpo, dpok, score-matching: Adam learning rate of the UNet")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--embedding-lr-factor", s.embedding_lr_factor,
+                 "score-matching: the class embedding's learning rate (it starts at zero) as a multiple of --pg-lr")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
+      ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
                  "no fine-tuning: control by the drift difference to the class-conditional model in this "
                  "pretrain_diffusion output (the optimal control of --reward log-probability --alpha 1, as exact as "
@@ -731,21 +970,25 @@ int main(int argc, char** argv) {
     if (s.queries.empty())
       s.queries = small ? std::vector<int64_t>{64, 128, 256} : std::vector<int64_t>{1024, 2048, 4096, 8192};
     for (const int64_t q : s.queries) require(q >= 1, "--queries: every round needs >= 1 query, found ", q);
-    require(!s.external_labels || (s.variant != "ddpo" && s.variant != "dpok"), "--external-labels: --variant ",
-            s.variant, " scores every chain it samples at once and needs an oracle in the process");
+    // DDPO, DPOK and score matching tune the UNet in this process, with the oracle in it.
+    const bool tunes_unet = s.variant == "ddpo" || s.variant == "dpok" || s.variant == "score-matching";
+    require(!s.external_labels || !tunes_unet, "--external-labels: --variant ", s.variant,
+            " needs an oracle in the process");
     require(!s.external_labels || s.oracle_script.empty(),
             "--external-labels and --oracle-script name two oracles; choose one");
     require(s.external_labels || s.label_wait < 0, "--label-wait needs --external-labels");
     require(s.optimal_cfg == 0.0 || !s.optimal_from.empty(), "--optimal-cfg needs --optimal-from");
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
-    if (s.batch == 0) s.batch = small ? 16 : 64;
-    if (s.optimize_steps < 0) s.optimize_steps = small ? 40 : 200;
+    // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
+    const bool score_matching = s.variant == "score-matching";
+    if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
+    if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 300 : 1000) : small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto [generator, device, group] = examples::start_distributed_run(flags);
-    require(
-        group.alone() || (s.variant != "ddpo" && s.variant != "dpok" && s.optimal_from.empty() && !s.external_labels),
-        "--variant ddpo/dpok, --optimal-from and --external-labels run in one process, not ", group.size());
+    require(group.alone() || (!tunes_unet && s.optimal_from.empty() && !s.external_labels),
+            "--variant ddpo/dpok/score-matching, --optimal-from and --external-labels run in one process, not ",
+            group.size());
     const std::filesystem::path from = s.diffusion_dir;
     require(std::filesystem::exists(from / "model.pt"), "--diffusion ", from.string(),
             ": no model.pt; run pretrain_diffusion --unconditional --out ", from.string(), " first");
@@ -815,6 +1058,9 @@ int main(int argc, char** argv) {
                   {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr, .reward_weight = 1.0, .kl_weight = s.alpha},
                   kNoisySolver);
             });
+      if (s.variant == "score-matching")
+        return run_score_matching(s, flags, schedule, config, class_names, reward::optimism::MeanPlusStd{s.bonus},
+                                  generator, device, group);
       if (!s.optimal_from.empty()) {
         require(s.control == "held" && s.measure_every == 1 && s.optimize_steps == 0 && conditional == false,
                 "--optimal-from needs an unconditional --diffusion model, --control held, --measure-every 1 and "

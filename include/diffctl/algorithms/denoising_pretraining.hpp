@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -39,6 +41,12 @@ struct DenoisingOptions {
   double label_dropout = 0.0;
   int64_t null_label = -1;
   double time_scale = 1000.0;  // as in models::EpsilonScoreOptions
+  // Parameters whose name starts with a prefix learn at learning_rate times its
+  // factor, e.g. {{"label_emb", 30}} for a class embedding new to a pretrained
+  // network: Adam moves a parameter by about its learning rate per step, so an
+  // embedding that starts at zero needs a larger rate to matter within a
+  // fine-tuning's few hundred steps, where the rest must stay near its weights.
+  std::vector<std::pair<std::string, double>> learning_rate_factors{};
 };
 
 // ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm
@@ -58,6 +66,10 @@ inline void update_ema(const torch::nn::Module& model, torch::nn::Module& ema, d
 struct DenoisingStats {
   torch::Tensor loss;       // mean squared error of the noise prediction
   torch::Tensor grad_norm;  // before clipping
+  // By name, for progress lines and logs (reading them waits for the step).
+  std::vector<std::pair<std::string, double>> fields() const {
+    return {{"loss", loss.item<double>()}, {"grad_norm", grad_norm.item<double>()}};
+  }
 };
 
 // Trains `model` (an EpsilonNetwork) and keeps `ema`, a second instance of the same
@@ -71,7 +83,7 @@ class DenoisingTrainer {
         ema_(std::move(ema)),
         options_(options),
         group_(std::move(group)),
-        optimizer_(model_->parameters(),
+        optimizer_(parameter_groups(*model_, options),
                    torch::optim::AdamWOptions(options.learning_rate).weight_decay(options.weight_decay)) {
     require(options_.learning_rate > 0.0, "denoising pretraining: learning_rate must be > 0, found ",
             options_.learning_rate);
@@ -141,6 +153,33 @@ class DenoisingTrainer {
   const distributed::Group& group() const { return group_; }
 
  private:
+  // One group at the base rate, then one per factor (a parameter joins the first
+  // prefix it starts with).
+  static std::vector<torch::optim::OptimizerParamGroup> parameter_groups(const torch::nn::Module& model,
+                                                                         const DenoisingOptions& options) {
+    std::vector<std::vector<torch::Tensor>> members(options.learning_rate_factors.size() + 1);
+    for (const auto& item : model.named_parameters()) {
+      std::size_t group = 0;
+      for (std::size_t i = 0; i < options.learning_rate_factors.size() && group == 0; ++i)
+        if (item.key().rfind(options.learning_rate_factors[i].first, 0) == 0) group = i + 1;
+      members[group].push_back(item.value());
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(members[0]);
+    for (std::size_t i = 0; i < options.learning_rate_factors.size(); ++i) {
+      const double factor = options.learning_rate_factors[i].second;
+      require(std::isfinite(factor) && factor > 0.0, "denoising: the learning-rate factor of ",
+              options.learning_rate_factors[i].first, " must be > 0, found ", factor);
+      require(!members[i + 1].empty(), "denoising: no parameter's name starts with ",
+              options.learning_rate_factors[i].first);
+      groups.emplace_back(
+          members[i + 1],
+          std::make_unique<torch::optim::AdamWOptions>(
+              torch::optim::AdamWOptions(options.learning_rate * factor).weight_decay(options.weight_decay)));
+    }
+    return groups;
+  }
+
   Schedule schedule_;
   Net model_, ema_;
   DenoisingOptions options_;
