@@ -11,6 +11,7 @@
 #include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
+#include "diffctl/algorithms/tilted_score_matching.hpp"
 #include "diffctl/callbacks.hpp"
 #include "diffctl/concepts.hpp"
 #include "diffctl/data/cifar10.hpp"
