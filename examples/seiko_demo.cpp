@@ -72,6 +72,7 @@
 #include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/io/png.hpp"
 #include "diffctl/models/epsilon_score.hpp"
+#include "diffctl/models/switched_drift.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/ensemble.hpp"
 #include "diffctl/reward/external_oracle.hpp"
@@ -103,6 +104,7 @@ struct DemoSettings {
   int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
   int64_t pool = 2000;                // score-matching: pretrained samples whose tilt is the round's optimum
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
+  double steer_until = 1.0;           // score-matching: the tuned model's share of the path, from the noise on
   std::vector<double> tilt_alphas{1.0, 0.5, 0.25, 0.1};
 };
 
@@ -794,7 +796,9 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      .ema_decay = 0.99,
                      .time_scale = time_scale,
                      .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
-  const auto tuned = [&] { return tuner.trainer().score(); };
+  // The tuned model steers until --steer-until (of the horizon), the pretrained one after.
+  const double until = s.steer_until * schedule.horizon();
+  const auto tuned = [&] { return models::SwitchedDrift(tuner.trainer().score(), pretrained, until); };
   // The round's optimum on the pool, in the oracle's terms (class averages).
   nlohmann::json optima = nlohmann::json::array();
   const auto aim = [&](int64_t round, const std::vector<algorithms::PoolTilt>& tilts) {
@@ -862,6 +866,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                    {"pool", s.pool},
                    {"pool_optima", optima},
                    {"embedding_lr_factor", s.embedding_lr_factor},
+                   {"steer_until", s.steer_until},
                    {"optimize_steps", s.optimize_steps}});
   write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
   return 0;
@@ -943,6 +948,10 @@ int main(int argc, char** argv) {
   app.add_option("--embedding-lr-factor", s.embedding_lr_factor,
                  "score-matching: the class embedding's learning rate (it starts at zero) as a multiple of --pg-lr")
       ->check(CLI::PositiveNumber);
+  app.add_option("--steer-until", s.steer_until,
+                 "score-matching: sample with the tuned model until this fraction of the path, then with the "
+                 "pretrained one (the path KL accrues before it)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,

@@ -40,6 +40,7 @@
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/models/resnet.hpp"
 #include "diffctl/models/state_dict.hpp"
+#include "diffctl/models/switched_drift.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/models/unet.hpp"
 #include "diffctl/mss/selection.hpp"

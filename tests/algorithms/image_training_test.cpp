@@ -10,6 +10,8 @@
 #include "diffctl/algorithms/denoising_pretraining.hpp"
 #include "diffctl/algorithms/tilted_score_matching.hpp"
 #include "diffctl/metrics/classification.hpp"
+#include "diffctl/models/switched_drift.hpp"
+#include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
 #include "diffctl/runtime.hpp"
 #include "diffctl/sde/integrate.hpp"
@@ -112,6 +114,39 @@ TEST_CASE("classifier-free guidance extrapolates from the unconditional predicti
   CHECK(torch::allclose(guided.epsilon(s, x, z), expected));
   CHECK_THROWS_WITH((models::EpsilonScore<sde::VpCosine, ExactGaussianEps>(schedule, net, {.guidance = 1.0})),
                     Catch::Contains("needs the network's null label"));
+}
+
+TEST_CASE("a switched drift is one model before its time and the other after", "[algorithms][pretraining]") {
+  const sde::VpCosine schedule;
+  using Score = models::EpsilonScore<sde::VpCosine, ExactGaussianEps>;
+  const Score early(schedule, ExactGaussianEps(schedule, 0.0, 1.0)),
+      late(schedule, ExactGaussianEps(schedule, 0.5, 0.7));
+  const double until = 0.5 * schedule.horizon();
+  const models::SwitchedDrift switched(early, late, until);
+  const torch::Tensor x = torch::randn({3, 1, 2, 2});
+  CHECK(torch::equal(switched.score(until - 0.01, x, {}), early.score(until - 0.01, x, {})));
+  CHECK(torch::equal(switched.score(until, x, {}), late.score(until, x, {})));
+  CHECK(!torch::allclose(early.score(until, x, {}), late.score(until, x, {})));
+
+  // Its path KL to `late` is the KL of `early`'s steps before the switch alone:
+  // the whole path's when it switches at the end, none when it starts switched.
+  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 10);
+  const auto kl_of = [&](const auto& model) {
+    auto generator = make_generator(5);
+    const torch::Tensor x_init = sde::sample_prior(schedule, {400, 1, 2, 2}, generator);
+    return objective::sample_with_path_kl(schedule, model, late, sde::Ddpm({.variance = sde::DdpmVariance::forward}),
+                                          grid, x_init, {}, generator)
+        .kl.mean()
+        .template item<double>();
+  };
+  const double whole = kl_of(early);
+  CHECK(whole > 0.1);
+  CHECK(kl_of(models::SwitchedDrift(early, late, schedule.horizon())) == Approx(whole).epsilon(1e-12));
+  CHECK(kl_of(models::SwitchedDrift(early, late, 0.0)) == 0.0);
+  const double half = kl_of(switched);
+  CHECK(half > 0.0);
+  CHECK(half < whole);
+  CHECK_THROWS_WITH(models::SwitchedDrift(early, late, NAN), Catch::Contains("must be finite"));
 }
 
 TEST_CASE("a prompted drift passes the prompts, none, or the null label", "[algorithms][pretraining]") {
