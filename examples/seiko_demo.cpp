@@ -587,8 +587,8 @@ models::UNet conditional_copy(const DemoSettings& s, const nlohmann::json& confi
 // step), the oracle's reward and accuracy, diversity and class FD, the round
 // pictures; in chunks. Samples without a KL (pictures, queries, a pool of
 // training data) come from kSolver, whose last step adds no noise: the forward
-// variance leaves noise of std 0.075 in the images (25 cosine steps), which
-// denoising at smaller noise levels cannot learn from.
+// variance leaves noise in the images (std about 0.07, the root of the last of 25
+// cosine steps' beta), which denoising at smaller noise levels cannot learn from.
 template <class Schedule, class Pretrained, class Oracle>
 class TunedDriftRuns {
  public:
@@ -659,8 +659,6 @@ class TunedDriftRuns {
     io::write_png(out_ / ("round_" + std::to_string(round) + ".png"),
                   io::image_grid(images.clamp(-1, 1), s_.per_prompt));
   }
-
-  const sde::TimeGrid& grid() const { return grid_; }
 
  private:
   const DemoSettings& s_;

@@ -138,8 +138,12 @@ class ProgressBar {
   template <class Stats>
   void step(int64_t step, const Stats& stats) {
     if (!progress_) return;
-    if constexpr (NamedFields<Stats>) progress_->update(step, describe(stats));
-    else progress_->update(step);
+    // The fields only for a line that is written: reading them may wait for a device.
+    if constexpr (NamedFields<Stats>) {
+      if (progress_->due(step)) progress_->update(step, describe(stats));
+    } else {
+      progress_->update(step);
+    }
   }
   // A run stopped early ends its line here.
   void end(const TrainOutcome& outcome) {

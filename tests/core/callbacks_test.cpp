@@ -72,6 +72,23 @@ TEST_CASE("train runs the steps and shows every callback every step, in order", 
   STATIC_REQUIRE_FALSE(TrainingCallback<StepOnFigures, int>);
 }
 
+TEST_CASE("the progress bar reads a step's fields only for a line it writes", "[callbacks]") {
+  // Fields read back from a device wait for it: 100 steps write at most a line per
+  // tenth (a pipe) or per half second (a terminal), so at most 11 reads, not 100.
+  struct Counted {
+    int* reads;
+    std::vector<std::pair<std::string, double>> fields() const {
+      ++*reads;
+      return {{"loss", 1.0}};
+    }
+  };
+  int reads = 0;
+  train(
+      100, [&] { return Counted{&reads}; }, callbacks::ProgressBar("reads", 100));
+  CHECK(reads >= 1);  // the last step's line
+  CHECK(reads <= 11);
+}
+
 TEST_CASE("the schedule, periodic and target callbacks act at their steps", "[callbacks]") {
   const auto step = [] { return Figures{}; };
   std::vector<double> rates;

@@ -119,15 +119,8 @@ class TiltedScoreMatching {
 
   // [N, classes] log w, each column normalised (logsumexp 0), in double on the CPU.
   const torch::Tensor& log_weights() const { return log_weights_; }
-  // Restores the weights a checkpoint kept (the trust region's p_prev).
-  void set_log_weights(torch::Tensor log_weights) {
-    require(log_weights.sizes() == log_weights_.sizes(), "tilted score matching: expected log weights ",
-            log_weights_.sizes(), ", found ", log_weights.sizes());
-    log_weights_ = log_weights.to(torch::kCPU, torch::kDouble);
-  }
   const torch::Tensor& pool() const { return pool_; }
   DenoisingTrainer<Schedule, Net>& trainer() { return trainer_; }
-  const TiltedScoreMatchingOptions& options() const { return options_; }
 
  private:
   DenoisingTrainer<Schedule, Net> trainer_;

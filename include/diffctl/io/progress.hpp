@@ -22,16 +22,20 @@ class Progress {
         last_(start_),
         terminal_(isatty(fileno(stderr)) != 0) {}
 
+  // Whether update(done) would write a line: a caller whose status is costly to
+  // make (values read back from a device) makes it only then.
+  bool due(int64_t done) const {
+    if (done >= total_) return true;
+    if (terminal_) return Clock::now() - last_ >= std::chrono::milliseconds(500);
+    const int64_t tenth = total_ >= 10 ? total_ / 10 : 1;
+    return done / tenth != last_reported_ / tenth;
+  }
+
   // Reports that `done` of the total are finished; `status` is appended to the line.
   void update(int64_t done, std::string_view status = {}) {
+    if (!due(done)) return;
     const auto now = Clock::now();
     const bool finished = done >= total_;
-    if (terminal_) {
-      if (!finished && now - last_ < std::chrono::milliseconds(500)) return;
-    } else {
-      const int64_t tenth = total_ >= 10 ? total_ / 10 : 1;
-      if (!finished && done / tenth == last_reported_ / tenth) return;
-    }
     last_ = now;
     last_reported_ = done;
     const double elapsed = std::chrono::duration<double>(now - start_).count();
