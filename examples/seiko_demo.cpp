@@ -71,6 +71,7 @@
 #include "diffctl/metrics/tilted_optimum.hpp"
 #include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/io/png.hpp"
+#include "diffctl/models/diffusion_features.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/models/switched_drift.hpp"
 #include "diffctl/policy/control.hpp"
@@ -88,6 +89,7 @@ struct DemoSettings {
   std::string variant = "mean-std";
   std::string control = "impulse";
   std::string reward = "probability";
+  std::string reward_features;  // the ensemble's backbone: "weak" or "diffusion" ("": the variant's choice)
   std::vector<int64_t> queries;
   std::vector<std::string> tune_drift;
   // 0 (-1 for optimize_steps, where 0 is a choice): the preset's value.
@@ -111,6 +113,10 @@ struct DemoSettings {
 // The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
 // TorchScript file computes (--oracle-script). The classifier measures accuracy,
 // diversity and class FD either way.
+reward::RewardScale reward_scale(const DemoSettings& s) {
+  return s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+}
+
 struct DemoOracleReward {
   reward::ClassifierReward<models::ResNet18> classifier;
   std::optional<reward::ScriptedReward> script;
@@ -120,11 +126,9 @@ struct DemoOracleReward {
 };
 
 DemoOracleReward oracle_reward(const DemoSettings& s, const models::ResNet18& strong, const torch::Device& device) {
-  const auto scale =
-      s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
   std::optional<reward::ScriptedReward> script;
   if (!s.oracle_script.empty()) script.emplace(s.oracle_script, device);
-  return {reward::ClassifierReward<models::ResNet18>(strong, scale), std::move(script)};
+  return {reward::ClassifierReward<models::ResNet18>(strong, reward_scale(s)), std::move(script)};
 }
 
 // The sampler: DDPM's ancestral steps with x0_hat clipped to the images' range.
@@ -369,19 +373,38 @@ std::string weak_noise_schedule(const DemoSettings& s, std::string_view schedule
   return noise;
 }
 
-// The reward ensemble: heads on the weak classifier's features, fitted on the
-// reward's scale; a noise-aware weak classifier makes it a reward model of the
-// noisy state (members fitted on forward draws of each label's x).
-using Members = reward::SharedBackboneHeads<models::ResNet18>;
-template <class Optimism, class Schedule>
+// The ensemble's members: heads on the weak classifier's features, starting from its head.
+reward::SharedBackboneHeads<models::ResNet18> weak_heads(const DemoSettings& s, int64_t image_size,
+                                                         const torch::Device& device, at::Generator& generator) {
+  models::ResNet18 weak = examples::load_classifier(s.weak_dir, image_size, device);
+  return reward::SharedBackboneHeads<models::ResNet18>::copies_of(weak, weak->head(), s.ensemble_size, s.jitter,
+                                                                  generator, {reward_scale(s)});
+}
+
+// The ensemble's members: fresh heads on the pretrained diffusion UNet's features
+// (models::DiffusionFeatures), standardised on 5,000 unlabelled training images.
+reward::SharedBackboneHeads<models::DiffusionFeatures> diffusion_heads(const DemoSettings& s,
+                                                                       const examples::ImageFlags& flags,
+                                                                       const models::UNet& network, int64_t classes,
+                                                                       int64_t label, at::Generator& generator) {
+  models::DiffusionFeatures features(network, models::DiffusionFeaturesOptions{.label = label});
+  const data::ImageDataset train = examples::load_dataset(flags, data::Split::train);
+  features->standardize(train.images.narrow(0, 0, std::min<int64_t>(5000, train.size())).to(torch::kFloat) / 127.5 -
+                        1.0);
+  return reward::SharedBackboneHeads<models::DiffusionFeatures>::random(
+      features, s.ensemble_size, classes, features->feature_dim(), generator, {reward_scale(s)});
+}
+
+// The reward ensemble: `members` fitted on the reward's scale; a noise-aware weak
+// classifier makes it a reward model of the noisy state (members fitted on
+// forward draws of each label's x).
+template <class Members, class Optimism, class Schedule>
 reward::BootstrapEnsemble<Members, Optimism> make_ensemble(const DemoSettings& s, const Schedule& schedule,
-                                                           models::ResNet18 weak, const std::string& weak_noise,
-                                                           Optimism optimism, at::Generator& generator,
-                                                           std::uint64_t seed, const distributed::Group& group) {
-  const auto scale =
-      s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
+                                                           Members members, const std::string& weak_noise,
+                                                           Optimism optimism, std::uint64_t seed,
+                                                           const distributed::Group& group) {
   return reward::BootstrapEnsemble<Members, Optimism>(
-      Members::copies_of(weak, weak->head(), s.ensemble_size, s.jitter, generator, {scale}),
+      std::move(members),
       {.fit = {.steps = s.ensemble_steps,
                .batch = 1 << 20,
                .learning_rate = s.ensemble_lr,
@@ -405,8 +428,8 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
   const data::ImageDataset test = examples::load_dataset(flags, data::Split::test);
   const QualityMeter quality(strong, test, device);
   const std::string weak_noise = weak_noise_schedule(s, Schedule::name);
-  auto ensemble = make_ensemble(s, schedule, examples::load_classifier(s.weak_dir, image_size, device), weak_noise,
-                                std::move(optimism), generator, flags.seed, group);
+  auto ensemble = make_ensemble(s, schedule, weak_heads(s, image_size, device, generator), weak_noise,
+                                std::move(optimism), flags.seed, group);
 
   // Non-adaptive: the whole budget asked of the pretrained model in one round,
   // with as many optimisation steps as the K rounds of the other variants.
@@ -746,128 +769,140 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
   const int64_t classes = static_cast<int64_t>(class_names.size()), size = config.at("image_size");
   models::ResNet18 strong = examples::load_classifier(s.oracle_dir, size, device);
   const QualityMeter quality(strong, examples::load_dataset(flags, data::Split::test), device);
-  require(weak_noise_schedule(s, Schedule::name) == "none", "--variant score-matching reads the reward model at ",
-          "clean samples: --weak needs a classifier of clean images, not ", s.weak_dir);
-  auto ensemble = make_ensemble(s, schedule, examples::load_classifier(s.weak_dir, size, device), "none",
-                                std::move(optimism), generator, flags.seed, group);
   models::UNet network = conditional_copy(s, config, classes, device);
-  models::UNet model = models::clone_module(network), ema = models::clone_module(network);
-  for (auto& p : network->parameters()) p.requires_grad_(false);
-  using Score = models::EpsilonScore<Schedule, models::UNet>;
-  const double time_scale = config.at("time_scale");
-  const Score pretrained(schedule, network, {.time_scale = time_scale, .guidance = 0.0, .null_label = -1});
-  using Oracle = reward::Oracle<DemoOracleReward>;
-  Oracle oracle(oracle_reward(s, strong, device),
-                {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
-  const auto feedback_path = out / "feedback.sqlite";
-  require(!s.resume && !std::filesystem::exists(feedback_path), "--variant score-matching starts afresh: ",
-          s.resume ? "it has no --resume" : feedback_path.string() + " exists; choose another --out");
-  reward::FeedbackDataset feedback(feedback_path);
-  const int64_t channels = network->options().in_channels;
-  const TunedDriftRuns runs(s, schedule, pretrained,
-                            sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps)),
-                            {channels, size, size}, classes, oracle, quality, out, generator, device);
-
-  // The pool, and the oracle's view of it (to report the optimum each round aims at).
-  torch::Tensor pool, pool_class;
-  {
-    io::Progress progress("score-matching pool", s.pool);
-    std::vector<torch::Tensor> parts;
-    for (int64_t begin = 0; begin < s.pool; begin += 512) {
-      const int64_t n = std::min<int64_t>(512, s.pool - begin);
-      parts.push_back(runs.sample(pretrained, torch::zeros({n}, torch::kLong), false).first);
-      progress.update(begin + n);
-    }
-    pool = torch::cat(parts);
-    torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> predicted;
-    for (int64_t begin = 0; begin < s.pool; begin += 256)
-      predicted.push_back(strong->forward(pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin))).argmax(1));
-    pool_class = torch::cat(predicted).cpu();
-  }
-  algorithms::TiltedScoreMatching<Schedule, models::UNet> tuner(
-      schedule, model, ema, pool, classes,
-      {.alpha = s.alpha,
-       .beta = s.beta,
-       .batch = s.batch,
-       .denoising = {.learning_rate = s.pg_lr,
-                     .ema_decay = 0.99,
-                     .time_scale = time_scale,
-                     .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
-  // The tuned model steers until --steer-until (of the horizon), the pretrained one after.
-  const double until = s.steer_until * schedule.horizon();
-  const auto tuned = [&] { return models::SwitchedDrift(tuner.trainer().score(), pretrained, until); };
-  // The round's optimum on the pool, in the oracle's terms (class averages).
-  nlohmann::json optima = nlohmann::json::array();
-  const auto aim = [&](int64_t round, const std::vector<algorithms::PoolTilt>& tilts) {
-    double accuracy = 0.0, kl = 0.0, effective = 0.0;
-    for (int64_t c = 0; c < classes; ++c) {
-      accuracy +=
-          (tuner.log_weights().select(1, c).exp() * pool_class.eq(c).to(torch::kDouble)).sum().template item<double>();
-      kl += tilts[static_cast<std::size_t>(c)].kl;
-      effective += tilts[static_cast<std::size_t>(c)].effective_samples;
-    }
-    optima.push_back({{"round", round},
-                      {"oracle_accuracy", accuracy / double(classes)},
-                      {"kl_to_pretrained", kl / double(classes)},
-                      {"effective_samples", effective / double(classes)}});
-    std::cout << "score-matching round " << round << ": the pool optimum has oracle accuracy "
-              << accuracy / double(classes) << " at " << kl / double(classes) << " nats, "
-              << effective / double(classes) << " effective samples per prompt" << std::endl;
+  // The reward model reads clean samples: heads on the weak classifier's or on the
+  // pretrained UNet's features (through the conditional copy, whose zero class
+  // embedding makes any label read the pretrained network).
+  const auto with_ensemble = [&](auto&& body) {
+    if (s.reward_features == "diffusion")
+      return body(make_ensemble(s, schedule, diffusion_heads(s, flags, network, classes, 0, generator), "none",
+                                std::move(optimism), flags.seed, group));
+    require(weak_noise_schedule(s, Schedule::name) == "none", "--variant score-matching reads the reward model at ",
+            "clean samples: --weak needs a classifier of clean images, not ", s.weak_dir);
+    return body(make_ensemble(s, schedule, weak_heads(s, size, device, generator), "none", std::move(optimism),
+                              flags.seed, group));
   };
+  return with_ensemble([&](auto ensemble) {
+    models::UNet model = models::clone_module(network), ema = models::clone_module(network);
+    for (auto& p : network->parameters()) p.requires_grad_(false);
+    using Score = models::EpsilonScore<Schedule, models::UNet>;
+    const double time_scale = config.at("time_scale");
+    const Score pretrained(schedule, network, {.time_scale = time_scale, .guidance = 0.0, .null_label = -1});
+    using Oracle = reward::Oracle<DemoOracleReward>;
+    Oracle oracle(oracle_reward(s, strong, device),
+                  {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
+    const auto feedback_path = out / "feedback.sqlite";
+    require(!s.resume && !std::filesystem::exists(feedback_path), "--variant score-matching starts afresh: ",
+            s.resume ? "it has no --resume" : feedback_path.string() + " exists; choose another --out");
+    reward::FeedbackDataset feedback(feedback_path);
+    const int64_t channels = network->options().in_channels;
+    const TunedDriftRuns runs(s, schedule, pretrained,
+                              sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps)),
+                              {channels, size, size}, classes, oracle, quality, out, generator, device);
 
-  io::MetricsLog rounds = rounds_log(out);
-  const auto measure = [&](int64_t round, int64_t n, double seconds) {
-    auto [figures, q, x, z] = runs.evaluate(tuned(), round, n, seconds);
-    torch::NoGradGuard no_grad;
-    const auto estimate = ensemble.estimate(x, z.to(device));
-    figures.ensemble_reward_mean = estimate.mean.mean().template item<double>();
-    figures.uncertainty_mean = estimate.uncertainty.mean().template item<double>();
-    return std::tuple{figures, q, x, z};
-  };
-  {
-    const auto [figures, q, x, z] = runs.evaluate(pretrained, 0, s.eval_samples, 0.0);
-    add_round(rounds, figures, q);
-    runs.picture(pretrained, 0);
-  }
-  for (std::size_t i = 0; i < s.queries.size(); ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    const int64_t round = int64_t(i) + 1;
-    for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
-      const torch::Tensor z = torch::randint(classes, {std::min<int64_t>(128, s.queries[i] - asked)}, generator);
-      oracle.record(feedback, runs.sample(tuned(), z, false).first, z.to(device), round);
-    }
-    ensemble.fit(feedback);
-    std::vector<torch::Tensor> rewards;
+    // The pool, and the oracle's view of it (to report the optimum each round aims at).
+    torch::Tensor pool, pool_class;
     {
-      torch::NoGradGuard no_grad;
-      for (int64_t begin = 0; begin < s.pool; begin += 256) {
-        const torch::Tensor x = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
-        std::vector<torch::Tensor> per_class;
-        for (int64_t c = 0; c < classes; ++c)
-          per_class.push_back(ensemble.optimistic(x, torch::full({x.size(0)}, c, torch::kLong).to(device)).cpu());
-        rewards.push_back(torch::stack(per_class, 1));
+      io::Progress progress("score-matching pool", s.pool);
+      std::vector<torch::Tensor> parts;
+      for (int64_t begin = 0; begin < s.pool; begin += 512) {
+        const int64_t n = std::min<int64_t>(512, s.pool - begin);
+        parts.push_back(runs.sample(pretrained, torch::zeros({n}, torch::kLong), false).first);
+        progress.update(begin + n);
       }
+      pool = torch::cat(parts);
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> predicted;
+      for (int64_t begin = 0; begin < s.pool; begin += 256)
+        predicted.push_back(strong->forward(pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin))).argmax(1));
+      pool_class = torch::cat(predicted).cpu();
     }
-    aim(round, tuner.retilt(torch::cat(rewards)));
-    train(
-        s.optimize_steps, [&] { return tuner.step(generator); },
-        callbacks::ProgressBar("score-matching round " + std::to_string(round), s.optimize_steps));
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto [figures, q, x, z] = measure(round, s.eval_samples, seconds);
-    add_round(rounds, figures, q);
-    runs.picture(tuned(), round);
-  }
-  const auto [figures, q, x, z] = measure(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
-  nlohmann::json settings = unet_run_settings(s, flags);
-  settings.update({{"beta", s.beta},
-                   {"pool", s.pool},
-                   {"pool_optima", optima},
-                   {"embedding_lr_factor", s.embedding_lr_factor},
-                   {"steer_until", s.steer_until},
-                   {"optimize_steps", s.optimize_steps}});
-  write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
-  return 0;
+    algorithms::TiltedScoreMatching<Schedule, models::UNet> tuner(
+        schedule, model, ema, pool, classes,
+        {.alpha = s.alpha,
+         .beta = s.beta,
+         .batch = s.batch,
+         .denoising = {.learning_rate = s.pg_lr,
+                       .ema_decay = 0.99,
+                       .time_scale = time_scale,
+                       .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
+    // The tuned model steers until --steer-until (of the horizon), the pretrained one after.
+    const double until = s.steer_until * schedule.horizon();
+    const auto tuned = [&] { return models::SwitchedDrift(tuner.trainer().score(), pretrained, until); };
+    // The round's optimum on the pool, in the oracle's terms (class averages).
+    nlohmann::json optima = nlohmann::json::array();
+    const auto aim = [&](int64_t round, const std::vector<algorithms::PoolTilt>& tilts) {
+      double accuracy = 0.0, kl = 0.0, effective = 0.0;
+      for (int64_t c = 0; c < classes; ++c) {
+        accuracy += (tuner.log_weights().select(1, c).exp() * pool_class.eq(c).to(torch::kDouble))
+                        .sum()
+                        .template item<double>();
+        kl += tilts[static_cast<std::size_t>(c)].kl;
+        effective += tilts[static_cast<std::size_t>(c)].effective_samples;
+      }
+      optima.push_back({{"round", round},
+                        {"oracle_accuracy", accuracy / double(classes)},
+                        {"kl_to_pretrained", kl / double(classes)},
+                        {"effective_samples", effective / double(classes)}});
+      std::cout << "score-matching round " << round << ": the pool optimum has oracle accuracy "
+                << accuracy / double(classes) << " at " << kl / double(classes) << " nats, "
+                << effective / double(classes) << " effective samples per prompt" << std::endl;
+    };
+
+    io::MetricsLog rounds = rounds_log(out);
+    const auto measure = [&](int64_t round, int64_t n, double seconds) {
+      auto [figures, q, x, z] = runs.evaluate(tuned(), round, n, seconds);
+      torch::NoGradGuard no_grad;
+      const auto estimate = ensemble.estimate(x, z.to(device));
+      figures.ensemble_reward_mean = estimate.mean.mean().template item<double>();
+      figures.uncertainty_mean = estimate.uncertainty.mean().template item<double>();
+      return std::tuple{figures, q, x, z};
+    };
+    {
+      const auto [figures, q, x, z] = runs.evaluate(pretrained, 0, s.eval_samples, 0.0);
+      add_round(rounds, figures, q);
+      runs.picture(pretrained, 0);
+    }
+    for (std::size_t i = 0; i < s.queries.size(); ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      const int64_t round = int64_t(i) + 1;
+      for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
+        const torch::Tensor z = torch::randint(classes, {std::min<int64_t>(128, s.queries[i] - asked)}, generator);
+        oracle.record(feedback, runs.sample(tuned(), z, false).first, z.to(device), round);
+      }
+      ensemble.fit(feedback);
+      std::vector<torch::Tensor> rewards;
+      {
+        torch::NoGradGuard no_grad;
+        for (int64_t begin = 0; begin < s.pool; begin += 256) {
+          const torch::Tensor x = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
+          std::vector<torch::Tensor> per_class;
+          for (int64_t c = 0; c < classes; ++c)
+            per_class.push_back(ensemble.optimistic(x, torch::full({x.size(0)}, c, torch::kLong).to(device)).cpu());
+          rewards.push_back(torch::stack(per_class, 1));
+        }
+      }
+      aim(round, tuner.retilt(torch::cat(rewards)));
+      train(
+          s.optimize_steps, [&] { return tuner.step(generator); },
+          callbacks::ProgressBar("score-matching round " + std::to_string(round), s.optimize_steps));
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const auto [figures, q, x, z] = measure(round, s.eval_samples, seconds);
+      add_round(rounds, figures, q);
+      runs.picture(tuned(), round);
+    }
+    const auto [figures, q, x, z] = measure(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
+    nlohmann::json settings = unet_run_settings(s, flags);
+    settings.update({{"beta", s.beta},
+                     {"pool", s.pool},
+                     {"reward_features", s.reward_features},
+                     {"pool_optima", optima},
+                     {"embedding_lr_factor", s.embedding_lr_factor},
+                     {"steer_until", s.steer_until},
+                     {"optimize_steps", s.optimize_steps}});
+    write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
+    return 0;
+  });
 }
 
 }  // namespace
@@ -890,6 +925,11 @@ int main(int argc, char** argv) {
   app.add_option("--label-wait", s.label_wait,
                  "with --external-labels, seconds to wait for a round's labels before stopping (exit 3; go on "
                  "with --resume); default: as long as it takes");
+  app.add_option("--reward-features", s.reward_features,
+                 "the reward ensemble's backbone: weak (the --weak classifier's features, heads from its head) or "
+                 "diffusion (the pretrained UNet's, fresh heads; the default of --variant score-matching, the only "
+                 "variant that takes it)")
+      ->check(CLI::IsMember({"weak", "diffusion"}));
   app.add_option("--weak", s.weak_dir, "train_classifier --strength weak output (the ensemble's start)");
   app.add_option("--variant", s.variant,
                  "mean-std, max, thompson, ucb, greedy, discrete, uniform, non-adaptive (SEIKO), ddpo, dpok or "
@@ -988,6 +1028,9 @@ int main(int argc, char** argv) {
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
     // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
     const bool score_matching = s.variant == "score-matching";
+    if (s.reward_features.empty()) s.reward_features = score_matching ? "diffusion" : "weak";
+    require(s.reward_features == "weak" || score_matching, "--reward-features ", s.reward_features,
+            ": the pretrained UNet's features serve --variant score-matching, whose reward model reads clean samples");
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
     if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 300 : 1000) : small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;

@@ -32,6 +32,7 @@
 #include "diffctl/metrics/knn_kl.hpp"
 #include "diffctl/metrics/sample_quality.hpp"
 #include "diffctl/metrics/tilted_optimum.hpp"
+#include "diffctl/models/diffusion_features.hpp"
 #include "diffctl/models/eigen_mlp.hpp"
 #include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/epsilon_score.hpp"

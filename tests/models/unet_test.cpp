@@ -7,7 +7,11 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/models/diffusion_features.hpp"
 #include "diffctl/models/unet.hpp"
+#include "diffctl/reward/ensemble.hpp"
+#include "diffctl/reward/feedback_dataset.hpp"
+#include "diffctl/reward/members.hpp"
 
 using diffctl::models::UNet;
 using diffctl::models::UNetOptions;
@@ -227,6 +231,99 @@ TEST_CASE("UNet rejects bad options and inputs", "[unet]") {
   CHECK_THROWS_WITH(conditional->forward(x, t, torch::tensor({0.0, 1.0})), Contains("labels y must be int64 [2]"));
   UNet unconditional(UNetOptions::small(28, 1, 0));
   CHECK_THROWS_WITH(unconditional->forward(x, t, y), Contains("unconditional (num_classes = 0) but got labels"));
+}
+
+TEST_CASE("UNet stage outputs: every block's activation, the last one the output layer's input", "[unet]") {
+  torch::manual_seed(5);
+  UNet net(UNetOptions::small(28, 1, 0));
+  perturb(net);
+  net->eval();
+  const torch::Tensor x = torch::randn({2, 1, 28, 28}), t = torch::tensor({30.0, 700.0});
+  const auto stages = net->stage_outputs(x, t);
+  // 3 levels of 1 block: 6 input stages (stem, block, down, block, down, block), the
+  // middle block, 6 output stages.
+  REQUIRE(stages.size() == 13);
+  CHECK(stages[0].sizes() == torch::IntArrayRef({2, 16, 28, 28}));
+  CHECK(stages[6].sizes() == torch::IntArrayRef({2, 32, 7, 7}));
+  CHECK(stages[12].sizes() == torch::IntArrayRef({2, 16, 28, 28}));
+  // The first 8 alone (the middle block is stage 6) are the same tensors: nothing
+  // is random in evaluation mode, which the features below rely on.
+  const auto first = net->stage_outputs(x, t, {}, 8);
+  REQUIRE(first.size() == 8);
+  for (std::size_t i = 0; i < first.size(); ++i) CHECK(torch::equal(first[i], stages[i]));
+}
+
+TEST_CASE("DiffusionFeatures: pooled, standardised stages of a frozen UNet", "[unet][reward]") {
+  using Catch::Contains;
+  using diffctl::models::DiffusionFeatures;
+  using diffctl::models::DiffusionFeaturesOptions;
+  torch::manual_seed(6);
+  UNet net(UNetOptions::small(28, 1, 0));
+  perturb(net);
+  DiffusionFeatures features(net, DiffusionFeaturesOptions{.timestep = 50.0});
+  // Default: the middle block (stage 6) and the output stage after it, 32 channels each, 3 x 3.
+  REQUIRE(features->feature_dim() == 2 * 32 * 9);
+  for (const auto& p : features->parameters()) CHECK_FALSE(p.requires_grad());
+  const torch::Tensor images = torch::rand({64, 1, 28, 28}) * 2 - 1;
+  torch::NoGradGuard no_grad;
+  net->eval();
+  const auto stages = net->stage_outputs(images, torch::full({64}, 50.0));
+  const torch::Tensor expected = torch::cat({torch::adaptive_avg_pool2d(stages[6], {3, 3}).flatten(1),
+                                             torch::adaptive_avg_pool2d(stages[7], {3, 3}).flatten(1)},
+                                            1);
+  CHECK(torch::allclose(features->features(images), expected, 1e-5, 1e-6));
+
+  // Standardised on images, their features have mean 0 and standard deviation 1.
+  auto copy = diffctl::models::clone_module(features);
+  features->standardize(images, 24);
+  const torch::Tensor standard = features->features(images);
+  CHECK(standard.mean(0).abs().max().item<double>() < 1e-4);
+  CHECK((standard.std(0) - 1).abs().max().item<double>() < 1e-3);
+  // A copy is independent: the one taken before still gives the raw features, one taken after the standardised.
+  CHECK(torch::allclose(copy->features(images), expected, 1e-5, 1e-6));
+  CHECK(torch::allclose(diffctl::models::clone_module(features)->features(images), standard, 1e-5, 1e-6));
+
+  CHECK_THROWS_WITH(DiffusionFeatures(net, DiffusionFeaturesOptions{.stages = {13}}),
+                    Contains("stage 13 out of range: the network has 13 stages"));
+  CHECK_THROWS_WITH(DiffusionFeatures(net, DiffusionFeaturesOptions{.pool = 0}), Contains("pool must be >= 1"));
+  CHECK_THROWS_WITH(DiffusionFeatures(net, DiffusionFeaturesOptions{.label = 2}), Contains("an unconditional one -1"));
+  UNet conditional(UNetOptions::small(28, 1, 10));
+  CHECK_THROWS_WITH(DiffusionFeatures(conditional, DiffusionFeaturesOptions{}), Contains("needs its null label"));
+  CHECK(DiffusionFeatures(conditional, DiffusionFeaturesOptions{.label = 9})->features(images).size(0) == 64);
+  CHECK_THROWS_WITH(features->standardize(images.narrow(0, 0, 1)), Contains("needs images [N >= 2"));
+}
+
+TEST_CASE("A reward ensemble on DiffusionFeatures learns which class an image is", "[unet][reward]") {
+  // Class 0 is bright on the left half, class 1 on the right: after 200 scalar labels
+  // p(z | x) of the right class is high and of the wrong class low, on unseen images.
+  using Members = diffctl::reward::SharedBackboneHeads<diffctl::models::DiffusionFeatures>;
+  torch::manual_seed(7);
+  auto generator = at::detail::createCPUGenerator(7);
+  UNet net(UNetOptions::small(28, 1, 0));
+  perturb(net);
+  const auto draw = [&](int64_t n) {
+    const torch::Tensor label = torch::randint(2, {n}, generator, torch::kLong);
+    torch::Tensor x = 0.3 * torch::randn({n, 1, 28, 28}, generator) - 0.5;
+    const torch::Tensor left = torch::arange(28).lt(14).to(torch::kFloat).view({1, 1, 1, 28});
+    const torch::Tensor side = torch::where(label.eq(0).view({n, 1, 1, 1}), left, 1 - left);
+    return std::pair{x + side, label};
+  };
+  diffctl::models::DiffusionFeatures features(net, diffctl::models::DiffusionFeaturesOptions{});
+  features->standardize(draw(200).first);
+  diffctl::reward::BootstrapEnsemble ensemble(
+      Members::random(features, 3, 2, features->feature_dim(), generator),
+      {.fit = {.steps = 200, .batch = 64, .learning_rate = 1e-2, .l2 = 1e-4}, .seed = 1});
+  const auto [x, label] = draw(200);
+  const torch::Tensor z = torch::randint(2, {200}, generator, torch::kLong);
+  diffctl::reward::FeedbackDataset data;
+  data.append(x, z, z.eq(label).to(torch::kDouble), 0);
+  ensemble.fit(data);
+  const auto [test_x, test_label] = draw(100);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor right = ensemble.mean(test_x, test_label), wrong = ensemble.mean(test_x, 1 - test_label);
+  INFO("p of the right class " << right.mean().item<double>() << ", of the wrong one " << wrong.mean().item<double>());
+  CHECK(right.mean().item<double>() > 0.85);
+  CHECK(wrong.mean().item<double>() < 0.15);
 }
 
 TEST_CASE("UNet runs on CUDA", "[unet][cuda]") {

@@ -309,23 +309,35 @@ class UNetImpl : public torch::nn::Module {
   // for a conditional network, an undefined tensor for an unconditional one.
   // Returns the predicted noise eps, shaped [B, out_channels, H, W].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y = {}) {
+    return out_conv_(torch::silu(detail::apply_norm32(*out_norm_, stage_outputs(x, t, y).back())));
+  }
+
+  // The output of every stage, in the order the network computes them: the input
+  // blocks', the middle block's, then the output blocks' (the last is what the
+  // output layer reads), each [B, C, H', W']; only the first `count` of them when
+  // count >= 0. What the denoiser learned from unlabelled images: pooled, these
+  // are features for a classifier or reward model.
+  std::vector<torch::Tensor> stage_outputs(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y = {},
+                                           int64_t count = -1) {
     validate_input(x, t, y);
     torch::Tensor emb = time_linear1_(
         torch::silu(time_linear0_(timestep_embedding(t, options_.base_width).to(x.device(), x.scalar_type()))));
     if (options_.num_classes > 0) emb = emb + label_emb_(y.to(x.device()));
-    std::vector<torch::Tensor> skips;
-    skips.reserve(input_blocks_.size());
+    const auto inputs = static_cast<int64_t>(input_blocks_.size());
+    const int64_t total = 2 * inputs + 1, wanted = count < 0 ? total : std::min(count, total);
+    std::vector<torch::Tensor> outputs;
+    outputs.reserve(static_cast<std::size_t>(wanted));
     torch::Tensor h = x;
-    for (auto& block : input_blocks_) {
-      h = block->forward(h, emb);
-      skips.push_back(h);
+    for (int64_t i = 0; i < std::min(inputs, wanted); ++i) {
+      h = input_blocks_[static_cast<std::size_t>(i)]->forward(h, emb);
+      outputs.push_back(h);
     }
-    h = middle_block_->forward(h, emb);
-    for (auto& block : output_blocks_) {
-      h = block->forward(torch::cat({h, skips.back()}, 1), emb);
-      skips.pop_back();
-    }
-    return out_conv_(torch::silu(detail::apply_norm32(*out_norm_, h)));
+    if (wanted > inputs) outputs.push_back(middle_block_->forward(h, emb));
+    // Output block i reads the previous output beside the skip of input block inputs - 1 - i.
+    for (int64_t i = 0; i < wanted - inputs - 1; ++i)
+      outputs.push_back(output_blocks_[static_cast<std::size_t>(i)]->forward(
+          torch::cat({outputs.back(), outputs[static_cast<std::size_t>(inputs - 1 - i)]}, 1), emb));
+    return outputs;
   }
 
   // Sinusoidal embedding [B, dim] of timesteps [B]: cos of t * f_i then sin, with
