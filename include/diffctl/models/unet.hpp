@@ -309,7 +309,9 @@ class UNetImpl : public torch::nn::Module {
   // for a conditional network, an undefined tensor for an unconditional one.
   // Returns the predicted noise eps, shaped [B, out_channels, H, W].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y = {}) {
-    return out_conv_(torch::silu(detail::apply_norm32(*out_norm_, stage_outputs(x, t, y).back())));
+    torch::Tensor last;
+    run_stages(x, t, y, -1, [&](const torch::Tensor& h) { last = h; });
+    return out_conv_(torch::silu(detail::apply_norm32(*out_norm_, last)));
   }
 
   // The output of every stage, in the order the network computes them: the input
@@ -319,24 +321,8 @@ class UNetImpl : public torch::nn::Module {
   // are features for a classifier or reward model.
   std::vector<torch::Tensor> stage_outputs(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y = {},
                                            int64_t count = -1) {
-    validate_input(x, t, y);
-    torch::Tensor emb = time_linear1_(
-        torch::silu(time_linear0_(timestep_embedding(t, options_.base_width).to(x.device(), x.scalar_type()))));
-    if (options_.num_classes > 0) emb = emb + label_emb_(y.to(x.device()));
-    const auto inputs = static_cast<int64_t>(input_blocks_.size());
-    const int64_t total = 2 * inputs + 1, wanted = count < 0 ? total : std::min(count, total);
     std::vector<torch::Tensor> outputs;
-    outputs.reserve(static_cast<std::size_t>(wanted));
-    torch::Tensor h = x;
-    for (int64_t i = 0; i < std::min(inputs, wanted); ++i) {
-      h = input_blocks_[static_cast<std::size_t>(i)]->forward(h, emb);
-      outputs.push_back(h);
-    }
-    if (wanted > inputs) outputs.push_back(middle_block_->forward(h, emb));
-    // Output block i reads the previous output beside the skip of input block inputs - 1 - i.
-    for (int64_t i = 0; i < wanted - inputs - 1; ++i)
-      outputs.push_back(output_blocks_[static_cast<std::size_t>(i)]->forward(
-          torch::cat({outputs.back(), outputs[static_cast<std::size_t>(inputs - 1 - i)]}, 1), emb));
+    run_stages(x, t, y, count, [&](const torch::Tensor& h) { outputs.push_back(h); });
     return outputs;
   }
 
@@ -363,6 +349,36 @@ class UNetImpl : public torch::nn::Module {
   int64_t levels() const { return static_cast<int64_t>(options_.channel_mult.size()); }
 
  private:
+  // Runs the first `count` stages (all when count < 0), handing each output to
+  // `visit`; only the input blocks' outputs are held (the skips), so that a
+  // forward pass keeps no more than the network needs.
+  template <class Visit>
+  void run_stages(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y, int64_t count,
+                  Visit&& visit) {
+    validate_input(x, t, y);
+    torch::Tensor emb = time_linear1_(
+        torch::silu(time_linear0_(timestep_embedding(t, options_.base_width).to(x.device(), x.scalar_type()))));
+    if (options_.num_classes > 0) emb = emb + label_emb_(y.to(x.device()));
+    const auto inputs = static_cast<int64_t>(input_blocks_.size());
+    const int64_t total = 2 * inputs + 1, wanted = count < 0 ? total : std::min(count, total);
+    std::vector<torch::Tensor> skips;
+    skips.reserve(input_blocks_.size());
+    torch::Tensor h = x;
+    for (int64_t i = 0; i < std::min(inputs, wanted); ++i) {
+      h = input_blocks_[static_cast<std::size_t>(i)]->forward(h, emb);
+      skips.push_back(h);
+      visit(h);
+    }
+    if (wanted <= inputs) return;
+    h = middle_block_->forward(h, emb);
+    visit(h);
+    for (int64_t i = 0; i < wanted - inputs - 1; ++i) {
+      h = output_blocks_[static_cast<std::size_t>(i)]->forward(torch::cat({h, skips.back()}, 1), emb);
+      skips.pop_back();
+      visit(h);
+    }
+  }
+
   // The number of attention heads for a block of `channels` channels.
   int64_t heads_for(int64_t channels) const {
     return options_.head_channels > 0 ? channels / options_.head_channels : options_.num_heads;
