@@ -264,6 +264,13 @@ TEST_CASE("DiffusionFeatures: pooled, standardised stages of a frozen UNet", "[u
   // Default: the middle block (stage 6) and the output stage after it, 32 channels each, 3 x 3.
   REQUIRE(features->feature_dim() == 2 * 32 * 9);
   for (const auto& p : features->parameters()) CHECK_FALSE(p.requires_grad());
+  {  // Built from a network in training mode, and put in training mode itself, it has no dropout.
+    net->train();
+    DiffusionFeatures built(net, DiffusionFeaturesOptions{});
+    built->train();
+    const torch::Tensor x = torch::rand({4, 1, 28, 28});
+    CHECK(torch::equal(built->features(x), built->features(x)));
+  }
   const torch::Tensor images = torch::rand({64, 1, 28, 28}) * 2 - 1;
   torch::NoGradGuard no_grad;
   net->eval();

@@ -43,6 +43,8 @@ class DiffusionFeaturesImpl : public torch::nn::Module {
     require((o.num_classes == 0) == (options_.label < 0) && options_.label < o.num_classes, "DiffusionFeatures: label ",
             options_.label, " for a network of ", o.num_classes,
             " classes (a conditional network needs its null label, an unconditional one -1)");
+    network_->eval();  // before the shape probe below: dropout would draw from the global generator
+    for (auto& p : network_->parameters()) p.requires_grad_(false);
     const std::vector<int64_t> channels = stage_channels();
     for (int64_t stage : options_.stages) {
       require(stage >= 0 && stage < static_cast<int64_t>(channels.size()), "DiffusionFeatures: stage ", stage,
@@ -50,8 +52,6 @@ class DiffusionFeaturesImpl : public torch::nn::Module {
       dim_ += channels[static_cast<std::size_t>(stage)] * options_.pool * options_.pool;
       last_stage_ = std::max(last_stage_, stage);
     }
-    network_->eval();
-    for (auto& p : network_->parameters()) p.requires_grad_(false);
     const auto device = network_->parameters().front().device();
     mean_ = register_buffer("mean", torch::zeros({dim_}, torch::TensorOptions(device)));
     scale_ = register_buffer("scale", torch::ones({dim_}, torch::TensorOptions(device)));
