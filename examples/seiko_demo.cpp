@@ -110,13 +110,14 @@ struct DemoSettings {
   std::vector<double> tilt_alphas{1.0, 0.5, 0.25, 0.1};
 };
 
-// The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
-// TorchScript file computes (--oracle-script). The classifier measures accuracy,
-// diversity and class FD either way.
+// The reward's scale: p(z | x) or log p(z | x).
 reward::RewardScale reward_scale(const DemoSettings& s) {
   return s.reward == "probability" ? reward::RewardScale::probability : reward::RewardScale::log_probability;
 }
 
+// The oracle's reward: the strong classifier's p(z | x) (or its log), or what a
+// TorchScript file computes (--oracle-script). The classifier measures accuracy,
+// diversity and class FD either way.
 struct DemoOracleReward {
   reward::ClassifierReward<models::ResNet18> classifier;
   std::optional<reward::ScriptedReward> script;
@@ -389,8 +390,7 @@ reward::SharedBackboneHeads<models::DiffusionFeatures> diffusion_heads(const Dem
                                                                        int64_t label, at::Generator& generator) {
   models::DiffusionFeatures features(network, models::DiffusionFeaturesOptions{.label = label});
   const data::ImageDataset train = examples::load_dataset(flags, data::Split::train);
-  features->standardize(train.images.narrow(0, 0, std::min<int64_t>(5000, train.size())).to(torch::kFloat) / 127.5 -
-                        1.0);
+  features->standardize(data::normalize_images(train.images.narrow(0, 0, std::min<int64_t>(5000, train.size()))));
   return reward::SharedBackboneHeads<models::DiffusionFeatures>::random(
       features, s.ensemble_size, classes, features->feature_dim(), generator, {reward_scale(s)});
 }
