@@ -73,6 +73,7 @@
 #include "diffctl/io/png.hpp"
 #include "diffctl/models/diffusion_features.hpp"
 #include "diffctl/models/epsilon_score.hpp"
+#include "diffctl/models/guided_drift.hpp"
 #include "diffctl/models/switched_drift.hpp"
 #include "diffctl/policy/control.hpp"
 #include "diffctl/reward/ensemble.hpp"
@@ -106,7 +107,9 @@ struct DemoSettings {
   int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
   int64_t pool = 2000;                // score-matching: pretrained samples whose tilt is the round's optimum
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
-  double steer_until = 1.0;           // score-matching: the tuned model's share of the path, from the noise on
+  // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
+  // difference from the pretrained drift, scaled
+  double steer_until = 1.0, tuned_scale = 1.0;
   std::vector<double> tilt_alphas{1.0, 0.5, 0.25, 0.1};
 };
 
@@ -541,6 +544,8 @@ int run(const DemoSettings& s, const examples::ImageFlags& flags, Schedule sched
                               {"optimal_from", s.optimal_from},
                               {"null_prompt", s.null_prompt},
                               {"optimal_cfg", s.optimal_cfg},
+                              {"tuned_scale", s.tuned_scale},
+                              {"steer_until", s.steer_until},
                               {"alpha", s.alpha},
                               {"beta", s.beta},
                               {"tilted_optima", tilts},
@@ -761,6 +766,15 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
 // UNet toward it for --optimize-steps steps of --batch pool draws. Each round
 // reports the pool optimum it aims at (the oracle's accuracy under the tilt, its KL
 // and effective samples) beside what the tuned model reaches.
+// The drift a tuned model samples with: its difference from the pretrained drift
+// scaled by --tuned-scale (guidance: above 1 a sharper tilt), until --steer-until
+// of the horizon, the pretrained drift after (the path KL accrues before it).
+template <class Schedule, DriftModel Tuned, DriftModel Pretrained>
+auto steered(const DemoSettings& s, const Schedule& schedule, Tuned tuned, const Pretrained& pretrained) {
+  return models::SwitchedDrift(models::GuidedDrift(std::move(tuned), pretrained, s.tuned_scale), pretrained,
+                               s.steer_until * schedule.horizon());
+}
+
 template <class Schedule, class Optimism>
 int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags, const Schedule& schedule,
                        const nlohmann::json& config, const std::vector<std::string>& class_names, Optimism optimism,
@@ -826,9 +840,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                        .ema_decay = 0.99,
                        .time_scale = time_scale,
                        .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
-    // The tuned model steers until --steer-until (of the horizon), the pretrained one after.
-    const double until = s.steer_until * schedule.horizon();
-    const auto tuned = [&] { return models::SwitchedDrift(tuner.trainer().score(), pretrained, until); };
+    const auto tuned = [&] { return steered(s, schedule, tuner.trainer().score(), pretrained); };
     // The round's optimum on the pool, in the oracle's terms (class averages).
     nlohmann::json optima = nlohmann::json::array();
     const auto aim = [&](int64_t round, const std::vector<algorithms::PoolTilt>& tilts) {
@@ -899,8 +911,18 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      {"pool_optima", optima},
                      {"embedding_lr_factor", s.embedding_lr_factor},
                      {"steer_until", s.steer_until},
+                     {"tuned_scale", s.tuned_scale},
                      {"optimize_steps", s.optimize_steps}});
     write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
+    // The tuned network, as a class-conditional pretrain_diffusion output: `sample`
+    // draws from it, and --optimal-from evaluates it again at another --tuned-scale
+    // or --steer-until without training it again.
+    nlohmann::json tuned_config = config;
+    tuned_config["conditional"] = true;
+    tuned_config["unet"]["num_classes"] = classes;
+    tuned_config["fine_tuned_from"] = s.diffusion_dir;
+    tuned_config["sha256"] = {{"model.pt", models::save_state_dict(*tuner.trainer().ema(), out / "model.pt")}};
+    examples::write_json(out / "config.json", tuned_config);
     return 0;
   });
 }
@@ -987,9 +1009,14 @@ int main(int argc, char** argv) {
                  "score-matching: the class embedding's learning rate (it starts at zero) as a multiple of --pg-lr")
       ->check(CLI::PositiveNumber);
   app.add_option("--steer-until", s.steer_until,
-                 "score-matching: sample with the tuned model until this fraction of the path, then with the "
-                 "pretrained one (the path KL accrues before it)")
+                 "score-matching and --optimal-from: sample with the tuned model until this fraction of the path, "
+                 "then with the pretrained one (the path KL accrues before it)")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--tuned-scale", s.tuned_scale,
+                 "score-matching and --optimal-from: sample with the pretrained drift plus this multiple of the tuned "
+                 "model's difference from it (1: the tuned model; above 1: a sharper tilt, like classifier-free "
+                 "guidance, at about its square in KL)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
@@ -1031,6 +1058,8 @@ int main(int argc, char** argv) {
     if (s.reward_features.empty()) s.reward_features = score_matching ? "diffusion" : "weak";
     require(s.reward_features == "weak" || score_matching, "--reward-features ", s.reward_features,
             ": the pretrained UNet's features serve --variant score-matching, whose reward model reads clean samples");
+    require((s.steer_until == 1.0 && s.tuned_scale == 1.0) || score_matching || !s.optimal_from.empty(),
+            "--steer-until and --tuned-scale shape a tuned model's drift: --variant score-matching or --optimal-from");
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
     if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 300 : 1000) : small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
@@ -1129,11 +1158,14 @@ int main(int argc, char** argv) {
                              examples::recorded_weights(target_config, "model.pt"));
         target_network->to(device);
         target_network->eval();
-        const models::PromptedDrift<Score> target(Score(schedule, target_network,
-                                                        {.time_scale = target_config.at("time_scale"),
-                                                         .guidance = s.optimal_cfg,
-                                                         .null_label = s.optimal_cfg == 0.0 ? -1 : target_null}),
-                                                  true);
+        const auto target =
+            steered(s, schedule,
+                    models::PromptedDrift<Score>(Score(schedule, target_network,
+                                                       {.time_scale = target_config.at("time_scale"),
+                                                        .guidance = s.optimal_cfg,
+                                                        .null_label = s.optimal_cfg == 0.0 ? -1 : target_null}),
+                                                 true),
+                    drift);
         policy::DriftDifference optimal(schedule, kSolver, target, drift, schedule.horizon() / double(s.sample_steps));
         return run(s, flags, schedule, drift, std::move(optimal), class_names, size, channels,
                    reward::optimism::MeanPlusStd{s.bonus}, mss::EveryStep{}, generator, device, group);

@@ -37,6 +37,7 @@
 #include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/models/gaussian_mixture_score.hpp"
+#include "diffctl/models/guided_drift.hpp"
 #include "diffctl/models/module_copy.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/models/resnet.hpp"

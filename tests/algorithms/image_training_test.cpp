@@ -10,6 +10,7 @@
 #include "diffctl/algorithms/denoising_pretraining.hpp"
 #include "diffctl/algorithms/tilted_score_matching.hpp"
 #include "diffctl/metrics/classification.hpp"
+#include "diffctl/models/guided_drift.hpp"
 #include "diffctl/models/switched_drift.hpp"
 #include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/models/time_state_mlp.hpp"
@@ -147,6 +148,28 @@ TEST_CASE("a switched drift is one model before its time and the other after", "
   CHECK(half > 0.0);
   CHECK(half < whole);
   CHECK_THROWS_WITH(models::SwitchedDrift(early, late, NAN), Catch::Contains("must be finite"));
+}
+
+TEST_CASE("a guided drift scales the tuned model's difference from the reference", "[algorithms][pretraining]") {
+  // Data N(m, v) has the score -(x - alpha m) / (alpha^2 v + sigma^2) at every
+  // noise level: the difference of two means' scores is linear in the means, so
+  // guiding N(1.5, v) against N(0.5, v) at scale w is exactly N(0.5 + w, v).
+  const sde::VpCosine schedule;
+  using Score = models::EpsilonScore<sde::VpCosine, ExactGaussianEps>;
+  const double variance = 0.3;
+  const Score reference(schedule, ExactGaussianEps(schedule, 0.5, variance)),
+      tuned(schedule, ExactGaussianEps(schedule, 1.5, variance));
+  const torch::Tensor x = torch::randn({4, 1, 2, 2});
+  for (const double w : {0.0, 0.5, 1.0, 2.5})
+    for (const double t : {0.1, 0.5, 0.9}) {
+      const Score exact(schedule, ExactGaussianEps(schedule, 0.5 + w, variance));
+      const torch::Tensor guided = models::GuidedDrift(tuned, reference, w).score(t, x, {});
+      CHECK(torch::allclose(guided, exact.score(t, x, {}), 1e-5, 1e-6));
+    }
+  CHECK(torch::equal(models::GuidedDrift(tuned, reference, 1.0).score(0.3, x, {}), tuned.score(0.3, x, {})));
+  CHECK(torch::equal(models::GuidedDrift(tuned, reference, 0.0).score(0.3, x, {}), reference.score(0.3, x, {})));
+  CHECK_THROWS_WITH(models::GuidedDrift(tuned, reference, -1.0), Catch::Contains("must be finite and >= 0"));
+  CHECK_THROWS_WITH(models::GuidedDrift(tuned, reference, NAN), Catch::Contains("must be finite and >= 0"));
 }
 
 TEST_CASE("a prompted drift passes the prompts, none, or the null label", "[algorithms][pretraining]") {

@@ -1,6 +1,8 @@
 # seiko_demo --variant score-matching end to end on tiny models: an unconditional
-# model pretrained for two steps, a pool, two rounds, the final evaluation; then
-# the refusals of what the variant does not do.
+# model pretrained for two steps, a pool, two rounds (sampling with a guided,
+# switched drift), the final evaluation, the tuned network saved; that network
+# evaluated again through --optimal-from; then the refusals of what the variant
+# does not do.
 #   cmake -DPROGRAM=<seiko_demo> -DPRETRAIN=<pretrain_diffusion> -DCLASSIFIER=<dir> -DWORK_DIR=... -P score_matching.cmake
 
 file(REMOVE_RECURSE "${WORK_DIR}")
@@ -18,9 +20,10 @@ run(0 ${PRETRAIN} --unconditional --threads 1 --steps 2 --batch 8 --sample-steps
 set(out "${WORK_DIR}/out")
 set(args --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}" --threads 1
   --variant score-matching --alpha 0.1 --beta 0.1 --pool 24 --queries 4 4 --sample-steps 3 --optimize-steps 2
-  --batch 8 --eval-samples 20 --final-per-prompt 2 --per-prompt 1)
+  --batch 8 --eval-samples 20 --final-per-prompt 2 --per-prompt 1 --tuned-scale 1.5 --steer-until 0.5)
 run(0 ${PROGRAM} ${args} --out "${out}")
-foreach(name rounds.csv metrics.json samples.npy prompts.npy feedback.sqlite round_0.png round_2.png)
+foreach(name rounds.csv metrics.json samples.npy prompts.npy feedback.sqlite round_0.png round_2.png model.pt
+    config.json)
   if(NOT EXISTS "${out}/${name}")
     message(FATAL_ERROR "no ${name} in the output:\n${output}${err}")
   endif()
@@ -38,6 +41,25 @@ if(NOT optima EQUAL 2 OR NOT asked EQUAL 8)
   message(FATAL_ERROR "metrics.json: ${optima} pool optima and ${asked} queries, expected 2 and 8")
 endif()
 
+# The tuned network is a class-conditional model that --optimal-from steers to,
+# here at another scale and switch time.
+file(READ "${out}/config.json" tuned)
+string(JSON conditional GET "${tuned}" conditional)
+string(JSON classes GET "${tuned}" unet num_classes)
+if(NOT conditional OR NOT classes EQUAL 10)
+  message(FATAL_ERROR "config.json of the tuned network: conditional ${conditional}, ${classes} classes")
+endif()
+run(0 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}" --threads 1
+  --optimal-from "${out}" --tuned-scale 2 --steer-until 0.75 --control held --measure-every 1 --optimize-steps 0
+  --queries 1 --ensemble-steps 0 --sample-steps 3 --eval-samples 20 --final-per-prompt 2 --per-prompt 1
+  --out "${WORK_DIR}/again")
+file(READ "${WORK_DIR}/again/metrics.json" again)
+string(JSON scale GET "${again}" tuned_scale)
+string(JSON kl GET "${again}" kl_to_pretrained)
+if(NOT scale EQUAL 2 OR NOT kl GREATER 0)
+  message(FATAL_ERROR "--optimal-from the tuned network: scale ${scale}, path KL ${kl}")
+endif()
+
 # It starts afresh: no --resume, no second run into the same directory.
 run(1 ${PROGRAM} ${args} --out "${out}" --resume)
 string(FIND "${err}" "it has no --resume" at)
@@ -48,7 +70,10 @@ string(JSON features GET "${metrics}" reward_features)
 run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}"
   --variant greedy --reward-features diffusion --out "${WORK_DIR}/greedy")
 string(FIND "${err}" "serve --variant score-matching" at3)
-if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR NOT features STREQUAL "diffusion")
+run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}"
+  --variant greedy --tuned-scale 2 --out "${WORK_DIR}/greedy")
+string(FIND "${err}" "shape a tuned model's drift" at4)
+if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR NOT features STREQUAL "diffusion")
   message(FATAL_ERROR "the refusals do not say why, or the features are not the UNet's (${features}):\n${err}")
 endif()
 file(REMOVE_RECURSE "${WORK_DIR}")
