@@ -758,14 +758,6 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   return 0;
 }
 
-// SEIKO's objective solved on a pool of pretrained samples and distilled into the
-// UNet by weighted denoising score matching (algorithms/tilted_score_matching.hpp):
-// each round asks the oracle about samples of the current model, refits the reward
-// ensemble, takes the closed-form optimum of E[optimistic r_hat] - alpha KL(p ||
-// p_pre) - beta KL(p || p_prev) on the pool, and trains the conditional copy of the
-// UNet toward it for --optimize-steps steps of --batch pool draws. Each round
-// reports the pool optimum it aims at (the oracle's accuracy under the tilt, its KL
-// and effective samples) beside what the tuned model reaches.
 // The drift a tuned model samples with: its difference from the pretrained drift
 // scaled by --tuned-scale (guidance: above 1 a sharper tilt), until --steer-until
 // of the horizon, the pretrained drift after (the path KL accrues before it).
@@ -775,6 +767,14 @@ auto steered(const DemoSettings& s, const Schedule& schedule, Tuned tuned, const
                                s.steer_until * schedule.horizon());
 }
 
+// SEIKO's objective solved on a pool of pretrained samples and distilled into the
+// UNet by weighted denoising score matching (algorithms/tilted_score_matching.hpp):
+// each round asks the oracle about samples of the current model, refits the reward
+// ensemble, takes the closed-form optimum of E[optimistic r_hat] - alpha KL(p ||
+// p_pre) - beta KL(p || p_prev) on the pool, and trains the conditional copy of the
+// UNet toward it for --optimize-steps steps of --batch pool draws. Each round
+// reports the pool optimum it aims at (the oracle's accuracy under the tilt, its KL
+// and effective samples) beside what the tuned model reaches.
 template <class Schedule, class Optimism>
 int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags, const Schedule& schedule,
                        const nlohmann::json& config, const std::vector<std::string>& class_names, Optimism optimism,
