@@ -613,10 +613,12 @@ models::UNet conditional_copy(const DemoSettings& s, const nlohmann::json& confi
 // A tuned drift measured against the pretrained one on SEIKO's axes: samples for
 // given prompts with their path KL (kNoisySolver, which has a density at every
 // step), the oracle's reward and accuracy, diversity and class FD, the round
-// pictures; in chunks. Samples without a KL (pictures, queries, a pool of
-// training data) come from kSolver, whose last step adds no noise: the forward
-// variance leaves noise in the images (std about 0.07, the root of the last of 25
-// cosine steps' beta), which denoising at smaller noise levels cannot learn from.
+// pictures; in chunks. Every sample is clean, as SEIKO's are: the measured ones
+// end at their last step's mean, the others (pictures, queries, a pool of
+// training data) come from kSolver, whose last step adds no noise. The forward
+// variance would leave noise in the images (std about 0.07, the root of the last
+// of 25 cosine steps' beta), which lowers the oracle's accuracy on them and which
+// denoising at smaller noise levels cannot learn from.
 template <class Schedule, class Pretrained, class Oracle>
 class TunedDriftRuns {
  public:
@@ -649,8 +651,8 @@ class TunedDriftRuns {
       const torch::Tensor x_init =
           sde::sample_prior(schedule_, shape, generator_, torch::TensorOptions(torch::kFloat).device(device_));
       if (with_kl) {
-        auto run =
-            objective::sample_with_path_kl(schedule_, model, pretrained_, kNoisySolver, grid_, x_init, z, generator_);
+        auto run = objective::sample_with_path_kl(schedule_, model, pretrained_, kNoisySolver, grid_, x_init, z,
+                                                  generator_, {.clean_last_step = true});
         xs.push_back(run.x);
         kls.push_back(run.kl);
       } else {

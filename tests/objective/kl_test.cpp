@@ -94,4 +94,18 @@ TEST_CASE("the path KL of samples between two Gaussian models has its closed for
             .kl.abs()
             .max()
             .item<double>() == 0.0);
+
+  // The clean last step: the same path (same noise), the last step's mean instead
+  // of its draw, and the same KL.
+  at::Generator noisy_generator = make_generator(8), clean_generator = make_generator(8);
+  const auto noisy =
+      objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {}, noisy_generator);
+  const auto clean = objective::sample_with_path_kl(schedule, first, second, sde::EulerMaruyama{}, grid, x_init, {},
+                                                    clean_generator, {.clean_last_step = true});
+  CHECK(torch::equal(clean.kl, noisy.kl));
+  const double h = grid[grid.steps()] - grid[grid.steps() - 1];
+  const double last_std = schedule.diffusion(schedule.horizon() - grid[grid.steps() - 1]) * std::sqrt(h);
+  const torch::Tensor drawn = (noisy.x - clean.x) / last_std;  // the last step's noise, N(0, I)
+  CHECK(drawn.abs().max().item<double>() > 0.1);
+  CHECK(drawn.std().item<double>() == Approx(1.0).margin(0.15));
 }
