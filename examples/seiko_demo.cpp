@@ -967,7 +967,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64; score-matching: 64)")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimize-steps", s.optimize_steps,
-                 "optimisation steps per round (small: 40, paper: 200; score-matching: 300, 1000)")
+                 "optimisation steps per round (small: 40, paper: 200; score-matching: 700, 2000)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-samples", s.eval_samples, "samples measured after each round (small: 200, paper: 1000)")
       ->check(CLI::PositiveNumber);
@@ -977,9 +977,11 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--reward", s.reward, "the oracle's reward: log-probability (log p(z | x)) or probability (p(z | x))")
       ->check(CLI::IsMember({"log-probability", "probability"}));
-  app.add_option("--alpha", s.alpha, "weight of the KL to the pretrained model (nats per unit of reward)")
+  app.add_option("--alpha", s.alpha,
+                 "weight of the KL to the pretrained model (nats per unit of reward; score-matching: 0.03)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--beta", s.beta, "weight of the KL to the previous round")->check(CLI::NonNegativeNumber);
+  app.add_option("--beta", s.beta, "weight of the KL to the previous round (score-matching: 0)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--guidance", s.guidance,
                  "the control's initial guidance gain, in units of 1 / alpha (0: the control network alone)")
       ->check(CLI::NonNegativeNumber);
@@ -1005,14 +1007,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{2}, int64_t{100000}));
   app.add_option("--tune-drift", s.tune_drift,
                  "also fine-tune the UNet's parameters whose names start with these prefixes (\"\" for all)");
-  app.add_option("--pg-lr", s.pg_lr, "ddpo, dpok, score-matching: Adam learning rate of the UNet")
+  app.add_option("--pg-lr", s.pg_lr,
+                 "ddpo, dpok, score-matching: Adam learning rate of the UNet (score-matching: 3e-4)")
       ->check(CLI::PositiveNumber);
   app.add_option("--embedding-lr-factor", s.embedding_lr_factor,
                  "score-matching: the class embedding's learning rate (it starts at zero) as a multiple of --pg-lr")
       ->check(CLI::PositiveNumber);
   app.add_option("--steer-until", s.steer_until,
                  "score-matching and --optimal-from: sample with the tuned model until this fraction of the path, "
-                 "then with the pretrained one (the path KL accrues before it)")
+                 "then with the pretrained one (the path KL accrues before it; score-matching: 0.75)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--tuned-scale", s.tuned_scale,
                  "score-matching and --optimal-from: sample with the pretrained drift plus this multiple of the tuned "
@@ -1055,15 +1058,26 @@ int main(int argc, char** argv) {
     require(s.external_labels || s.label_wait < 0, "--label-wait needs --external-labels");
     require(s.optimal_cfg == 0.0 || !s.optimal_from.empty(), "--optimal-cfg needs --optimal-from");
     if (s.sample_steps == 0) s.sample_steps = small ? 25 : 100;
-    // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
     const bool score_matching = s.variant == "score-matching";
+    if (score_matching) {
+      // Its measured settings (examples/RESULTS.md), where no flag says otherwise:
+      // SEIKO's alpha = 1e-4 would make its tilt a point mass per prompt.
+      const auto unless_given = [&](const std::string& flag, double& value, double measured) {
+        if (app.count(flag) == 0) value = measured;
+      };
+      unless_given("--alpha", s.alpha, 0.03);
+      unless_given("--beta", s.beta, 0.0);
+      unless_given("--pg-lr", s.pg_lr, 3e-4);
+      unless_given("--steer-until", s.steer_until, 0.75);
+    }
     if (s.reward_features.empty()) s.reward_features = score_matching ? "diffusion" : "weak";
     require(s.reward_features == "weak" || score_matching, "--reward-features ", s.reward_features,
             ": the pretrained UNet's features serve --variant score-matching, whose reward model reads clean samples");
     require((s.steer_until == 1.0 && s.tuned_scale == 1.0) || score_matching || !s.optimal_from.empty(),
             "--steer-until and --tuned-scale shape a tuned model's drift: --variant score-matching or --optimal-from");
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
-    if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 300 : 1000) : small ? 40 : 200;
+    // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
+    if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 700 : 2000) : small ? 40 : 200;
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto [generator, device, group] = examples::start_distributed_run(flags);

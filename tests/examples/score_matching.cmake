@@ -40,6 +40,12 @@ string(JSON asked GET "${metrics}" queries_total)
 if(NOT optima EQUAL 2 OR NOT asked EQUAL 8)
   message(FATAL_ERROR "metrics.json: ${optima} pool optima and ${asked} queries, expected 2 and 8")
 endif()
+# The variant's own learning rate where none is given; the flags given win.
+string(JSON rate GET "${metrics}" learning_rate)
+string(JSON alpha GET "${metrics}" alpha)
+if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1)
+  message(FATAL_ERROR "metrics.json: learning rate ${rate} (expected the variant's 3e-4), alpha ${alpha} (given 0.1)")
+endif()
 
 # The tuned network is a class-conditional model that --optimal-from steers to,
 # here at another scale and switch time.
