@@ -611,23 +611,27 @@ models::UNet conditional_copy(const DemoSettings& s, const nlohmann::json& confi
 }
 
 // A tuned drift measured against the pretrained one on SEIKO's axes: samples for
-// given prompts with their path KL (kNoisySolver, which has a density at every
-// step), the oracle's reward and accuracy, diversity and class FD, the round
-// pictures; in chunks. Every sample is clean, as SEIKO's are: the measured ones
-// end at their last step's mean, the others (pictures, queries, a pool of
-// training data) come from kSolver, whose last step adds no noise. The forward
-// variance would leave noise in the images (std about 0.07, the root of the last
-// of 25 cosine steps' beta), which lowers the oracle's accuracy on them and which
-// denoising at smaller noise levels cannot learn from.
+// given prompts with their path KL, the oracle's reward and accuracy, diversity
+// and class FD, the round pictures; in chunks. The measured samples come from
+// `measured`, the solver the tuned model samples with: kNoisySolver for DDPO and
+// DPOK, whose policies are its Gaussian steps (it has a density at every step),
+// kSolver for score matching, as for SEIKO (its last step is deterministic: the
+// KL counts it 0, so the tuned drift must hand over to the pretrained one before
+// it). Every sample is clean: the measured ones end at their last step's mean,
+// the others (pictures, queries, a pool of training data) come from kSolver. The
+// forward variance would leave noise in the images (std about 0.07, the root of
+// the last of 25 cosine steps' beta), which lowers the oracle's accuracy on them
+// and which denoising at smaller noise levels cannot learn from.
 template <class Schedule, class Pretrained, class Oracle>
 class TunedDriftRuns {
  public:
-  TunedDriftRuns(const DemoSettings& s, const Schedule& schedule, const Pretrained& pretrained, sde::TimeGrid grid,
-                 std::vector<int64_t> shape, int64_t classes, Oracle& oracle, const QualityMeter& quality,
-                 std::filesystem::path out, at::Generator& generator, torch::Device device)
+  TunedDriftRuns(const DemoSettings& s, const Schedule& schedule, const Pretrained& pretrained, sde::Ddpm measured,
+                 sde::TimeGrid grid, std::vector<int64_t> shape, int64_t classes, Oracle& oracle,
+                 const QualityMeter& quality, std::filesystem::path out, at::Generator& generator, torch::Device device)
       : s_(s),
         schedule_(schedule),
         pretrained_(pretrained),
+        measured_(measured),
         grid_(std::move(grid)),
         shape_(std::move(shape)),
         classes_(classes),
@@ -651,7 +655,7 @@ class TunedDriftRuns {
       const torch::Tensor x_init =
           sde::sample_prior(schedule_, shape, generator_, torch::TensorOptions(torch::kFloat).device(device_));
       if (with_kl) {
-        auto run = objective::sample_with_path_kl(schedule_, model, pretrained_, kNoisySolver, grid_, x_init, z,
+        auto run = objective::sample_with_path_kl(schedule_, model, pretrained_, measured_, grid_, x_init, z,
                                                   generator_, {.clean_last_step = true});
         xs.push_back(run.x);
         kls.push_back(run.kl);
@@ -694,6 +698,7 @@ class TunedDriftRuns {
   const DemoSettings& s_;
   const Schedule& schedule_;
   const Pretrained& pretrained_;
+  sde::Ddpm measured_;
   sde::TimeGrid grid_;
   std::vector<int64_t> shape_;
   int64_t classes_;
@@ -733,8 +738,8 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
   auto algorithm =
       make_algorithm(pretrained, PaidQueries<Oracle>{&oracle}, algorithms::ChainShape{{channels, size, size}, classes});
   algorithm.policy().network().ptr()->eval();
-  const TunedDriftRuns runs(s, schedule, pretrained, algorithm.grid(), {channels, size, size}, classes, oracle, quality,
-                            out, generator, device);
+  const TunedDriftRuns runs(s, schedule, pretrained, kNoisySolver, algorithm.grid(), {channels, size, size}, classes,
+                            oracle, quality, out, generator, device);
 
   io::MetricsLog rounds = rounds_log(out);
   const auto add_row = [&](const algorithms::SeikoRound& figures, const metrics::ConditionalQuality& q) {
@@ -762,11 +767,15 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
 
 // The drift a tuned model samples with: its difference from the pretrained drift
 // scaled by --tuned-scale (guidance: above 1 a sharper tilt), until --steer-until
-// of the horizon, the pretrained drift after (the path KL accrues before it).
+// of the horizon, the pretrained drift after (the path KL accrues before it). It
+// never steers the last of the --sample-steps steps: kSolver's is deterministic,
+// without a density, and SEIKO places no control before it either (the switch
+// falls inside the step before it, clear of rounding at the grid's times).
 template <class Schedule, DriftModel Tuned, DriftModel Pretrained>
 auto steered(const DemoSettings& s, const Schedule& schedule, Tuned tuned, const Pretrained& pretrained) {
+  const double last_step = 1.0 - 1.5 / double(s.sample_steps);
   return models::SwitchedDrift(models::GuidedDrift(std::move(tuned), pretrained, s.tuned_scale), pretrained,
-                               s.steer_until * schedule.horizon());
+                               std::min(s.steer_until, last_step) * schedule.horizon());
 }
 
 // SEIKO's objective solved on a pool of pretrained samples and distilled into the
@@ -812,7 +821,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
             s.resume ? "it has no --resume" : feedback_path.string() + " exists; choose another --out");
     reward::FeedbackDataset feedback(feedback_path);
     const int64_t channels = network->options().in_channels;
-    const TunedDriftRuns runs(s, schedule, pretrained,
+    const TunedDriftRuns runs(s, schedule, pretrained, kSolver,
                               sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps)),
                               {channels, size, size}, classes, oracle, quality, out, generator, device);
 
