@@ -105,7 +105,7 @@ struct DemoSettings {
   double pg_lr = 1e-4;                // DDPO's and DPOK's Adam learning rate on the UNet
   double optimal_cfg = 0.0;           // --optimal-from's classifier-free guidance scale
   int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
-  int64_t pool = 2000;                // score-matching: pretrained samples whose tilt is the round's optimum
+  int64_t pool = 6000;                // score-matching: pretrained samples whose tilt is the round's optimum
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
   // difference from the pretrained drift, scaled
