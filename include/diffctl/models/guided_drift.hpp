@@ -35,7 +35,6 @@ class GuidedDrift {
     if (scale_ == 0.0) return reference;
     return reference + scale_ * (tuned_.score(t, x, z) - reference);
   }
-  double scale() const { return scale_; }
 
  private:
   Tuned tuned_;

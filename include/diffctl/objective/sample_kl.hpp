@@ -43,7 +43,7 @@ template <NoiseSchedule Schedule, DriftModel Model, DriftModel Reference, class 
     options.generator = generator;
     options.on_step = [&](const sde::StepRecord& r) {
       kl += transition_kl(r.step, solver.transition(schedule, reference, r.t, r.t_next, r.state, z));
-      if (r.k + 1 == grid.steps()) last_mean = r.step.mean;
+      if (sample_options.clean_last_step && r.k + 1 == grid.steps()) last_mean = r.step.mean;
     };
     torch::Tensor x = sde::integrate(schedule, model, solver, grid, x_init, z, options).final_state;
     if (sample_options.clean_last_step) x = std::move(last_mean);
