@@ -897,13 +897,11 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       std::vector<torch::Tensor> rewards;
       {
         torch::NoGradGuard no_grad;
-        for (int64_t begin = 0; begin < s.pool; begin += 256) {
-          const torch::Tensor x = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
-          std::vector<torch::Tensor> per_class;
-          for (int64_t c = 0; c < classes; ++c)
-            per_class.push_back(ensemble.optimistic(x, torch::full({x.size(0)}, c, torch::kLong).to(device)).cpu());
-          rewards.push_back(torch::stack(per_class, 1));
-        }
+        const torch::Tensor every_class = torch::arange(classes, torch::kLong).to(device);
+        for (int64_t begin = 0; begin < s.pool; begin += 256)
+          rewards.push_back(
+              ensemble.optimistic_each(pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin)), every_class)
+                  .cpu());
       }
       aim(round, tuner.retilt(torch::cat(rewards)));
       train(

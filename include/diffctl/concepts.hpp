@@ -253,6 +253,15 @@ concept MembersWithFeatures = EnsembleMembers<S> && requires(const S& members, c
   { members.features(x) } -> std::same_as<torch::Tensor>;
 };
 
+// Members that predict for several conditions from one reading of x:
+// predict_each(x [B, ...], conditions [P]) -> [M, B, P], column p what
+// predict(x, conditions[p] for every sample) gives. Optional: the ensemble asks
+// other members once per condition.
+template <class S>
+concept MembersForEachCondition = EnsembleMembers<S> && requires(const S& members, const torch::Tensor& tensor) {
+  { members.predict_each(tensor, tensor) } -> std::same_as<torch::Tensor>;
+};
+
 // How an ensemble turns its members' predictions [M, B] of x into the reward
 // fine-tuning maximises [B] (reward::optimism): it may read the members (their
 // features) and draw from the ensemble's generator (Thompson sampling).

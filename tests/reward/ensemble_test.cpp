@@ -314,6 +314,16 @@ TEST_CASE("ensembles started from a weak classifier have an opinion and a spread
       CHECK(estimate.uncertainty.min().template item<double>() > 1e-4);
       CHECK(torch::allclose(estimate.optimistic, estimate.mean + estimate.uncertainty));
     }
+    {
+      // Every class at once is every class in turn (heads read the backbone once).
+      torch::NoGradGuard no_grad;
+      const torch::Tensor each = ensemble.optimistic_each(x, torch::arange(3, torch::kLong));
+      REQUIRE(each.sizes() == torch::IntArrayRef({16, 3}));
+      for (int64_t c = 0; c < 3; ++c)
+        CHECK(torch::equal(each.select(1, c), ensemble.optimistic(x, torch::full({16}, c, torch::kLong))));
+      CHECK_THROWS_WITH(ensemble.optimistic_each(x, torch::zeros({3})),
+                        Contains("conditions must be int64 [P], found Float [3]"));
+    }
     const double before = squared_error(ensemble);
     const auto report = ensemble.fit(data);
     CHECK(report.samples == 48);
@@ -379,6 +389,10 @@ TEST_CASE("an ensemble's members and Thompson generator survive a checkpoint", "
   const torch::Tensor x = torch::linspace(-1, 1, 9).unsqueeze(1);
   CHECK(torch::equal(restored.predictions(x, {}), trained.predictions(x, {})));
   CHECK(torch::equal(restored.optimistic(x, {}), trained.optimistic(x, {})));
+  // optimistic_each draws the Thompson members as a loop over the conditions does.
+  const torch::Tensor each = trained.optimistic_each(x, torch::arange(3, torch::kLong));
+  for (int64_t c = 0; c < 3; ++c) CHECK(torch::equal(each.select(1, c), restored.optimistic(x, {})));
+  CHECK_FALSE(torch::equal(each.select(1, 0), each.select(1, 1)));  // each condition its own draw
 }
 
 TEST_CASE("the ensemble refuses bad input with a clear message", "[reward]") {

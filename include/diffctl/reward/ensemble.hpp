@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -144,6 +145,27 @@ class BootstrapEnsemble {
   torch::Tensor optimistic(const torch::Tensor& x, const torch::Tensor& z) {
     return optimism_(predictions(x, z), x, members_, thompson_);
   }
+  // The optimistic reward of x [B, ...] under each of the conditions [P] (say
+  // every class, to tilt one pool of samples toward each prompt): [B, P], what P
+  // calls of optimistic(x, z) give, in their order (the same Thompson draws).
+  // Members that predict for several conditions at once (MembersForEachCondition:
+  // heads on a shared backbone) read x once instead of P times.
+  torch::Tensor optimistic_each(const torch::Tensor& x, const torch::Tensor& conditions) {
+    require(conditions.defined() && conditions.dim() == 1 && conditions.scalar_type() == torch::kLong,
+            "reward ensemble: conditions must be int64 [P], found ",
+            conditions.defined() ? std::string(toString(conditions.scalar_type())) : std::string("undefined"), " ",
+            conditions.defined() ? conditions.sizes() : torch::IntArrayRef{});
+    const int64_t batch = x.size(0);
+    torch::Tensor each;  // [M, B, P]
+    if constexpr (MembersForEachCondition<Members>) each = members_.predict_each(x, conditions);
+    std::vector<torch::Tensor> columns;
+    for (int64_t c = 0; c < conditions.size(0); ++c) {
+      const torch::Tensor p = each.defined() ? each.select(2, c) : predictions(x, conditions[c].expand({batch}));
+      columns.push_back(optimism_(p, x, members_, thompson_));
+    }
+    return torch::stack(columns, 1);
+  }
+
   RewardEstimate estimate(const torch::Tensor& x, const torch::Tensor& z) {
     const torch::Tensor p = predictions(x, z);
     return {member_mean(p), member_std(p), optimism_(p, x, members_, thompson_)};

@@ -334,8 +334,15 @@ class SharedBackboneHeads {
 
   torch::Tensor features(const torch::Tensor& x) const { return backbone_.ptr()->features(x); }
 
-  torch::Tensor predict(const torch::Tensor& x, const torch::Tensor& z) const {
-    return readout_(heads(features(x).unsqueeze(0).expand({size(), -1, -1}), weight_, bias_), z);
+  torch::Tensor predict(const torch::Tensor& x, const torch::Tensor& z) const { return readout_(outputs(x), z); }
+
+  // Predictions [M, B, P] of x [B, ...] under each of the conditions [P], from one
+  // pass of the backbone.
+  torch::Tensor predict_each(const torch::Tensor& x, const torch::Tensor& conditions) const {
+    const torch::Tensor all = outputs(x);
+    std::vector<torch::Tensor> each;
+    for (int64_t c = 0; c < conditions.size(0); ++c) each.push_back(readout_(all, conditions[c].expand({x.size(0)})));
+    return torch::stack(each, 2);
   }
 
   torch::Tensor fit(const FeedbackDataset& data, const torch::Tensor& weights, const MemberFitOptions& options,
@@ -409,6 +416,11 @@ class SharedBackboneHeads {
   }
 
  private:
+  // Every head's outputs [M, B, K] for x.
+  torch::Tensor outputs(const torch::Tensor& x) const {
+    return heads(features(x).unsqueeze(0).expand({size(), -1, -1}), weight_, bias_);
+  }
+
   // features [M, B, F] through the stacked heads -> outputs [M, B, K].
   static torch::Tensor heads(const torch::Tensor& features, const torch::Tensor& weight, const torch::Tensor& bias) {
     return torch::baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2));
