@@ -2,8 +2,14 @@
 # The main demo end to end: trains what is not cached yet (the unconditional
 # diffusion model, the strong classifier that plays the oracle, the weak one the
 # reward ensemble starts from), then runs seiko_demo. Models go to MODELS
-# (default out/), the SEIKO run to OUT (default out/seiko; an existing run there
-# is continued with --resume). Extra arguments go to seiko_demo.
+# (default out/), the run to OUT (default out/seiko). Extra arguments go to
+# seiko_demo. Without a --variant among them the demo runs score matching
+# (SEIKO's objective solved on a pool of pretrained samples, distilled into the
+# UNet: the variant that aligns without collapsing, examples/RESULTS.md).
+#
+# Another run of the same command: SEIKO's variants continue an existing run in
+# OUT (--resume); score matching has no resume, so a finished run there is kept
+# and reported, and an unfinished one is moved aside before starting afresh.
 #
 #   examples/seiko_demo.sh [seiko_demo flags]
 #
@@ -39,9 +45,24 @@ phase "oracle (strong classifier)" "$models/oracle/classifier.pt" \
 phase "weak classifier" "$models/weak/classifier.pt" \
   "$build/examples/train_classifier" --strength weak --out "$models/weak"
 
+variant=score-matching
+for arg in "$@"; do
+  case $arg in --variant | --variant=*) variant="" ;; esac
+done
 resume=""
-[ -f "$out/feedback.sqlite" ] && resume=--resume
+if [ -f "$out/feedback.sqlite" ]; then
+  if [ -z "$variant" ]; then
+    resume=--resume
+  elif [ -f "$out/metrics.json" ]; then
+    echo "seiko_demo.sh: $out holds a finished run ($out/metrics.json, $out/rounds.csv); set OUT for another"
+    exit 0
+  else
+    aside="$out.unfinished-$(date +%Y%m%d-%H%M%S)"
+    mv "$out" "$aside"
+    echo "seiko_demo.sh: $out held an unfinished score-matching run, which cannot be resumed: moved it to $aside"
+  fi
+fi
 t=$(date +%s)
 "$build/examples/seiko_demo" --diffusion "$models/diffusion_uncond" --oracle "$models/oracle" --weak "$models/weak" \
-  --out "$out" $resume "$@"
-echo "seiko_demo.sh: SEIKO: $(($(date +%s) - t)) s; whole demo: $(($(date +%s) - start)) s"
+  --out "$out" $resume ${variant:+--variant "$variant"} "$@"
+echo "seiko_demo.sh: ${variant:-SEIKO}: $(($(date +%s) - t)) s; whole demo: $(($(date +%s) - start)) s"

@@ -3,7 +3,9 @@
 # switched drift), the final evaluation, the tuned network saved; that network
 # evaluated again through --optimal-from; then the refusals of what the variant
 # does not do.
-#   cmake -DPROGRAM=<seiko_demo> -DPRETRAIN=<pretrain_diffusion> -DCLASSIFIER=<dir> -DWORK_DIR=... -P score_matching.cmake
+# Last, examples/seiko_demo.sh (SCRIPT) on the same models.
+#   cmake -DPROGRAM=<seiko_demo> -DPRETRAIN=<pretrain_diffusion> -DCLASSIFIER=<dir> -DSCRIPT=<seiko_demo.sh>
+#         -DWORK_DIR=... -P score_matching.cmake
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 function(run expect_rc)
@@ -81,5 +83,32 @@ run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --
 string(FIND "${err}" "shape a tuned model's drift" at4)
 if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR NOT features STREQUAL "diffusion")
   message(FATAL_ERROR "the refusals do not say why, or the features are not the UNet's (${features}):\n${err}")
+endif()
+
+# The README's first command, examples/seiko_demo.sh, runs this variant when no
+# --variant is given; run again, it keeps a finished run and moves an unfinished
+# one aside (the last run stops at a bad flag, after the move).
+set(models "${WORK_DIR}/models")
+file(MAKE_DIRECTORY "${models}")
+file(CREATE_LINK "${WORK_DIR}/diffusion" "${models}/diffusion_uncond" SYMBOLIC)
+file(CREATE_LINK "${CLASSIFIER}" "${models}/oracle" SYMBOLIC)
+file(CREATE_LINK "${CLASSIFIER}" "${models}/weak" SYMBOLIC)
+get_filename_component(examples_dir "${PROGRAM}" DIRECTORY)
+get_filename_component(build_dir "${examples_dir}" DIRECTORY)
+set(script ${CMAKE_COMMAND} -E env "BUILD=${build_dir}" "MODELS=${models}" "OUT=${WORK_DIR}/script" sh "${SCRIPT}")
+set(tiny --threads 1 --pool 24 --queries 4 --sample-steps 3 --optimize-steps 2 --batch 8 --final-per-prompt 2
+  --per-prompt 1)
+run(0 ${script} ${tiny} --eval-samples 20)
+file(READ "${WORK_DIR}/script/metrics.json" scripted)
+string(JSON variant GET "${scripted}" variant)
+run(0 ${script} ${tiny} --eval-samples 20)
+string(FIND "${output}" "holds a finished run" kept)
+file(REMOVE "${WORK_DIR}/script/metrics.json")
+run(1 ${script} ${tiny} --eval-samples 1)
+string(FIND "${output}" "moved it to" moved)
+file(GLOB aside "${WORK_DIR}/script.unfinished-*/feedback.sqlite")
+if(NOT variant STREQUAL "score-matching" OR kept EQUAL -1 OR moved EQUAL -1 OR NOT aside)
+  message(FATAL_ERROR "seiko_demo.sh: variant ${variant}, a finished run kept: ${kept}, an unfinished one moved: "
+    "${moved} (${aside})\n${output}${err}")
 endif()
 file(REMOVE_RECURSE "${WORK_DIR}")
