@@ -915,6 +915,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     const auto [figures, q, x, z] = measure(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
     nlohmann::json settings = unet_run_settings(s, flags);
     settings.update({{"beta", s.beta},
+                     {"bonus", s.bonus},
                      {"pool", s.pool},
                      {"reward_features", s.reward_features},
                      {"pool_optima", optima},

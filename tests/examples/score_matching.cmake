@@ -45,8 +45,10 @@ endif()
 # The variant's own learning rate where none is given; the flags given win.
 string(JSON rate GET "${metrics}" learning_rate)
 string(JSON alpha GET "${metrics}" alpha)
-if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1)
-  message(FATAL_ERROR "metrics.json: learning rate ${rate} (expected the variant's 3e-4), alpha ${alpha} (given 0.1)")
+string(JSON bonus GET "${metrics}" bonus)
+if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1 OR NOT bonus EQUAL 1)
+  message(FATAL_ERROR "metrics.json: learning rate ${rate} (expected the variant's 3e-4), alpha ${alpha} (given 0.1), "
+    "optimism bonus ${bonus} (the default 1)")
 endif()
 
 # The tuned network is a class-conditional model that --optimal-from steers to,
