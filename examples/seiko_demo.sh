@@ -45,13 +45,18 @@ phase "oracle (strong classifier)" "$models/oracle/classifier.pt" \
 phase "weak classifier" "$models/weak/classifier.pt" \
   "$build/examples/train_classifier" --strength weak --out "$models/weak"
 
-variant=score-matching
+# The variant asked for (score matching unless named), and whether it was named.
+variant=score-matching named="" previous=""
 for arg in "$@"; do
-  case $arg in --variant | --variant=*) variant="" ;; esac
+  case $arg in --variant=*) variant=${arg#--variant=} named=yes ;; esac
+  [ "$previous" = --variant ] && variant=$arg named=yes
+  previous=$arg
 done
+variant_flag=""
+[ -n "$named" ] || variant_flag="--variant $variant"
 resume=""
 if [ -f "$out/feedback.sqlite" ]; then
-  if [ -z "$variant" ]; then
+  if [ "$variant" != score-matching ]; then
     resume=--resume
   elif [ -f "$out/metrics.json" ]; then
     echo "seiko_demo.sh: $out holds a finished run ($out/metrics.json, $out/rounds.csv); set OUT for another"
@@ -64,5 +69,5 @@ if [ -f "$out/feedback.sqlite" ]; then
 fi
 t=$(date +%s)
 "$build/examples/seiko_demo" --diffusion "$models/diffusion_uncond" --oracle "$models/oracle" --weak "$models/weak" \
-  --out "$out" $resume ${variant:+--variant "$variant"} "$@"
-echo "seiko_demo.sh: ${variant:-SEIKO}: $(($(date +%s) - t)) s; whole demo: $(($(date +%s) - start)) s"
+  --out "$out" $resume $variant_flag "$@"
+echo "seiko_demo.sh: $variant: $(($(date +%s) - t)) s; whole demo: $(($(date +%s) - start)) s"

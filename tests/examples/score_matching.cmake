@@ -88,7 +88,7 @@ if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR NOT features S
 endif()
 
 # The README's first command, examples/seiko_demo.sh, runs this variant when no
-# --variant is given; run again, it keeps a finished run and moves an unfinished
+# --variant is given; run again (so named or not), it keeps a finished run and moves an unfinished
 # one aside (the last run stops at a bad flag, after the move).
 set(models "${WORK_DIR}/models")
 file(MAKE_DIRECTORY "${models}")
@@ -103,7 +103,7 @@ set(tiny --threads 1 --pool 24 --queries 4 --sample-steps 3 --optimize-steps 2 -
 run(0 ${script} ${tiny} --eval-samples 20)
 file(READ "${WORK_DIR}/script/metrics.json" scripted)
 string(JSON variant GET "${scripted}" variant)
-run(0 ${script} ${tiny} --eval-samples 20)
+run(0 ${script} ${tiny} --eval-samples 20 --variant score-matching)  # named, it is the same
 string(FIND "${output}" "holds a finished run" kept)
 file(REMOVE "${WORK_DIR}/script/metrics.json")
 run(1 ${script} ${tiny} --eval-samples 1)
