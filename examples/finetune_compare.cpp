@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   roll.data_size = mixture.data_size = data_size;
   try {
     keep_freed_memory();
-    examples::configure_example_threads(flags);
+    configure_threads(flags.threads);
     auto generator = seed_everything(flags.seed);
     // The data the pretrained model learned, drawn as its example draws it (the
     // same flags and seed give the same points).

@@ -86,9 +86,7 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
                  "train (the training set)")
       ->check(CLI::IsMember({"fresh", "train"}));
   app.add_option("--seed", f.seed, "random seed");
-  app.add_option("--threads", f.threads,
-                 "threads (default: all cores for the Eigen backend and the evaluation; one for "
-                 "--backend torch, whose small networks run slower on more)");
+  app.add_option("--threads", f.threads, "threads (default: all cores)");
   app.add_option("--out", f.out, "output directory");
   app.add_option("--init", f.init, "start from this checkpoint (checkpoint.pt of an earlier run)");
   app.add_option("--lr-decay", f.lr_decay,
@@ -106,14 +104,6 @@ inline void add_qlearning_flags(CLI::App& app, QLearningFlags& f) {
   app.add_option("--check-every", f.check_every, "episodes between target-reward checks")->check(CLI::PositiveNumber);
   app.add_option("--check-samples", f.check_samples, "generated samples per target-reward check")
       ->check(CLI::Range(2, 10000000));
-}
-
-// Sets LibTorch's intra-op threads as --threads says; by default all cores, but one
-// for --backend torch: its per-step calls on a 64-wide MLP are too small to split,
-// and measured at the paper's settings an episode takes longer on two threads than
-// on one (benchmarks/README.md, "q-learning against PyTorch").
-inline int configure_example_threads(const QLearningFlags& f) {
-  return configure_threads(f.threads || f.backend != "torch" ? f.threads : std::optional<int>(1));
 }
 
 // The training data: points [n, d], and for a conditional problem (the paper's

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   if (const auto code = examples::parse_flags(app, argc, argv)) return *code;
   try {
     keep_freed_memory();
-    examples::configure_example_threads(flags);
+    configure_threads(flags.threads);
     auto generator = seed_everything(flags.seed);
     const examples::ExampleData data = problem.data(generator, flags.seed);
     const auto picture = [&](const torch::Tensor& s, const torch::Tensor& r) { return problem.picture(s, r); };

@@ -6,6 +6,7 @@
 #include <thread>
 
 #if defined(__GLIBC__)
+#include <dlfcn.h>
 #include <malloc.h>
 #endif
 
@@ -16,12 +17,42 @@
 
 namespace diffctl {
 
+namespace detail {
+
+// An OpenBLAS built with its own pthread pool (Debian's default variant, what
+// LibTorch's matrix products call there) runs beside LibTorch's OpenMP threads:
+// the two pools contend for the same cores, OpenMP's threads spinning after each
+// parallel region while OpenBLAS's wait to run (the small LibTorch q-learning and
+// DDPO iterations measured 3x slower for it, benchmarks/README.md). LibTorch
+// already spreads its operators over its own threads, so such an OpenBLAS is held
+// to one. An OpenMP OpenBLAS shares LibTorch's pool and is left alone. Looked up
+// at run time: the BLAS may be another, or absent. Returns whether it was set.
+inline bool single_threaded_pthread_openblas() {
+#if defined(__GLIBC__)
+  using GetParallel = int (*)();
+  using SetThreads = void (*)(int);
+  const auto get_parallel = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  const auto set_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  constexpr int kPthreads = 1;  // openblas_get_parallel(): 0 sequential, 1 pthreads, 2 OpenMP
+  if (get_parallel == nullptr || set_threads == nullptr || get_parallel() != kPthreads) return false;
+  set_threads(1);
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace detail
+
 // Sets LibTorch's intra-op threads to `requested`, or to the hardware's concurrency
-// when absent (some LibTorch builds default to a single thread). Returns the count.
+// when absent (some LibTorch builds default to a single thread), and keeps a
+// pthread OpenBLAS from competing with them (detail::single_threaded_pthread_openblas).
+// Returns the count.
 inline int configure_threads(std::optional<int> requested = std::nullopt) {
   if (requested) require(*requested >= 1, "--threads: expected >= 1, found ", *requested);
   const int threads = requested.value_or(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   torch::set_num_threads(threads);
+  detail::single_threaded_pthread_openblas();
   return threads;
 }
 
