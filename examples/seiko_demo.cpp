@@ -107,6 +107,7 @@ struct DemoSettings {
   int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
   int64_t pool = 6000;                // score-matching: pretrained samples whose tilt is the round's optimum
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
+  std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
   // difference from the pretrained drift, scaled
   double steer_until = 1.0, tuned_scale = 1.0;
@@ -782,7 +783,9 @@ auto steered(const DemoSettings& s, const Schedule& schedule, Tuned tuned, const
 // UNet by weighted denoising score matching (algorithms/tilted_score_matching.hpp):
 // each round asks the oracle about samples of the current model, refits the reward
 // ensemble, takes the closed-form optimum of E[optimistic r_hat] - alpha KL(p ||
-// p_pre) - beta KL(p || p_prev) on the pool, and trains the conditional copy of the
+// p_pre) - beta KL(p || p_prev) on the pool (the last round, whose model is
+// delivered, with the ensemble's mean r_hat unless --final-tilt optimistic: no
+// queries follow it to explore), and trains the conditional copy of the
 // UNet toward it for --optimize-steps steps of --batch pool draws. Each round
 // reports the pool optimum it aims at (the oracle's accuracy under the tilt, its KL
 // and effective samples) beside what the tuned model reaches.
@@ -898,10 +901,14 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       {
         torch::NoGradGuard no_grad;
         const torch::Tensor every_class = torch::arange(classes, torch::kLong).to(device);
-        for (int64_t begin = 0; begin < s.pool; begin += 256)
+        // Optimism explores through the next round's queries; the last round's
+        // model has none after it, so --final-tilt mean aims it at the greedy reward.
+        const bool greedy = round == int64_t(s.queries.size()) && s.final_tilt == "mean";
+        for (int64_t begin = 0; begin < s.pool; begin += 256) {
+          const torch::Tensor part = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
           rewards.push_back(
-              ensemble.optimistic_each(pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin)), every_class)
-                  .cpu());
+              (greedy ? ensemble.mean_each(part, every_class) : ensemble.optimistic_each(part, every_class)).cpu());
+        }
       }
       aim(round, tuner.retilt(torch::cat(rewards)));
       train(
@@ -916,6 +923,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     nlohmann::json settings = unet_run_settings(s, flags);
     settings.update({{"beta", s.beta},
                      {"bonus", s.bonus},
+                     {"final_tilt", s.final_tilt},
                      {"pool", s.pool},
                      {"reward_features", s.reward_features},
                      {"pool_optima", optima},
@@ -970,7 +978,8 @@ int main(int argc, char** argv) {
   app.add_option("--control", s.control,
                  "impulse (the state jumps at a control time) or held (a drift until the next measured time)")
       ->check(CLI::IsMember({"impulse", "held"}));
-  app.add_option("--queries", s.queries, "oracle queries per round (small: 64 128 256, paper: 1024 ... 8192)");
+  app.add_option("--queries", s.queries,
+                 "oracle queries per round (small: 64 128 256, score-matching 128 256 512; paper: 1024 ... 8192)");
   app.add_option("--sample-steps", s.sample_steps, "DDPM steps (small: 25, paper: 100)")->check(CLI::PositiveNumber);
   app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64; score-matching: 64)")
       ->check(CLI::PositiveNumber);
@@ -1030,6 +1039,11 @@ int main(int argc, char** argv) {
                  "model's difference from it (1: the tuned model; above 1: a sharper tilt, like classifier-free "
                  "guidance, at about its square in KL)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--final-tilt", s.final_tilt,
+                 "score-matching: the reward the last round's model is tilted by: mean (the ensemble's greedy "
+                 "estimate, the default: optimism explores, and no queries follow the last round) or optimistic "
+                 "(as the rounds before it)")
+      ->check(CLI::IsMember({"optimistic", "mean"}));
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
@@ -1054,8 +1068,12 @@ int main(int argc, char** argv) {
 
   return examples::run_main("seiko_demo", [&] {
     const bool small = flags.preset == "small";
+    // Score matching's optimum is as good as what its labels teach the reward model:
+    // it asks twice SEIKO's small budget (examples/RESULTS.md, "How many labels").
     if (s.queries.empty())
-      s.queries = small ? std::vector<int64_t>{64, 128, 256} : std::vector<int64_t>{1024, 2048, 4096, 8192};
+      s.queries = !small                          ? std::vector<int64_t>{1024, 2048, 4096, 8192}
+                  : s.variant == "score-matching" ? std::vector<int64_t>{128, 256, 512}
+                                                  : std::vector<int64_t>{64, 128, 256};
     for (const int64_t q : s.queries) require(q >= 1, "--queries: every round needs >= 1 query, found ", q);
     // DDPO, DPOK and score matching tune the UNet in this process, with the oracle in it.
     const bool tunes_unet = s.variant == "ddpo" || s.variant == "dpok" || s.variant == "score-matching";
@@ -1083,6 +1101,8 @@ int main(int argc, char** argv) {
             ": the pretrained UNet's features serve --variant score-matching, whose reward model reads clean samples");
     require((s.steer_until == 1.0 && s.tuned_scale == 1.0) || score_matching || !s.optimal_from.empty(),
             "--steer-until and --tuned-scale shape a tuned model's drift: --variant score-matching or --optimal-from");
+    require(s.final_tilt.empty() || score_matching, "--final-tilt: only --variant score-matching tilts a pool");
+    if (score_matching && s.final_tilt.empty()) s.final_tilt = "mean";
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
     // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
     if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 700 : 2000) : small ? 40 : 200;

@@ -46,9 +46,10 @@ endif()
 string(JSON rate GET "${metrics}" learning_rate)
 string(JSON alpha GET "${metrics}" alpha)
 string(JSON bonus GET "${metrics}" bonus)
-if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1 OR NOT bonus EQUAL 1)
+string(JSON final_tilt GET "${metrics}" final_tilt)
+if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1 OR NOT bonus EQUAL 1 OR NOT final_tilt STREQUAL "mean")
   message(FATAL_ERROR "metrics.json: learning rate ${rate} (expected the variant's 3e-4), alpha ${alpha} (given 0.1), "
-    "optimism bonus ${bonus} (the default 1)")
+    "optimism bonus ${bonus} (the default 1), last round's tilt ${final_tilt} (the default mean)")
 endif()
 
 # The tuned network is a class-conditional model that --optimal-from steers to,
@@ -83,7 +84,10 @@ string(FIND "${err}" "serve --variant score-matching" at3)
 run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}"
   --variant greedy --tuned-scale 2 --out "${WORK_DIR}/greedy")
 string(FIND "${err}" "shape a tuned model's drift" at4)
-if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR NOT features STREQUAL "diffusion")
+run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}"
+  --variant greedy --final-tilt mean --out "${WORK_DIR}/greedy")
+string(FIND "${err}" "only --variant score-matching tilts a pool" at5)
+if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR at5 EQUAL -1 OR NOT features STREQUAL "diffusion")
   message(FATAL_ERROR "the refusals do not say why, or the features are not the UNet's (${features}):\n${err}")
 endif()
 

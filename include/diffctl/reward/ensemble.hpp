@@ -151,19 +151,12 @@ class BootstrapEnsemble {
   // Members that predict for several conditions at once (MembersForEachCondition:
   // heads on a shared backbone) read x once instead of P times.
   torch::Tensor optimistic_each(const torch::Tensor& x, const torch::Tensor& conditions) {
-    require(conditions.defined() && conditions.dim() == 1 && conditions.scalar_type() == torch::kLong,
-            "reward ensemble: conditions must be int64 [P], found ",
-            conditions.defined() ? std::string(toString(conditions.scalar_type())) : std::string("undefined"), " ",
-            conditions.defined() ? conditions.sizes() : torch::IntArrayRef{});
-    const int64_t batch = x.size(0);
-    torch::Tensor each;  // [M, B, P]
-    if constexpr (MembersForEachCondition<Members>) each = members_.predict_each(x, conditions);
-    std::vector<torch::Tensor> columns;
-    for (int64_t c = 0; c < conditions.size(0); ++c) {
-      const torch::Tensor p = each.defined() ? each.select(2, c) : predictions(x, conditions[c].expand({batch}));
-      columns.push_back(optimism_(p, x, members_, thompson_));
-    }
-    return torch::stack(columns, 1);
+    return each_condition(x, conditions, [&](const torch::Tensor& p) { return optimism_(p, x, members_, thompson_); });
+  }
+  // The members' mean reward of x under each of the conditions: [B, P] (the greedy
+  // reward, e.g. for the model a run delivers after exploring optimistically).
+  torch::Tensor mean_each(const torch::Tensor& x, const torch::Tensor& conditions) const {
+    return each_condition(x, conditions, [](const torch::Tensor& p) { return member_mean(p); });
   }
 
   RewardEstimate estimate(const torch::Tensor& x, const torch::Tensor& z) {
@@ -184,6 +177,23 @@ class BootstrapEnsemble {
   const EnsembleOptions& options() const { return options_; }
 
  private:
+  // rule(member predictions [M, B]) -> [B] for each of the conditions, stacked
+  // to [B, P] in their order.
+  template <class Rule>
+  torch::Tensor each_condition(const torch::Tensor& x, const torch::Tensor& conditions, Rule&& rule) const {
+    require(conditions.defined() && conditions.dim() == 1 && conditions.scalar_type() == torch::kLong,
+            "reward ensemble: conditions must be int64 [P], found ",
+            conditions.defined() ? std::string(toString(conditions.scalar_type())) : std::string("undefined"), " ",
+            conditions.defined() ? conditions.sizes() : torch::IntArrayRef{});
+    const int64_t batch = x.size(0);
+    torch::Tensor each;  // [M, B, P]
+    if constexpr (MembersForEachCondition<Members>) each = members_.predict_each(x, conditions);
+    std::vector<torch::Tensor> columns;
+    for (int64_t c = 0; c < conditions.size(0); ++c)
+      columns.push_back(rule(each.defined() ? each.select(2, c) : predictions(x, conditions[c].expand({batch}))));
+    return torch::stack(columns, 1);
+  }
+
   // Every member fitted, here or (in a group, members spread) on its owner rank:
   // the others' weights are zero here, which leaves them as they are, and the
   // minibatches are drawn for all members alike, so each is fitted as one process
