@@ -1069,7 +1069,8 @@ int main(int argc, char** argv) {
   return examples::run_main("seiko_demo", [&] {
     const bool small = flags.preset == "small";
     // Score matching's optimum is as good as what its labels teach the reward model:
-    // it asks twice SEIKO's small budget (examples/RESULTS.md, "How many labels").
+    // it asks twice SEIKO's small budget (examples/RESULTS.md, "The last round's tilt,
+    // and how many labels").
     if (s.queries.empty())
       s.queries = !small                          ? std::vector<int64_t>{1024, 2048, 4096, 8192}
                   : s.variant == "score-matching" ? std::vector<int64_t>{128, 256, 512}

@@ -22,8 +22,8 @@ namespace detail {
 // An OpenBLAS built with its own pthread pool (Debian's default variant, what
 // LibTorch's matrix products call there) runs beside LibTorch's OpenMP threads:
 // the two pools contend for the same cores, OpenMP's threads spinning after each
-// parallel region while OpenBLAS's wait to run (the small LibTorch q-learning and
-// DDPO iterations measured 3x slower for it, benchmarks/README.md). LibTorch
+// parallel region while OpenBLAS's wait to run (the small LibTorch q-learning,
+// DDPO and DPOK iterations measured 3 to 4x slower for it, benchmarks/README.md). LibTorch
 // already spreads its operators over its own threads, so such an OpenBLAS is held
 // to one. An OpenMP OpenBLAS shares LibTorch's pool and is left alone. Looked up
 // at run time: the BLAS may be another, or absent. Returns whether it was set.
