@@ -15,6 +15,8 @@
 //                    oracle_accuracy, diversity, class_fd (round 0: the pretrained
 //                    model; the last three in the oracle's terms against the test
 //                    images, metrics/conditional_quality.hpp)
+//   rounds.svg       accuracy, reward, path KL, diversity and class FD against the
+//                    labels spent, redrawn after each round
 //   round_<i>.png    samples after round i, one row per prompt
 //   samples.npy      the final model's evaluation samples, uint8 [N, H, W] (or
 //   prompts.npy      [N, H, W, C]), at least 100 per prompt, and their prompts int64 [N]
@@ -64,6 +66,7 @@
 #include "diffctl/algorithms/policy_gradient.hpp"
 #include "diffctl/algorithms/tilted_score_matching.hpp"
 #include "diffctl/callbacks.hpp"
+#include "diffctl/io/charts.hpp"
 #include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
@@ -141,6 +144,8 @@ DemoOracleReward oracle_reward(const DemoSettings& s, const models::ResNet18& st
 // density for every step, so they sample with the forward process's variance.
 const sde::Ddpm kSolver({.clip_x0 = 1.0});
 const sde::Ddpm kNoisySolver({.variance = sde::DdpmVariance::forward, .clip_x0 = 1.0});
+// A tuned model that never hands over to the pretrained one.
+constexpr double kNever = std::numeric_limits<double>::infinity();
 
 // The exit status of a run that stopped to wait for labels from outside, and of
 // one whose optimisation diverged.
@@ -248,9 +253,28 @@ io::MetricsLog rounds_log(const std::filesystem::path& out, std::optional<int64_
   return log;
 }
 
+// rounds.svg: rounds.csv's figures against the labels spent, redrawn as each round ends.
+void write_rounds_chart(const io::MetricsLog& log) {
+  const std::vector<double> labels = log.column("queries_total");
+  const auto panel = [&](std::string title, std::vector<std::pair<std::string, std::string>> series) {
+    io::ChartPanel p{.title = std::move(title), .x_label = "oracle labels", .y_label = ""};
+    for (auto& [name, column] : series) p.series.push_back({.name = name, .x = labels, .y = log.column(column)});
+    return p;
+  };
+  std::vector<io::ChartPanel> panels{
+      panel("oracle accuracy of the prompt", {{"", "oracle_accuracy"}}),
+      panel("reward", {{"oracle", "oracle_reward_mean"}, {"reward model", "ensemble_reward_mean"}}),
+      panel("path KL to the pretrained model (nats)", {{"", "kl_to_pretrained"}}),
+      panel("diversity within a prompt", {{"", "diversity"}}), panel("class Frechet distance", {{"", "class_fd"}})};
+  panels[3].y_marks = {1.0};
+  panels[3].y_mark_labels = {"real images"};
+  io::write_text(log.path().parent_path() / "rounds.svg", io::svg_chart(panels, {.columns = 3}));
+}
+
 void add_round(io::MetricsLog& log, const algorithms::SeikoRound& round, const metrics::ConditionalQuality& q) {
   log.write(round.round, round_row(round, q));
   std::cout << log.rows().back() << std::endl;
+  write_rounds_chart(log);
 }
 
 // The final evaluation's outputs: samples.npy (uint8 [N, H, W] or [N, H, W, C]),
@@ -643,10 +667,11 @@ class TunedDriftRuns {
         device_(device) {}
 
   // Samples of `model` for prompts [n] and their path KL to the pretrained model
-  // (without with_kl: clean samples, and no KL).
+  // (without with_kl: clean samples, and no KL); from time pretrained_from on,
+  // `model` is the pretrained model (steered's handover).
   template <class Model>
-  std::pair<torch::Tensor, torch::Tensor> sample(const Model& model, const torch::Tensor& prompts,
-                                                 bool with_kl = true) const {
+  std::pair<torch::Tensor, torch::Tensor> sample(const Model& model, const torch::Tensor& prompts, bool with_kl = true,
+                                                 double pretrained_from = kNever) const {
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> xs, kls;
     for (int64_t begin = 0; begin < prompts.size(0); begin += 128) {
@@ -656,8 +681,9 @@ class TunedDriftRuns {
       const torch::Tensor x_init =
           sde::sample_prior(schedule_, shape, generator_, torch::TensorOptions(torch::kFloat).device(device_));
       if (with_kl) {
-        auto run = objective::sample_with_path_kl(schedule_, model, pretrained_, measured_, grid_, x_init, z,
-                                                  generator_, {.clean_last_step = true});
+        auto run =
+            objective::sample_with_path_kl(schedule_, model, pretrained_, measured_, grid_, x_init, z, generator_,
+                                           {.clean_last_step = true, .reference_from = pretrained_from});
         xs.push_back(run.x);
         kls.push_back(run.kl);
       } else {
@@ -674,9 +700,9 @@ class TunedDriftRuns {
   // columns NaN: the caller fills them where it has a reward model).
   template <class Model>
   std::tuple<algorithms::SeikoRound, metrics::ConditionalQuality, torch::Tensor, torch::Tensor> evaluate(
-      const Model& model, int64_t round, int64_t n, double seconds) const {
+      const Model& model, int64_t round, int64_t n, double seconds, double pretrained_from = kNever) const {
     const torch::Tensor prompts = torch::arange(n, torch::kLong) % classes_;
-    const auto [x, kl] = sample(model, prompts);
+    const auto [x, kl] = sample(model, prompts, true, pretrained_from);
     algorithms::SeikoRound figures;
     figures.round = round;
     figures.queries_total = oracle_.queries();
@@ -772,11 +798,16 @@ int run_policy_gradient(const DemoSettings& s, const examples::ImageFlags& flags
 // never steers the last of the --sample-steps steps: kSolver's is deterministic,
 // without a density, and SEIKO places no control before it either (the switch
 // falls inside the step before it, clear of rounding at the grid's times).
+template <class Schedule>
+double handover_time(const DemoSettings& s, const Schedule& schedule) {
+  const double last_step = 1.0 - 1.5 / double(s.sample_steps);
+  return std::min(s.steer_until, last_step) * schedule.horizon();
+}
+
 template <class Schedule, DriftModel Tuned, DriftModel Pretrained>
 auto steered(const DemoSettings& s, const Schedule& schedule, Tuned tuned, const Pretrained& pretrained) {
-  const double last_step = 1.0 - 1.5 / double(s.sample_steps);
   return models::SwitchedDrift(models::GuidedDrift(std::move(tuned), pretrained, s.tuned_scale), pretrained,
-                               std::min(s.steer_until, last_step) * schedule.horizon());
+                               handover_time(s, schedule));
 }
 
 // SEIKO's objective solved on a pool of pretrained samples and distilled into the
@@ -877,7 +908,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
 
     io::MetricsLog rounds = rounds_log(out);
     const auto measure = [&](int64_t round, int64_t n, double seconds) {
-      auto [figures, q, x, z] = runs.evaluate(tuned(), round, n, seconds);
+      auto [figures, q, x, z] = runs.evaluate(tuned(), round, n, seconds, handover_time(s, schedule));
       torch::NoGradGuard no_grad;
       const auto estimate = ensemble.estimate(x, z.to(device));
       figures.ensemble_reward_mean = estimate.mean.mean().template item<double>();
@@ -885,7 +916,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       return std::tuple{figures, q, x, z};
     };
     {
-      const auto [figures, q, x, z] = runs.evaluate(pretrained, 0, s.eval_samples, 0.0);
+      const auto [figures, q, x, z] = runs.evaluate(pretrained, 0, s.eval_samples, 0.0, 0.0);
       add_round(rounds, figures, q);
       runs.picture(pretrained, 0);
     }

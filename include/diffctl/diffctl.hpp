@@ -21,6 +21,7 @@
 #include "diffctl/distributed/c10d.hpp"
 #include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/io/charts.hpp"
 #include "diffctl/io/checkpoint.hpp"
 #include "diffctl/io/files.hpp"
 #include "diffctl/io/metrics_log.hpp"

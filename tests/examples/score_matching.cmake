@@ -24,8 +24,8 @@ set(args --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${
   --variant score-matching --alpha 0.1 --beta 0.1 --pool 24 --queries 4 4 --sample-steps 3 --optimize-steps 2
   --batch 8 --eval-samples 20 --final-per-prompt 2 --per-prompt 1 --tuned-scale 1.5 --steer-until 0.5)
 run(0 ${PROGRAM} ${args} --out "${out}")
-foreach(name rounds.csv metrics.json samples.npy prompts.npy feedback.sqlite round_0.png round_2.png model.pt
-    config.json)
+foreach(name rounds.csv rounds.svg metrics.json samples.npy prompts.npy feedback.sqlite round_0.png round_2.png
+    model.pt config.json)
   if(NOT EXISTS "${out}/${name}")
     message(FATAL_ERROR "no ${name} in the output:\n${output}${err}")
   endif()
@@ -34,6 +34,14 @@ file(STRINGS "${out}/rounds.csv" rows)
 list(LENGTH rows count)
 if(NOT count EQUAL 4)
   message(FATAL_ERROR "rounds.csv has ${count} lines, expected a header and rounds 0, 1, 2")
+endif()
+# rounds.svg draws the three rounds in each of its five panels (the reward model's
+# reward from round 1 on).
+file(READ "${out}/rounds.svg" chart)
+string(REGEX MATCHALL "<circle" points "${chart}")
+list(LENGTH points drawn)
+if(NOT drawn EQUAL 17 OR NOT chart MATCHES "path KL to the pretrained model")
+  message(FATAL_ERROR "rounds.svg: ${drawn} points, expected 3 per panel and 2 of the reward model")
 endif()
 # Each round reports the optimum it aims at, and the oracle was asked 4 + 4 times.
 file(READ "${out}/metrics.json" metrics)

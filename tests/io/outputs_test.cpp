@@ -1,15 +1,18 @@
 // Output files of training runs: the metrics log across a crash and a resume,
-// sample grids and NumPy arrays.
+// sample grids, charts and NumPy arrays.
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "diffctl/io/charts.hpp"
 #include "diffctl/io/metrics_log.hpp"
 #include "diffctl/io/npy.hpp"
 #include "diffctl/io/plots.hpp"
@@ -40,6 +43,75 @@ TEST_CASE("a resumed metrics log keeps the rows up to its checkpoint", "[io][met
                     Catch::Contains("is not this run's \"step,accuracy\""));
   io::MetricsLog log(path, {"step", "loss"});
   CHECK_THROWS_WITH(log.write(1, {1.0, 2.0}), Catch::Contains("expected 1 values"));
+}
+
+TEST_CASE("a metrics log gives its columns back as numbers, unmeasured ones as NaN", "[io][metrics_log]") {
+  const testing::TempDir dir;
+  io::MetricsLog log(dir.path() / "rounds.csv", {"round", "reward", "kl"});
+  log.write(0, {0.25, std::nan("")});
+  log.write(1, {0.5, 17.5});
+  CHECK(log.column("round") == std::vector<double>{0.0, 1.0});
+  CHECK(log.column("reward") == std::vector<double>{0.25, 0.5});
+  const std::vector<double> kl = log.column("kl");
+  CHECK(std::isnan(kl[0]));
+  CHECK(kl[1] == 17.5);
+  CHECK_THROWS_WITH(log.column("accuracy"), Catch::Contains("no column \"accuracy\""));
+}
+
+TEST_CASE("chart axes tick at 1, 2 or 5 times a power of ten and cover the data", "[io][charts]") {
+  const auto a = io::detail::nice_axis(0.0, 0.93);
+  CHECK(a.lo == 0.0);
+  CHECK(a.hi == Approx(1.0));
+  CHECK(a.step == Approx(0.2));
+  const auto b = io::detail::nice_axis(3.0, 17.5);
+  CHECK(b.lo == 0.0);
+  CHECK(b.hi == Approx(20.0));
+  CHECK(b.step == Approx(5.0));
+  const auto c = io::detail::nice_axis(128.0, 896.0);
+  CHECK(c.step == Approx(200.0));
+  CHECK(c.lo == 0.0);
+  CHECK(c.hi == Approx(1000.0));
+  // One value: a range around it, not a division by zero.
+  const auto d = io::detail::nice_axis(2.0, 2.0);
+  CHECK(d.lo < 2.0);
+  CHECK(d.hi > 2.0);
+  CHECK(io::detail::tick_text(0.6000000001, 0.2) == "0.6");
+  CHECK(io::detail::tick_text(-1e-17, 0.2) == "0.0");
+}
+
+TEST_CASE("a chart draws every finite point inside its panel, labelled and escaped", "[io][charts]") {
+  io::ChartPanel panel{.title = "accuracy <per prompt>", .x_label = "labels", .y_label = "accuracy"};
+  panel.series.push_back({.name = "SEIKO & co",
+                          .x = {0.0, 128.0, 384.0, 896.0},
+                          .y = {0.1, std::nan(""), 0.7, 0.85},
+                          .y_err = {0.0, 0.0, 0.05, 0.02},
+                          .labels = {"", "", "", "a=0.03"}});
+  panel.series.push_back({.name = "greedy", .x = {896.0}, .y = {0.88}, .lines = false});
+  panel.y_marks = {0.8};
+  panel.y_mark_labels = {"target"};
+  const io::ChartLayout layout{.panel_width = 400, .panel_height = 300};
+  const std::string svg = io::svg_chart({panel, panel}, layout);
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(svg.find("width=\"800\" height=\"300\"") != std::string::npos);  // two panels in a row
+  CHECK(svg.find("accuracy &lt;per prompt&gt;") != std::string::npos);
+  CHECK(svg.find("SEIKO &amp; co") != std::string::npos);
+  CHECK(svg.find(">a=0.03</text>") != std::string::npos);
+  CHECK(svg.find(">target</text>") != std::string::npos);
+  // The NaN point is left out: 3 + 1 markers per panel, each inside its panel's plotting area.
+  const std::regex circle("<circle cx=\"([0-9.]+)\" cy=\"([0-9.]+)\"");
+  int count = 0;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator(); ++it, ++count) {
+    const double cx = std::stod((*it)[1]), cy = std::stod((*it)[2]);
+    const double left = count < 4 ? 0.0 : 400.0;
+    CHECK(cx >= left + 62);
+    CHECK(cx <= left + 62 + 320);
+    CHECK(cy >= 30);
+    CHECK(cy <= 30 + 222);
+  }
+  CHECK(count == 8);
+  // A series whose lengths disagree is refused by name.
+  panel.series[1].y = {0.88, 0.9};
+  CHECK_THROWS_WITH(io::svg_chart({panel}), Catch::Contains("series \"greedy\": 1 x values and 2 y values"));
 }
 
 TEST_CASE("an image grid maps [-1, 1] to gray levels, row by row", "[io][plots]") {

@@ -4,10 +4,12 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include <torch/torch.h>
 
 #include "diffctl/models/gaussian_mixture_score.hpp"
+#include "diffctl/models/switched_drift.hpp"
 #include "diffctl/objective/path_kl.hpp"
 #include "diffctl/objective/sample_kl.hpp"
 #include "diffctl/runtime.hpp"
@@ -66,22 +68,33 @@ TEST_CASE("the path KL of two linear-Gaussian samplers matches its moment recurs
   CHECK(objective::gaussian_kl(m, l, torch::zeros({2}), torch::zeros({})).item<double>() == Approx(expected));
 }
 
-TEST_CASE("the path KL of samples between two Gaussian models has its closed form", "[objective][kl]") {
-  // Data N(m1, sd^2 I) against N(m2, sd^2 I): the scores differ by alpha (m1 - m2) / v
-  // with v = alpha^2 sd^2 + sigma^2, whatever the state, so an Euler-Maruyama step
-  // of length h costs h g^2 alpha^2 |m1 - m2|^2 / (2 v^2), the same for every sample.
-  const Schedule schedule;
-  const torch::Tensor m1 = torch::tensor({1.0, -0.5}, torch::kDouble), m2 = torch::tensor({0.2, 0.4}, torch::kDouble);
-  const double sd = 0.6;
-  const Mixture first = Mixture::gaussian(schedule, m1, sd), second = Mixture::gaussian(schedule, m2, sd);
-  const auto grid = sde::TimeGrid::uniform(schedule.horizon(), 30);
-  double expected = 0.0;
-  for (std::size_t k = 0; k < grid.steps(); ++k) {
-    const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
-    const double alpha = schedule.alpha(s), v = alpha * alpha * sd * sd + std::pow(schedule.sigma(s), 2);
-    expected += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha *
-                (m1 - m2).square().sum().item<double>() / (2.0 * v * v);
+// Data N(m1, sd^2 I) against N(m2, sd^2 I): the scores differ by alpha (m1 - m2) / v
+// with v = alpha^2 sd^2 + sigma^2, whatever the state, so an Euler-Maruyama step
+// of length h costs h g^2 alpha^2 |m1 - m2|^2 / (2 v^2), the same for every sample.
+struct TwoGaussians {
+  Schedule schedule;
+  torch::Tensor m1 = torch::tensor({1.0, -0.5}, torch::kDouble), m2 = torch::tensor({0.2, 0.4}, torch::kDouble);
+  double sd = 0.6;
+  Mixture first = Mixture::gaussian(schedule, m1, sd), second = Mixture::gaussian(schedule, m2, sd);
+  sde::TimeGrid grid = sde::TimeGrid::uniform(schedule.horizon(), 30);
+
+  // The KL of the grid's steps that start before `until`.
+  double closed_form_kl(double until = std::numeric_limits<double>::infinity()) const {
+    double kl = 0.0;
+    for (std::size_t k = 0; k < grid.steps() && grid[k] < until; ++k) {
+      const double s = schedule.horizon() - grid[k], h = grid[k + 1] - grid[k];
+      const double alpha = schedule.alpha(s), v = alpha * alpha * sd * sd + std::pow(schedule.sigma(s), 2);
+      kl += h * schedule.diffusion(s) * schedule.diffusion(s) * alpha * alpha *
+            (m1 - m2).square().sum().item<double>() / (2.0 * v * v);
+    }
+    return kl;
   }
+};
+
+TEST_CASE("the path KL of samples between two Gaussian models has its closed form", "[objective][kl]") {
+  const TwoGaussians pair;
+  const auto& [schedule, m1, m2, sd, first, second, grid] = pair;
+  const double expected = pair.closed_form_kl();
   at::Generator generator = make_generator(3);
   const torch::Tensor x_init = sde::sample_prior(schedule, {64, 2}, generator, torch::kDouble);
   const auto run =
@@ -108,4 +121,43 @@ TEST_CASE("the path KL of samples between two Gaussian models has its closed for
   const torch::Tensor drawn = (noisy.x - clean.x) / last_std;  // the last step's noise, N(0, I)
   CHECK(drawn.abs().max().item<double>() > 0.1);
   CHECK(drawn.std().item<double>() == Approx(1.0).margin(0.15));
+}
+
+// A drift that counts its evaluations.
+struct Counted {
+  const Mixture* model;
+  int* calls;
+  torch::Tensor score(double t, const torch::Tensor& x, const torch::Tensor& z) const {
+    ++*calls;
+    return model->score(t, x, z);
+  }
+};
+
+TEST_CASE("a model that hands over to the reference costs KL until the handover only", "[objective][kl]") {
+  // `first` until t = 0.4 of the horizon, `second` after: the closed form of the
+  // test above over the steps that start before then (t_0 ... t_12); told that the
+  // model is the reference from then on, the same samples and KL without
+  // evaluating the reference on those steps.
+  const TwoGaussians pair;
+  const auto& [schedule, m1, m2, sd, first, second, grid] = pair;
+  const double handover = 0.4 * schedule.horizon() + 1e-9;
+  const double expected = pair.closed_form_kl(handover);
+  REQUIRE(expected < pair.closed_form_kl(grid[13] + 1e-9));
+  REQUIRE(expected > pair.closed_form_kl(grid[12] - 1e-9));
+  int all_steps = 0, until_handover = 0;
+  const models::SwitchedDrift model(first, second, handover);
+  at::Generator g1 = make_generator(5), g2 = make_generator(5);
+  const torch::Tensor x_init = sde::sample_prior(schedule, {32, 2}, g1, torch::kDouble);
+  sde::sample_prior(schedule, {32, 2}, g2, torch::kDouble);
+  const auto every = objective::sample_with_path_kl(schedule, model, Counted{&second, &all_steps}, sde::EulerMaruyama{},
+                                                    grid, x_init, {}, g1);
+  const auto skipped =
+      objective::sample_with_path_kl(schedule, model, Counted{&second, &until_handover}, sde::EulerMaruyama{}, grid,
+                                     x_init, {}, g2, {.reference_from = handover});
+  CHECK(every.kl.min().item<double>() == Approx(expected).epsilon(1e-9));
+  CHECK(every.kl.max().item<double>() == Approx(expected).epsilon(1e-9));
+  CHECK(torch::equal(every.x, skipped.x));
+  CHECK(torch::equal(every.kl, skipped.kl));
+  CHECK(all_steps == 30);
+  CHECK(until_handover == 13);
 }

@@ -7,6 +7,7 @@
 // fine-tuning demo).
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -27,11 +28,11 @@ class MetricsLog {
   // step; otherwise the file starts afresh.
   MetricsLog(std::filesystem::path path, std::vector<std::string> columns,
              std::optional<int64_t> resume_step = std::nullopt)
-      : path_(std::move(path)), width_(columns.size()) {
-    require(!columns.empty() && !columns.front().empty(), "MetricsLog(", path_.string(),
+      : path_(std::move(path)), columns_(std::move(columns)), width_(columns_.size()) {
+    require(!columns_.empty() && !columns_.front().empty(), "MetricsLog(", path_.string(),
             "): needs at least the step column, named");
     std::string header;
-    for (std::size_t i = 0; i < columns.size(); ++i) header += (i ? "," : "") + columns[i];
+    for (std::size_t i = 0; i < columns_.size(); ++i) header += (i ? "," : "") + columns_[i];
     std::string kept = header + "\n";
     if (resume_step && std::filesystem::exists(path_)) {
       std::ifstream in(path_);
@@ -66,9 +67,23 @@ class MetricsLog {
   const std::filesystem::path& path() const { return path_; }
   // The data rows as the file holds them: those kept on resume, then those written.
   const std::vector<std::string>& rows() const { return rows_; }
+  // One column of those rows as numbers (the step column too), to plot them.
+  std::vector<double> column(const std::string& name) const {
+    const auto found = std::find(columns_.begin(), columns_.end(), name);
+    require(found != columns_.end(), "MetricsLog(", path_.string(), "): no column \"", name, "\"");
+    const auto index = static_cast<std::size_t>(found - columns_.begin());
+    std::vector<double> values;
+    for (const std::string& row : rows_) {
+      std::size_t begin = 0;
+      for (std::size_t i = 0; i < index; ++i) begin = row.find(',', begin) + 1;
+      values.push_back(std::strtod(row.c_str() + begin, nullptr));  // "nan" reads as NaN
+    }
+    return values;
+  }
 
  private:
   std::filesystem::path path_;
+  std::vector<std::string> columns_;
   std::size_t width_;
   std::ofstream out_;
   std::vector<std::string> rows_;

@@ -4,6 +4,7 @@
 // Both models step with the same schedule, solver and grid, so every step is a
 // Gaussian with the same noise and costs objective::transition_kl.
 
+#include <limits>
 #include <utility>
 
 #include <torch/torch.h>
@@ -22,6 +23,10 @@ struct SampleKlOptions {
   // sqrt(beta_last) in the samples, about 0.07 for 25 cosine steps: enough to
   // lower a classifier's accuracy on them). The KL stays the noisy chain's.
   bool clean_last_step = false;
+  // From this time on the model's drift is the reference's (a tuned model that
+  // hands over to the pretrained one, models::SwitchedDrift): the steps from it
+  // cost no KL, and the reference is not evaluated a second time on them.
+  double reference_from = std::numeric_limits<double>::infinity();
 };
 
 struct SamplesWithKl {
@@ -42,7 +47,8 @@ template <NoiseSchedule Schedule, DriftModel Model, DriftModel Reference, class 
     options.record_x0 = false;
     options.generator = generator;
     options.on_step = [&](const sde::StepRecord& r) {
-      kl += transition_kl(r.step, solver.transition(schedule, reference, r.t, r.t_next, r.state, z));
+      if (r.t < sample_options.reference_from)
+        kl += transition_kl(r.step, solver.transition(schedule, reference, r.t, r.t_next, r.state, z));
       if (sample_options.clean_last_step && r.k + 1 == grid.steps()) last_mean = r.step.mean;
     };
     torch::Tensor x = sde::integrate(schedule, model, solver, grid, x_init, z, options).final_state;
