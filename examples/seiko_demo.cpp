@@ -23,9 +23,10 @@
 //   metrics.json     the final evaluation's figures (overall and per prompt) and the
 //                    run's settings
 //   feedback.sqlite  every label paid for (SQLite: `sqlite3 feedback.sqlite .schema`);
-//                    seiko.pt the last round's checkpoint
-//                    (--resume continues a killed run without asking again, and
-//                    replays it: the same figures as an uninterrupted run)
+//                    seiko.pt the last round's checkpoint (score matching:
+//                    score_matching.pt, and pool.pt its pool) (--resume continues
+//                    a killed run without asking again, and replays it: the same
+//                    figures as an uninterrupted run)
 //   queries/<id>.png with --external-labels, a picture per query awaiting a label
 //
 // Exit status: 0 done; 3 stopped to wait for labels from outside (--label-wait;
@@ -850,10 +851,15 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     using Oracle = reward::Oracle<DemoOracleReward>;
     Oracle oracle(oracle_reward(s, strong, device),
                   {.noise_std = s.noise, .budget = std::nullopt, .seed = flags.seed + 1});
-    const auto feedback_path = out / "feedback.sqlite";
-    require(!s.resume && !std::filesystem::exists(feedback_path), "--variant score-matching starts afresh: ",
-            s.resume ? "it has no --resume" : feedback_path.string() + " exists; choose another --out");
+    // A killed run resumes from its last round: pool.pt holds the pool (and the
+    // generator after drawing it), score_matching.pt each round's state, and the
+    // labels of a round cut short stay in feedback.sqlite (asked again of no one).
+    const auto feedback_path = out / "feedback.sqlite", pool_path = out / "pool.pt",
+               checkpoint_path = out / "score_matching.pt";
+    require(s.resume || !std::filesystem::exists(feedback_path), feedback_path.string(),
+            " exists: pass --resume to continue that run, or choose another --out");
     reward::FeedbackDataset feedback(feedback_path);
+    if (feedback.oracle_state()) oracle.restore(*feedback.oracle_state());
     const int64_t channels = network->options().in_channels;
     const TunedDriftRuns runs(s, schedule, pretrained, kSolver,
                               sde::TimeGrid::uniform(schedule.horizon(), static_cast<std::size_t>(s.sample_steps)),
@@ -861,7 +867,16 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
 
     // The pool, and the oracle's view of it (to report the optimum each round aims at).
     torch::Tensor pool, pool_class;
-    {
+    io::Checkpoint pool_entries{.generators = examples::run_generators(generator, device),
+                                .tensors = {{"pool", &pool}, {"pool_class", &pool_class}}};
+    const bool resuming = s.resume && std::filesystem::exists(pool_path);
+    if (resuming) {
+      io::load_checkpoint(pool_path, pool_entries);
+      require(pool.size(0) == s.pool, pool_path.string(), " holds a pool of ", pool.size(0), ", not --pool ", s.pool);
+      pool = pool.to(device);
+    } else {
+      require(feedback.empty(), feedback_path.string(), " holds labels but ", pool_path.string(),
+              " is missing: that run cannot be resumed; choose another --out");
       io::Progress progress("score-matching pool", s.pool);
       std::vector<torch::Tensor> parts;
       for (int64_t begin = 0; begin < s.pool; begin += 512) {
@@ -875,6 +890,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       for (int64_t begin = 0; begin < s.pool; begin += 256)
         predicted.push_back(strong->forward(pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin))).argmax(1));
       pool_class = torch::cat(predicted).cpu();
+      io::save_checkpoint(pool_path, pool_entries);
     }
     algorithms::TiltedScoreMatching<Schedule, models::UNet> tuner(
         schedule, model, ema, pool, classes,
@@ -906,7 +922,40 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                 << effective / double(classes) << " effective samples per prompt" << std::endl;
     };
 
-    io::MetricsLog rounds = rounds_log(out);
+    // A round's checkpoint: the tuner, the reward ensemble, the generators (the
+    // UNet's dropout draws from LibTorch's default one), and the pool optima so far
+    // as rows (round, accuracy, KL, effective samples).
+    torch::Tensor optima_rows;
+    io::Checkpoint round_entries{.generators = examples::run_generators(generator, device),
+                                 .tensors = {{"pool_optima", &optima_rows}}};
+    tuner.add_to(round_entries);
+    ensemble.add_to(round_entries);
+    const auto save_round = [&](int64_t round) {
+      std::vector<double> values;
+      for (const auto& o : optima)
+        for (const char* key : {"round", "oracle_accuracy", "kl_to_pretrained", "effective_samples"})
+          values.push_back(o.at(key).template get<double>());
+      optima_rows = torch::tensor(values, torch::kDouble).view({int64_t(optima.size()), 4});
+      round_entries.step = round;
+      io::save_checkpoint(checkpoint_path, round_entries);
+    };
+    std::optional<int64_t> resumed_after;
+    if (resuming && std::filesystem::exists(checkpoint_path)) {
+      optima_rows = torch::Tensor();
+      resumed_after = io::load_checkpoint(checkpoint_path, round_entries);
+      require(*resumed_after >= 0 && *resumed_after <= int64_t(s.queries.size()), checkpoint_path.string(),
+              " is at round ", *resumed_after, " of a run of ", s.queries.size(), " rounds");
+      ensemble.refresh(feedback);
+      tuner.trainer().set_steps(*resumed_after * s.optimize_steps);
+      for (int64_t r = 0; r < optima_rows.size(0); ++r)
+        optima.push_back({{"round", optima_rows[r][0].template item<int64_t>()},
+                          {"oracle_accuracy", optima_rows[r][1].template item<double>()},
+                          {"kl_to_pretrained", optima_rows[r][2].template item<double>()},
+                          {"effective_samples", optima_rows[r][3].template item<double>()}});
+      std::cerr << "seiko_demo: resuming after round " << *resumed_after << " with " << feedback.size() << " labels\n";
+    }
+
+    io::MetricsLog rounds = rounds_log(out, resumed_after);
     const auto measure = [&](int64_t round, int64_t n, double seconds) {
       auto [figures, q, x, z] = runs.evaluate(tuned(), round, n, seconds, handover_time(s, schedule));
       torch::NoGradGuard no_grad;
@@ -915,17 +964,26 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       figures.uncertainty_mean = estimate.uncertainty.mean().template item<double>();
       return std::tuple{figures, q, x, z};
     };
-    {
+    if (!resumed_after) {
       const auto [figures, q, x, z] = runs.evaluate(pretrained, 0, s.eval_samples, 0.0, 0.0);
       add_round(rounds, figures, q);
       runs.picture(pretrained, 0);
+      save_round(0);
     }
-    for (std::size_t i = 0; i < s.queries.size(); ++i) {
+    for (std::size_t i = std::size_t(resumed_after.value_or(0)); i < s.queries.size(); ++i) {
       const auto start = std::chrono::steady_clock::now();
       const int64_t round = int64_t(i) + 1;
+      // The chunks a killed run asked about are drawn again (the generator replays
+      // the uninterrupted run) and not asked again.
+      const int64_t asked_before = feedback.asked_in_round(round);
       for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
-        const torch::Tensor z = torch::randint(classes, {std::min<int64_t>(128, s.queries[i] - asked)}, generator);
-        oracle.record(feedback, runs.sample(tuned(), z, false).first, z.to(device), round);
+        const int64_t count = std::min<int64_t>(128, s.queries[i] - asked);
+        const torch::Tensor z = torch::randint(classes, {count}, generator);
+        const torch::Tensor x = runs.sample(tuned(), z, false).first;
+        const int64_t fresh = std::min(count, asked + count - asked_before);
+        if (fresh > 0)
+          oracle.record(feedback, x.narrow(0, count - fresh, fresh), z.narrow(0, count - fresh, fresh).to(device),
+                        round);
       }
       ensemble.fit(feedback);
       std::vector<torch::Tensor> rewards;
@@ -947,8 +1005,11 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
           callbacks::ProgressBar("score-matching round " + std::to_string(round), s.optimize_steps));
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const auto [figures, q, x, z] = measure(round, s.eval_samples, seconds);
+      // The row first: a kill before the checkpoint runs this round again and
+      // rewrites its row.
       add_round(rounds, figures, q);
       runs.picture(tuned(), round);
+      save_round(round);
     }
     const auto [figures, q, x, z] = measure(int64_t(s.queries.size()), classes * s.final_per_prompt, 0.0);
     nlohmann::json settings = unet_run_settings(s, flags);

@@ -7,9 +7,9 @@
 # (SEIKO's objective solved on a pool of pretrained samples, distilled into the
 # UNet: the variant that aligns without collapsing, examples/RESULTS.md).
 #
-# Another run of the same command: SEIKO's variants continue an existing run in
-# OUT (--resume); score matching has no resume, so a finished run there is kept
-# and reported, and an unfinished one is moved aside before starting afresh.
+# Another run of the same command continues an unfinished run in OUT (--resume:
+# no label is asked twice, and the figures are an uninterrupted run's); a
+# finished score-matching run there is kept and reported.
 #
 #   examples/seiko_demo.sh [seiko_demo flags]
 #
@@ -55,17 +55,12 @@ done
 variant_flag=""
 [ -n "$named" ] || variant_flag="--variant $variant"
 resume=""
-if [ -f "$out/feedback.sqlite" ]; then
-  if [ "$variant" != score-matching ]; then
-    resume=--resume
-  elif [ -f "$out/metrics.json" ]; then
-    echo "seiko_demo.sh: $out holds a finished run ($out/metrics.json, $out/rounds.csv); set OUT for another"
-    exit 0
-  else
-    aside="$out.unfinished-$(date +%Y%m%d-%H%M%S)"
-    mv "$out" "$aside"
-    echo "seiko_demo.sh: $out held an unfinished score-matching run, which cannot be resumed: moved it to $aside"
-  fi
+if [ "$variant" = score-matching ] && [ -f "$out/metrics.json" ]; then
+  echo "seiko_demo.sh: $out holds a finished run ($out/metrics.json, $out/rounds.csv); set OUT for another"
+  exit 0
+fi
+if [ -f "$out/feedback.sqlite" ] || [ -f "$out/pool.pt" ]; then
+  resume=--resume
 fi
 t=$(date +%s)
 "$build/examples/seiko_demo" --diffusion "$models/diffusion_uncond" --oracle "$models/oracle" --weak "$models/weak" \

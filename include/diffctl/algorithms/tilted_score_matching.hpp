@@ -42,6 +42,7 @@
 #include "diffctl/algorithms/denoising_pretraining.hpp"
 #include "diffctl/concepts.hpp"
 #include "diffctl/error.hpp"
+#include "diffctl/io/checkpoint.hpp"
 #include "diffctl/metrics/tilted_optimum.hpp"
 
 namespace diffctl::algorithms {
@@ -115,6 +116,15 @@ class TiltedScoreMatching {
     const torch::Tensor rows = torch::multinomial(probabilities, 1, /*replacement=*/true, generator).squeeze(1);
     const torch::Tensor x0 = pool_.index_select(0, rows.to(pool_.device()));
     return trainer_.step(x0, z.to(pool_.device()), generator);
+  }
+
+  // The network, its moving average, the optimiser's state and the tilt, for a
+  // round's checkpoint (the pool is the caller's: it is written once).
+  void add_to(io::Checkpoint& checkpoint) {
+    checkpoint.modules.emplace_back("model", trainer_.model().ptr().get());
+    checkpoint.modules.emplace_back("ema", trainer_.ema().ptr().get());
+    checkpoint.optimizers.emplace_back("adamw", &trainer_.optimizer());
+    checkpoint.tensors.emplace_back("log_weights", &log_weights_);
   }
 
   // [N, classes] log w, each column normalised (logsumexp 0), in double on the CPU.
