@@ -1087,7 +1087,7 @@ int main(int argc, char** argv) {
   app.add_option("--reward", s.reward, "the oracle's reward: log-probability (log p(z | x)) or probability (p(z | x))")
       ->check(CLI::IsMember({"log-probability", "probability"}));
   app.add_option("--alpha", s.alpha,
-                 "weight of the KL to the pretrained model (nats per unit of reward; score-matching: 0.03)")
+                 "weight of the KL to the pretrained model (nats per unit of reward; score-matching: 0.05)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--beta", s.beta, "weight of the KL to the previous round (score-matching: 0)")
       ->check(CLI::NonNegativeNumber);
@@ -1180,11 +1180,13 @@ int main(int argc, char** argv) {
     const bool score_matching = s.variant == "score-matching";
     if (score_matching) {
       // Its measured settings (examples/RESULTS.md), where no flag says otherwise:
-      // SEIKO's alpha = 1e-4 would make its tilt a point mass per prompt.
+      // SEIKO's alpha = 1e-4 would make its tilt a point mass per prompt; 0.05
+      // keeps about 150 pool samples per prompt in the last round's tilt (0.03:
+      // about 100, and less diversity within a prompt than real images').
       const auto unless_given = [&](const std::string& flag, double& value, double measured) {
         if (app.count(flag) == 0) value = measured;
       };
-      unless_given("--alpha", s.alpha, 0.03);
+      unless_given("--alpha", s.alpha, 0.05);
       unless_given("--beta", s.beta, 0.0);
       unless_given("--pg-lr", s.pg_lr, 3e-4);
       unless_given("--steer-until", s.steer_until, 0.75);

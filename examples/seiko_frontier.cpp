@@ -66,7 +66,7 @@ Estimate estimate(const std::vector<double>& values) {
 // One method at one alpha and one budget of oracle labels: its runs' figures.
 struct Group {
   std::string method;
-  double alpha;
+  double alpha;  // NaN: a method without alpha (DDPO)
   int64_t labels;
   std::vector<std::string> runs;
   std::map<std::string, std::vector<double>> figures;
@@ -80,6 +80,7 @@ std::string format(const Estimate& e, int decimals) {
 }
 
 std::string alpha_text(double alpha) {
+  if (std::isnan(alpha)) return "-";
   std::ostringstream out;
   out << alpha;
   return out.str();
@@ -104,10 +105,12 @@ int main(int argc, char** argv) {
       const std::string method = run.substr(0, equals);
       const std::filesystem::path dir = run.substr(equals + 1);
       const nlohmann::json metrics = examples::read_json(dir / "metrics.json");
-      const double alpha = metrics.at("alpha").get<double>();
+      // DDPO's objective is the reward alone: its runs record an alpha they do not use.
+      const double alpha = metrics.value("variant", "") == "ddpo" ? std::nan("") : metrics.at("alpha").get<double>();
       const int64_t labels = metrics.at("queries_total").get<int64_t>();
       auto group = std::find_if(groups.begin(), groups.end(), [&](const Group& g) {
-        return g.method == method && g.alpha == alpha && g.labels == labels;
+        return g.method == method && (g.alpha == alpha || (std::isnan(g.alpha) && std::isnan(alpha))) &&
+               g.labels == labels;
       });
       if (group == groups.end()) group = groups.insert(groups.end(), Group{method, alpha, labels, {}, {}});
       group->runs.push_back(dir.string());
@@ -117,7 +120,10 @@ int main(int argc, char** argv) {
         group->figures[key].push_back(metrics.at(key).get<double>());
       }
     }
-    std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) { return a.alpha < b.alpha; });
+    // By alpha (a method without one first), the order of each method's curve.
+    std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
+      return std::isnan(a.alpha) ? !std::isnan(b.alpha) : !std::isnan(b.alpha) && a.alpha < b.alpha;
+    });
 
     std::ostringstream table;
     table << "| method | alpha | oracle labels | runs |";
@@ -142,7 +148,7 @@ int main(int argc, char** argv) {
     for (const Group& g : groups) all_labels.push_back(g.labels);
     const auto budgets = std::set<int64_t>(all_labels.begin(), all_labels.end()).size();
     const auto panel = [&](const std::string& key, const std::string& title) {
-      io::ChartPanel p{.title = title, .x_label = "path KL to the pretrained model (nats)", .y_label = ""};
+      io::ChartPanel p{.title = title, .x_label = "path KL to the pretrained model (nats)", .log_x = true};
       for (const std::string& method : methods) {
         io::ChartSeries s{.name = method};
         for (const Group& g : groups) {
@@ -152,7 +158,9 @@ int main(int argc, char** argv) {
           s.x_err.push_back(kl.half_width);
           s.y.push_back(y.mean);
           s.y_err.push_back(y.half_width);
-          s.labels.push_back("α " + alpha_text(g.alpha) + (budgets > 1 ? ", " + std::to_string(g.labels) : ""));
+          const std::string budget = budgets > 1 ? std::to_string(g.labels) + " labels" : "";
+          s.labels.push_back(std::isnan(g.alpha) ? budget
+                                                 : "α " + alpha_text(g.alpha) + (budget.empty() ? "" : ", " + budget));
         }
         p.series.push_back(std::move(s));
       }
@@ -164,7 +172,7 @@ int main(int argc, char** argv) {
     panels[1].y_marks = {1.0};
     panels[1].y_mark_labels = {"real images"};
     io::write_text(std::filesystem::path(out) / "frontier.svg",
-                   io::svg_chart(panels, {.panel_width = 420, .panel_height = 320}));
+                   io::svg_chart(panels, {.panel_width = 420, .panel_height = 320, .legend_width = 170}));
     io::write_text(std::filesystem::path(out) / "frontier.md", table.str());
     std::cout << table.str() << "seiko_frontier: " << (std::filesystem::path(out) / "frontier.svg").string() << ", "
               << (std::filesystem::path(out) / "frontier.md").string() << "\n";

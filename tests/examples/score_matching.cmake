@@ -123,13 +123,14 @@ set(tiny --threads 1 --pool 24 --queries 4 --sample-steps 3 --optimize-steps 2 -
 run(0 ${script} ${tiny} --eval-samples 20)
 file(READ "${WORK_DIR}/script/metrics.json" scripted)
 string(JSON variant GET "${scripted}" variant)
+string(JSON default_alpha GET "${scripted}" alpha)
 run(0 ${script} ${tiny} --eval-samples 20 --variant score-matching)  # named, it is the same
 string(FIND "${output}" "holds a finished run" kept)
 file(REMOVE "${WORK_DIR}/script/metrics.json")
 run(0 ${script} ${tiny} --eval-samples 20)
 string(FIND "${err}" "resuming after round 1" resumed)
-if(NOT variant STREQUAL "score-matching" OR kept EQUAL -1 OR resumed EQUAL -1)
-  message(FATAL_ERROR "seiko_demo.sh: variant ${variant}, a finished run kept: ${kept}, an unfinished one resumed: "
-    "${resumed}\n${output}${err}")
+if(NOT variant STREQUAL "score-matching" OR NOT default_alpha EQUAL 0.05 OR kept EQUAL -1 OR resumed EQUAL -1)
+  message(FATAL_ERROR "seiko_demo.sh: variant ${variant} at alpha ${default_alpha} (expected 0.05), a finished run "
+    "kept: ${kept}, an unfinished one resumed: ${resumed}\n${output}${err}")
 endif()
 file(REMOVE_RECURSE "${WORK_DIR}")

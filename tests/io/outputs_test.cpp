@@ -114,6 +114,29 @@ TEST_CASE("a chart draws every finite point inside its panel, labelled and escap
   CHECK_THROWS_WITH(io::svg_chart({panel}), Catch::Contains("series \"greedy\": 1 x values and 2 y values"));
 }
 
+TEST_CASE("a log x axis ticks decades at 1, 2 and 5, and one legend can stand beside the panels", "[io][charts]") {
+  io::ChartPanel panel{.title = "accuracy", .log_x = true};
+  panel.series.push_back({.name = "SEIKO", .x = {10.0, 97.0}, .y = {0.8, 0.1}, .labels = {"a", "b"}});
+  panel.series.push_back({.name = "DDPO", .x = {3.0}, .y = {0.1}});
+  const io::ChartLayout layout{.panel_width = 400, .panel_height = 300, .legend_width = 120};
+  const std::string svg = io::svg_chart({panel, panel}, layout);
+  CHECK(svg.find("width=\"920\" height=\"300\"") != std::string::npos);
+  for (const char* tick : {">1</text>", ">2</text>", ">5</text>", ">10</text>", ">50</text>", ">100</text>"})
+    CHECK(svg.find(tick) != std::string::npos);
+  // 10 lies half way along the decades 1 to 100: x = 62 + 320 / 2.
+  CHECK(svg.find("<circle cx=\"222.0\"") != std::string::npos);
+  // The legend once, beside the panels, not inside each.
+  std::size_t names = 0;
+  for (std::size_t at = svg.find(">SEIKO</text>"); at != std::string::npos; at = svg.find(">SEIKO</text>", at + 1))
+    ++names;
+  CHECK(names == 1);
+  CHECK(svg.find("<text x=\"818\"") != std::string::npos);
+  // The point near the right edge ends its label there.
+  CHECK(svg.find("text-anchor=\"end\">b</text>") != std::string::npos);
+  panel.series[1].x = {0.0};
+  CHECK_THROWS_WITH(io::svg_chart({panel}), Catch::Contains("a log x axis needs x > 0"));
+}
+
 TEST_CASE("an image grid maps [-1, 1] to gray levels, row by row", "[io][plots]") {
   // Three 1x2x2 images: black, mid-gray, white; two per row, zoom 1, gap 2.
   const torch::Tensor images = torch::tensor({-1.0f, 0.0f, 1.0f}).view({3, 1, 1, 1}).expand({3, 1, 2, 2});

@@ -37,11 +37,17 @@ struct ChartPanel {
   // Dashed horizontal lines at these values (a target, a reference), with a label each.
   std::vector<double> y_marks{};
   std::vector<std::string> y_mark_labels{};
+  // The x axis on a log scale (for x > 0 spanning decades, such as a KL across
+  // methods): ticks at 1, 2 and 5 times powers of ten.
+  bool log_x = false;
 };
 
 struct ChartLayout {
   int panel_width = 380, panel_height = 280;
   int columns = 0;  // panels per row (0: all in one row)
+  // > 0: one legend, the first panel's series, in a column of this width right of
+  // the panels (for panels that share their series); 0: each panel's own, inside it.
+  int legend_width = 0;
 };
 
 namespace detail {
@@ -152,22 +158,52 @@ inline void draw_panel(std::ostringstream& svg, const ChartPanel& panel, double 
         x_positive = x_positive && s.x[i] >= 0;
         y_positive = y_positive && s.y[i] >= 0;
       }
-  const Axis ax = nice_axis(x_positive ? std::max(0.0, x_lo) : x_lo, x_hi),
-             ay = nice_axis(y_positive ? std::max(0.0, y_lo) : y_lo, y_hi);
+  const Axis ay = nice_axis(y_positive ? std::max(0.0, y_lo) : y_lo, y_hi);
+  // x's ticks (in data units), and where x maps to in [0, 1] of the axis.
+  std::vector<double> x_ticks;
+  std::vector<std::string> x_tick_texts;
+  double x_from = 0, x_to = 1;
+  const auto fx = [&](double x) { return panel.log_x ? std::log10(std::max(x, 1e-300)) : x; };
+  if (panel.log_x) {
+    double smallest = std::numeric_limits<double>::infinity();
+    for (const auto& s : panel.series)
+      for (std::size_t i = 0; i < s.x.size(); ++i)
+        if (finite(s, i)) {
+          require(s.x[i] > 0, "svg_chart: panel \"", panel.title, "\": a log x axis needs x > 0, found ", s.x[i]);
+          smallest = std::min(smallest, s.x[i]);
+        }
+    x_from = std::floor(std::log10(std::isfinite(smallest) ? smallest : 1.0) + 1e-9);
+    x_to = std::max(x_from + 1, std::ceil(std::log10(std::max(x_hi, smallest)) - 1e-9));
+    for (double decade = x_from; decade < x_to + 0.5; ++decade)
+      for (const double m : {1.0, 2.0, 5.0})
+        if (decade + std::log10(m) <= x_to + 1e-9) {
+          x_ticks.push_back(m * std::pow(10.0, decade));
+          x_tick_texts.push_back(tick_text(x_ticks.back(), std::min(1.0, std::pow(10.0, decade))));
+        }
+  } else {
+    const Axis ax = nice_axis(x_positive ? std::max(0.0, x_lo) : x_lo, x_hi);
+    x_from = ax.lo;
+    x_to = ax.hi;
+    for (double t = ax.lo; t <= ax.hi + 0.5 * ax.step; t += ax.step) {
+      x_ticks.push_back(t);
+      x_tick_texts.push_back(tick_text(t, ax.step));
+    }
+  }
   // The plotting area inside the panel: room for the title, the tick labels and the axis labels.
   const double px = left + 62, py = top + 30, pw = layout.panel_width - 80, ph = layout.panel_height - 78;
-  const auto sx = [&](double x) { return px + (std::clamp(x, ax.lo, ax.hi) - ax.lo) / (ax.hi - ax.lo) * pw; };
+  const auto sx = [&](double x) { return px + (std::clamp(fx(x), x_from, x_to) - x_from) / (x_to - x_from) * pw; };
   const auto sy = [&](double y) { return py + ph - (std::clamp(y, ay.lo, ay.hi) - ay.lo) / (ay.hi - ay.lo) * ph; };
 
   svg << "<text x=\"" << number(left + layout.panel_width / 2.0) << "\" y=\"" << number(top + 18)
       << "\" text-anchor=\"middle\" font-weight=\"bold\">" << svg_escape(panel.title) << "</text>\n";
   svg << "<rect x=\"" << number(px) << "\" y=\"" << number(py) << "\" width=\"" << number(pw) << "\" height=\""
       << number(ph) << "\" fill=\"none\" stroke=\"#444\"/>\n";
-  for (double t = ax.lo; t <= ax.hi + 0.5 * ax.step; t += ax.step) {
-    svg << "<line x1=\"" << number(sx(t)) << "\" y1=\"" << number(py) << "\" x2=\"" << number(sx(t)) << "\" y2=\""
+  for (std::size_t i = 0; i < x_ticks.size(); ++i) {
+    const double x = sx(x_ticks[i]);
+    svg << "<line x1=\"" << number(x) << "\" y1=\"" << number(py) << "\" x2=\"" << number(x) << "\" y2=\""
         << number(py + ph) << "\" stroke=\"#eee\"/>\n";
-    svg << "<text x=\"" << number(sx(t)) << "\" y=\"" << number(py + ph + 14) << "\" text-anchor=\"middle\">"
-        << tick_text(t, ax.step) << "</text>\n";
+    svg << "<text x=\"" << number(x) << "\" y=\"" << number(py + ph + 14) << "\" text-anchor=\"middle\">"
+        << x_tick_texts[i] << "</text>\n";
   }
   for (double t = ay.lo; t <= ay.hi + 0.5 * ay.step; t += ay.step) {
     svg << "<line x1=\"" << number(px) << "\" y1=\"" << number(sy(t)) << "\" x2=\"" << number(px + pw) << "\" y2=\""
@@ -203,13 +239,15 @@ inline void draw_panel(std::ostringstream& svg, const ChartPanel& panel, double 
         svg << "<line x1=\"" << number(sx(s.x[i] - s.x_err[i])) << "\" y1=\"" << number(y) << "\" x2=\""
             << number(sx(s.x[i] + s.x_err[i])) << "\" y2=\"" << number(y) << "\" stroke=\"" << colour << "\"/>\n";
       svg << "<circle cx=\"" << number(x) << "\" cy=\"" << number(y) << "\" r=\"3.5\" fill=\"" << colour << "\"/>\n";
+      // A label near the right edge ends at its point instead of starting there.
+      const bool right = x > px + 0.8 * pw;
       if (!s.labels.empty() && !s.labels[i].empty())
-        svg << "<text x=\"" << number(x + 6) << "\" y=\"" << number(y - 6) << "\" fill=\"" << colour << "\">"
-            << svg_escape(s.labels[i]) << "</text>\n";
+        svg << "<text x=\"" << number(right ? x - 6 : x + 6) << "\" y=\"" << number(y - 6) << "\" fill=\"" << colour
+            << "\"" << (right ? " text-anchor=\"end\"" : "") << ">" << svg_escape(s.labels[i]) << "</text>\n";
     }
     if (s.lines && !path.empty())
       svg << "<path d=\"" << path << "\" fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"1.5\"/>\n";
-    if (!s.name.empty()) {
+    if (!s.name.empty() && layout.legend_width == 0) {
       const double ly = py + 12 + 14 * legend_row++;
       svg << "<rect x=\"" << number(px + 6) << "\" y=\"" << number(ly - 8) << "\" width=\"10\" height=\"10\" fill=\""
           << colour << "\"/>\n";
@@ -228,13 +266,27 @@ inline std::string svg_chart(const std::vector<ChartPanel>& panels, const ChartL
           layout.panel_width, " x ", layout.panel_height);
   const int columns = layout.columns > 0 ? std::min<int>(layout.columns, int(panels.size())) : int(panels.size());
   const int rows = (int(panels.size()) + columns - 1) / columns;
+  require(layout.legend_width >= 0, "svg_chart: legend_width must be >= 0, found ", layout.legend_width);
+  const int width = columns * layout.panel_width;
   std::ostringstream svg;
-  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << columns * layout.panel_width << "\" height=\""
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width + layout.legend_width << "\" height=\""
       << rows * layout.panel_height << "\" font-family=\"sans-serif\" font-size=\"11\">\n"
       << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   for (std::size_t p = 0; p < panels.size(); ++p)
     detail::draw_panel(svg, panels[p], double(int(p) % columns * layout.panel_width),
                        double(int(p) / columns * layout.panel_height), layout);
+  if (layout.legend_width > 0) {
+    int row = 0;
+    for (std::size_t k = 0; k < panels.front().series.size(); ++k) {
+      const std::string& name = panels.front().series[k].name;
+      if (name.empty()) continue;
+      const double y = 42 + 16 * row++;
+      svg << "<rect x=\"" << width + 4 << "\" y=\"" << detail::number(y - 9) << "\" width=\"10\" height=\"10\" fill=\""
+          << detail::kPalette[k % detail::kPalette.size()] << "\"/>\n";
+      svg << "<text x=\"" << width + 18 << "\" y=\"" << detail::number(y) << "\">" << detail::svg_escape(name)
+          << "</text>\n";
+    }
+  }
   svg << "</svg>\n";
   return svg.str();
 }
