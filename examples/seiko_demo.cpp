@@ -811,6 +811,17 @@ auto steered(const DemoSettings& s, const Schedule& schedule, Tuned tuned, const
                                handover_time(s, schedule));
 }
 
+// The pool optima, a row (round, then the other columns) per round, as JSON objects.
+nlohmann::json optimum_rows_json(const torch::Tensor& rows, const std::vector<std::string>& columns) {
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t r = 0; r < rows.size(0); ++r) {
+    nlohmann::json row{{columns.front(), rows[r][0].item<int64_t>()}};
+    for (std::size_t c = 1; c < columns.size(); ++c) row[columns[c]] = rows[r][int64_t(c)].item<double>();
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
 // SEIKO's objective solved on a pool of pretrained samples and distilled into the
 // UNet by weighted denoising score matching (algorithms/tilted_score_matching.hpp):
 // each round asks the oracle about samples of the current model, refits the reward
@@ -902,8 +913,10 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                        .time_scale = time_scale,
                        .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
     const auto tuned = [&] { return steered(s, schedule, tuner.trainer().score(), pretrained); };
-    // The round's optimum on the pool, in the oracle's terms (class averages).
-    nlohmann::json optima = nlohmann::json::array();
+    // The round's optimum on the pool, in the oracle's terms (class averages): a row
+    // (round, accuracy, KL, effective samples) per round, in the checkpoint too.
+    const std::vector<std::string> optimum_columns{"round", "oracle_accuracy", "kl_to_pretrained", "effective_samples"};
+    torch::Tensor optima = torch::zeros({0, int64_t(optimum_columns.size())}, torch::kDouble);
     const auto aim = [&](int64_t round, const std::vector<algorithms::PoolTilt>& tilts) {
       double accuracy = 0.0, kl = 0.0, effective = 0.0;
       for (int64_t c = 0; c < classes; ++c) {
@@ -913,45 +926,32 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
         kl += tilts[static_cast<std::size_t>(c)].kl;
         effective += tilts[static_cast<std::size_t>(c)].effective_samples;
       }
-      optima.push_back({{"round", round},
-                        {"oracle_accuracy", accuracy / double(classes)},
-                        {"kl_to_pretrained", kl / double(classes)},
-                        {"effective_samples", effective / double(classes)}});
+      const std::vector<double> row{double(round), accuracy / double(classes), kl / double(classes),
+                                    effective / double(classes)};
+      optima = torch::cat({optima, torch::tensor(row, torch::kDouble).unsqueeze(0)});
       std::cout << "score-matching round " << round << ": the pool optimum has oracle accuracy "
                 << accuracy / double(classes) << " at " << kl / double(classes) << " nats, "
                 << effective / double(classes) << " effective samples per prompt" << std::endl;
     };
 
     // A round's checkpoint: the tuner, the reward ensemble, the generators (the
-    // UNet's dropout draws from LibTorch's default one), and the pool optima so far
-    // as rows (round, accuracy, KL, effective samples).
-    torch::Tensor optima_rows;
+    // UNet's dropout draws from LibTorch's default one), and the pool optima so far.
     io::Checkpoint round_entries{.generators = examples::run_generators(generator, device),
-                                 .tensors = {{"pool_optima", &optima_rows}}};
+                                 .tensors = {{"pool_optima", &optima}}};
     tuner.add_to(round_entries);
     ensemble.add_to(round_entries);
     const auto save_round = [&](int64_t round) {
-      std::vector<double> values;
-      for (const auto& o : optima)
-        for (const char* key : {"round", "oracle_accuracy", "kl_to_pretrained", "effective_samples"})
-          values.push_back(o.at(key).template get<double>());
-      optima_rows = torch::tensor(values, torch::kDouble).view({int64_t(optima.size()), 4});
       round_entries.step = round;
       io::save_checkpoint(checkpoint_path, round_entries);
     };
     std::optional<int64_t> resumed_after;
     if (resuming && std::filesystem::exists(checkpoint_path)) {
-      optima_rows = torch::Tensor();
+      optima = torch::Tensor();  // as many rows as rounds done: the file's shape
       resumed_after = io::load_checkpoint(checkpoint_path, round_entries);
       require(*resumed_after >= 0 && *resumed_after <= int64_t(s.queries.size()), checkpoint_path.string(),
               " is at round ", *resumed_after, " of a run of ", s.queries.size(), " rounds");
       ensemble.refresh(feedback);
       tuner.trainer().set_steps(*resumed_after * s.optimize_steps);
-      for (int64_t r = 0; r < optima_rows.size(0); ++r)
-        optima.push_back({{"round", optima_rows[r][0].template item<int64_t>()},
-                          {"oracle_accuracy", optima_rows[r][1].template item<double>()},
-                          {"kl_to_pretrained", optima_rows[r][2].template item<double>()},
-                          {"effective_samples", optima_rows[r][3].template item<double>()}});
       std::cerr << "seiko_demo: resuming after round " << *resumed_after << " with " << feedback.size() << " labels\n";
     }
 
@@ -973,17 +973,12 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     for (std::size_t i = std::size_t(resumed_after.value_or(0)); i < s.queries.size(); ++i) {
       const auto start = std::chrono::steady_clock::now();
       const int64_t round = int64_t(i) + 1;
-      // The chunks a killed run asked about are drawn again (the generator replays
-      // the uninterrupted run) and not asked again.
-      const int64_t asked_before = feedback.asked_in_round(round);
+      // What a killed run asked about in this round is not asked again.
+      reward::RoundQueries queries(feedback, round);
       for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
         const int64_t count = std::min<int64_t>(128, s.queries[i] - asked);
         const torch::Tensor z = torch::randint(classes, {count}, generator);
-        const torch::Tensor x = runs.sample(tuned(), z, false).first;
-        const int64_t fresh = std::min(count, asked + count - asked_before);
-        if (fresh > 0)
-          oracle.record(feedback, x.narrow(0, count - fresh, fresh), z.narrow(0, count - fresh, fresh).to(device),
-                        round);
+        queries.ask(oracle, feedback, runs.sample(tuned(), z, false).first, z.to(device));
       }
       ensemble.fit(feedback);
       std::vector<torch::Tensor> rewards;
@@ -1018,7 +1013,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      {"final_tilt", s.final_tilt},
                      {"pool", s.pool},
                      {"reward_features", s.reward_features},
-                     {"pool_optima", optima},
+                     {"pool_optima", optimum_rows_json(optima, optimum_columns)},
                      {"embedding_lr_factor", s.embedding_lr_factor},
                      {"steer_until", s.steer_until},
                      {"tuned_scale", s.tuned_scale},

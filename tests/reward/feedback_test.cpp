@@ -216,6 +216,37 @@ TEST_CASE("a resumed run has every label it paid for and asks none twice", "[rew
   CHECK(resumed.oracle_state()->queries == 12);
 }
 
+TEST_CASE("a resumed round asks only the rows its killed run did not", "[reward]") {
+  // Round 1 draws chunks of 5, 3 and 4 rows (row i holds the value i); its killed
+  // run had stored 6 labels: all of the first chunk and one row of the second.
+  const auto round_of = [](const fs::path& file, int64_t stored_before) {
+    reward::Oracle oracle(SumReward{}, {.noise_std = 0.3, .budget = std::nullopt, .seed = 3});
+    reward::FeedbackDataset data(file);
+    if (data.oracle_state()) oracle.restore(*data.oracle_state());
+    CHECK(data.asked_in_round(1) == stored_before);
+    reward::RoundQueries queries(data, 1);
+    int64_t first = 0;
+    for (const int64_t rows : {5, 3, 4}) {
+      queries.ask(oracle, data, torch::arange(first, first + rows, torch::kDouble).unsqueeze(1), {});
+      first += rows;
+    }
+    return oracle.queries();
+  };
+  TempDir dir;
+  {
+    reward::Oracle killed(SumReward{}, {.noise_std = 0.3, .budget = std::nullopt, .seed = 3});
+    reward::FeedbackDataset data(dir / "feedback.sqlite");
+    killed.record(data, torch::arange(6, torch::kDouble).unsqueeze(1), {}, 1);
+  }
+  CHECK(round_of(dir / "feedback.sqlite", 6) == 12);   // 6 before the kill, 6 after it
+  CHECK(round_of(dir / "feedback.sqlite", 12) == 12);  // a round done asks nothing
+  TempDir straight;
+  CHECK(round_of(straight / "feedback.sqlite", 0) == 12);
+  const reward::FeedbackDataset resumed(dir / "feedback.sqlite"), whole(straight / "feedback.sqlite");
+  CHECK(torch::equal(resumed.x(), torch::arange(12, torch::kDouble).unsqueeze(1).to(resumed.x().dtype())));
+  CHECK(torch::equal(resumed.y(), whole.y()));
+}
+
 TEST_CASE("a writer killed at random points loses no label and asks none twice", "[reward]") {
   TempDir dir;
   const fs::path file = dir / "feedback.sqlite";

@@ -339,19 +339,14 @@ class ContinuousSeiko {
   template <FeedbackOracle Oracle>
   void collect_feedback(Oracle& oracle, reward::FeedbackDataset& feedback, int64_t round) {
     const int64_t wanted = options_.queries_per_round[static_cast<std::size_t>(round - 1)];
-    // A run stopped mid-round kept the rows it asked about: ask only the rest. The
-    // chunks it asked are drawn again (and not asked), so that the generator, and
-    // with it everything after, replays the uninterrupted run.
-    const int64_t asked = feedback.asked_in_round(round);
+    // A run stopped mid-round kept the rows it asked about: only the rest are asked.
+    reward::RoundQueries queries(feedback, round);
     const int64_t labelled_before = feedback.size();
     io::Progress progress("seiko round " + std::to_string(round) + " feedback", wanted);
     for (int64_t have = 0; have < wanted;) {
       const int64_t count = std::min(options_.chunk, wanted - have);
       const SeikoSamples samples = sample(count);
-      const int64_t fresh = std::min(count, have + count - asked);
-      if (fresh > 0 && group_.is_main())
-        oracle.record(feedback, samples.x.narrow(0, count - fresh, fresh),
-                      samples.z.defined() ? samples.z.narrow(0, count - fresh, fresh) : samples.z, round);
+      if (group_.is_main()) queries.ask(oracle, feedback, samples.x, samples.z);
       have += count;
       if (options_.show_progress) progress.update(have);
     }

@@ -28,7 +28,7 @@ class MetricsLog {
   // step; otherwise the file starts afresh.
   MetricsLog(std::filesystem::path path, std::vector<std::string> columns,
              std::optional<int64_t> resume_step = std::nullopt)
-      : path_(std::move(path)), columns_(std::move(columns)), width_(columns_.size()) {
+      : path_(std::move(path)), columns_(std::move(columns)) {
     require(!columns_.empty() && !columns_.front().empty(), "MetricsLog(", path_.string(),
             "): needs at least the step column, named");
     std::string header;
@@ -42,7 +42,7 @@ class MetricsLog {
               header, "\"");
       while (std::getline(in, line)) {
         // A row cut short by a crash has no newline and fewer fields: drop it.
-        if (static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1 != width_) continue;
+        if (static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1 != columns_.size()) continue;
         if (std::stoll(line.substr(0, line.find(','))) > *resume_step) continue;
         kept += line + "\n";
         rows_.push_back(line);
@@ -54,7 +54,7 @@ class MetricsLog {
   }
 
   void write(int64_t step, const std::vector<double>& values) {
-    require(values.size() + 1 == width_, "MetricsLog(", path_.string(), "): expected ", width_ - 1,
+    require(values.size() + 1 == columns_.size(), "MetricsLog(", path_.string(), "): expected ", columns_.size() - 1,
             " values after the step, found ", values.size());
     std::ostringstream row;
     row.precision(7);
@@ -84,7 +84,6 @@ class MetricsLog {
  private:
   std::filesystem::path path_;
   std::vector<std::string> columns_;
-  std::size_t width_;
   std::ofstream out_;
   std::vector<std::string> rows_;
 };
