@@ -24,7 +24,6 @@
 #include <vector>
 
 #include "diffctl/algorithms/policy_gradient.hpp"
-#include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
 #include "diffctl/data/toy.hpp"

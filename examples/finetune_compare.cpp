@@ -9,7 +9,6 @@
 #include <iostream>
 
 #include "diffctl/algorithms/policy_gradient.hpp"
-#include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "toy_problems.hpp"
 
 using namespace diffctl;

@@ -10,7 +10,6 @@
 #include <numbers>
 
 #include "diffctl/algorithms/policy_gradient.hpp"
-#include "diffctl/algorithms/policy_gradient_eigen.hpp"
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/models/epsilon_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
@@ -49,9 +48,10 @@ double mean_reward(const torch::Tensor& samples) { return NearTwo{}(samples, {})
 namespace {
 // DDPO with its chains and transitions in reach of a test.
 struct OpenDdpo : algorithms::Ddpo<Schedule, PolicyScore, NearTwo> {
+  using Ddpo::chains;
   using Ddpo::Ddpo;
-  using Ddpo::log_probs;
-  using Ddpo::sample_scored_chains;
+  using Ddpo::draw_chains;
+  using Ddpo::pass;
   using Ddpo::transitions;
 };
 }  // namespace
@@ -64,15 +64,16 @@ TEST_CASE("DDPO's chains follow the transition densities it differentiates", "[a
   OpenDdpo ddpo(kSchedule, PolicyScore(policy), NearTwo{}, algorithms::chain_shape(policy), {.dt = kDt, .batch = 2000});
   auto generator = make_generator(1);
   torch::NoGradGuard no_grad;
-  const auto [chains, reward] = ddpo.sample_scored_chains(generator);
-  const StepStack steps = ddpo.transitions(ddpo.policy(), chains, 0, 20);
+  ddpo.draw_chains(generator);
+  const algorithms::Chains& chains = ddpo.chains();
+  const StepStack steps = ddpo.transitions(ddpo.policy(), 0, 20);
   const torch::Tensor residual = (chains.states.narrow(0, 1, 20) - steps.means) / steps.noise_std.view({-1, 1, 1});
   const double n = double(residual.numel());
   CHECK(std::abs(residual.mean().item<double>()) < 4.0 / std::sqrt(n));
   CHECK(std::abs(residual.var().item<double>() - 1.0) < 4.0 * std::sqrt(2.0 / n));
   const torch::Tensor expected = -0.5 * residual.squeeze(2).square() - steps.noise_std.log().view({-1, 1}) -
                                  0.5 * std::log(2.0 * std::numbers::pi);
-  CHECK(torch::allclose(ddpo.log_probs(steps, chains, 0), expected, 1e-4, 1e-5));
+  CHECK(torch::allclose(ddpo.pass(0, 20, algorithms::detail::Track::no, false).log_probs, expected, 1e-4, 1e-5));
 }
 
 TEST_CASE("DDPO raises the reward of a pretrained model", "[algorithms][policy-gradient]") {

@@ -23,7 +23,7 @@ namespace diffctl::objective {
 inline torch::Tensor transition_kl(const StepStack& tuned, const torch::Tensor& reference_means) {
   require(tuned.means.sizes() == reference_means.sizes(), "transition KL: means of shapes ", tuned.means.sizes(),
           " and ", reference_means.sizes());
-  return (tuned.means - reference_means).square().flatten(2).sum(2) / (2.0 * tuned.noise_std.square().view({-1, 1}));
+  return gaussian_step_kl((tuned.means - reference_means).square().flatten(2).sum(2), tuned.noise_std.view({-1, 1}));
 }
 
 // KL of one Gaussian step against another with the same noise, per sample [B].

@@ -34,6 +34,22 @@ struct StepStack {
   }
 };
 
+// The two formulas of a Gaussian step N(mean, s^2 I) over `coordinates`
+// coordinates, written once for tensors and for the Eigen backends' arrays (s a
+// tensor that broadcasts, or a number): the log-density of a state at squared
+// distance |next - mean|^2 from the mean, and the KL to a step of the same noise
+// whose mean is at squared distance |mean - mean'|^2.
+template <class SquaredDistance, class NoiseStd>
+auto gaussian_step_log_prob(const SquaredDistance& squared_residual, const NoiseStd& noise_std, double coordinates) {
+  using std::log;
+  return squared_residual * (-0.5) / (noise_std * noise_std) -
+         coordinates * (log(noise_std) + 0.5 * std::log(2.0 * std::numbers::pi));
+}
+template <class SquaredDistance, class NoiseStd>
+auto gaussian_step_kl(const SquaredDistance& squared_gap, const NoiseStd& noise_std) {
+  return squared_gap / (2.0 * (noise_std * noise_std));
+}
+
 // log N(next_k; mean_k, noise_std_k^2 I) [K, B] over all of a sample's
 // coordinates, for next [K, B, ...]: the density a policy-gradient method
 // differentiates, read off the solver's own steps. Every noise_std must be > 0.
@@ -42,10 +58,8 @@ inline torch::Tensor log_prob(const StepStack& steps, const torch::Tensor& next)
               steps.noise_std.size(0) == next.size(0),
           "step log-probability: states of shape ", next.sizes(), " for means of shape ", steps.means.sizes(), " and ",
           steps.noise_std.sizes(), " noise levels (expected [K, B, ...] and [K])");
-  const double coordinates = double(c10::multiply_integers(next.sizes().slice(2)));
-  const torch::Tensor noise_std = steps.noise_std.view({-1, 1});
-  return (next - steps.means).square().flatten(2).sum(2) * (-0.5) / noise_std.square() -
-         coordinates * (noise_std.log() + 0.5 * std::log(2.0 * std::numbers::pi));
+  return gaussian_step_log_prob((next - steps.means).square().flatten(2).sum(2), steps.noise_std.view({-1, 1}),
+                                double(c10::multiply_integers(next.sizes().slice(2))));
 }
 
 }  // namespace diffctl
