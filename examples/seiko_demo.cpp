@@ -112,6 +112,7 @@ struct DemoSettings {
   int64_t pool = 6000;                // score-matching: pretrained samples whose tilt is the round's optimum
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
   std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
+  int64_t optimistic_rounds = -1;     // score-matching: rounds tilted by the optimistic reward (-1: all it may)
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
   // difference from the pretrained drift, scaled
   double steer_until = 1.0, tuned_scale = 1.0;
@@ -986,8 +987,10 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
         torch::NoGradGuard no_grad;
         const torch::Tensor every_class = torch::arange(classes, torch::kLong).to(device);
         // Optimism explores through the next round's queries; the last round's
-        // model has none after it, so --final-tilt mean aims it at the greedy reward.
-        const bool greedy = round == int64_t(s.queries.size()) && s.final_tilt == "mean";
+        // model has none after it, so --final-tilt mean aims it at the greedy reward,
+        // and --optimistic-rounds ends exploring sooner.
+        const bool greedy = (round == int64_t(s.queries.size()) && s.final_tilt == "mean") ||
+                            (s.optimistic_rounds >= 0 && round > s.optimistic_rounds);
         for (int64_t begin = 0; begin < s.pool; begin += 256) {
           const torch::Tensor part = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
           rewards.push_back(
@@ -1011,6 +1014,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     settings.update({{"beta", s.beta},
                      {"bonus", s.bonus},
                      {"final_tilt", s.final_tilt},
+                     {"optimistic_rounds", s.optimistic_rounds},
                      {"pool", s.pool},
                      {"reward_features", s.reward_features},
                      {"pool_optima", optimum_rows_json(optima, optimum_columns)},
@@ -1131,6 +1135,10 @@ int main(int argc, char** argv) {
                  "estimate, the default: optimism explores, and no queries follow the last round) or optimistic "
                  "(as the rounds before it)")
       ->check(CLI::IsMember({"optimistic", "mean"}));
+  app.add_option("--optimistic-rounds", s.optimistic_rounds,
+                 "score-matching: tilt by the optimistic reward in the first N rounds only, by the mean after them "
+                 "(explore, then commit; -1, the default: every round --final-tilt allows)")
+      ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()));
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
@@ -1192,6 +1200,8 @@ int main(int argc, char** argv) {
     require((s.steer_until == 1.0 && s.tuned_scale == 1.0) || score_matching || !s.optimal_from.empty(),
             "--steer-until and --tuned-scale shape a tuned model's drift: --variant score-matching or --optimal-from");
     require(s.final_tilt.empty() || score_matching, "--final-tilt: only --variant score-matching tilts a pool");
+    require(s.optimistic_rounds < 0 || score_matching,
+            "--optimistic-rounds: only --variant score-matching tilts a pool");
     if (score_matching && s.final_tilt.empty()) s.final_tilt = "mean";
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
     // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
