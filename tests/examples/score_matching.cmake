@@ -103,8 +103,30 @@ string(FIND "${err}" "shape a tuned model's drift" at4)
 run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}"
   --variant greedy --final-tilt mean --out "${WORK_DIR}/greedy")
 string(FIND "${err}" "only --variant score-matching tilts a pool" at5)
-if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR at5 EQUAL -1 OR NOT features STREQUAL "diffusion")
+run(1 ${PROGRAM} --diffusion "${WORK_DIR}/diffusion" --oracle "${CLASSIFIER}" --weak "${CLASSIFIER}"
+  --variant greedy --optimistic-rounds 1 --out "${WORK_DIR}/greedy")
+string(FIND "${err}" "--optimistic-rounds: only --variant score-matching" at6)
+if(at EQUAL -1 OR at2 EQUAL -1 OR at3 EQUAL -1 OR at4 EQUAL -1 OR at5 EQUAL -1 OR at6 EQUAL -1
+    OR NOT features STREQUAL "diffusion")
   message(FATAL_ERROR "the refusals do not say why, or the features are not the UNet's (${features}):\n${err}")
+endif()
+
+# --optimistic-rounds 0 tilts round 1 by the ensemble's mean, as --bonus 0 does:
+# the same round-1 optimum (the rounds after it follow from it), unlike the
+# default's optimistic one.
+run(0 ${PROGRAM} ${args} --optimistic-rounds 0 --out "${WORK_DIR}/commit")
+run(0 ${PROGRAM} ${args} --bonus 0 --out "${WORK_DIR}/mean")
+file(READ "${WORK_DIR}/commit/metrics.json" committed)
+file(READ "${WORK_DIR}/mean/metrics.json" greedy)
+string(JSON committed_rounds GET "${committed}" optimistic_rounds)
+string(JSON committed_optimum GET "${committed}" pool_optima 0 effective_samples)
+string(JSON greedy_optimum GET "${greedy}" pool_optima 0 effective_samples)
+string(JSON optimistic_optimum GET "${metrics}" pool_optima 0 effective_samples)
+if(NOT committed_rounds EQUAL 0 OR NOT committed_optimum STREQUAL greedy_optimum
+    OR committed_optimum STREQUAL optimistic_optimum)
+  message(FATAL_ERROR "--optimistic-rounds 0 (recorded: ${committed_rounds}): round 1's optimum has "
+    "${committed_optimum} effective samples per prompt, --bonus 0's ${greedy_optimum}, the optimistic default's "
+    "${optimistic_optimum}")
 endif()
 
 # The README's first command, examples/seiko_demo.sh, runs this variant when no
