@@ -34,9 +34,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
-#include <numbers>
 #include <optional>
-#include <string>
 #include <utility>
 #include <vector>
 
