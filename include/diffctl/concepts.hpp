@@ -40,6 +40,10 @@ namespace algorithms {
 struct QLearningOptions;
 struct EpisodeNoise;
 struct EpisodeStats;
+template <class Values, class Total>
+struct EpisodeRollout;
+template <class Values>
+struct EpisodeTerms;
 }  // namespace algorithms
 
 // The forward process dx = f(s) x ds + g(s) dW on s in [0, horizon()], with
@@ -281,14 +285,23 @@ concept ResamplingScheme = requires(const R& scheme, int64_t members, int64_t n,
 
 // What algorithms::QLearning needs of a backend for its episodes' Problem
 // (algorithms::EpisodeProblem): its networks built from (state_dim, classes,
-// options); episode(problem, noise), one episode's simulation, loss and update;
-// its weights as TimeStateMlp modules (sampling, checkpoints) and back; the
-// networks as it holds them; its optimiser's learning rate (schedules).
+// options); simulate(problem, noise), the episode's trajectories with their
+// running and terminal rewards; terms(), J and log pi per step and sample;
+// update(v, w), an optimiser step on the gradient of sum(v J) + sum(w log pi);
+// totals over processes; its weights as TimeStateMlp modules (sampling,
+// checkpoints) and back; the networks as it holds them; its optimiser's
+// learning rate (schedules). Values holds per-(step, sample) numbers, Total a sum.
 template <class B, class Problem>
 concept QLearningBackend = std::constructible_from<B, int64_t, int64_t, const algorithms::QLearningOptions&> &&
     requires(B& backend, const B& const_backend, const Problem& problem, const algorithms::EpisodeNoise& noise,
+             const typename B::Values& weights, const std::vector<typename B::Total>& parts,
              const models::TimeStateMlp& network) {
-  { backend.episode(problem, noise) } -> std::same_as<algorithms::EpisodeStats>;
+  {
+    backend.simulate(problem, noise)
+    } -> std::same_as<algorithms::EpisodeRollout<typename B::Values, typename B::Total>>;
+  { backend.terms() } -> std::same_as<algorithms::EpisodeTerms<typename B::Values>>;
+  backend.update(weights, weights);
+  { const_backend.totals(parts) } -> std::same_as<std::vector<double>>;
   { const_backend.networks() } -> std::same_as<std::pair<models::TimeStateMlp, models::TimeStateMlp>>;
   backend.assign(network, network);
   backend.set_learning_rate(1e-3);

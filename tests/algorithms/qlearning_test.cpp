@@ -4,12 +4,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <type_traits>
 #include <utility>
 
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
+#include "diffctl/models/module_copy.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
 
@@ -33,6 +36,67 @@ struct NearTwo {
 };
 
 }  // namespace
+
+TEST_CASE("an episode's loss and gradients are those of the martingale loss", "[algorithms][qlearning]") {
+  // The episode, written once over the backends' terms, against the loss written
+  // out here and differentiated by autograd, on the same noise: Euler-Maruyama
+  // steps Y' = Y + (-f Y + g^2 a) h + g sqrt(h) xi with a ~ N(mu, theta / (2 g^2)),
+  // r_k = -g^2 |a_k - score_k|^2, and
+  //   loss = mean_b sum_k [J(t_{k+1}, Y_{k+1}) - J(t_k, Y_k) + (r_k - theta log pi_k) h]^2,
+  // J(T, y) = beta h(y).
+  auto generator = make_generator(0);
+  const torch::Tensor labels = torch::randint(2, {100}, generator, torch::kLong);
+  const torch::Tensor data =
+      (2.0 * labels.to(torch::kDouble) - 1.0).unsqueeze(1) + 0.5 * torch::randn({100, 1}, generator, torch::kDouble);
+  const Estimate estimate(kSchedule, data, labels);
+  algorithms::QLearningOptions options = small_problem(2.0);
+  options.dt = 0.25;
+  options.batch = 32;
+  options.dtype = torch::kDouble;
+  algorithms::QLearning<Schedule, Estimate, NearTwo> learner(kSchedule, estimate, 1, 2, options);
+  models::TimeStateMlp policy = models::clone_module(learner.policy()), value = models::clone_module(learner.value());
+
+  auto episode_generator = make_generator(4), noise_generator = make_generator(4);
+  const algorithms::EpisodeNoise noise = learner.draw_noise(noise_generator);
+  const algorithms::EpisodeStats stats = learner.train_episode(episode_generator);
+
+  const double theta = options.temperature, horizon = kSchedule.horizon();
+  const auto column = [&](double t) { return torch::full({options.batch}, t, torch::kDouble); };
+  torch::Tensor y = noise.prior, loss = torch::zeros({}, torch::kDouble), gap = torch::zeros({}, torch::kDouble);
+  torch::Tensor previous_value;
+  for (int64_t k = 0; k < 8; ++k) {
+    const double t = 0.25 * double(k), s = horizon - t, h = 0.25;
+    const double f = kSchedule.drift_coef(s), g = kSchedule.diffusion(s), variance = theta / (2.0 * g * g);
+    const torch::Tensor mu = policy->forward(column(t), y, noise.z);
+    const torch::Tensor action = mu.detach() + std::sqrt(variance) * noise.steps[k][0];
+    const torch::Tensor score = estimate.score(t, y, noise.z);
+    const torch::Tensor reward = -g * g * (action - score).square().sum(1);
+    gap = gap + g * g * h * (mu.detach() - score).square().sum() / double(options.batch);
+    const torch::Tensor log_pi =
+        (-(action - mu).square() / (2.0 * variance) - 0.5 * std::log(2.0 * std::numbers::pi * variance)).sum(1);
+    const torch::Tensor value_now = value->forward(column(t), y, noise.z).squeeze(1);
+    if (k > 0) loss = loss + (value_now - previous_value).square().sum();
+    previous_value = value_now - (reward - theta * log_pi) * h;  // increment_k = J(t_{k+1}, Y_{k+1}) - this
+    y = (y + (-f * y + g * g * action) * h + g * std::sqrt(h) * noise.steps[k][1]).detach();
+  }
+  loss = (loss + (options.beta * NearTwo{}(y, noise.z) - previous_value).square().sum()) / double(options.batch);
+  loss.backward();
+
+  INFO("loss " << stats.loss << " vs " << loss.item<double>() << ", gap " << stats.score_gap << " vs "
+               << gap.item<double>());
+  CHECK(stats.loss == Approx(loss.item<double>()).epsilon(1e-10));
+  CHECK(stats.score_gap == Approx(gap.item<double>()).epsilon(1e-10));
+  CHECK(stats.terminal_reward == Approx(NearTwo{}(y, noise.z).mean().item<double>()).epsilon(1e-10));
+  const auto gradient_error = [](const models::TimeStateMlp& found, const models::TimeStateMlp& expected) {
+    double error = 0.0;
+    const auto a = found->parameters(), b = expected->parameters();
+    for (std::size_t i = 0; i < a.size(); ++i)
+      error = std::max(error, ((a[i].grad() - b[i].grad()).abs().max() / b[i].grad().abs().max()).item<double>());
+    return error;
+  };
+  CHECK(gradient_error(learner.policy(), policy) < 1e-10);
+  CHECK(gradient_error(learner.value(), value) < 1e-10);
+}
 
 TEST_CASE("with beta = 0, q-learning learns the data's score", "[algorithms][qlearning]") {
   auto generator = make_generator(0);

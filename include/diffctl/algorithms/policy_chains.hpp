@@ -43,6 +43,7 @@
 
 #include "diffctl/algorithms/qlearning.hpp"
 #include "diffctl/algorithms/qlearning_eigen.hpp"
+#include "diffctl/algorithms/values.hpp"
 #include "diffctl/concepts.hpp"
 #include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
@@ -95,31 +96,6 @@ namespace detail {
 
 // Whether a pass records its terms for backward().
 enum class Track { no, yes };
-
-// The elementwise arithmetic the algorithms do on Values, for both kinds: a
-// tensor, or an Eigen array (evaluated, so that no expression outlives its operands).
-namespace values {
-using Array = Eigen::Array<double, Eigen::Dynamic, Eigen::Dynamic>;
-using Mask = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic>;
-inline torch::Tensor sum(const torch::Tensor& x) { return x.sum(); }
-template <class Derived>
-double sum(const Eigen::ArrayBase<Derived>& x) {
-  return double(x.sum());
-}
-inline torch::Tensor sqrt(const torch::Tensor& x) { return x.sqrt(); }
-inline double sqrt(double x) { return std::sqrt(x); }
-inline torch::Tensor clamp(const torch::Tensor& x, double low, double high) { return x.clamp(low, high); }
-inline Array clamp(const Array& x, double low, double high) { return x.max(low).min(high); }
-inline torch::Tensor minimum(const torch::Tensor& a, const torch::Tensor& b) { return torch::minimum(a, b); }
-inline Array minimum(const Array& a, const Array& b) { return a.min(b); }
-// x where the mask is false, 0 where it is true.
-inline torch::Tensor zero_where(const torch::Tensor& mask, const torch::Tensor& x) { return x.masked_fill(mask, 0.0); }
-inline Array zero_where(const Mask& mask, const Array& x) { return mask.select(0.0, x); }
-inline torch::Tensor less(const torch::Tensor& a, const torch::Tensor& b) { return a < b; }
-inline Mask less(const Array& a, const Array& b) { return a < b; }
-inline torch::Tensor count(const torch::Tensor& mask) { return mask.sum(); }
-inline double count(const Mask& mask) { return double(mask.count()); }
-}  // namespace values
 
 // The chains of TorchBackend: any fine-tunable drift, any solver with Gaussian
 // steps, any device, a batch sharded over the options' group (every rank draws

@@ -20,6 +20,13 @@
 //
 // with J(T, y) := beta h(y), over trajectories simulated with the current policy.
 //
+// The episode is written once (QLearning::train_episode) over what a backend
+// gives it: the simulation's running and terminal rewards, the terms J(t_k, Y_k)
+// and log pi(a_k | t_k, Y_k) per step and sample, and an update from weights on
+// those terms (the loss's gradient with respect to each). TorchBackend runs them
+// with LibTorch and autograd, EigenBackend (qlearning_eigen.hpp) with Eigen and
+// written-out gradients.
+//
 // Data parallel (TorchBackend, QLearningOptions::group): every rank draws the
 // episode's noise whole, simulates its shard of the trajectories and sums the
 // gradients of its share of the batch mean with the others' before the step.
@@ -29,7 +36,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
-#include <numbers>
 #include <optional>
 #include <string>
 #include <utility>
@@ -37,6 +43,7 @@
 
 #include <torch/torch.h>
 
+#include "diffctl/algorithms/values.hpp"
 #include "diffctl/concepts.hpp"
 #include "diffctl/distributed/group.hpp"
 #include "diffctl/error.hpp"
@@ -49,6 +56,7 @@
 #include "diffctl/sde/schedules.hpp"
 #include "diffctl/sde/solvers.hpp"
 #include "diffctl/sde/time_grid.hpp"
+#include "diffctl/sde/transition.hpp"
 
 namespace diffctl::algorithms {
 
@@ -229,14 +237,36 @@ inline std::pair<models::TimeStateMlpOptions, models::TimeStateMlpOptions> netwo
           {.state_dim = state_dim, .out_dim = 1, .classes = classes, .hidden = hidden}};
 }
 
+// What a backend's simulation of an episode gives the loss: per (step, sample)
+// the running reward r_k = -g^2 |a_k - score estimate|^2 [N, B], the terminal
+// reward h(Y_N) [B], and this process's share of the mean score gap.
+template <class Values, class Total>
+struct EpisodeRollout {
+  Values running_rewards;
+  Values terminal_rewards;
+  Total score_gap;
+};
+
+// The terms of the martingale loss that depend on the networks, per (step,
+// sample) [N, B]: J(t_k, Y_k) and log pi(a_k | t_k, Y_k).
+template <class Values>
+struct EpisodeTerms {
+  Values state_values;
+  Values log_policy;
+};
+
 // LibTorch runs the networks, on any device, with autograd and torch::optim::Adam:
-// the default, for GPUs and large networks.
+// the default, for GPUs and large networks. Its per-(step, sample) values are
+// tensors [N, B] of this process's B trajectories.
 class TorchBackend {
  public:
   using Network = models::TimeStateMlp;
+  using Values = torch::Tensor;  // [N, B]
+  using Total = torch::Tensor;   // a scalar on the networks' device
 
   TorchBackend(int64_t state_dim, int64_t classes, const QLearningOptions& options)
-      : policy_(network_shapes(state_dim, classes, options.hidden).first),
+      : options_(options),
+        policy_(network_shapes(state_dim, classes, options.hidden).first),
         value_(network_shapes(state_dim, classes, options.hidden).second),
         optimizer_(parameters_of({policy_, value_}), torch::optim::AdamOptions(options.learning_rate)) {
     require(options.group.alone() || options.batch >= options.group.size(), "q-learning: a batch of ", options.batch,
@@ -247,76 +277,77 @@ class TorchBackend {
     }
   }
 
+  // This process's trajectories (rows [first, first + B) of the episode's) under
+  // the stochastic policy a_k ~ N(mu(t_k, Y_k), theta / (2 g^2) I), the
+  // simulator stepping with a_k as the score.
   template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
-  EpisodeStats episode(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
-                       const EpisodeNoise& noise) {
-    const QLearningOptions& options = problem.options;
-    const distributed::Group& group = options.group;
+  EpisodeRollout<Values, Total> simulate(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
+                                         const EpisodeNoise& noise) {
+    torch::NoGradGuard no_grad;
+    const distributed::Group& group = options_.group;
     const sde::TimeGrid& grid = problem.grid;
-    // This rank's trajectories: rows [first, first + batch) of the episode's.
-    const distributed::Shard shard = group.shard(options.batch);
-    const int64_t batch = shard.size(), dim = policy_->options().state_dim;
-    const double whole = double(options.batch);
-    const std::size_t steps = grid.steps();
-    const auto opts = torch::TensorOptions(options.dtype).device(options.device);
-    const torch::Tensor z = group.local_rows(noise.z);
+    const distributed::Shard shard = group.shard(options_.batch);
+    const int64_t batch = shard.size();
+    const auto opts = tensor_options();
+    z_ = group.local_rows(noise.z);
     const torch::Tensor step_noises = group.alone() ? noise.steps : noise.steps.narrow(2, shard.begin, batch);
-
-    std::vector<torch::Tensor> states{group.local_rows(noise.prior)};
-    std::vector<torch::Tensor> actions, rewards;
-    torch::Tensor score_gap = torch::zeros({}, opts);  // read once, after the loop
-    {
-      torch::NoGradGuard no_grad;
-      for (std::size_t k = 0; k < steps; ++k) {
-        const double t = grid[k], dt = grid[k + 1] - t;
-        const double g2 = problem.squared_diffusion(t);
-        const torch::Tensor& y = states.back();
-        const torch::Tensor step_noise = step_noises[int64_t(k)];
-        const torch::Tensor mu = policy_->forward(torch::full({batch}, t, opts), y, z);
-        const torch::Tensor action = mu + std::sqrt(options.temperature / (2.0 * g2)) * step_noise[0];
-        const torch::Tensor estimate = problem.score_estimate.score(t, y, z);
-        rewards.push_back(-g2 * (action - estimate).square().sum(1));
-        score_gap += g2 * dt * (mu - estimate).square().sum(1).sum() / whole;
-        const Transition step =
-            problem.simulator.transition(problem.schedule, detail::GivenScore{action}, t, grid[k + 1], y, z);
-        states.push_back(step.noise_std > 0.0 ? step.mean + step.noise_std * step_noise[1] : step.mean);
-        actions.push_back(action);
-      }
+    std::vector<torch::Tensor> states{group.local_rows(noise.prior)}, actions, rewards;
+    std::vector<double> times, spreads;
+    torch::Tensor score_gap = torch::zeros({}, opts);
+    for (std::size_t k = 0; k < grid.steps(); ++k) {
+      const double t = grid[k], dt = grid[k + 1] - t;
+      const double g2 = problem.squared_diffusion(t);
+      const torch::Tensor& y = states.back();
+      const torch::Tensor step_noise = step_noises[int64_t(k)];
+      const torch::Tensor mu = policy_->forward(torch::full({batch}, t, opts), y, z_);
+      spreads.push_back(std::sqrt(problem.policy_variance(k)));
+      const torch::Tensor action = mu + spreads.back() * step_noise[0];
+      const torch::Tensor estimate = problem.score_estimate.score(t, y, z_);
+      rewards.push_back(-g2 * (action - estimate).square().sum(1));
+      score_gap += g2 * dt * (mu - estimate).square().sum(1).sum() / double(options_.batch);
+      const Transition step =
+          problem.simulator.transition(problem.schedule, detail::GivenScore{action}, t, grid[k + 1], y, z_);
+      states.push_back(step.noise_std > 0.0 ? step.mean + step.noise_std * step_noise[1] : step.mean);
+      actions.push_back(action);
+      times.push_back(t);
     }
+    const torch::Tensor terminal = problem.reward(states.back(), z_).to(opts);
+    require(terminal.dim() == 1 && terminal.size(0) == batch, "q-learning: the reward must give [", batch,
+            "] values, found ", terminal.sizes());
+    states.pop_back();  // the terms need the states before each step
+    const int64_t steps = int64_t(grid.steps());
+    before_ = torch::stack(states).flatten(0, 1);  // [N B, d]
+    before_times_ = torch::tensor(times, opts).repeat_interleave(batch);
+    actions_ = torch::stack(actions);  // [N, B, d]
+    policy_spreads_ = torch::tensor(spreads, opts).view({steps, 1});
+    return {torch::stack(rewards), terminal, score_gap};
+  }
 
-    // Every (t_k, Y_k) of the batch in one pass through each network.
-    const torch::Tensor times = torch::tensor(std::vector<double>(grid.times().begin(), grid.times().end()), opts);
-    const torch::Tensor all_states = torch::stack(states);  // [N+1, B, d]
-    const torch::Tensor before = all_states.narrow(0, 0, int64_t(steps)).reshape({-1, dim});
-    const torch::Tensor before_t = times.narrow(0, 0, int64_t(steps)).repeat_interleave(batch);
-    const torch::Tensor zs = z.defined() ? z.repeat({int64_t(steps)}) : torch::Tensor{};
-    const torch::Tensor terminal_reward = problem.reward(states.back(), z).to(opts);
+  // J and log pi over the last simulation, recorded for update().
+  EpisodeTerms<Values> terms() {
+    const int64_t steps = actions_.size(0), batch = actions_.size(1);
+    const torch::Tensor zs = z_.defined() ? z_.repeat({steps}) : torch::Tensor{};
+    const torch::Tensor mu = policy_->forward(before_times_, before_, zs).view(actions_.sizes());
+    tracked_ = {value_->forward(before_times_, before_, zs).view({steps, batch}),
+                gaussian_step_log_prob((actions_ - mu).square().sum(2), policy_spreads_, double(actions_.size(2)))};
+    return {tracked_.state_values.detach(), tracked_.log_policy.detach()};
+  }
 
-    const torch::Tensor j_before = value_->forward(before_t, before, zs).view({int64_t(steps), batch});
-    const torch::Tensor j_inner = j_before.narrow(0, 1, int64_t(steps) - 1);
-    const torch::Tensor j_after = torch::cat({j_inner, options.beta * terminal_reward.unsqueeze(0)});
-
-    const torch::Tensor mu = policy_->forward(before_t, before, zs);  // [N*B, d]
-    const torch::Tensor action = torch::stack(actions).reshape({-1, dim});
-    std::vector<double> variances;
-    for (std::size_t k = 0; k < steps; ++k) variances.push_back(problem.policy_variance(k));
-    const torch::Tensor variance = torch::tensor(variances, opts).repeat_interleave(batch).unsqueeze(1);
-    const torch::Tensor log_pi =
-        (-0.5 * (action - mu).square() / variance - 0.5 * (2.0 * std::numbers::pi * variance).log())
-            .sum(1)
-            .view({int64_t(steps), batch});
-    const torch::Tensor q = options.temperature * log_pi;
-    const torch::Tensor dts = (times.narrow(0, 1, int64_t(steps)) - times.narrow(0, 0, int64_t(steps))).unsqueeze(1);
-    const torch::Tensor increments = j_after - j_before + (torch::stack(rewards) - q) * dts;
-    // This rank's share of the batch mean: summed over ranks, the episode's loss.
-    const torch::Tensor loss = increments.square().sum(0).sum() / whole;
-
+  // An Adam step on the gradient of sum(v J) + sum(w log pi) over the recorded
+  // terms, summed over processes.
+  void update(const Values& value_weights, const Values& log_policy_weights) {
+    require(tracked_.state_values.defined(), "q-learning: update() needs terms() of the episode before it");
     optimizer_.zero_grad();
-    loss.backward();
-    group.all_reduce_gradients(parameters_of({policy_, value_}));
+    ((value_weights * tracked_.state_values).sum() + (log_policy_weights * tracked_.log_policy).sum()).backward();
+    tracked_ = {};
+    options_.group.all_reduce_gradients(parameters_of({policy_, value_}));
     optimizer_.step();
-    const torch::Tensor stats = group.all_reduce_scalars({loss, terminal_reward.sum() / whole, score_gap}).cpu();
-    return {stats[0].item<double>(), stats[1].item<double>(), stats[2].item<double>()};
+  }
+
+  // The totals summed over processes, as numbers.
+  std::vector<double> totals(const std::vector<Total>& parts) const {
+    const torch::Tensor sums = options_.group.all_reduce_scalars(parts).cpu().to(torch::kDouble);
+    return std::vector<double>(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel());
   }
 
   // The networks as LibTorch modules (these very ones): for sampling and saving.
@@ -333,9 +364,16 @@ class TorchBackend {
   models::TimeStateMlp& value() { return value_; }
 
  private:
+  torch::TensorOptions tensor_options() const { return torch::TensorOptions(options_.dtype).device(options_.device); }
+
+  QLearningOptions options_;
   models::TimeStateMlp policy_;
   models::TimeStateMlp value_;
   torch::optim::Adam optimizer_;
+  // The last simulation: conditions z [B], (t_k, Y_k) [N B] and [N B, d],
+  // actions [N, B, d], the policy's standard deviation per step [N, 1].
+  torch::Tensor z_, before_times_, before_, actions_, policy_spreads_;
+  EpisodeTerms<Values> tracked_;
 };
 
 template <NoiseSchedule Schedule, DriftModel ScoreEstimate, RewardFunction Reward = NoReward,
@@ -357,6 +395,7 @@ class QLearning {
         state_dim_(state_dim),
         classes_(classes),
         grid_(grid_with_step(schedule_, options.dt)),
+        step_lengths_(grid_.step_lengths()),
         backend_(state_dim, classes, options_) {
     require(options.temperature > 0.0 && std::isfinite(options.temperature),
             "q-learning: temperature must be > 0, found ", options.temperature);
@@ -368,8 +407,28 @@ class QLearning {
   // One episode: simulate a batch with the current stochastic policy, then one
   // Adam step on the martingale loss.
   EpisodeStats train_episode(at::Generator& generator) {
-    return backend_.episode(Problem{schedule_, score_estimate_, reward_, simulator_, grid_, options_},
-                            draw_noise(generator));
+    namespace values = detail::values;
+    using Values = typename Backend::Values;
+    const auto rollout = backend_.simulate(Problem{schedule_, score_estimate_, reward_, simulator_, grid_, options_},
+                                           draw_noise(generator));
+    const EpisodeTerms<Values> terms = backend_.terms();
+    const double whole = double(options_.batch);
+    // J(t_{k+1}, Y_{k+1}) - J(t_k, Y_k) + (r_k - q_k) dt_k per step and sample, with
+    // q_k = theta log pi(a_k | t_k, Y_k) and J(T, y) = beta h(y).
+    const Values increments =
+        values::next_steps(terms.state_values, rollout.terminal_rewards * options_.beta) - terms.state_values +
+        values::per_step(rollout.running_rewards - terms.log_policy * options_.temperature, step_lengths_);
+    // This process's share of the batch mean; summed over processes, the loss.
+    const auto loss = values::sum(increments.square()) / whole;
+    // Its gradient: with w_k = d loss / d increment_k = 2 increment_k / B, J(t_k, Y_k)
+    // gets w_{k-1} - w_k (it ends step k - 1 and starts step k), log pi_k gets
+    // -theta dt_k w_k.
+    const Values weights = increments * (2.0 / whole);
+    backend_.update(values::previous_steps(weights) - weights,
+                    values::per_step(weights, step_lengths_) * -options_.temperature);
+    const std::vector<double> totals =
+        backend_.totals({loss, values::sum(rollout.terminal_rewards) / whole, rollout.score_gap});
+    return {totals[0], totals[1], totals[2]};
   }
 
   // The learning rate of both networks from the next episode on (a schedule's step).
@@ -453,6 +512,7 @@ class QLearning {
   int64_t state_dim_;
   int64_t classes_;
   sde::TimeGrid grid_;
+  std::vector<double> step_lengths_;  // dt_k
   Backend backend_;
 };
 

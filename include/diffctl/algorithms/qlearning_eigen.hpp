@@ -2,15 +2,18 @@
 // A q-learning backend for the low-dimensional problems, written with Eigen: at a
 // batch of hundreds and networks 64 wide, LibTorch spends most of an episode in
 // per-operation overhead (dispatch, autograd bookkeeping, allocation), not in
-// arithmetic. This backend computes the same episode as TorchBackend, the same
-// function of the same noise, with
+// arithmetic. This backend runs what QLearning's episode (written once, in
+// qlearning.hpp) asks of a backend, the simulation, the terms J and log pi of the
+// martingale loss and the update from weights on them, as the same function of
+// the same noise as TorchBackend, with
 //
 //   - both networks as EigenMlp: forward, backward and Adam by hand, on buffers
 //     allocated on the first episode and reused after it;
 //   - the batch as the matrix's column dimension, so each layer of all N steps is
 //     one product through Eigen's blocked GEMM;
-//   - the policy's activations kept from the simulation (the policy mean there is
-//     the one the loss needs), so the policy runs forward once per episode;
+//   - both networks' activations kept from the simulation (the policy mean and
+//     the value there are the ones the loss needs), so each runs forward once
+//     per episode, and the gradients written out (d log pi / d mu = (a - mu) / s^2);
 //   - RatioScore fused into one sweep per sample (EigenRatioScore).
 //
 //   QLearning<Schedule, RatioScore<Schedule>, Reward, sde::EulerMaruyama,
@@ -30,7 +33,6 @@
 #include <exception>
 #include <concepts>
 #include <cstdint>
-#include <numbers>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -41,11 +43,13 @@
 #include <torch/torch.h>
 
 #include "diffctl/algorithms/qlearning.hpp"
+#include "diffctl/algorithms/values.hpp"
 #include "diffctl/error.hpp"
 #include "diffctl/models/eigen_mlp.hpp"
 #include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/sde/solvers.hpp"
+#include "diffctl/sde/transition.hpp"
 
 namespace diffctl::algorithms {
 
@@ -64,6 +68,8 @@ class EigenBackend {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Row = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
   using ConstMap = Eigen::Map<const Matrix>;
+  using Values = detail::values::Array;  // [B, N]
+  using Total = double;
 
   // Weights initialised as LibTorch initialises a TimeStateMlp (from its global
   // generator), so a seed gives the same start under either backend.
@@ -80,9 +86,12 @@ class EigenBackend {
     adam_.learning_rate = options.learning_rate;
   }
 
+  // The episode's trajectories under the stochastic policy, with both networks'
+  // activations at every (t_k, Y_k). The samples are independent, so two threads
+  // simulate half the batch each.
   template <class Schedule, class ScoreEstimate, class Reward, class Simulator>
-  EpisodeStats episode(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
-                       const EpisodeNoise& noise) {
+  EpisodeRollout<Values, Total> simulate(const EpisodeProblem<Schedule, ScoreEstimate, Reward, Simulator>& problem,
+                                         const EpisodeNoise& noise) {
     const sde::TimeGrid& grid = problem.grid;
     const Eigen::Index batch = options_.batch, d = policy_.options().state_dim;
     const Eigen::Index steps = Eigen::Index(grid.steps()), columns = steps * batch;
@@ -94,10 +103,9 @@ class EigenBackend {
       for (std::size_t k = 0; k < grid.steps(); ++k)
         affine_steps_.push_back(affine_step(problem.schedule, problem.simulator, grid[k], grid[k + 1]));
     }
-    const double theta = options_.temperature;
+    policy_spreads_.clear();
+    for (std::size_t k = 0; k < grid.steps(); ++k) policy_spreads_.push_back(std::sqrt(problem.policy_variance(k)));
 
-    // Simulation under the stochastic policy, keeping both networks' activations.
-    // The samples are independent, so two threads simulate half the batch each.
     states_.leftCols(batch) = ConstMap(noise.prior.template data_ptr<Scalar>(), d, batch);
     const Eigen::Index half = two_threads() ? batch / 2 : batch;
     double gap_first = 0.0, gap_second = 0.0;
@@ -105,50 +113,53 @@ class EigenBackend {
                 [&] {
                   if (half < batch) gap_second = simulate(problem, noise, half, batch - half, 1);
                 });
-    const double score_gap = gap_first + gap_second;
 
     // The reward of Y_N, through LibTorch.
     const torch::Tensor final_states =
         torch::from_blob(states_.data() + columns * d, {batch, d}, torch::TensorOptions(dtype));
-    const torch::Tensor reward_tensor =
-        problem.reward(final_states, noise.z).detach().to(torch::kCPU, dtype).contiguous();
-    require(reward_tensor.numel() == batch, "q-learning: the reward must give [", batch, "] values, found ",
-            reward_tensor.sizes());
-    const Eigen::Map<const Row> terminal(reward_tensor.template data_ptr<Scalar>(), batch);
+    const torch::Tensor terminal =
+        problem.reward(final_states, noise.z).detach().to(torch::kCPU, torch::kDouble).contiguous();
+    require(terminal.dim() == 1 && terminal.size(0) == batch, "q-learning: the reward must give [", batch,
+            "] values, found ", terminal.sizes());
+    return {steps_by_samples(rewards_.data()), Eigen::Map<const Values>(terminal.template data_ptr<double>(), batch, 1),
+            gap_first + gap_second};
+  }
 
-    // The martingale loss and its gradients with respect to J and mu.
-    double loss = 0.0;
-    for (Eigen::Index k = 0; k < steps; ++k) {
+  // J and log pi over the last simulation: the networks ran forward in it.
+  EpisodeTerms<Values> terms() const {
+    const Eigen::Index batch = options_.batch, d = policy_.options().state_dim;
+    Values log_policy(batch, Eigen::Index(policy_spreads_.size()));
+    for (Eigen::Index k = 0; k < log_policy.cols(); ++k)
+      log_policy.col(k) =
+          gaussian_step_log_prob((actions_.middleCols(k * batch, batch) - mu_.middleCols(k * batch, batch))
+                                     .colwise()
+                                     .squaredNorm()
+                                     .transpose()
+                                     .array()
+                                     .template cast<double>(),
+                                 policy_spreads_[std::size_t(k)], double(d));
+    return {steps_by_samples(values_.data()), log_policy};
+  }
+
+  // An Adam step on the gradient of sum(v J) + sum(w log pi), written out:
+  // d log pi / d mu = (a - mu) / s^2.
+  void update(const Values& value_weights, const Values& log_policy_weights) {
+    const Eigen::Index batch = options_.batch;
+    grad_values_ = Eigen::Map<const Values>(value_weights.data(), 1, value_weights.size()).template cast<Scalar>();
+    for (Eigen::Index k = 0; k < log_policy_weights.cols(); ++k) {
+      const double spread = policy_spreads_[std::size_t(k)];
+      const Row weights = (log_policy_weights.col(k) / (spread * spread)).transpose().template cast<Scalar>();
       const Eigen::Index at = k * batch;
-      const double dt = grid[std::size_t(k) + 1] - grid[std::size_t(k)];
-      const double variance = problem.policy_variance(std::size_t(k));
-      const double log_normaliser = -0.5 * double(d) * std::log(2.0 * std::numbers::pi * variance);
-      const auto diff = actions_.middleCols(at, batch) - mu_.middleCols(at, batch);
-      auto increment = increments_.segment(at, batch);
-      // q = theta log pi(a | t, y), pi = N(mu, variance I).
-      increment =
-          ((rewards_.segment(at, batch).array() -
-            Scalar(theta) * (Scalar(-0.5 / variance) * diff.colwise().squaredNorm().array() + Scalar(log_normaliser))) *
-           Scalar(dt))
-              .matrix();
-      increment -= values_.middleCols(at, batch);
-      if (k + 1 < steps) increment += values_.middleCols(at + batch, batch);
-      else increment += Scalar(options_.beta) * terminal;
-      loss += double(increment.squaredNorm());
-      increment *= Scalar(2.0 / double(batch));  // now d loss / d increment
-      // d loss / d mu = d loss / d increment * (-dt) * theta (a - mu) / variance
       grad_mu_.middleCols(at, batch) =
-          (diff.array().rowwise() * (increment.array() * Scalar(-dt * theta / variance))).matrix();
+          ((actions_.middleCols(at, batch) - mu_.middleCols(at, batch)).array().rowwise() * weights.array()).matrix();
     }
-    grad_values_ = -increments_;
-    grad_values_.rightCols(columns - batch) += increments_.leftCols(columns - batch);
-
     in_parallel([&] { value_.backward(input_, value_a1_, value_a2_, grad_values_, value_dz2_, value_dz1_); },
                 [&] { policy_.backward(input_, policy_a1_, policy_a2_, grad_mu_, policy_dz2_, policy_dz1_); });
     value_.adam_step(adam_);
     policy_.adam_step(adam_);
-    return {loss / double(batch), double(terminal.sum()) / double(batch), score_gap};
   }
+
+  std::vector<double> totals(const std::vector<Total>& parts) const { return parts; }
 
   // The networks as LibTorch modules (CPU, this scalar type): copies.
   std::pair<models::TimeStateMlp, models::TimeStateMlp> networks() const {
@@ -207,6 +218,13 @@ class EigenBackend {
         next += Scalar(step.noise_std) * ConstMap(normals + ((2 * k + 1) * batch + first) * d, d, count);
     }
     return score_gap;
+  }
+
+  // Per-(step, sample) values [N B] (step k's B samples at k B) as [B, N] in double.
+  Values steps_by_samples(const Scalar* data) const {
+    return Eigen::Map<const Matrix>(data, options_.batch, Eigen::Index(policy_spreads_.size()))
+        .array()
+        .template cast<double>();
   }
 
   // Two threads when LibTorch is allowed two (`--threads`, configure_threads).
@@ -302,7 +320,6 @@ class EigenBackend {
     values_.resize(1, columns);
     grad_values_.resize(1, columns);
     rewards_.resize(columns);
-    increments_.resize(columns);
   }
 
   QLearningOptions options_;
@@ -316,10 +333,11 @@ class EigenBackend {
   Matrix value_a1_, value_a2_;            // [hidden, N B]
   Matrix policy_dz1_, policy_dz2_;        // [hidden, kBlock], the backward passes' scratch
   Matrix value_dz1_, value_dz2_;
-  Matrix mu_, actions_, grad_mu_;  // [d, N B]
-  Matrix estimate_;                // [d, B], the current step's score estimates
-  Matrix values_, grad_values_;    // [1, N B]
-  Row rewards_, increments_;       // [N B]
+  Matrix mu_, actions_, grad_mu_;       // [d, N B]
+  Matrix estimate_;                     // [d, B], the current step's score estimates
+  Matrix values_, grad_values_;         // [1, N B]
+  Row rewards_;                         // [N B]
+  std::vector<double> policy_spreads_;  // the policy's standard deviation at each step
 };
 
 }  // namespace diffctl::algorithms

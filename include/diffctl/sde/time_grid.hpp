@@ -46,6 +46,12 @@ class TimeGrid {
   double horizon() const { return horizon_; }
   double front() const { return times_.front(); }
   double back() const { return times_.back(); }
+  // t_{k+1} - t_k for each step k.
+  std::vector<double> step_lengths() const {
+    std::vector<double> lengths(steps());
+    for (std::size_t k = 0; k < lengths.size(); ++k) lengths[k] = times_[k + 1] - times_[k];
+    return lengths;
+  }
 
   // Index of the grid point equal to t, within a relative tolerance that absorbs
   // rounding in how a caller computed t; nullopt when t is not on the grid.
