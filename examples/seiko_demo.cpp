@@ -979,7 +979,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
         const int64_t count = std::min<int64_t>(128, s.queries[i] - asked);
         const torch::Tensor z = torch::randint(classes, {count}, generator);
-        queries.ask(oracle, feedback, runs.sample(tuned(), z, false).first, z.to(device));
+        queries.ask(oracle, runs.sample(tuned(), z, false).first, z.to(device));
       }
       ensemble.fit(feedback);
       std::vector<torch::Tensor> rewards;

@@ -227,7 +227,7 @@ TEST_CASE("a resumed round asks only the rows its killed run did not", "[reward]
     reward::RoundQueries queries(data, 1);
     int64_t first = 0;
     for (const int64_t rows : {5, 3, 4}) {
-      queries.ask(oracle, data, torch::arange(first, first + rows, torch::kDouble).unsqueeze(1), {});
+      queries.ask(oracle, torch::arange(first, first + rows, torch::kDouble).unsqueeze(1), {});
       first += rows;
     }
     return oracle.queries();

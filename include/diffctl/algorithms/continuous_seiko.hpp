@@ -346,7 +346,7 @@ class ContinuousSeiko {
     for (int64_t have = 0; have < wanted;) {
       const int64_t count = std::min(options_.chunk, wanted - have);
       const SeikoSamples samples = sample(count);
-      if (group_.is_main()) queries.ask(oracle, feedback, samples.x, samples.z);
+      if (group_.is_main()) queries.ask(oracle, samples.x, samples.z);
       have += count;
       if (options_.show_progress) progress.update(have);
     }

@@ -501,27 +501,28 @@ class FeedbackDataset {
   std::optional<OracleState> oracle_state_;
 };
 
-// The queries of one round, asked chunk by chunk. A run killed mid-round kept the
-// rows it asked; resumed, it draws every chunk again (so that its generator, and
-// with it everything after, replays the uninterrupted run) and asks only the rows
-// past those.
+// The queries of one round into `feedback`, asked chunk by chunk. A run killed
+// mid-round kept the rows it asked; resumed, it draws every chunk again (so that
+// its generator, and with it everything after, replays the uninterrupted run) and
+// asks only the rows past those. The store must outlive this.
 class RoundQueries {
  public:
-  RoundQueries(const FeedbackDataset& feedback, int64_t round)
-      : round_(round), asked_before_(feedback.asked_in_round(round)) {}
+  RoundQueries(FeedbackDataset& feedback, int64_t round)
+      : feedback_(feedback), round_(round), asked_before_(feedback.asked_in_round(round)) {}
 
   // The next chunk of the round, x [n, ...] and z [n] (or undefined): asks `oracle`
   // about the rows that no earlier run of this round asked.
   template <FeedbackOracle Oracle>
-  void ask(Oracle& oracle, FeedbackDataset& feedback, const torch::Tensor& x, const torch::Tensor& z) {
+  void ask(Oracle& oracle, const torch::Tensor& x, const torch::Tensor& z) {
     const int64_t count = x.size(0), fresh = std::min(count, drawn_ + count - asked_before_);
     drawn_ += count;
     if (fresh <= 0) return;
-    oracle.record(feedback, x.narrow(0, count - fresh, fresh), z.defined() ? z.narrow(0, count - fresh, fresh) : z,
+    oracle.record(feedback_, x.narrow(0, count - fresh, fresh), z.defined() ? z.narrow(0, count - fresh, fresh) : z,
                   round_);
   }
 
  private:
+  FeedbackDataset& feedback_;
   int64_t round_, asked_before_, drawn_ = 0;
 };
 
