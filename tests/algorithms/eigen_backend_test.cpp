@@ -17,9 +17,11 @@
 #include "diffctl/models/eigen_ratio_score.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
+#include "support/toy_rewards.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace diffctl;
+using testing::NearTwo;
 using Schedule = sde::OrnsteinUhlenbeck;
 using Estimate = models::RatioScore<Schedule>;
 using Mlp = models::EigenMlp<double>;
@@ -78,11 +80,6 @@ models::TimeStateMlp double_network(models::TimeStateMlpOptions options) {
   network->to(torch::kDouble);
   return network;
 }
-
-// -(y - 2)^2 summed over coordinates.
-struct NearTwo {
-  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const { return -(y - 2.0).square().sum(1); }
-};
 
 }  // namespace
 

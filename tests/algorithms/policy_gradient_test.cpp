@@ -15,8 +15,10 @@
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/models/unet.hpp"
 #include "diffctl/runtime.hpp"
+#include "support/toy_rewards.hpp"
 
 using namespace diffctl;
+using testing::NearTwo;
 using Schedule = sde::OrnsteinUhlenbeck;
 using Estimate = models::RatioScore<Schedule>;
 using algorithms::PolicyScore;
@@ -25,12 +27,6 @@ namespace {
 
 const Schedule kSchedule({.horizon = 2.0});
 constexpr double kDt = 0.1;
-
-struct NearTwo {
-  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const {
-    return -(y.squeeze(1) - 2.0).square();
-  }
-};
 
 models::TimeStateMlp pretrained_policy() {
   auto generator = make_generator(0);

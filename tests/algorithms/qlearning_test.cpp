@@ -15,25 +15,20 @@
 #include "diffctl/models/module_copy.hpp"
 #include "diffctl/models/ratio_score.hpp"
 #include "diffctl/runtime.hpp"
+#include "support/toy_rewards.hpp"
 
 using namespace diffctl;
+using testing::NearTwo;
 using Schedule = sde::OrnsteinUhlenbeck;
 using Estimate = models::RatioScore<Schedule>;
 
 namespace {
 
-const Schedule kSchedule({.horizon = 2.0});
+const Schedule kOu({.horizon = 2.0});
 
 algorithms::QLearningOptions small_problem(double beta = 0.0) {
   return {.temperature = 0.1, .beta = beta, .dt = 0.1, .batch = 64, .learning_rate = 0.01};
 }
-
-// -(y - 2)^2: prefers samples near 2.
-struct NearTwo {
-  torch::Tensor operator()(const torch::Tensor& y, const torch::Tensor&) const {
-    return -(y.squeeze(1) - 2.0).square();
-  }
-};
 
 }  // namespace
 
@@ -48,25 +43,25 @@ TEST_CASE("an episode's loss and gradients are those of the martingale loss", "[
   const torch::Tensor labels = torch::randint(2, {100}, generator, torch::kLong);
   const torch::Tensor data =
       (2.0 * labels.to(torch::kDouble) - 1.0).unsqueeze(1) + 0.5 * torch::randn({100, 1}, generator, torch::kDouble);
-  const Estimate estimate(kSchedule, data, labels);
+  const Estimate estimate(kOu, data, labels);
   algorithms::QLearningOptions options = small_problem(2.0);
   options.dt = 0.25;
   options.batch = 32;
   options.dtype = torch::kDouble;
-  algorithms::QLearning<Schedule, Estimate, NearTwo> learner(kSchedule, estimate, 1, 2, options);
+  algorithms::QLearning<Schedule, Estimate, NearTwo> learner(kOu, estimate, 1, 2, options);
   models::TimeStateMlp policy = models::clone_module(learner.policy()), value = models::clone_module(learner.value());
 
   auto episode_generator = make_generator(4), noise_generator = make_generator(4);
   const algorithms::EpisodeNoise noise = learner.draw_noise(noise_generator);
   const algorithms::EpisodeStats stats = learner.train_episode(episode_generator);
 
-  const double theta = options.temperature, horizon = kSchedule.horizon();
+  const double theta = options.temperature, horizon = kOu.horizon();
   const auto column = [&](double t) { return torch::full({options.batch}, t, torch::kDouble); };
   torch::Tensor y = noise.prior, loss = torch::zeros({}, torch::kDouble), gap = torch::zeros({}, torch::kDouble);
   torch::Tensor previous_value;
   for (int64_t k = 0; k < 8; ++k) {
     const double t = 0.25 * double(k), s = horizon - t, h = 0.25;
-    const double f = kSchedule.drift_coef(s), g = kSchedule.diffusion(s), variance = theta / (2.0 * g * g);
+    const double f = kOu.drift_coef(s), g = kOu.diffusion(s), variance = theta / (2.0 * g * g);
     const torch::Tensor mu = policy->forward(column(t), y, noise.z);
     const torch::Tensor action = mu.detach() + std::sqrt(variance) * noise.steps[k][0];
     const torch::Tensor score = estimate.score(t, y, noise.z);
@@ -101,7 +96,7 @@ TEST_CASE("an episode's loss and gradients are those of the martingale loss", "[
 TEST_CASE("with beta = 0, q-learning learns the data's score", "[algorithms][qlearning]") {
   auto generator = make_generator(0);
   const torch::Tensor data = 1.0 + 0.5 * torch::randn({200, 1}, generator);
-  algorithms::QLearning<Schedule, Estimate> learner(kSchedule, Estimate(kSchedule, data), 1, 0, small_problem());
+  algorithms::QLearning<Schedule, Estimate> learner(kOu, Estimate(kOu, data), 1, 0, small_problem());
   const double first_gap = learner.train_episode(generator).score_gap;  // 35.5
   double last_gap = first_gap;
   for (int episode = 1; episode < 400; ++episode) last_gap = learner.train_episode(generator).score_gap;
@@ -137,7 +132,7 @@ TEST_CASE("with beta > 0, q-learning tilts the samples towards the reward", "[al
   algorithms::QLearningOptions options = small_problem(4.0);
   options.dtype = torch::kDouble;
   algorithms::QLearning<Schedule, Estimate, NearTwo, sde::EulerMaruyama, algorithms::EigenBackend<double>> learner(
-      kSchedule, Estimate(kSchedule, data), 1, 0, options);
+      kOu, Estimate(kOu, data), 1, 0, options);
   for (int episode = 0; episode < 1000; ++episode) learner.train_episode(generator);
   const torch::Tensor x = learner.sample(4000, {}, generator);
   const double shift = x.mean().item<double>() - data.mean().item<double>();
@@ -151,8 +146,7 @@ TEST_CASE("conditional q-learning learns each class's score", "[algorithms][qlea
   const torch::Tensor labels = torch::randint(2, {200}, generator, torch::kLong);
   const torch::Tensor data =
       (4.0 * labels.to(torch::kFloat) - 2.0).unsqueeze(1) + 0.5 * torch::randn({200, 1}, generator);
-  algorithms::QLearning<Schedule, Estimate> learner(kSchedule, Estimate(kSchedule, data, labels), 1, 2,
-                                                    small_problem());
+  algorithms::QLearning<Schedule, Estimate> learner(kOu, Estimate(kOu, data, labels), 1, 2, small_problem());
   for (int episode = 0; episode < 400; ++episode) learner.train_episode(generator);
   for (const int64_t c : {0, 1}) {
     const torch::Tensor x = learner.sample(2000, torch::full({2000}, c, torch::kLong), generator);
@@ -173,8 +167,8 @@ TEST_CASE("q-learning trains with the probability-flow simulators", "[algorithms
   const auto gap_after_training = [&](const auto& simulator) {
     using Simulator = std::decay_t<decltype(simulator)>;
     auto local = make_generator(1);
-    algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, Simulator> learner(
-        kSchedule, Estimate(kSchedule, data), 1, 0, small_problem(), {}, simulator);
+    algorithms::QLearning<Schedule, Estimate, algorithms::NoReward, Simulator> learner(kOu, Estimate(kOu, data), 1, 0,
+                                                                                       small_problem(), {}, simulator);
     constexpr int kEpisodes = 300, kTail = 50;
     const double first = learner.train_episode(local).score_gap;
     double tail_sum = 0.0;
@@ -191,12 +185,11 @@ TEST_CASE("q-learning trains with the probability-flow simulators", "[algorithms
 }
 
 TEST_CASE("q-learning rejects bad options", "[algorithms][qlearning][errors]") {
-  const Estimate estimate(kSchedule, torch::zeros({4, 1}));
+  const Estimate estimate(kOu, torch::zeros({4, 1}));
   using Learner = algorithms::QLearning<Schedule, Estimate>;
-  CHECK_THROWS_WITH(Learner(kSchedule, estimate, 1, 0, {.dt = 0.3}),
+  CHECK_THROWS_WITH(Learner(kOu, estimate, 1, 0, {.dt = 0.3}),
                     Catch::Contains("dt = 0.3 must divide the horizon T = 2"));
-  CHECK_THROWS_WITH(Learner(kSchedule, estimate, 1, 0, {.dt = -0.1}), Catch::Contains("dt must be > 0"));
-  CHECK_THROWS_WITH(Learner(kSchedule, estimate, 1, 0, {.temperature = 0.0}),
-                    Catch::Contains("temperature must be > 0"));
-  CHECK_THROWS_WITH(Learner(kSchedule, estimate, 1, 0, {.batch = 0}), Catch::Contains("batch must be >= 1"));
+  CHECK_THROWS_WITH(Learner(kOu, estimate, 1, 0, {.dt = -0.1}), Catch::Contains("dt must be > 0"));
+  CHECK_THROWS_WITH(Learner(kOu, estimate, 1, 0, {.temperature = 0.0}), Catch::Contains("temperature must be > 0"));
+  CHECK_THROWS_WITH(Learner(kOu, estimate, 1, 0, {.batch = 0}), Catch::Contains("batch must be >= 1"));
 }
