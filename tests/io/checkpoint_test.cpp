@@ -5,8 +5,6 @@
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -15,7 +13,9 @@
 #include "diffctl/runtime.hpp"
 #include "support/temp_dir.hpp"
 
+using diffctl::testing::read_bytes;
 using diffctl::testing::TempDir;
+using diffctl::testing::write_bytes;
 
 namespace {
 
@@ -93,11 +93,6 @@ void check_same(Run& a, Run& b) {
   CHECK(a.step == b.step);
 }
 
-std::vector<char> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // A module whose save fails, to make a checkpoint write throw halfway.
 struct FailingImpl : torch::nn::Module {
   void save(torch::serialize::OutputArchive&) const override { throw std::runtime_error("disk full"); }
@@ -167,12 +162,9 @@ TEST_CASE("a checkpoint that does not fit names the file and the entry", "[check
                       Contains("absent.pt") && Contains("no such file"));
   }
   SECTION("a truncated file") {
-    const std::vector<char> bytes = read_bytes(path);
+    const std::string bytes = read_bytes(path);
     const fs::path truncated = dir.path() / "truncated.pt";
-    {
-      std::ofstream out(truncated, std::ios::binary);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() * 2 / 3));
-    }
+    write_bytes(truncated, bytes.substr(0, bytes.size() * 2 / 3));
     Run run(5);
     io::Checkpoint checkpoint = run.checkpoint();
     CHECK_THROWS_AS(io::load_checkpoint(truncated, checkpoint), std::invalid_argument);
@@ -180,20 +172,16 @@ TEST_CASE("a checkpoint that does not fit names the file and the entry", "[check
                       Contains(truncated.string()) && Contains("SHA-256") && Contains("truncated or corrupt"));
   }
   SECTION("a changed byte, a bare archive, another file") {
-    std::vector<char> bytes = read_bytes(path);
+    std::string bytes = read_bytes(path);
     const fs::path changed = dir.path() / "changed.pt";
-    const auto write = [&](const std::vector<char>& content) {
-      std::ofstream out(changed, std::ios::binary | std::ios::trunc);
-      out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    };
     Run run(5);
     io::Checkpoint checkpoint = run.checkpoint();
     bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x04);
-    write(bytes);
+    write_bytes(changed, bytes);
     CHECK_THROWS_WITH(io::load_checkpoint(changed, checkpoint), Contains("SHA-256") && Contains("corrupt"));
-    write(std::vector<char>(bytes.begin() + 73, bytes.end()));  // the archive alone, as before digests
+    write_bytes(changed, bytes.substr(73));  // the archive alone, as before digests
     CHECK_THROWS_WITH(io::load_checkpoint(changed, checkpoint), Contains("bare LibTorch archive"));
-    write({'h', 'i'});
+    write_bytes(changed, "hi");
     CHECK_THROWS_WITH(io::load_checkpoint(changed, checkpoint), Contains("not a diffctl checkpoint"));
   }
   SECTION("bad names") {
@@ -212,7 +200,7 @@ TEST_CASE("a failed save leaves the previous checkpoint whole", "[checkpoint]") 
   Run original(1);
   original.train(3);
   io::save_checkpoint(path, original.checkpoint());
-  const std::vector<char> saved = read_bytes(path);
+  const std::string saved = read_bytes(path);
   original.train(3);
 
   SECTION("the archive cannot be built") {

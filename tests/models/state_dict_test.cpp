@@ -9,13 +9,13 @@
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
+using diffctl::testing::read_bytes;
 using diffctl::testing::TempDir;
+using diffctl::testing::write_bytes;
 
 namespace {
 
@@ -46,16 +46,6 @@ Net make_net(std::uint64_t seed) {
   for (int i = 0; i < 3; ++i) net->forward(torch::randn({8, 1, 5, 5}));
   net->eval();
   return net;
-}
-
-std::vector<char> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& path, const std::vector<char>& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 std::string from_hex(const std::string& hex) {
@@ -190,16 +180,9 @@ TEST_CASE("weights written with their SHA-256 are refused once a byte changes", 
   checked.sha256 = digest;
   CHECK(models::read_state_dict(file, checked).size() == 9);
 
-  std::string bytes;
-  {
-    std::ifstream in(file, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
+  std::string bytes = read_bytes(file);
   bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x01);
-  {
-    std::ofstream out(file, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
+  write_bytes(file, bytes);
   Net net = make_net(2);
   CHECK_THROWS_WITH(models::load_weights(*net, file, checked),
                     Contains(file.string()) && Contains("SHA-256") && Contains(digest) && Contains("corrupt"));
@@ -209,27 +192,17 @@ TEST_CASE("a zip whose records claim more bytes than the file holds is refused b
   TempDir dir;
   const fs::path file = dir.path() / "net.pt";
   models::save_state_dict(*make_net(1), file);
-  std::string bytes;
-  {
-    std::ifstream in(file, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
+  std::string bytes = read_bytes(file);
   // The first central-directory entry's uncompressed size: 4 GB - 16 (LibTorch
   // would allocate that much to read the record).
   const std::size_t entry = bytes.find("PK\x01\x02");
   REQUIRE(entry != std::string::npos);
   for (int i = 0; i < 4; ++i) bytes[entry + 24 + i] = static_cast<char>(i == 0 ? 0xF0 : 0xFF);
-  {
-    std::ofstream out(file, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
+  write_bytes(file, bytes);
   CHECK_THROWS_WITH(models::read_state_dict(file),
                     Contains(file.string()) && Contains("4294967280 bytes") && Contains("corrupt"));
   // Cut before the end of the central directory.
-  {
-    std::ofstream out(file, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() - 30));
-  }
+  write_bytes(file, bytes.substr(0, bytes.size() - 30));
   CHECK_THROWS_WITH(models::read_state_dict(file), Contains("not a whole zip archive"));
 }
 
@@ -247,8 +220,7 @@ TEST_CASE("save_state_dict writes the zip layout Python's torch.load reads", "[w
   CHECK(has("data/8"));  // one storage per tensor
   CHECK_FALSE(has("constants.pkl"));
   // Every record sits under one top-level folder, "<name>/data.pkl" and so on.
-  const std::vector<char> bytes = read_bytes(file);
-  const std::string text(bytes.begin(), bytes.end());
+  const std::string text = read_bytes(file);
   CHECK(text.find("/data.pkl") != std::string::npos);
   CHECK(text.find("/version") != std::string::npos);
   CHECK(text.find("/data/0") != std::string::npos);
@@ -324,7 +296,8 @@ TEST_CASE("read_state_dict picks one dict of a nested file by key", "[weights]")
     checkpoint.insert("model", as_dict(*net));
     checkpoint.insert("ema", as_dict(*ema));
     checkpoint.insert("step", int64_t{1200});
-    write_bytes(file, torch::pickle_save(checkpoint));
+    const std::vector<char> pickle = torch::pickle_save(checkpoint);
+    write_bytes(file, {pickle.data(), pickle.size()});
   }
   const models::StateDict read = models::read_state_dict(file, "ema");
   const models::StateDict expected = models::state_dict(*ema);
@@ -392,7 +365,7 @@ TEST_CASE("read_state_dict rejects missing, foreign and truncated files by name"
 
   const fs::path noise = dir.path() / "noise.pt";
   std::mt19937 random(7);
-  std::vector<char> bytes(4096);
+  std::string bytes(4096, '\0');
   for (char& b : bytes) b = static_cast<char>(random() & 0xff);
   bytes[0] = 'x';
   write_bytes(noise, bytes);
@@ -401,14 +374,14 @@ TEST_CASE("read_state_dict rejects missing, foreign and truncated files by name"
                     Contains(noise.string()) && Contains("neither a torch.save file nor a TorchScript file"));
 
   const fs::path legacy = dir.path() / "legacy.pt";
-  write_bytes(legacy, {'\x80', '\x02', '\x8a', '\x0a'});
+  write_bytes(legacy, "\x80\x02\x8a\x0a");
   CHECK_THROWS_WITH(models::read_state_dict(legacy), Contains(legacy.string()) && Contains("legacy torch.save format"));
 
   const fs::path whole = dir.path() / "whole.pt";
   models::save_state_dict(*make_net(1), whole);
-  const std::vector<char> full = read_bytes(whole);
+  const std::string full = read_bytes(whole);
   const fs::path truncated = dir.path() / "truncated.pt";
-  write_bytes(truncated, std::vector<char>(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(full.size() / 2)));
+  write_bytes(truncated, full.substr(0, full.size() / 2));
   CHECK_THROWS_WITH(models::read_state_dict(truncated),
                     Contains(truncated.string()) && Contains("not a whole zip archive"));
   Net net = make_net(1);

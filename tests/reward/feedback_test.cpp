@@ -15,8 +15,6 @@
 #include <vector>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 
 #include "diffctl/io/sqlite.hpp"
@@ -31,23 +29,15 @@ namespace {
 
 using namespace diffctl;
 using Catch::Matchers::Contains;
+using diffctl::testing::read_bytes;
 using diffctl::testing::TempDir;
+using diffctl::testing::write_bytes;
 namespace fs = std::filesystem;
 
 // r(x) = sum of the coordinates, an analytic reward that ignores z.
 struct SumReward {
   torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor&) const { return x.flatten(1).sum(1); }
 };
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 }  // namespace
 

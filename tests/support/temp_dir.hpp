@@ -1,6 +1,6 @@
 #pragma once
 // A fresh directory under the system's temporary one for a test's files, removed
-// with them when the test ends, pass or fail; and reading one of them back.
+// with them when the test ends, pass or fail; and reading and writing them whole.
 
 #include <unistd.h>
 
@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <string_view>
 
 #include "diffctl/io/files.hpp"
 
@@ -44,6 +45,17 @@ class TempDir {
 inline std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The bytes of a file, and a file replaced by given bytes (to corrupt or truncate one).
+inline std::string read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline void write_bytes(const std::filesystem::path& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 }  // namespace diffctl::testing
