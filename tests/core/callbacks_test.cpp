@@ -124,11 +124,11 @@ TEST_CASE("MetricsCsv logs the step's fields and keeps a resumed run's rows", "[
     return Figures{double(calls), 0.5};
   };
   train(5, step, callbacks::MetricsCsv(path, 2));
-  CHECK(testing::read_text(path) == "step,loss,reward\n2,2,0.5\n4,4,0.5\n");
+  CHECK(testing::read_bytes(path) == "step,loss,reward\n2,2,0.5\n4,4,0.5\n");
 
   // Resumed after step 2: rows after it go, the new ones are numbered from 2 on.
   calls = 10;
   train(2, step, callbacks::MetricsCsv(path, 1, int64_t{2}, 2));
-  CHECK(testing::read_text(path) == "step,loss,reward\n2,2,0.5\n3,11,0.5\n4,12,0.5\n");
+  CHECK(testing::read_bytes(path) == "step,loss,reward\n2,2,0.5\n3,11,0.5\n4,12,0.5\n");
   CHECK(callbacks::describe(Figures{1.5, 0.25}) == "loss 1.5  reward 0.25");
 }

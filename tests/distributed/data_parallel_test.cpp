@@ -429,7 +429,7 @@ TEST_CASE("a process that dies ends the others with a clear error and no hang", 
   // Well within the 60 s collective timeout: the closed connection is noticed.
   const auto status = rank0.wait(std::chrono::seconds(50));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const std::string message = testing::read_text(dir / "rank0.err");
+  const std::string message = testing::read_bytes(dir / "rank0.err");
   INFO("rank 0 after " << seconds << " s: " << message);
   REQUIRE(status.has_value());
   CHECK(WIFEXITED(*status));

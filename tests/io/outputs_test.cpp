@@ -34,11 +34,11 @@ TEST_CASE("a resumed metrics log keeps the rows up to its checkpoint", "[io][met
     log.write(4, {0.5});
     CHECK(log.rows() == std::vector<std::string>{"1,1", "2,0.5", "3,0.3333333", "4,0.5"});
   }
-  CHECK(testing::read_text(path) == "step,loss\n1,1\n2,0.5\n3,0.3333333\n4,0.5\n");
+  CHECK(testing::read_bytes(path) == "step,loss\n1,1\n2,0.5\n3,0.3333333\n4,0.5\n");
 
   // A fresh run starts the file over; a different header is refused on resume.
   { io::MetricsLog log(path, {"step", "loss"}); }
-  CHECK(testing::read_text(path) == "step,loss\n");
+  CHECK(testing::read_bytes(path) == "step,loss\n");
   CHECK_THROWS_WITH(io::MetricsLog(path, {"step", "accuracy"}, 0),
                     Catch::Contains("is not this run's \"step,accuracy\""));
   io::MetricsLog log(path, {"step", "loss"});
@@ -157,7 +157,7 @@ TEST_CASE("an .npy file holds NumPy's header, then the values in C order", "[io]
   // A transposed (non-contiguous) tensor is written in its logical C order.
   const torch::Tensor images = torch::arange(6, torch::kUInt8).view({3, 2}).t();  // [[0, 2, 4], [1, 3, 5]]
   io::write_npy(path, images);
-  const std::string bytes = testing::read_text(path);
+  const std::string bytes = testing::read_bytes(path);
   REQUIRE(bytes.size() >= 10);
   CHECK(bytes.substr(0, 8) == std::string("\x93NUMPY\x01\x00", 8));
   const std::size_t length = std::size_t(uint8_t(bytes[8])) | (std::size_t(uint8_t(bytes[9])) << 8);
@@ -168,7 +168,7 @@ TEST_CASE("an .npy file holds NumPy's header, then the values in C order", "[io]
   CHECK(bytes.substr(10 + length) == std::string("\x00\x02\x04\x01\x03\x05", 6));
 
   io::write_npy(path, torch::tensor({7, -1}, torch::kLong));
-  const std::string labels = testing::read_text(path);
+  const std::string labels = testing::read_bytes(path);
   CHECK(labels.find("'descr': '<i8'") != std::string::npos);
   CHECK(labels.find("'shape': (2,)") != std::string::npos);
   CHECK(labels.size() % 64 == 16);  // header to a 64-byte boundary, then two 8-byte values

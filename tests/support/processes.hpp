@@ -103,7 +103,7 @@ inline std::string run_ranks(const std::string& tag, int n, const std::filesyste
       problems += "rank " + std::to_string(r) + " ended with wait status " + std::to_string(*status) + "\n";
   }
   if (problems.empty()) return problems;
-  for (int r = 0; r < n; ++r) problems += "rank " + std::to_string(r) + ": " + read_text(err(r)) + "\n";
+  for (int r = 0; r < n; ++r) problems += "rank " + std::to_string(r) + ": " + read_bytes(err(r)) + "\n";
   return problems;
 }
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -41,21 +42,19 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The whole content of a (test's) text file.
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// The bytes of a file, and a file replaced by given bytes (to corrupt or truncate one).
+// The bytes of a file, and a file replaced by given bytes (to corrupt or truncate
+// one). Both throw when the file cannot be read or written, so that a check on the
+// content cannot pass on an empty string.
 inline std::string read_bytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("read_bytes: cannot open " + path.string());
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 inline void write_bytes(const std::filesystem::path& path, std::string_view bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("write_bytes: cannot write " + path.string());
 }
 
 }  // namespace diffctl::testing
