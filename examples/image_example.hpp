@@ -25,6 +25,12 @@
 #include "diffctl/sde/integrate.hpp"
 #include "diffctl/sde/solvers.hpp"
 
+#if defined(__GLIBC__)
+#include <dlfcn.h>
+#endif
+#include <ATen/Version.h>
+#include <torch/version.h>
+
 namespace diffctl::examples {
 
 struct ImageFlags {
@@ -65,6 +71,44 @@ inline at::Generator start_run(const ImageFlags& flags) {
   keep_freed_memory();
   configure_threads(flags.threads);
   return seed_everything(flags.seed);
+}
+
+// Where a result was computed: the CPU, the vector kernels LibTorch and OpenBLAS
+// chose for it, the threads and LibTorch's version. A seed gives the same weights
+// and figures only where these agree: kernels for another instruction set or
+// thread count sum in another order, and training carries those last bits into
+// other weights (examples/RESULTS.md, "Four more seeds on another machine").
+// Recorded beside the weights (config.json) and the figures (metrics.json).
+inline nlohmann::json machine_json() {
+  // The first processor's name, family and model (a virtual machine may show only
+  // the vendor's name: the family and model tell its generation).
+  std::string name = "unknown", family, model;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line) && !line.empty();) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos || colon + 2 > line.size()) continue;
+    const std::string key = line.substr(0, line.find_first_of(" \t")), value = line.substr(colon + 2);
+    if (line.rfind("model name", 0) == 0) name = value;
+    else if (line.rfind("cpu family", 0) == 0) family = value;
+    else if (key == "model") model = value;
+  }
+  const std::string cpu = family.empty() ? name : name + " (family " + family + ", model " + model + ")";
+  // at::show_config() names the kernels LibTorch dispatches to ("CPU capability usage: AVX2").
+  std::string kernels = "unknown";
+  const std::string config = at::show_config(), key = "CPU capability usage: ";
+  if (const auto found = config.find(key); found != std::string::npos)
+    kernels = config.substr(found + key.size(), config.find('\n', found) - found - key.size());
+  std::string blas_core = "none";
+#if defined(__GLIBC__)
+  using CoreName = char* (*)();
+  if (const auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename")))
+    blas_core = core_name();
+#endif
+  return {{"cpu", cpu},
+          {"libtorch_kernels", kernels},
+          {"openblas_kernels", blas_core},
+          {"threads", torch::get_num_threads()},
+          {"libtorch", TORCH_VERSION}};
 }
 
 // A training run of one or more processes.

@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
 
       // The weights' digest joins the run's description, for every reader to check.
       config["sha256"] = {{"model.pt", models::save_state_dict(*ema, out / "model.pt")}};
+      config["machine"] = examples::machine_json();
       examples::write_json(out / "config.json", config);
 
       // One row per class (or one row of unconditional samples).

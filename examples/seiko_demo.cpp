@@ -389,6 +389,7 @@ void write_final_evaluation(const std::filesystem::path& out, const std::vector<
                          {"class_fd", q.frechet},
                          {"per_prompt", per_prompt}};
   metrics.update(settings);
+  metrics["machine"] = examples::machine_json();
   examples::write_json(out / "metrics.json", metrics);
   print_table(rows);
   std::cout << "seiko_demo: " << (out / "rounds.csv").string() << ", " << (out / "metrics.json").string() << "\n";

@@ -157,6 +157,7 @@ int main(int argc, char** argv) {
                                              {"train_seconds", train_seconds}});
     config["sha256"] = {{"classifier.pt", models::save_state_dict(*model, out / "classifier.pt")}};
     config["test_accuracy"] = report.accuracy;
+    config["machine"] = examples::machine_json();
     examples::write_json(out / "config.json", config);
     std::cout << "train_classifier: " << s.strength << " classifier, test accuracy " << report.accuracy;
     if (forward_noise) std::cout << " (on forward draws: " << noisy.get<double>() << ")";

@@ -61,7 +61,8 @@ class TrainingRun {
     if (flags_.resume) {
       require(std::filesystem::exists(checkpoint_path), "--resume: no checkpoint at ", checkpoint_path.string());
       nlohmann::json recorded = read_json(description_path);
-      recorded.erase("sha256");  // added when a finished run wrote its weights
+      recorded.erase("sha256");  // these two are added when a finished run writes its weights
+      recorded.erase("machine");
       require(recorded == description, "--resume: ", description_path.string(),
               " describes another run (model, data or settings differ)");
       resumed_at_ = io::load_checkpoint(checkpoint_path, checkpoint_);

@@ -59,6 +59,18 @@ if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1 OR NOT bonus EQUAL 1 OR NOT fina
   message(FATAL_ERROR "metrics.json: learning rate ${rate} (expected the variant's 3e-4), alpha ${alpha} (given 0.1), "
     "optimism bonus ${bonus} (the default 1), last round's tilt ${final_tilt} (the default mean)")
 endif()
+# The figures and the weights name the machine they were computed on: the same seed
+# gives the same numbers only on the same kernels and threads.
+file(READ "${WORK_DIR}/diffusion/config.json" pretrained_config)
+foreach(json metrics pretrained_config)
+  string(JSON threads GET "${${json}}" machine threads)
+  string(JSON kernels GET "${${json}}" machine libtorch_kernels)
+  string(JSON version GET "${${json}}" machine libtorch)
+  if(NOT threads EQUAL 1 OR kernels STREQUAL "unknown" OR kernels STREQUAL "" OR NOT version MATCHES "^[0-9]+[.]")
+    message(FATAL_ERROR "${json}: machine records ${threads} threads (given 1), kernels '${kernels}', "
+      "LibTorch '${version}'")
+  endif()
+endforeach()
 
 # The tuned network is a class-conditional model that --optimal-from steers to,
 # here at another scale and switch time.
