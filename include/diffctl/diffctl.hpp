@@ -31,6 +31,7 @@
 #include "diffctl/metrics/classification.hpp"
 #include "diffctl/metrics/conditional_quality.hpp"
 #include "diffctl/metrics/knn_kl.hpp"
+#include "diffctl/metrics/paired_comparison.hpp"
 #include "diffctl/metrics/sample_quality.hpp"
 #include "diffctl/metrics/tilted_optimum.hpp"
 #include "diffctl/models/diffusion_features.hpp"
