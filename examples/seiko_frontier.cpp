@@ -121,7 +121,11 @@ Paired paired_comparison(const std::vector<Group>& groups, const std::string& ba
                          std::optional<double> kl_slope) {
   std::ostringstream table, notes;
   std::vector<io::ChartPanel> panels{{.title = "accuracy, method minus " + baseline + ", per seed", .x_label = "seed"}};
-  if (kl_slope) panels.push_back({.title = "the same at equal path KL", .x_label = "seed"});
+  if (kl_slope) {
+    std::ostringstream title;
+    title << "the same at equal path KL (less " << *kl_slope << " per nat)";
+    panels.push_back({.title = title.str(), .x_label = "seed"});
+  }
   for (io::ChartPanel& panel : panels) {
     panel.y_marks = {0.0};
     panel.y_mark_labels = {"level"};
