@@ -47,9 +47,10 @@ using namespace diffctl;
 
 namespace {
 
-// The final figures that the frontier compares, as metrics.json names them.
+// The final figures that the frontier compares, as metrics.json names them, and
+// their column names in the Markdown tables ("|" escaped).
 const std::vector<std::pair<std::string, std::string>> kFigures{{"oracle_accuracy", "accuracy"},
-                                                                {"oracle_probability", "p(z|x)"},
+                                                                {"oracle_probability", "p(z\\|x)"},
                                                                 {"diversity", "diversity"},
                                                                 {"class_fd", "class FD"},
                                                                 {"kl_to_pretrained", "path KL (nats)"}};

@@ -44,6 +44,7 @@ if(NOT rc EQUAL 0)
 endif()
 # Mean 0.85, standard error 0.05, t(1) = 12.706: 0.85 +- 0.635; the KL 17.0 +- 12.7.
 expect_text("${WORK_DIR}/out/frontier.md"
+  "| accuracy | p(z\\|x) | diversity |"  # the "|" of p(z|x) escaped, or Markdown splits the column
   "| SEIKO | 0.03 | 896 | 2 | 0.850 +- 0.635 | 0.500 | 0.900 | 10.0 | 17.0 +- 12.7 |"
   "| SEIKO | 0.1 | 896 | 1 | 0.700 | 0.500 | 0.900 | 10.0 | 9.0 |"
   "| DDPO | - | 896 | 1 | 0.100 | 0.100 | 1.000 | 60.0 | 90.0 |")
