@@ -131,16 +131,17 @@ Paired paired_comparison(const std::vector<Group>& groups, const std::string& ba
     panel.y_marks = {0.0};
     panel.y_mark_labels = {"level"};
   }
-  // A method's differences per seed as points, their mean and interval right of them.
+  // A method's differences per seed as points, their mean and interval right of them
+  // (named in the legend: a label there would cover the last seeds' points).
   const auto draw = [](io::ChartPanel& panel, const Group& g, const std::vector<double>& seeds,
                        const std::vector<double>& differences) {
     const std::string setting = " (alpha " + alpha_text(g.alpha) + ", " + std::to_string(g.labels) + " labels)";
     panel.series.push_back({.name = g.method + setting, .x = seeds, .y = differences, .lines = false});
     const Estimate mean = estimate(differences);
-    panel.series.push_back({.x = {*std::max_element(seeds.begin(), seeds.end()) + 1.5},
+    panel.series.push_back({.name = g.method + ": mean, 95% interval",
+                            .x = {*std::max_element(seeds.begin(), seeds.end()) + 1.5},
                             .y = {mean.mean},
                             .y_err = {mean.half_width},
-                            .labels = {g.method + ": mean"},
                             .lines = false});
   };
   table << "| method minus " << baseline << " | alpha | oracle labels | pairs |";
