@@ -156,15 +156,19 @@ Paired paired_comparison(const std::vector<Group>& groups, const std::string& ba
     out << std::fixed << std::setprecision(3) << p;
     return p < 0.001 ? std::string("< 0.001") : out.str();
   };
+  // Every run has a seed, once per group, whether or not it finds a pair.
+  std::vector<std::map<int64_t, std::size_t>> by_seed;
+  for (const Group& g : groups) by_seed.push_back(runs_by_seed(g));
   bool found = false;
-  for (const Group& g : groups) runs_by_seed(g);  // every run has a seed, once per group
-  for (const Group& base : groups) {
+  for (std::size_t b = 0; b < groups.size(); ++b) {
+    const Group& base = groups[b];
     if (base.method != baseline) continue;
     found = true;
-    const auto base_runs = runs_by_seed(base);
-    for (const Group& g : groups) {
+    const auto& base_runs = by_seed[b];
+    for (std::size_t k = 0; k < groups.size(); ++k) {
+      const Group& g = groups[k];
       if (g.method == baseline || !same_setting(g, base)) continue;
-      const auto runs = runs_by_seed(g);
+      const auto& runs = by_seed[k];
       std::vector<std::pair<std::size_t, std::size_t>> pairs;
       std::set<int64_t> unpaired;
       for (const auto& [seed, i] : runs) {
