@@ -59,6 +59,7 @@
 #include <limits>
 #include <iomanip>
 #include <iostream>
+#include <numeric>
 #include <optional>
 #include <sstream>
 #include <tuple>
@@ -826,7 +827,8 @@ nlohmann::json optimum_rows_json(const torch::Tensor& rows, const std::vector<st
 
 // SEIKO's objective solved on a pool of pretrained samples and distilled into the
 // UNet by weighted denoising score matching (algorithms/tilted_score_matching.hpp):
-// each round asks the oracle about samples of the current model, refits the reward
+// each round asks the oracle about samples of the current model (the previous
+// round's optimum, drawn from the pool by its weights), refits the reward
 // ensemble, takes the closed-form optimum of E[optimistic r_hat] - alpha KL(p ||
 // p_pre) - beta KL(p || p_prev) on the pool (the last round, whose model is
 // delivered, with the ensemble's mean r_hat unless --final-tilt optimistic: no
@@ -975,12 +977,19 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     for (std::size_t i = std::size_t(resumed_after.value_or(0)); i < s.queries.size(); ++i) {
       const auto start = std::chrono::steady_clock::now();
       const int64_t round = int64_t(i) + 1;
-      // What a killed run asked about in this round is not asked again.
+      // The labels are asked of the previous round's optimum itself, drawn from the
+      // pool (the pretrained model in round 1), not of the UNet distilled from it:
+      // the UNet lags its optimum most on a prompt's rare modes, and a prompt whose
+      // class the labels never showed stays unlearnt (examples/RESULTS.md, "Prompts
+      // that no label showed"). What a killed run asked about in this round is not
+      // asked again.
       reward::RoundQueries queries(feedback, round);
+      const torch::Tensor prompts = torch::randint(classes, {s.queries[i]}, generator);
+      const torch::Tensor rows = tuner.draw_queries(prompts, generator).to(device);
       for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
         const int64_t count = std::min<int64_t>(128, s.queries[i] - asked);
-        const torch::Tensor z = torch::randint(classes, {count}, generator);
-        queries.ask(oracle, runs.sample(tuned(), z, false).first, z.to(device));
+        queries.ask(oracle, pool.index_select(0, rows.narrow(0, asked, count)),
+                    prompts.narrow(0, asked, count).to(device));
       }
       ensemble.fit(feedback);
       std::vector<torch::Tensor> rewards;
@@ -1204,6 +1213,10 @@ int main(int argc, char** argv) {
     require(s.optimistic_rounds < 0 || score_matching,
             "--optimistic-rounds: only --variant score-matching tilts a pool");
     if (score_matching && s.final_tilt.empty()) s.final_tilt = "mean";
+    // Labels are asked of pool samples, each (sample, prompt) pair once.
+    const int64_t labels = std::accumulate(s.queries.begin(), s.queries.end(), int64_t{0});
+    require(!score_matching || labels <= s.pool, "--queries: ", labels, " labels are asked of the pool's samples, ",
+            "more than --pool ", s.pool, " holds");
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
     // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
     if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 700 : 2000) : small ? 40 : 200;

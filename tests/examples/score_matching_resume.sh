@@ -10,10 +10,11 @@ rm -rf "$work"
 mkdir -p "$work"
 "$pretrain" --unconditional --threads 1 --steps 2 --batch 8 --sample-steps 2 --samples-per-class 1 \
   --out "$work/diffusion" > "$work/pretrain.log" 2>&1
-# Round 1 asks 600 labels in chunks of 128 (the last 88): the first kill lands
-# after the first chunk and, with four more to go, well before the round's end.
+# Round 1 asks 1,500 labels of the pool's samples in chunks of 128 (the last 92):
+# the first kill lands after the first chunk and, with eleven more to go (each an
+# oracle call and a write), before the round's end.
 args=(--diffusion "$work/diffusion" --oracle "$classifier" --weak "$classifier" --threads 1
-  --variant score-matching --alpha 0.1 --pool 24 --queries 600 8 --sample-steps 3 --optimize-steps 2 --batch 8
+  --variant score-matching --alpha 0.1 --pool 1536 --queries 1500 8 --sample-steps 3 --optimize-steps 2 --batch 8
   --eval-samples 20 --final-per-prompt 2 --per-prompt 1)
 "$program" "${args[@]}" --out "$work/straight" > "$work/straight.log" 2>&1
 
@@ -43,13 +44,13 @@ run_and_kill() {
   exit 1
 }
 run_and_kill '[ "$(labels)" -ge 128 ]'  # round 1's first chunk stored, not all of them
-[ "$(labels)" -lt 600 ] || { echo "the first kill came after all of round 1's labels: no partial round" >&2; exit 1; }
+[ "$(labels)" -lt 1500 ] || { echo "the first kill came after all of round 1's labels: no partial round" >&2; exit 1; }
 run_and_kill '[ "$(rounds)" -ge 2 ]'     # round 1's row written: its checkpoint follows
-run_and_kill '[ "$(labels)" -ge 608 ]'   # round 2's labels stored, after round 1's checkpoint
+run_and_kill '[ "$(labels)" -ge 1508 ]'  # round 2's labels stored, after round 1's checkpoint
 "$program" "${args[@]}" --out "$work/killed" --resume >> "$work/killed.log" 2>&1
 
 fail() { echo "$1" >&2; cat "$work/killed.log" >&2; exit 1; }
-[ "$(labels)" -eq 608 ] || fail "the resumed run holds $(labels) labels, not 600 + 8: some were asked twice or lost"
+[ "$(labels)" -eq 1508 ] || fail "the resumed run holds $(labels) labels, not 1500 + 8: some were asked twice or lost"
 # rounds.csv without its seconds column, the samples and the prompts.
 for run in straight killed; do cut -d, -f1-7,9- "$work/$run/rounds.csv" > "$work/$run.rows"; done
 cmp "$work/straight.rows" "$work/killed.rows" || fail "rounds.csv differs from the uninterrupted run's"
@@ -62,5 +63,5 @@ done
 [ "$(grep -c '"round"' "$work/killed.optima")" -eq 2 ] || fail "metrics.json: not one pool optimum per round"
 cmp "$work/straight.optima" "$work/killed.optima" || fail "the pool optima differ from the uninterrupted run's"
 grep -q "resuming after round 1" "$work/killed.log" || fail "no resume after round 1"
-echo "score matching killed three times and resumed: the uninterrupted run's rows and samples, 608 labels"
+echo "score matching killed three times and resumed: the uninterrupted run's rows and samples, 1508 labels"
 rm -rf "$work"

@@ -90,6 +90,10 @@ TEST_CASE("the tilted optimum of a linear reward on a Gaussian is the shifted Ga
   const metrics::TiltedOptimum sharp = metrics::tilted_optimum(torch::tensor({0.0, 0.0, 0.0, 10.0}), 0.01);
   CHECK(sharp.kl == Approx(std::log(4.0)));
   CHECK(sharp.effective_samples == Approx(1.0));
+  // Its other weights underflow to 0; their logarithms stay exact: -1000 - log(1 + 3 e^-1000).
+  CHECK(sharp.weights[0].item<double>() == 0.0);
+  CHECK(sharp.log_weights[0].item<double>() == Approx(-1000.0));
+  CHECK(sharp.log_weights[3].item<double>() == Approx(0.0).margin(1e-12));
   CHECK_THROWS_WITH(metrics::tilted_optimum(torch::ones({3}), 0.0), Catch::Contains("alpha must be finite and > 0"));
   CHECK_THROWS_WITH(metrics::tilted_optimum(torch::tensor({1.0, std::nan("")}), 1.0),
                     Catch::Contains("must be finite"));

@@ -29,11 +29,13 @@
 //
 //   algorithms::TiltedScoreMatching<Schedule, models::UNet> tuner(schedule, model, ema, pool, classes,
 //                                                                 {.alpha = 1.0, .beta = 0.1});
-//   tuner.retilt(rewards);            // [N, classes], after each refit of the reward model
-//   for (...) tuner.step(generator);  // then sample from tuner.trainer().score()
+//   rows = tuner.draw_queries(z, generator);  // pool rows to label for prompts z: the optimum's samples
+//   tuner.retilt(rewards);                    // [N, classes], after each refit of the reward model
+//   for (...) tuner.step(generator);          // then sample from tuner.trainer().score()
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -83,6 +85,7 @@ class TiltedScoreMatching {
     require(options.batch >= 1, "tilted score matching: batch must be >= 1, found ", options.batch);
     // Before any reward: the pretrained model itself, uniform weights.
     log_weights_ = torch::full({pool_.size(0), classes}, -std::log(double(pool_.size(0))), torch::kDouble);
+    asked_ = torch::zeros({pool_.size(0), classes}, torch::kBool);
   }
 
   // The round's optimum after the reward model changed: rewards [N, classes] are
@@ -102,7 +105,7 @@ class TiltedScoreMatching {
     std::vector<torch::Tensor> columns;
     for (int64_t c = 0; c < classes_; ++c) {
       const metrics::TiltedOptimum tilt = metrics::tilted_optimum(exponent.select(1, c), 1.0);
-      columns.push_back(tilt.weights.log());
+      columns.push_back(tilt.log_weights);
       tilts.push_back({tilt.kl, tilt.effective_samples});
     }
     log_weights_ = torch::stack(columns, 1);
@@ -118,13 +121,53 @@ class TiltedScoreMatching {
     return trainer_.step(x0, z.to(pool_.device()), generator);
   }
 
-  // The network, its moving average, the optimiser's state and the tilt, for a
-  // round's checkpoint (the pool is the caller's: it is written once).
+  // Pool rows to label, one for each prompt of z [n]: draws from that prompt's
+  // current optimum (uniform before the first retilt: the pretrained model),
+  // without replacement, and never a (row, prompt) pair drawn by an earlier call.
+  // These are samples of the model the objective asks for, exactly; the network
+  // distilled from it lags behind it (it learns rare modes last), and labels
+  // asked of the network's samples would lag with it. Each prompt's rows are in
+  // the order drawn; z's order is kept.
+  torch::Tensor draw_queries(const torch::Tensor& z, at::Generator& generator) {
+    require(z.defined() && z.dim() == 1 && z.scalar_type() == torch::kLong,
+            "tilted score matching: expected prompts z [n] of int64, found ",
+            z.defined() ? z.sizes() : torch::IntArrayRef{});
+    const torch::Tensor prompts = z.to(torch::kCPU);
+    require(prompts.numel() == 0 || (prompts.min().item<int64_t>() >= 0 && prompts.max().item<int64_t>() < classes_),
+            "tilted score matching: prompts must lie in [0, ", classes_, ")");
+    torch::Tensor rows = torch::empty({prompts.size(0)}, torch::kLong);
+    for (int64_t c = 0; c < classes_; ++c) {
+      const torch::Tensor at = prompts.eq(c).nonzero().squeeze(1);
+      const int64_t count = at.size(0);
+      if (count == 0) continue;
+      const torch::Tensor open = asked_.select(1, c).logical_not();
+      const int64_t left = open.sum().item<int64_t>();
+      require(count <= left, "tilted score matching: prompt ", c, " asks for ", count, " rows, but only ", left,
+              " of the pool's ", pool_.size(0), " are not labelled yet for it");
+      // Gumbel top-k on the log weights: successive draws without replacement, and
+      // rows whose weight underflows to 0 (a sharp tilt) still come, last.
+      const torch::Tensor uniform = torch::rand({pool_.size(0)}, generator, torch::kDouble);
+      const torch::Tensor keys =
+          torch::where(open, log_weights_.select(1, c) - (-uniform.clamp_min(1e-300).log()).log(),
+                       -std::numeric_limits<double>::infinity());
+      const torch::Tensor picked = std::get<1>(keys.topk(count));
+      rows.index_put_({at}, picked);
+      asked_.select(1, c).index_fill_(0, picked, true);
+    }
+    return rows;
+  }
+
+  // [N, classes]: which (row, prompt) pairs draw_queries has handed out.
+  const torch::Tensor& asked() const { return asked_; }
+
+  // The network, its moving average, the optimiser's state, the tilt and the pairs
+  // asked, for a round's checkpoint (the pool is the caller's: it is written once).
   void add_to(io::Checkpoint& checkpoint) {
     checkpoint.modules.emplace_back("model", trainer_.model().ptr().get());
     checkpoint.modules.emplace_back("ema", trainer_.ema().ptr().get());
     checkpoint.optimizers.emplace_back("adamw", &trainer_.optimizer());
     checkpoint.tensors.emplace_back("log_weights", &log_weights_);
+    checkpoint.tensors.emplace_back("asked", &asked_);
   }
 
   // [N, classes] log w, each column normalised (logsumexp 0), in double on the CPU.
@@ -138,6 +181,7 @@ class TiltedScoreMatching {
   int64_t classes_;
   TiltedScoreMatchingOptions options_;
   torch::Tensor log_weights_;
+  torch::Tensor asked_;
 };
 
 }  // namespace diffctl::algorithms

@@ -23,6 +23,7 @@ namespace diffctl::metrics {
 
 struct TiltedOptimum {
   torch::Tensor weights;           // [N] in double, summing to 1
+  torch::Tensor log_weights;       // [N] their logarithms, finite where a weight underflows to 0
   double kl = 0.0;                 // KL(p* || p_pre), nats (estimate, at most log N)
   double effective_samples = 0.0;  // 1 / sum w_i^2, between 1 and N
 };
@@ -37,6 +38,7 @@ inline TiltedOptimum tilted_optimum(const torch::Tensor& reward, double alpha) {
   require(torch::isfinite(r).all().item<bool>(), "tilted optimum: the rewards must be finite");
   const torch::Tensor log_w = torch::log_softmax(r / alpha, 0);
   TiltedOptimum tilt;
+  tilt.log_weights = log_w;
   tilt.weights = log_w.exp();
   const double n = double(r.size(0));
   tilt.kl = (tilt.weights * (log_w + std::log(n))).sum().item<double>();
