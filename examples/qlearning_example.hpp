@@ -175,9 +175,12 @@ inline std::string csv_rows(const torch::Tensor& x, const torch::Tensor& z = {})
 }
 
 inline nlohmann::ordered_json json_quality(const metrics::SampleQuality& q) {
-  return {
-      {"reward_mean", q.reward.mean}, {"reward_ci95", q.reward.ci95},         {"kl_mean", q.kl.mean},
-      {"kl_ci95", q.kl.ci95},         {"forward_kl_mean", q.forward_kl.mean}, {"forward_kl_ci95", q.forward_kl.ci95}};
+  return {{"reward_mean", q.reward.mean},
+          {"reward_ci95", q.reward.half_width},
+          {"kl_mean", q.kl.mean},
+          {"kl_ci95", q.kl.half_width},
+          {"forward_kl_mean", q.forward_kl.mean},
+          {"forward_kl_ci95", q.forward_kl.half_width}};
 }
 
 }  // namespace detail
@@ -232,10 +235,10 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
     for (auto [total, one] : {std::pair{&quality.reward, q.reward}, std::pair{&quality.kl, q.kl},
                               std::pair{&quality.forward_kl, q.forward_kl}}) {
       total->mean += one.mean / double(per_class.size());
-      total->ci95 += one.ci95 * one.ci95;
+      total->half_width += one.half_width * one.half_width;
     }
   for (auto* total : {&quality.reward, &quality.kl, &quality.forward_kl})
-    total->ci95 = std::sqrt(total->ci95) / double(per_class.size());
+    total->half_width = std::sqrt(total->half_width) / double(per_class.size());
 
   // The overall figures first, the settings, then per class (keys in this order).
   nlohmann::ordered_json metrics = detail::json_quality(quality);
@@ -264,8 +267,8 @@ int write_report(const QLearningFlags& f, Draw&& draw, const ExampleData& data, 
   io::write_text(out / "data.csv", detail::csv_rows(data.points, data.labels));
   write_json(out / "metrics.json", metrics);
   io::write_png(out / "samples.png", io::tile(panels, 1));
-  std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.ci95 << ", KL " << quality.kl.mean << " +- "
-            << quality.kl.ci95 << " nats (data || samples: " << quality.forward_kl.mean << ")";
+  std::cout << "reward " << quality.reward.mean << " +- " << quality.reward.half_width << ", KL " << quality.kl.mean
+            << " +- " << quality.kl.half_width << " nats (data || samples: " << quality.forward_kl.mean << ")";
   for (std::size_t c = 0; classes > 0 && c < per_class.size(); ++c)
     std::cout << (c ? "; " : " (") << "class " << c << ": reward " << per_class[c].reward.mean << ", KL "
               << per_class[c].kl.mean << (c + 1 == per_class.size() ? ")" : "");

@@ -251,8 +251,8 @@ TEST_CASE("sample quality reports both KL directions against fresh data", "[metr
 
   const auto one_mode = [&](int64_t n) { return shifted(n, left); };
   const auto missed = metrics::sample_quality(one_mode, reward, data, options);
-  INFO("one mode: " << missed.kl.mean << " +- " << missed.kl.ci95 << ", " << missed.forward_kl.mean << " +- "
-                    << missed.forward_kl.ci95);
+  INFO("one mode: " << missed.kl.mean << " +- " << missed.kl.half_width << ", " << missed.forward_kl.mean << " +- "
+                    << missed.forward_kl.half_width);
   CHECK(missed.kl.mean == Approx(std::log(2.0)).margin(0.05));
   CHECK(missed.forward_kl.mean > 3.0);
   CHECK(missed.reward.mean < 0.01);

@@ -1,9 +1,8 @@
 #pragma once
 // How good a generator's samples are, as the q-learning experiments report it:
-// the mean reward and the kNN KL divergence to the data, each as a mean with a 95%
-// confidence interval over independent batches of generated samples.
+// the mean reward and the kNN KL divergence to the data, each as a mean with its
+// 95% t-interval over independent batches of generated samples.
 
-#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <vector>
@@ -12,24 +11,14 @@
 
 #include "diffctl/error.hpp"
 #include "diffctl/metrics/knn_kl.hpp"
+#include "diffctl/metrics/paired_comparison.hpp"
 
 namespace diffctl::metrics {
 
-struct MeanCi {
-  double mean = 0.0;
-  double ci95 = 0.0;  // half-width: mean +- ci95, normal approximation
-};
-
-inline MeanCi mean_ci95(const std::vector<double>& values) {
-  require(values.size() >= 2, "mean_ci95: need at least 2 values, found ", values.size());
-  const torch::Tensor v = torch::tensor(values, torch::kDouble);
-  return {v.mean().item<double>(), 1.96 * v.std().item<double>() / std::sqrt(static_cast<double>(values.size()))};
-}
-
 struct SampleQuality {
-  MeanCi reward;      // mean of h over a batch
-  MeanCi kl;          // KL(generated batch || data), nats: the papers' figure; blind to missed modes
-  MeanCi forward_kl;  // KL(data || generated batch), nats: large where the samples miss data
+  MeanInterval reward;      // mean of h over a batch
+  MeanInterval kl;          // KL(generated batch || data), nats: the papers' figure; blind to missed modes
+  MeanInterval forward_kl;  // KL(data || generated batch), nats: large where the samples miss data
 };
 
 struct SampleQualityOptions {
@@ -58,7 +47,7 @@ SampleQuality sample_quality(Draw&& draw, Reward&& reward, Reference&& reference
     kls.push_back(knn_kl_divergence(y, data, options.knn));
     forward_kls.push_back(knn_kl_divergence(data, y, options.knn));
   }
-  return {mean_ci95(rewards), mean_ci95(kls), mean_ci95(forward_kls)};
+  return {mean_interval(rewards), mean_interval(kls), mean_interval(forward_kls)};
 }
 
 }  // namespace diffctl::metrics
