@@ -114,6 +114,7 @@ struct DemoSettings {
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
   std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
   int64_t optimistic_rounds = -1;     // score-matching: rounds tilted by the optimistic reward (-1: all it may)
+  std::vector<int64_t> round_steps;   // score-matching: denoising steps in each round (empty: --optimize-steps each)
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
   // difference from the pretrained drift, scaled
   double steer_until = 1.0, tuned_scale = 1.0;
@@ -955,7 +956,8 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       require(*resumed_after >= 0 && *resumed_after <= int64_t(s.queries.size()), checkpoint_path.string(),
               " is at round ", *resumed_after, " of a run of ", s.queries.size(), " rounds");
       ensemble.refresh(feedback);
-      tuner.trainer().set_steps(*resumed_after * s.optimize_steps);
+      tuner.trainer().set_steps(
+          std::accumulate(s.round_steps.begin(), s.round_steps.begin() + *resumed_after, int64_t{0}));
       std::cerr << "seiko_demo: resuming after round " << *resumed_after << " with " << feedback.size() << " labels\n";
     }
 
@@ -1009,8 +1011,8 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       }
       aim(round, tuner.retilt(torch::cat(rewards)));
       train(
-          s.optimize_steps, [&] { return tuner.step(generator); },
-          callbacks::ProgressBar("score-matching round " + std::to_string(round), s.optimize_steps));
+          s.round_steps[i], [&] { return tuner.step(generator); },
+          callbacks::ProgressBar("score-matching round " + std::to_string(round), s.round_steps[i]));
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const auto [figures, q, x, z] = measure(round, s.eval_samples, seconds);
       // The row first: a kill before the checkpoint runs this round again and
@@ -1031,7 +1033,8 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      {"embedding_lr_factor", s.embedding_lr_factor},
                      {"steer_until", s.steer_until},
                      {"tuned_scale", s.tuned_scale},
-                     {"optimize_steps", s.optimize_steps}});
+                     {"optimize_steps", s.optimize_steps},
+                     {"round_steps", s.round_steps}});
     write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
     // The tuned network, as a class-conditional pretrain_diffusion output: `sample`
     // draws from it, and --optimal-from evaluates it again at another --tuned-scale
@@ -1149,6 +1152,11 @@ int main(int argc, char** argv) {
                  "score-matching: tilt by the optimistic reward in the first N rounds only, by the mean after them "
                  "(explore, then commit; -1, the default: every round --final-tilt allows)")
       ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()));
+  app.add_option("--round-steps", s.round_steps,
+                 "score-matching: denoising steps in each round, one value per --queries round (default: "
+                 "--optimize-steps in every round; 0 0 2100: the UNet learns the last round's optimum only, since "
+                 "each round's labels come from the previous round's optimum on the pool, not from the UNet)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
@@ -1220,6 +1228,11 @@ int main(int argc, char** argv) {
     if (s.batch == 0) s.batch = score_matching ? 64 : small ? 16 : 64;
     // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
     if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 700 : 2000) : small ? 40 : 200;
+    require(s.round_steps.empty() || score_matching, "--round-steps: only --variant score-matching has them");
+    require(s.round_steps.empty() || s.round_steps.size() == s.queries.size(),
+            "--round-steps: needs one value per round of --queries (", s.queries.size(), "), found ",
+            s.round_steps.size());
+    if (score_matching && s.round_steps.empty()) s.round_steps.assign(s.queries.size(), s.optimize_steps);
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto [generator, device, group] = examples::start_distributed_run(flags);
