@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Where a score-matching run's oracle labels went: the classes of the samples asked about.
+
+seiko_demo --variant score-matching asks its labels of pool samples and stores
+each asked sample in feedback.sqlite; pool.pt holds the pool and the oracle's
+class of every pool sample (`pool_class`, which the run uses only to report).
+This matches each stored sample to its pool row (they are the same floats) and
+prints, per round and prompt, how many labels the prompt's queries spent on
+each class and how many labels came back positive (above 0.5: the prompt's class
+shown to the reward model). The summary line is about the prompts that round 1
+left without a positive label: what share of their round-2 labels went to their
+own class, and to the single class that took most of them.
+
+    /usr/bin/python3 scripts/query_classes.py out/seiko [more runs...]
+    /usr/bin/python3 scripts/query_classes.py --summary out/q_sm_s0 out/q_sm_s8
+
+Needs Debian's python3-torch and python3-numpy (never a dependency of the library).
+"""
+import argparse
+import io
+import json
+import os
+import sqlite3
+import sys
+
+import numpy as np
+import torch
+
+
+def load_pool(run):
+    """The pool [N, D] and its oracle classes [N] from RUN/pool.pt (a diffctl checkpoint)."""
+    raw = open(f"{run}/pool.pt", "rb").read()
+    magic, _digest, archive = raw.split(b"\n", 2)
+    if magic != b"DFCKPT1":
+        sys.exit(f"{run}/pool.pt: not a diffctl checkpoint")
+    buffers = dict(torch.jit.load(io.BytesIO(archive)).named_buffers())
+    pool = next(v for k, v in buffers.items() if k.split(".")[-1] == "pool")
+    classes = next(v for k, v in buffers.items() if k.split(".")[-1] == "pool_class")
+    return pool.reshape(pool.shape[0], -1).float(), classes.long()
+
+
+def load_labels(run, pool, classes):
+    """Per label: round, prompt, label and the class of the pool sample it asked about."""
+    db = sqlite3.connect(f"file:{run}/feedback.sqlite?mode=ro", uri=True)
+    rows = list(db.execute("select round, prompt, label, sample from labels where label is not null order by id"))
+    if not rows:
+        sys.exit(f"{run}/feedback.sqlite: no labels")
+    samples = torch.stack([torch.from_numpy(np.frombuffer(r[3], dtype=np.float32).copy()) for r in rows])
+    # The nearest pool row (cdist's matrix-product form is off by rounding), then an exact check.
+    index = torch.cat([torch.cdist(part, pool).argmin(1) for part in samples.split(256)])
+    if not torch.equal(samples, pool[index]):
+        sys.exit(f"{run}: a stored sample is not a row of pool.pt: not a score-matching run?")
+    field = lambda k: np.array([r[k] for r in rows])
+    return field(0), field(1), field(2), classes[index].numpy()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="seiko_demo --variant score-matching output folders")
+    parser.add_argument("--summary", action="store_true", help="only the round-2 summary, summed over the runs")
+    args = parser.parse_args()
+    totals = {"prompts": 0, "labels": 0, "own": 0, "top": 0, "no_positive": 0, "their_accuracy": 0.0}
+    for run in args.runs:
+        for needed in ("pool.pt", "feedback.sqlite", "metrics.json"):
+            if not os.path.isfile(f"{run}/{needed}"):
+                sys.exit(f"{run}/{needed} not found: a finished seiko_demo --variant score-matching run has it")
+        names = json.load(open(f"{run}/metrics.json"))["per_prompt"]
+        pool, classes = load_pool(run)
+        rounds, prompts, labels, asked = load_labels(run, pool, classes)
+        count = int(classes.max()) + 1
+        if not args.summary:
+            print(f"{run}: per round and prompt, the classes its labels asked about (count), positive labels")
+            for r in np.unique(rounds):
+                for z in range(count):
+                    mine = (rounds == r) & (prompts == z)
+                    if not mine.any():
+                        continue
+                    spread = np.bincount(asked[mine], minlength=count)
+                    order = [c for c in np.argsort(-spread, kind="stable") if spread[c]]
+                    where = ", ".join(f"{names[c]['class_name']} {spread[c]}" for c in order)
+                    print(f"  round {r}, {names[z]['class_name']}: {where}; positive {(labels[mine] > 0.5).sum()} of {mine.sum()}")
+        shown = set(prompts[(rounds == 1) & (labels > 0.5)].tolist())
+        for z in range(count):
+            mine = (rounds == 2) & (prompts == z)
+            if z in shown or not mine.any():
+                continue
+            spread = np.bincount(asked[mine], minlength=count)
+            totals["prompts"] += 1
+            totals["labels"] += int(mine.sum())
+            totals["own"] += int(spread[z])
+            totals["top"] += int(spread.max())
+            if (labels[mine] > 0.5).sum() == 0:
+                totals["no_positive"] += 1
+                totals["their_accuracy"] += names[z]["oracle_accuracy"]
+    t = totals
+    if t["prompts"]:
+        print(f"round 2, prompts without a positive label in round 1: {t['prompts']} prompt-runs, {t['labels']} labels; "
+              f"share on the prompt's own class {t['own'] / t['labels']:.2f}, on the class that took most of a "
+              f"prompt's labels {t['top'] / t['labels']:.2f}; prompts still without a positive label {t['no_positive']}"
+              + (f" (final oracle accuracy {t['their_accuracy'] / t['no_positive']:.2f} on average)" if t["no_positive"] else ""))
+
+
+if __name__ == "__main__":
+    main()
