@@ -115,7 +115,6 @@ struct DemoSettings {
   std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
   int64_t optimistic_rounds = -1;     // score-matching: rounds tilted by the optimistic reward (-1: all it may)
   std::vector<int64_t> round_steps;   // score-matching: denoising steps in each round (empty: --optimize-steps each)
-  double min_effective_samples = 0;   // score-matching: per prompt, the fewest effective pool samples an optimum keeps
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
   // difference from the pretrained drift, scaled
   double steer_until = 1.0, tuned_scale = 1.0;
@@ -914,7 +913,6 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
         {.alpha = s.alpha,
          .beta = s.beta,
          .batch = s.batch,
-         .min_effective_samples = s.min_effective_samples,
          .denoising = {.learning_rate = s.pg_lr,
                        .ema_decay = 0.99,
                        .time_scale = time_scale,
@@ -938,11 +936,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       optima = torch::cat({optima, torch::tensor(row, torch::kDouble).unsqueeze(0)});
       std::cout << "score-matching round " << round << ": the pool optimum has oracle accuracy "
                 << accuracy / double(classes) << " at " << kl / double(classes) << " nats, "
-                << effective / double(classes) << " effective samples per prompt";
-      for (int64_t c = 0; c < classes; ++c)  // --min-effective-samples raised these prompts' alpha
-        if (tilts[std::size_t(c)].alpha > s.alpha + s.beta)
-          std::cout << "; " << class_names[std::size_t(c)] << " tempered to alpha " << tilts[std::size_t(c)].alpha;
-      std::cout << std::endl;
+                << effective / double(classes) << " effective samples per prompt" << std::endl;
     };
 
     // A round's checkpoint: the tuner, the reward ensemble, the generators (the
@@ -1040,8 +1034,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      {"steer_until", s.steer_until},
                      {"tuned_scale", s.tuned_scale},
                      {"optimize_steps", s.optimize_steps},
-                     {"round_steps", s.round_steps},
-                     {"min_effective_samples", s.min_effective_samples}});
+                     {"round_steps", s.round_steps}});
     write_final_evaluation(out, rounds.rows(), class_names, x, z, figures, q, settings);
     // The tuned network, as a class-conditional pretrain_diffusion output: `sample`
     // draws from it, and --optimal-from evaluates it again at another --tuned-scale
@@ -1164,11 +1157,6 @@ int main(int argc, char** argv) {
                  "--optimize-steps in every round; 0 0 2100: the UNet learns the last round's optimum only, since "
                  "each round's labels come from the previous round's optimum on the pool, not from the UNet)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--min-effective-samples", s.min_effective_samples,
-                 "score-matching: per prompt, the fewest effective pool samples (1 / sum w^2) a round's optimum may "
-                 "lean on; a sharper tilt is tempered, its alpha raised for that prompt until it keeps this many "
-                 "(0, the default: none)")
-      ->check(CLI::NonNegativeNumber);
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimal-from", s.optimal_from,
@@ -1230,10 +1218,6 @@ int main(int argc, char** argv) {
     require((s.steer_until == 1.0 && s.tuned_scale == 1.0) || score_matching || !s.optimal_from.empty(),
             "--steer-until and --tuned-scale shape a tuned model's drift: --variant score-matching or --optimal-from");
     require(s.final_tilt.empty() || score_matching, "--final-tilt: only --variant score-matching tilts a pool");
-    require(s.min_effective_samples == 0 || score_matching,
-            "--min-effective-samples: only --variant score-matching tilts a pool");
-    require(s.min_effective_samples <= double(s.pool), "--min-effective-samples ", s.min_effective_samples,
-            ": a tilt of --pool ", s.pool, " samples has at most ", s.pool, " effective samples");
     require(s.optimistic_rounds < 0 || score_matching,
             "--optimistic-rounds: only --variant score-matching tilts a pool");
     if (score_matching && s.final_tilt.empty()) s.final_tilt = "mean";

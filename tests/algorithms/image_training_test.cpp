@@ -311,36 +311,6 @@ TEST_CASE("tilted score matching's weights are the objective's optimum on the po
                     Catch::Contains("alpha must be > 0"));
 }
 
-TEST_CASE("tilted score matching tempers a tilt sharper than its effective-sample floor", "[algorithms][tilt]") {
-  // k of N samples at reward a, the rest at 0; alpha = 1, beta = 0. At power
-  // lambda the weights are q = exp(lambda a) and 1, and the effective samples
-  // (k q + m)^2 / (k q^2 + m) with m = N - k. Setting them to the floor F gives
-  // (F k - k^2) q^2 - 2 k m q + (F m - m^2) = 0, whose root above 1 is the answer.
-  const int64_t n = 50, k = 5;
-  const double a = 10.0, fewest = 20.0, m = double(n - k);
-  torch::Tensor rewards = torch::zeros({n, 2}, torch::kDouble);
-  rewards.narrow(0, 0, k).select(1, 0).fill_(a);  // prompt 0: sharp (about 5 effective samples untempered)
-  rewards.select(1, 1).copy_(torch::linspace(0.0, 0.1, n, torch::kDouble));  // prompt 1: flat, left as it is
-  algorithms::TiltedScoreMatching<sde::VpCosine, FlatEpsNet> tuner(sde::VpCosine{}, FlatEpsNet(16, 2),
-                                                                   FlatEpsNet(16, 2), torch::zeros({n, 1, 4, 4}), 2,
-                                                                   {.alpha = 1.0, .min_effective_samples = fewest});
-  const auto tilts = tuner.retilt(rewards);
-  const double qa = fewest * k - double(k * k), qb = -2.0 * k * m, qc = fewest * m - m * m;
-  const double q = (-qb + std::sqrt(qb * qb - 4.0 * qa * qc)) / (2.0 * qa);
-  const torch::Tensor w = tuner.log_weights().select(1, 0).exp();
-  CHECK(w[0].item<double>() / w[n - 1].item<double>() == Approx(q).epsilon(1e-9));
-  CHECK(tilts[0].effective_samples == Approx(fewest).epsilon(1e-9));
-  CHECK(tilts[0].alpha == Approx(a / std::log(q)).epsilon(1e-9));  // exp(a / alpha') = q
-  CHECK(metrics::tilted_optimum(rewards.select(1, 0), 1.0).effective_samples < 6.0);
-  // A tilt already above the floor is the untempered optimum, at the options' alpha.
-  CHECK(torch::allclose(tuner.log_weights().select(1, 1), torch::log_softmax(rewards.select(1, 1), 0), 1e-12, 1e-12));
-  CHECK(tilts[1].alpha == 1.0);
-  CHECK_THROWS_WITH((algorithms::TiltedScoreMatching<sde::VpCosine, FlatEpsNet>(
-                        sde::VpCosine{}, FlatEpsNet(16, 2), FlatEpsNet(16, 2), tuner.pool(), 2,
-                        {.alpha = 1.0, .min_effective_samples = 51.0})),
-                    Catch::Contains("min_effective_samples must lie in [0, 50]"));
-}
-
 TEST_CASE("tilted score matching asks labels of its optimum's samples, each pair once", "[algorithms][tilt]") {
   auto generator = make_generator(5);
   const int64_t n = 6;

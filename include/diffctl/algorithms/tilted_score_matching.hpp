@@ -53,12 +53,6 @@ struct TiltedScoreMatchingOptions {
   double alpha = 1.0;  // weight of KL(p || p_pre), nats per unit of reward
   double beta = 0.0;   // weight of KL(p || p_prev), the previous round's model
   int64_t batch = 64;  // pool draws per step
-  // Per prompt, the fewest effective pool samples (1 / sum w_i^2) an optimum may
-  // lean on; 0: none. A sharper tilt is tempered, its alpha + beta raised until it
-  // keeps this many (adaptive tempering, as sequential Monte Carlo picks its next
-  // temperature): an optimum resting on a handful of pool samples is one that
-  // neither the pool estimates well nor the network learns (examples/RESULTS.md).
-  double min_effective_samples = 0.0;
   // A fine-tuning's learning rate, and a short moving average: its steps are few.
   DenoisingOptions denoising{.learning_rate = 1e-4, .ema_decay = 0.99};
 };
@@ -67,7 +61,6 @@ struct TiltedScoreMatchingOptions {
 struct PoolTilt {
   double kl = 0.0;                 // KL(p* || p_pre) estimated on the pool, nats (at most log N)
   double effective_samples = 0.0;  // 1 / sum_i w_i^2
-  double alpha = 0.0;              // the alpha + beta it was taken at: above the options' where tempered
 };
 
 template <NoiseSchedule Schedule, EpsilonNetwork Net>
@@ -90,9 +83,6 @@ class TiltedScoreMatching {
     require(std::isfinite(options.alpha) && options.alpha > 0.0 && std::isfinite(options.beta) && options.beta >= 0.0,
             "tilted score matching: alpha must be > 0 and beta >= 0, found ", options.alpha, " and ", options.beta);
     require(options.batch >= 1, "tilted score matching: batch must be >= 1, found ", options.batch);
-    require(options.min_effective_samples >= 0.0 && options.min_effective_samples <= double(pool_.size(0)),
-            "tilted score matching: min_effective_samples must lie in [0, ", pool_.size(0),
-            "] (the pool's size), found ", options.min_effective_samples);
     // Before any reward: the pretrained model itself, uniform weights.
     log_weights_ = torch::full({pool_.size(0), classes}, -std::log(double(pool_.size(0))), torch::kDouble);
     asked_ = torch::zeros({pool_.size(0), classes}, torch::kBool);
@@ -101,7 +91,7 @@ class TiltedScoreMatching {
   // The round's optimum after the reward model changed: rewards [N, classes] are
   // r(x_i, z) at the pool's samples (the optimistic reward, for SEIKO). The
   // previous weights stand for p_prev (beta's trust region). Returns each prompt's
-  // KL to the pretrained model, effective samples and the alpha + beta taken.
+  // KL to the pretrained model and effective samples.
   std::vector<PoolTilt> retilt(const torch::Tensor& rewards) {
     require(rewards.defined() && rewards.dim() == 2 && rewards.size(0) == pool_.size(0) && rewards.size(1) == classes_,
             "tilted score matching: expected rewards [", pool_.size(0), ", ", classes_, "], found ",
@@ -114,9 +104,9 @@ class TiltedScoreMatching {
     std::vector<PoolTilt> tilts;
     std::vector<torch::Tensor> columns;
     for (int64_t c = 0; c < classes_; ++c) {
-      const auto [tilt, power] = tempered(exponent.select(1, c));
+      const metrics::TiltedOptimum tilt = metrics::tilted_optimum(exponent.select(1, c), 1.0);
       columns.push_back(tilt.log_weights);
-      tilts.push_back({tilt.kl, tilt.effective_samples, total / power});
+      tilts.push_back({tilt.kl, tilt.effective_samples});
     }
     log_weights_ = torch::stack(columns, 1);
     return tilts;
@@ -186,21 +176,6 @@ class TiltedScoreMatching {
   DenoisingTrainer<Schedule, Net>& trainer() { return trainer_; }
 
  private:
-  // The tilt softmax(lambda s) with the largest power lambda in (0, 1] that keeps
-  // min_effective_samples. The effective samples fall as lambda grows (d/dlambda of
-  // their log is 2 (E_lambda[s] - E_2lambda[s]) <= 0), so bisection finds it.
-  std::pair<metrics::TiltedOptimum, double> tempered(const torch::Tensor& s) const {
-    metrics::TiltedOptimum tilt = metrics::tilted_optimum(s, 1.0);
-    const double fewest = options_.min_effective_samples;
-    if (tilt.effective_samples >= fewest) return {std::move(tilt), 1.0};
-    double low = 0.0, high = 1.0;  // lambda = 0 is uniform: N >= fewest effective samples
-    for (int i = 0; i < 60; ++i) {
-      const double mid = 0.5 * (low + high);
-      (metrics::tilted_optimum(s * mid, 1.0).effective_samples >= fewest ? low : high) = mid;
-    }
-    return {metrics::tilted_optimum(s * low, 1.0), low};
-  }
-
   DenoisingTrainer<Schedule, Net> trainer_;
   torch::Tensor pool_;
   int64_t classes_;
