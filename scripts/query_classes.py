@@ -9,10 +9,17 @@ prints, per round and prompt, how many labels the prompt's queries spent on
 each class and how many labels came back positive (above 0.5: the prompt's class
 shown to the reward model). The summary line is about the prompts that round 1
 left without a positive label: what share of their round-2 labels went to their
-own class, and to the single class that took most of them.
+own class (against a uniform draw from the pool), and to the single class that
+took most of them.
+
+--gaps instead compares, per prompt, the last round's pool optimum (the oracle's
+accuracy under score_matching.pt's weights, and their effective samples
+1 / sum w^2) with the delivered UNet's accuracy (metrics.json), and sums the
+gap over all runs by the optimum's effective samples.
 
     /usr/bin/python3 scripts/query_classes.py out/seiko [more runs...]
     /usr/bin/python3 scripts/query_classes.py --summary out/q_sm_s0 out/q_sm_s8
+    /usr/bin/python3 scripts/query_classes.py --gaps out/q_sm_s0 out/q_sm_s8
 
 Needs Debian's python3-torch and python3-numpy (never a dependency of the library).
 """
@@ -27,16 +34,44 @@ import numpy as np
 import torch
 
 
-def load_pool(run):
-    """The pool [N, D] and its oracle classes [N] from RUN/pool.pt (a diffctl checkpoint)."""
-    raw = open(f"{run}/pool.pt", "rb").read()
-    magic, _digest, archive = raw.split(b"\n", 2)
+def load_buffers(path):
+    """The tensors of a diffctl checkpoint (a header line, a digest line, then a TorchScript archive)."""
+    magic, _digest, archive = open(path, "rb").read().split(b"\n", 2)
     if magic != b"DFCKPT1":
-        sys.exit(f"{run}/pool.pt: not a diffctl checkpoint")
-    buffers = dict(torch.jit.load(io.BytesIO(archive)).named_buffers())
-    pool = next(v for k, v in buffers.items() if k.split(".")[-1] == "pool")
-    classes = next(v for k, v in buffers.items() if k.split(".")[-1] == "pool_class")
-    return pool.reshape(pool.shape[0], -1).float(), classes.long()
+        sys.exit(f"{path}: not a diffctl checkpoint")
+    return {k.split(".")[-1]: v for k, v in torch.jit.load(io.BytesIO(archive)).named_buffers()}
+
+
+def load_pool(run):
+    """The pool [N, D] and its oracle classes [N] from RUN/pool.pt."""
+    buffers = load_buffers(f"{run}/pool.pt")
+    pool = buffers["pool"]
+    return pool.reshape(pool.shape[0], -1).float(), buffers["pool_class"].long()
+
+
+def print_gaps(runs):
+    """Per prompt, the last pool optimum against the UNet; then the gap by the optimum's effective samples."""
+    rows = []  # (effective samples, optimum accuracy, UNet accuracy)
+    for run in runs:
+        per_prompt = json.load(open(f"{run}/metrics.json"))["per_prompt"]
+        _, classes = load_pool(run)
+        weights = load_buffers(f"{run}/score_matching.pt")["log_weights"].exp()  # [N, prompts]
+        print(f"{run}: per prompt, the last pool optimum's accuracy (effective samples) and the UNet's")
+        for z, prompt in enumerate(per_prompt):
+            optimum = float((weights[:, z] * (classes == z).double()).sum())
+            effective = float(1.0 / weights[:, z].square().sum())
+            rows.append((effective, optimum, prompt["oracle_accuracy"]))
+            print(f"  {prompt['class_name']}: optimum {optimum:.2f} ({effective:.0f}), UNet {prompt['oracle_accuracy']:.2f}")
+    rows = np.array(rows)
+    print(f"{len(rows)} prompt-runs, by the optimum's effective samples: prompt-runs, optimum, UNet, gap, share kept")
+    for low, high in ((0, 30), (30, 60), (60, 120), (120, np.inf)):
+        part = rows[(rows[:, 0] >= low) & (rows[:, 0] < high)]
+        if len(part):
+            optimum, unet = part[:, 1].mean(), part[:, 2].mean()
+            print(f"  {low} to {high}: {len(part)}, {optimum:.3f}, {unet:.3f}, {optimum - unet:.3f}, {unet / optimum:.2f}")
+    rank = lambda x: np.argsort(np.argsort(x))
+    print(f"  Spearman's rank correlation of effective samples and gap: "
+          f"{np.corrcoef(rank(rows[:, 0]), rank(rows[:, 1] - rows[:, 2]))[0, 1]:.2f}")
 
 
 def load_labels(run, pool, classes):
@@ -58,16 +93,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="seiko_demo --variant score-matching output folders")
     parser.add_argument("--summary", action="store_true", help="only the round-2 summary, summed over the runs")
+    parser.add_argument("--gaps", action="store_true", help="the last pool optimum against the UNet, per prompt")
     args = parser.parse_args()
-    totals = {"prompts": 0, "labels": 0, "own": 0, "top": 0, "no_positive": 0, "their_accuracy": 0.0}
+    totals = {"prompts": 0, "labels": 0, "own": 0, "uniform": 0.0, "top": 0, "no_positive": 0, "their_accuracy": 0.0}
     for run in args.runs:
-        for needed in ("pool.pt", "feedback.sqlite", "metrics.json"):
+        for needed in ("pool.pt", "feedback.sqlite", "metrics.json", "score_matching.pt"):
             if not os.path.isfile(f"{run}/{needed}"):
                 sys.exit(f"{run}/{needed} not found: a finished seiko_demo --variant score-matching run has it")
-        names = json.load(open(f"{run}/metrics.json"))["per_prompt"]
+    if args.gaps:
+        return print_gaps(args.runs)
+    for run in args.runs:
+        per_prompt = json.load(open(f"{run}/metrics.json"))["per_prompt"]
         pool, classes = load_pool(run)
         rounds, prompts, labels, asked = load_labels(run, pool, classes)
-        count = int(classes.max()) + 1
+        count = len(per_prompt)
         if not args.summary:
             print(f"{run}: per round and prompt, the classes its labels asked about (count), positive labels")
             for r in np.unique(rounds):
@@ -77,8 +116,8 @@ def main():
                         continue
                     spread = np.bincount(asked[mine], minlength=count)
                     order = [c for c in np.argsort(-spread, kind="stable") if spread[c]]
-                    where = ", ".join(f"{names[c]['class_name']} {spread[c]}" for c in order)
-                    print(f"  round {r}, {names[z]['class_name']}: {where}; positive {(labels[mine] > 0.5).sum()} of {mine.sum()}")
+                    where = ", ".join(f"{per_prompt[c]['class_name']} {spread[c]}" for c in order)
+                    print(f"  round {r}, {per_prompt[z]['class_name']}: {where}; positive {(labels[mine] > 0.5).sum()} of {mine.sum()}")
         shown = set(prompts[(rounds == 1) & (labels > 0.5)].tolist())
         for z in range(count):
             mine = (rounds == 2) & (prompts == z)
@@ -88,14 +127,18 @@ def main():
             totals["prompts"] += 1
             totals["labels"] += int(mine.sum())
             totals["own"] += int(spread[z])
+            totals["uniform"] += float(mine.sum() * (classes == z).double().mean())
             totals["top"] += int(spread.max())
             if (labels[mine] > 0.5).sum() == 0:
                 totals["no_positive"] += 1
-                totals["their_accuracy"] += names[z]["oracle_accuracy"]
+                totals["their_accuracy"] += per_prompt[z]["oracle_accuracy"]
     t = totals
-    if t["prompts"]:
+    if not t["prompts"]:
+        print("round 2: no prompt was left without a positive label by round 1 (or the runs have one round)")
+    else:
         print(f"round 2, prompts without a positive label in round 1: {t['prompts']} prompt-runs, {t['labels']} labels; "
-              f"share on the prompt's own class {t['own'] / t['labels']:.2f}, on the class that took most of a "
+              f"share on the prompt's own class {t['own'] / t['labels']:.2f} (a uniform draw from the pool: "
+              f"{t['uniform'] / t['labels']:.3f}), on the class that took most of a "
               f"prompt's labels {t['top'] / t['labels']:.2f}; prompts still without a positive label {t['no_positive']}"
               + (f" (final oracle accuracy {t['their_accuracy'] / t['no_positive']:.2f} on average)" if t["no_positive"] else ""))
 
