@@ -106,16 +106,15 @@ struct DemoSettings {
   bool anchored = true, resume = false, learn_gain = true, null_prompt = false;
   std::string optimal_from, oracle_script;
   bool external_labels = false;
-  double label_wait = -1.0;            // seconds to wait for outside labels; < 0: as long as it takes
-  double pg_lr = 1e-4;                 // DDPO's and DPOK's Adam learning rate on the UNet
-  double optimal_cfg = 0.0;            // --optimal-from's classifier-free guidance scale
-  int64_t tilt_samples = 0;            // pretrained samples for the tilted optima (0: none)
-  int64_t pool = 6000;                 // score-matching: pretrained samples whose tilt is the round's optimum
-  double embedding_lr_factor = 30.0;   // score-matching: the class embedding's learning rate over --pg-lr's
-  std::string final_tilt;              // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
-  int64_t optimistic_rounds = -1;      // score-matching: rounds tilted by the optimistic reward (-1: all it may)
-  std::string query_draw = "optimum";  // score-matching: labels from the round's optimum, or "thompson"
-  std::vector<int64_t> round_steps;    // score-matching: denoising steps in each round (empty: --optimize-steps each)
+  double label_wait = -1.0;           // seconds to wait for outside labels; < 0: as long as it takes
+  double pg_lr = 1e-4;                // DDPO's and DPOK's Adam learning rate on the UNet
+  double optimal_cfg = 0.0;           // --optimal-from's classifier-free guidance scale
+  int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
+  int64_t pool = 6000;                // score-matching: pretrained samples whose tilt is the round's optimum
+  double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
+  std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
+  int64_t optimistic_rounds = -1;     // score-matching: rounds tilted by the optimistic reward (-1: all it may)
+  std::vector<int64_t> round_steps;   // score-matching: denoising steps in each round (empty: --optimize-steps each)
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
   // difference from the pretrained drift, scaled
   double steer_until = 1.0, tuned_scale = 1.0;
@@ -919,22 +918,6 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                        .time_scale = time_scale,
                        .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
     const auto tuned = [&] { return steered(s, schedule, tuner.trainer().score(), pretrained); };
-    // The reward model at every pool sample under every prompt, on the CPU: each
-    // member's ([M, N, classes]: members), or the greedy or optimistic reward
-    // ([N, classes]).
-    const auto pool_rewards = [&](bool members, bool greedy = false) {
-      torch::NoGradGuard no_grad;
-      const torch::Tensor every_class = torch::arange(classes, torch::kLong).to(device);
-      std::vector<torch::Tensor> parts;
-      for (int64_t begin = 0; begin < s.pool; begin += 256) {
-        const torch::Tensor part = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
-        parts.push_back((members  ? ensemble.predictions_each(part, every_class)
-                         : greedy ? ensemble.mean_each(part, every_class)
-                                  : ensemble.optimistic_each(part, every_class))
-                            .cpu());
-      }
-      return torch::cat(parts, members ? 1 : 0);
-    };
     // The round's optimum on the pool, in the oracle's terms (class averages): a row
     // (round, accuracy, KL, effective samples) per round, in the checkpoint too.
     const std::vector<std::string> optimum_columns{"round", "oracle_accuracy", "kl_to_pretrained", "effective_samples"};
@@ -1002,27 +985,31 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       // class the labels never showed stays unlearnt (examples/RESULTS.md, "Prompts
       // that no label showed"). What a killed run asked about in this round is not
       // asked again.
-      // --query-draw thompson asks each label of the optimum under one member of
-      // the ensemble instead (the pretrained model's samples in round 1).
       reward::RoundQueries queries(feedback, round);
       const torch::Tensor prompts = torch::randint(classes, {s.queries[i]}, generator);
-      const torch::Tensor rows = (s.query_draw == "thompson" && round > 1
-                                      ? tuner.draw_posterior_queries(prompts, pool_rewards(true), generator)
-                                      : tuner.draw_queries(prompts, generator))
-                                     .to(device);
+      const torch::Tensor rows = tuner.draw_queries(prompts, generator).to(device);
       for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
         const int64_t count = std::min<int64_t>(128, s.queries[i] - asked);
         queries.ask(oracle, pool.index_select(0, rows.narrow(0, asked, count)),
                     prompts.narrow(0, asked, count).to(device));
       }
       ensemble.fit(feedback);
-      // Optimism explores through the next round's queries; the last round's
-      // model has none after it, so --final-tilt mean aims it at the greedy reward,
-      // and --optimistic-rounds ends exploring sooner. Thompson draws explore
-      // through the members, and the optimum is the greedy one.
-      const bool greedy = (round == int64_t(s.queries.size()) && s.final_tilt == "mean") ||
-                          (s.optimistic_rounds >= 0 && round > s.optimistic_rounds) || s.query_draw == "thompson";
-      aim(round, tuner.retilt(pool_rewards(false, greedy)));
+      std::vector<torch::Tensor> rewards;
+      {
+        torch::NoGradGuard no_grad;
+        const torch::Tensor every_class = torch::arange(classes, torch::kLong).to(device);
+        // Optimism explores through the next round's queries; the last round's
+        // model has none after it, so --final-tilt mean aims it at the greedy reward,
+        // and --optimistic-rounds ends exploring sooner.
+        const bool greedy = (round == int64_t(s.queries.size()) && s.final_tilt == "mean") ||
+                            (s.optimistic_rounds >= 0 && round > s.optimistic_rounds);
+        for (int64_t begin = 0; begin < s.pool; begin += 256) {
+          const torch::Tensor part = pool.narrow(0, begin, std::min<int64_t>(256, s.pool - begin));
+          rewards.push_back(
+              (greedy ? ensemble.mean_each(part, every_class) : ensemble.optimistic_each(part, every_class)).cpu());
+        }
+      }
+      aim(round, tuner.retilt(torch::cat(rewards)));
       train(
           s.round_steps[i], [&] { return tuner.step(generator); },
           callbacks::ProgressBar("score-matching round " + std::to_string(round), s.round_steps[i]));
@@ -1040,7 +1027,6 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      {"bonus", s.bonus},
                      {"final_tilt", s.final_tilt},
                      {"optimistic_rounds", s.optimistic_rounds},
-                     {"query_draw", s.query_draw},
                      {"pool", s.pool},
                      {"reward_features", s.reward_features},
                      {"pool_optima", optimum_rows_json(optima, optimum_columns)},
@@ -1166,12 +1152,6 @@ int main(int argc, char** argv) {
                  "score-matching: tilt by the optimistic reward in the first N rounds only, by the mean after them "
                  "(explore, then commit; -1, the default: every round --final-tilt allows)")
       ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()));
-  app.add_option("--query-draw", s.query_draw,
-                 "score-matching: which samples the labels are asked of: optimum (the round's optimum under the "
-                 "optimistic reward, mean + --bonus std; greedy with --bonus 0; the default) or thompson (each "
-                 "label from the optimum under one ensemble member drawn for it, posterior sampling; the rounds' "
-                 "optima then follow the ensemble's mean)")
-      ->check(CLI::IsMember({"optimum", "thompson"}));
   app.add_option("--round-steps", s.round_steps,
                  "score-matching: denoising steps in each round, one value per --queries round (default: "
                  "--optimize-steps in every round; 0 0 2100: the UNet learns the last round's optimum only, since "
@@ -1240,8 +1220,6 @@ int main(int argc, char** argv) {
     require(s.final_tilt.empty() || score_matching, "--final-tilt: only --variant score-matching tilts a pool");
     require(s.optimistic_rounds < 0 || score_matching,
             "--optimistic-rounds: only --variant score-matching tilts a pool");
-    require(s.query_draw == "optimum" || score_matching, "--query-draw: only --variant score-matching draws its ",
-            "labels from a pool");
     if (score_matching && s.final_tilt.empty()) s.final_tilt = "mean";
     // Labels are asked of pool samples, each (sample, prompt) pair once.
     const int64_t labels = std::accumulate(s.queries.begin(), s.queries.end(), int64_t{0});

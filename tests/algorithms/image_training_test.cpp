@@ -365,58 +365,6 @@ TEST_CASE("tilted score matching asks labels of its optimum's samples, each pair
   CHECK_THROWS_WITH(tuner.draw_queries(torch::zeros({2}), generator), Catch::Contains("int64"));
 }
 
-TEST_CASE("tilted score matching's Thompson draws ask each label of one member's optimum", "[algorithms][tilt]") {
-  auto generator = make_generator(7);
-  const int64_t n = 6;
-  const auto make = [&] {
-    return algorithms::TiltedScoreMatching<sde::VpCosine, FlatEpsNet>(
-        sde::VpCosine{}, FlatEpsNet(16, 2), FlatEpsNet(16, 2), torch::zeros({n, 1, 4, 4}), 2, {.alpha = 1.0});
-  };
-  // Two members (alpha = 1: a member's optimum is softmax of its rewards). Under
-  // prompt 0, member 0's optimum puts 0.5 on rows 0 and 1, member 1's 0.8 on row 2
-  // and 0.2 on row 3; a label comes from either with probability 1/2, so the first
-  // row drawn is 0, 1, 2, 3 with probability 0.25, 0.25, 0.4, 0.1 (the optimum of
-  // any single reward, the members' mean or mean + std, puts more on one row set).
-  const torch::Tensor low = torch::full({n}, -30.0, torch::kDouble);
-  torch::Tensor member_rewards = torch::zeros({2, n, 2}, torch::kDouble);
-  member_rewards[0].select(1, 0).copy_(low.index_fill(0, torch::tensor({0, 1}, torch::kLong), std::log(0.5)));
-  member_rewards[1].select(1, 0).copy_(low.index_put({torch::tensor({2, 3}, torch::kLong)},
-                                                     torch::tensor({std::log(0.8), std::log(0.2)}, torch::kDouble)));
-  std::vector<double> first(n, 0.0);
-  const int draws = 3000;
-  for (int k = 0; k < draws; ++k) {
-    auto tuner = make();
-    first[std::size_t(
-        tuner.draw_posterior_queries(torch::zeros({1}, torch::kLong), member_rewards, generator).item<int64_t>())] +=
-        1.0 / draws;
-  }
-  const std::vector<double> expected{0.25, 0.25, 0.4, 0.1};
-  for (std::size_t i = 0; i < 4; ++i) {
-    INFO("row " << i << " drawn first " << first[i] << " of the time");
-    CHECK(std::abs(first[i] - expected[i]) < 4.0 * std::sqrt(expected[i] * (1.0 - expected[i]) / draws));
-  }
-  CHECK(first[4] + first[5] == 0.0);
-
-  // The draws leave the optimum as it was, and share draw_queries' bookkeeping: a
-  // (row, prompt) pair comes once, whichever member or call drew it.
-  auto tuner = make();
-  const torch::Tensor before = tuner.log_weights().clone();
-  const torch::Tensor rows = tuner.draw_posterior_queries(torch::zeros({4}, torch::kLong), member_rewards, generator);
-  CHECK(torch::equal(tuner.log_weights(), before));
-  const torch::Tensor rest = tuner.draw_queries(torch::zeros({2}, torch::kLong), generator);
-  std::vector<int64_t> seen;
-  for (const torch::Tensor& part : {rows, rest})
-    for (int64_t i = 0; i < part.size(0); ++i) seen.push_back(part[i].item<int64_t>());
-  std::sort(seen.begin(), seen.end());
-  CHECK(seen == std::vector<int64_t>{0, 1, 2, 3, 4, 5});
-  CHECK(tuner.asked().select(1, 0).all().item<bool>());
-  CHECK_THROWS_WITH(tuner.draw_posterior_queries(torch::zeros({1}, torch::kLong), member_rewards, generator),
-                    Catch::Contains("prompt 0 asks for 1 rows, but only 0 of the pool's 6"));
-  CHECK_THROWS_WITH(
-      tuner.draw_posterior_queries(torch::ones({1}, torch::kLong), torch::zeros({2, n, 3}, torch::kDouble), generator),
-      Catch::Contains("expected member rewards [M, 6, 2]"));
-}
-
 TEST_CASE("tilted score matching distils the tilt of the pool into the network", "[algorithms][tilt]") {
   // The pretrained model's samples: 1x4x4 images at level -0.5 or +0.5 (equally
   // likely) plus pixel noise 0.1. Reward r(x, z) = log 0.9 where the level's sign

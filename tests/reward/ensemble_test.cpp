@@ -321,12 +321,9 @@ TEST_CASE("ensembles started from a weak classifier have an opinion and a spread
       REQUIRE(each.sizes() == torch::IntArrayRef({16, 3}));
       const torch::Tensor mean_each = ensemble.mean_each(x, torch::arange(3, torch::kLong));
       REQUIRE(mean_each.sizes() == torch::IntArrayRef({16, 3}));
-      const torch::Tensor members_each = ensemble.predictions_each(x, torch::arange(3, torch::kLong));
-      REQUIRE(members_each.sizes() == torch::IntArrayRef({ensemble.size(), 16, 3}));
       for (int64_t c = 0; c < 3; ++c) {
         CHECK(torch::equal(each.select(1, c), ensemble.optimistic(x, torch::full({16}, c, torch::kLong))));
         CHECK(torch::allclose(mean_each.select(1, c), ensemble.mean(x, torch::full({16}, c, torch::kLong))));
-        CHECK(torch::allclose(members_each.select(2, c), ensemble.predictions(x, torch::full({16}, c, torch::kLong))));
       }
       CHECK_THROWS_WITH(ensemble.optimistic_each(x, torch::zeros({3})),
                         Contains("conditions must be int64 [P], found Float [3]"));

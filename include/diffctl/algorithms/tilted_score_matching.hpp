@@ -30,7 +30,6 @@
 //   algorithms::TiltedScoreMatching<Schedule, models::UNet> tuner(schedule, model, ema, pool, classes,
 //                                                                 {.alpha = 1.0, .beta = 0.1});
 //   rows = tuner.draw_queries(z, generator);  // pool rows to label for prompts z: the optimum's samples
-//   (or draw_posterior_queries(z, member_rewards, generator): the optimum under a member drawn per label)
 //   tuner.retilt(rewards);                    // [N, classes], after each refit of the reward model
 //   for (...) tuner.step(generator);          // then sample from tuner.trainer().score()
 
@@ -94,8 +93,22 @@ class TiltedScoreMatching {
   // previous weights stand for p_prev (beta's trust region). Returns each prompt's
   // KL to the pretrained model and effective samples.
   std::vector<PoolTilt> retilt(const torch::Tensor& rewards) {
-    auto [log_weights, tilts] = tilt(rewards);
-    log_weights_ = std::move(log_weights);
+    require(rewards.defined() && rewards.dim() == 2 && rewards.size(0) == pool_.size(0) && rewards.size(1) == classes_,
+            "tilted score matching: expected rewards [", pool_.size(0), ", ", classes_, "], found ",
+            rewards.defined() ? rewards.sizes() : torch::IntArrayRef{});
+    const torch::Tensor r = rewards.detach().to(torch::kCPU, torch::kDouble);
+    require(torch::isfinite(r).all().item<bool>(), "tilted score matching: the rewards must be finite");
+    const double total = options_.alpha + options_.beta;
+    // tilted_optimum(s, 1) normalises exp(s): s = beta/(alpha+beta) log w_prev + r/(alpha+beta).
+    const torch::Tensor exponent = (options_.beta / total) * log_weights_ + r / total;
+    std::vector<PoolTilt> tilts;
+    std::vector<torch::Tensor> columns;
+    for (int64_t c = 0; c < classes_; ++c) {
+      const metrics::TiltedOptimum tilt = metrics::tilted_optimum(exponent.select(1, c), 1.0);
+      columns.push_back(tilt.log_weights);
+      tilts.push_back({tilt.kl, tilt.effective_samples});
+    }
+    log_weights_ = torch::stack(columns, 1);
     return tilts;
   }
 
@@ -116,35 +129,35 @@ class TiltedScoreMatching {
   // asked of the network's samples would lag with it. Each prompt's rows are in
   // the order drawn; z's order is kept.
   torch::Tensor draw_queries(const torch::Tensor& z, at::Generator& generator) {
-    return draw(checked_prompts(z), log_weights_, generator);
-  }
-
-  // Pool rows to label by posterior sampling (Thompson): each prompt of z [n] is
-  // drawn from the optimum under one reward function of the posterior, a member
-  // of member_rewards [M, N, classes] picked uniformly per query, instead of from
-  // the optimum of one optimistic reward. Where the members disagree about which
-  // samples meet a prompt (one that no positive label has shown yet), its labels
-  // spread over the samples each member believes in. The tilt is retilt's (with
-  // beta, towards the current optimum); the bookkeeping draw_queries' (no pair
-  // twice), and the current optimum is left as it is.
-  torch::Tensor draw_posterior_queries(const torch::Tensor& z, const torch::Tensor& member_rewards,
-                                       at::Generator& generator) {
-    const torch::Tensor prompts = checked_prompts(z);
-    require(member_rewards.defined() && member_rewards.dim() == 3 && member_rewards.size(0) >= 1 &&
-                member_rewards.size(1) == pool_.size(0) && member_rewards.size(2) == classes_,
-            "tilted score matching: expected member rewards [M, ", pool_.size(0), ", ", classes_, "], found ",
-            member_rewards.defined() ? member_rewards.sizes() : torch::IntArrayRef{});
-    const torch::Tensor member = torch::randint(member_rewards.size(0), {prompts.size(0)}, generator, torch::kLong);
+    require(z.defined() && z.dim() == 1 && z.scalar_type() == torch::kLong,
+            "tilted score matching: expected prompts z [n] of int64, found ",
+            z.defined() ? z.sizes() : torch::IntArrayRef{});
+    const torch::Tensor prompts = z.to(torch::kCPU);
+    require(prompts.numel() == 0 || (prompts.min().item<int64_t>() >= 0 && prompts.max().item<int64_t>() < classes_),
+            "tilted score matching: prompts must lie in [0, ", classes_, ")");
     torch::Tensor rows = torch::empty({prompts.size(0)}, torch::kLong);
-    for (int64_t m = 0; m < member_rewards.size(0); ++m) {
-      const torch::Tensor at = member.eq(m).nonzero().squeeze(1);
-      if (at.size(0) == 0) continue;
-      rows.index_put_({at}, draw(prompts.index_select(0, at), tilt(member_rewards[m]).first, generator));
+    for (int64_t c = 0; c < classes_; ++c) {
+      const torch::Tensor at = prompts.eq(c).nonzero().squeeze(1);
+      const int64_t count = at.size(0);
+      if (count == 0) continue;
+      const torch::Tensor open = asked_.select(1, c).logical_not();
+      const int64_t left = open.sum().item<int64_t>();
+      require(count <= left, "tilted score matching: prompt ", c, " asks for ", count, " rows, but only ", left,
+              " of the pool's ", pool_.size(0), " are not labelled yet for it");
+      // Gumbel top-k on the log weights: successive draws without replacement, and
+      // rows whose weight underflows to 0 (a sharp tilt) still come, last.
+      const torch::Tensor uniform = torch::rand({pool_.size(0)}, generator, torch::kDouble);
+      const torch::Tensor keys =
+          torch::where(open, log_weights_.select(1, c) - (-uniform.clamp_min(1e-300).log()).log(),
+                       -std::numeric_limits<double>::infinity());
+      const torch::Tensor picked = std::get<1>(keys.topk(count));
+      rows.index_put_({at}, picked);
+      asked_.select(1, c).index_fill_(0, picked, true);
     }
     return rows;
   }
 
-  // [N, classes]: which (row, prompt) pairs the draws have handed out.
+  // [N, classes]: which (row, prompt) pairs draw_queries has handed out.
   const torch::Tensor& asked() const { return asked_; }
 
   // The network, its moving average, the optimiser's state, the tilt and the pairs
@@ -163,62 +176,6 @@ class TiltedScoreMatching {
   DenoisingTrainer<Schedule, Net>& trainer() { return trainer_; }
 
  private:
-  // The optimum for rewards [N, classes] (r(x_i, z) at the pool's samples), with
-  // the current weights standing for p_prev: each column's log weights and its
-  // KL and effective samples.
-  std::pair<torch::Tensor, std::vector<PoolTilt>> tilt(const torch::Tensor& rewards) const {
-    require(rewards.defined() && rewards.dim() == 2 && rewards.size(0) == pool_.size(0) && rewards.size(1) == classes_,
-            "tilted score matching: expected rewards [", pool_.size(0), ", ", classes_, "], found ",
-            rewards.defined() ? rewards.sizes() : torch::IntArrayRef{});
-    const torch::Tensor r = rewards.detach().to(torch::kCPU, torch::kDouble);
-    require(torch::isfinite(r).all().item<bool>(), "tilted score matching: the rewards must be finite");
-    const double total = options_.alpha + options_.beta;
-    // tilted_optimum(s, 1) normalises exp(s): s = beta/(alpha+beta) log w_prev + r/(alpha+beta).
-    const torch::Tensor exponent = (options_.beta / total) * log_weights_ + r / total;
-    std::vector<PoolTilt> tilts;
-    std::vector<torch::Tensor> columns;
-    for (int64_t c = 0; c < classes_; ++c) {
-      const metrics::TiltedOptimum tilt = metrics::tilted_optimum(exponent.select(1, c), 1.0);
-      columns.push_back(tilt.log_weights);
-      tilts.push_back({tilt.kl, tilt.effective_samples});
-    }
-    return {torch::stack(columns, 1), std::move(tilts)};
-  }
-
-  torch::Tensor checked_prompts(const torch::Tensor& z) const {
-    require(z.defined() && z.dim() == 1 && z.scalar_type() == torch::kLong,
-            "tilted score matching: expected prompts z [n] of int64, found ",
-            z.defined() ? z.sizes() : torch::IntArrayRef{});
-    const torch::Tensor prompts = z.to(torch::kCPU);
-    require(prompts.numel() == 0 || (prompts.min().item<int64_t>() >= 0 && prompts.max().item<int64_t>() < classes_),
-            "tilted score matching: prompts must lie in [0, ", classes_, ")");
-    return prompts;
-  }
-
-  // Rows for prompts [n] from log_weights [N, classes], without replacement and
-  // never a pair asked before; marks them asked.
-  torch::Tensor draw(const torch::Tensor& prompts, const torch::Tensor& log_weights, at::Generator& generator) {
-    torch::Tensor rows = torch::empty({prompts.size(0)}, torch::kLong);
-    for (int64_t c = 0; c < classes_; ++c) {
-      const torch::Tensor at = prompts.eq(c).nonzero().squeeze(1);
-      const int64_t count = at.size(0);
-      if (count == 0) continue;
-      const torch::Tensor open = asked_.select(1, c).logical_not();
-      const int64_t left = open.sum().item<int64_t>();
-      require(count <= left, "tilted score matching: prompt ", c, " asks for ", count, " rows, but only ", left,
-              " of the pool's ", pool_.size(0), " are not labelled yet for it");
-      // Gumbel top-k on the log weights: successive draws without replacement, and
-      // rows whose weight underflows to 0 (a sharp tilt) still come, last.
-      const torch::Tensor uniform = torch::rand({pool_.size(0)}, generator, torch::kDouble);
-      const torch::Tensor keys = torch::where(open, log_weights.select(1, c) - (-uniform.clamp_min(1e-300).log()).log(),
-                                              -std::numeric_limits<double>::infinity());
-      const torch::Tensor picked = std::get<1>(keys.topk(count));
-      rows.index_put_({at}, picked);
-      asked_.select(1, c).index_fill_(0, picked, true);
-    }
-    return rows;
-  }
-
   DenoisingTrainer<Schedule, Net> trainer_;
   torch::Tensor pool_;
   int64_t classes_;

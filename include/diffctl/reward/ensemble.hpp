@@ -159,20 +159,6 @@ class BootstrapEnsemble {
     return each_condition(x, conditions, [](const torch::Tensor& p) { return member_mean(p); });
   }
 
-  // Every member's prediction of x [B, ...] under each of the conditions [P]:
-  // [M, B, P] (the posterior's reward functions, say for Thompson draws of a pool).
-  torch::Tensor predictions_each(const torch::Tensor& x, const torch::Tensor& conditions) const {
-    require(conditions.defined() && conditions.dim() == 1 && conditions.scalar_type() == torch::kLong,
-            "reward ensemble: conditions must be int64 [P], found ",
-            conditions.defined() ? std::string(toString(conditions.scalar_type())) : std::string("undefined"), " ",
-            conditions.defined() ? conditions.sizes() : torch::IntArrayRef{});
-    if constexpr (MembersForEachCondition<Members>) return members_.predict_each(x, conditions);
-    std::vector<torch::Tensor> columns;
-    for (int64_t c = 0; c < conditions.size(0); ++c)
-      columns.push_back(predictions(x, conditions[c].expand({x.size(0)})));
-    return torch::stack(columns, 2);
-  }
-
   RewardEstimate estimate(const torch::Tensor& x, const torch::Tensor& z) {
     const torch::Tensor p = predictions(x, z);
     return {member_mean(p), member_std(p), optimism_(p, x, members_, thompson_)};
@@ -195,9 +181,16 @@ class BootstrapEnsemble {
   // to [B, P] in their order.
   template <class Rule>
   torch::Tensor each_condition(const torch::Tensor& x, const torch::Tensor& conditions, Rule&& rule) const {
-    const torch::Tensor each = predictions_each(x, conditions);
+    require(conditions.defined() && conditions.dim() == 1 && conditions.scalar_type() == torch::kLong,
+            "reward ensemble: conditions must be int64 [P], found ",
+            conditions.defined() ? std::string(toString(conditions.scalar_type())) : std::string("undefined"), " ",
+            conditions.defined() ? conditions.sizes() : torch::IntArrayRef{});
+    const int64_t batch = x.size(0);
+    torch::Tensor each;  // [M, B, P]
+    if constexpr (MembersForEachCondition<Members>) each = members_.predict_each(x, conditions);
     std::vector<torch::Tensor> columns;
-    for (int64_t c = 0; c < conditions.size(0); ++c) columns.push_back(rule(each.select(2, c)));
+    for (int64_t c = 0; c < conditions.size(0); ++c)
+      columns.push_back(rule(each.defined() ? each.select(2, c) : predictions(x, conditions[c].expand({batch}))));
     return torch::stack(columns, 1);
   }
 
