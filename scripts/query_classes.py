@@ -17,9 +17,17 @@ accuracy under score_matching.pt's weights, and their effective samples
 1 / sum w^2) with the delivered UNet's accuracy (metrics.json), and sums the
 gap over all runs by the optimum's effective samples.
 
+--equal-kl takes runs in pairs (A B A B ...) and compares their last pool optima
+at the same KL: A's optimum log w = r / (alpha + beta) + c is tilted again, as
+the objective would at another alpha (w^k, normalised per prompt), until its KL to
+the pretrained pool, averaged over the prompts, is B's; then its oracle accuracy is
+read. (Exact for beta = 0; beta pulls in the previous round's weights by
+beta / (alpha + beta), 0.002 at the demo's defaults.)
+
     /usr/bin/python3 scripts/query_classes.py out/seiko [more runs...]
     /usr/bin/python3 scripts/query_classes.py --summary out/q_sm_s0 out/q_sm_s8
     /usr/bin/python3 scripts/query_classes.py --gaps out/q_sm_s0 out/q_sm_s8
+    /usr/bin/python3 scripts/query_classes.py --equal-kl out/lo_sm_s0 out/lo_nonad_s0 out/lo_sm_s8 out/lo_nonad_s8
 
 Needs Debian's python3-torch and python3-numpy (never a dependency of the library).
 """
@@ -89,11 +97,61 @@ def load_labels(run, pool, classes):
     return field(0), field(1), field(2), classes[index].numpy()
 
 
+def optimum_frontier(run):
+    """The last optimum tilted by the power k: k -> (oracle accuracy, KL in nats), each a mean over the prompts."""
+    log_weights = load_buffers(f"{run}/score_matching.pt")["log_weights"].double()  # [N, prompts]
+    _, classes = load_pool(run)
+    count, prompts = log_weights.shape
+    own = torch.nn.functional.one_hot(classes, prompts).double()
+
+    def at(power):
+        w = torch.softmax(power * log_weights, 0)
+        kl = (w * torch.log(count * w.clamp_min(1e-300))).sum(0)
+        return float((w * own).sum(0).mean()), float(kl.mean())
+
+    return at
+
+
+def print_equal_kl(runs):
+    """Pairs A B: A's last optimum at B's KL against B's, then the mean difference with its 95% t-interval."""
+    if len(runs) % 2:
+        sys.exit("--equal-kl takes runs in pairs: A B [A B ...]")
+    differences, raw = [], []
+    print("A's optimum (accuracy at KL), A's retilted to B's KL, B's optimum")
+    for a, b in zip(runs[0::2], runs[1::2]):
+        tilt_a = optimum_frontier(a)
+        b_accuracy, b_kl = optimum_frontier(b)(1.0)
+        a_accuracy, a_kl = tilt_a(1.0)
+        low, high = 0.0, 1.0
+        while tilt_a(high)[1] < b_kl and high < 1e3:
+            high *= 2.0
+        for _ in range(60):  # the KL grows with the power: bisect for B's
+            middle = (low + high) / 2
+            if tilt_a(middle)[1] < b_kl:
+                low = middle
+            else:
+                high = middle
+        equal, equal_kl = tilt_a(low)
+        differences.append(equal - b_accuracy)
+        raw.append(a_accuracy - b_accuracy)
+        print(f"  {a} {a_accuracy:.3f} at {a_kl:.2f}, at {equal_kl:.2f}: {equal:.3f}; {b} {b_accuracy:.3f} at {b_kl:.2f}")
+    for name, d in (("A minus B", np.array(raw)), ("A minus B at B's KL", np.array(differences))):
+        n = len(d)
+        half = (T975[n - 2] if n <= 31 else 1.96) * d.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+        print(f"{name}: {d.mean():+.3f} +- {half:.3f} over {n} pairs, A ahead in {(d > 0).sum()}")
+
+
+# Student's t quantile 0.975 for 1 to 30 degrees of freedom (the normal's 1.96 beyond).
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="seiko_demo --variant score-matching output folders")
     parser.add_argument("--summary", action="store_true", help="only the round-2 summary, summed over the runs")
     parser.add_argument("--gaps", action="store_true", help="the last pool optimum against the UNet, per prompt")
+    parser.add_argument("--equal-kl", action="store_true", help="runs in pairs A B: A's last optimum at B's KL")
     args = parser.parse_args()
     totals = {"prompts": 0, "labels": 0, "own": 0, "uniform": 0.0, "top": 0, "no_positive": 0, "their_accuracy": 0.0}
     for run in args.runs:
@@ -102,6 +160,8 @@ def main():
                 sys.exit(f"{run}/{needed} not found: a finished seiko_demo --variant score-matching run has it")
     if args.gaps:
         return print_gaps(args.runs)
+    if args.equal_kl:
+        return print_equal_kl(args.runs)
     for run in args.runs:
         per_prompt = json.load(open(f"{run}/metrics.json"))["per_prompt"]
         pool, classes = load_pool(run)
