@@ -112,6 +112,7 @@ struct DemoSettings {
   int64_t tilt_samples = 0;           // pretrained samples for the tilted optima (0: none)
   int64_t pool = 6000;                // score-matching: pretrained samples whose tilt is the round's optimum
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
+  double min_snr_gamma = 0.0;         // score-matching: Min-SNR-gamma loss weights (0: none)
   std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
   int64_t optimistic_rounds = -1;     // score-matching: rounds tilted by the optimistic reward (-1: all it may)
   std::vector<int64_t> round_steps;   // score-matching: denoising steps in each round (empty: --optimize-steps each)
@@ -916,7 +917,8 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
          .denoising = {.learning_rate = s.pg_lr,
                        .ema_decay = 0.99,
                        .time_scale = time_scale,
-                       .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}}}});
+                       .learning_rate_factors = {{"label_emb", s.embedding_lr_factor}},
+                       .min_snr_gamma = s.min_snr_gamma}});
     const auto tuned = [&] { return steered(s, schedule, tuner.trainer().score(), pretrained); };
     // The round's optimum on the pool, in the oracle's terms (class averages): a row
     // (round, accuracy, KL, effective samples) per round, in the checkpoint too.
@@ -1031,6 +1033,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
                      {"reward_features", s.reward_features},
                      {"pool_optima", optimum_rows_json(optima, optimum_columns)},
                      {"embedding_lr_factor", s.embedding_lr_factor},
+                     {"min_snr_gamma", s.min_snr_gamma},
                      {"steer_until", s.steer_until},
                      {"tuned_scale", s.tuned_scale},
                      {"optimize_steps", s.optimize_steps},
@@ -1152,6 +1155,10 @@ int main(int argc, char** argv) {
                  "score-matching: tilt by the optimistic reward in the first N rounds only, by the mean after them "
                  "(explore, then commit; -1, the default: every round --final-tilt allows)")
       ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()));
+  app.add_option("--min-snr", s.min_snr_gamma,
+                 "score-matching: weigh each denoising sample's loss by min(SNR, gamma) / SNR (Min-SNR-gamma; 0, "
+                 "the default: unweighted), which takes the low-noise steps' share of the gradient away from them")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--round-steps", s.round_steps,
                  "score-matching: denoising steps in each round, one value per --queries round (default: "
                  "--optimize-steps in every round; 0 0 2100: the UNet learns the last round's optimum only, since "
@@ -1229,6 +1236,7 @@ int main(int argc, char** argv) {
     // Score matching's steps are denoising steps on pool draws: cheaper and more of them.
     if (s.optimize_steps < 0) s.optimize_steps = score_matching ? (small ? 700 : 2000) : small ? 40 : 200;
     require(s.round_steps.empty() || score_matching, "--round-steps: only --variant score-matching has them");
+    require(s.min_snr_gamma == 0.0 || score_matching, "--min-snr: only --variant score-matching trains by denoising");
     require(s.round_steps.empty() || s.round_steps.size() == s.queries.size(),
             "--round-steps: needs one value per round of --queries (", s.queries.size(), "), found ",
             s.round_steps.size());

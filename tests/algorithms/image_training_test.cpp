@@ -216,6 +216,38 @@ TEST_CASE("a denoising step keeps the exact moving average and drops labels at i
   CHECK(torch::equal(model->seen.masked_select(~dropped), labels.masked_select(~dropped)));
 }
 
+TEST_CASE("Min-SNR-gamma weighs each sample's denoising loss by min(SNR, gamma) / SNR", "[algorithms][pretraining]") {
+  // A zero prediction's loss is the (weighted) mean of eps^2: replay the step's
+  // draw from the same generator state and weigh it by hand.
+  const sde::VpCosine schedule;
+  const int64_t n = 4096;
+  auto data = make_generator(1);
+  const torch::Tensor x0 = torch::randn({n, 1, 1, 1}, data);
+  const torch::Tensor labels = torch::zeros({n}, torch::kLong);
+  std::vector<double> losses;
+  for (const double gamma : {0.0, 5.0, 1.0}) {
+    RecordingNet model, ema;
+    algorithms::DenoisingTrainer<sde::VpCosine, RecordingNet> trainer(schedule, model, ema, {.min_snr_gamma = gamma});
+    auto generator = make_generator(2), replay = make_generator(2);
+    losses.push_back(trainer.step(x0, labels, generator).loss.item<double>());
+    const sde::ForwardDraw draw = sde::forward_draw(schedule, x0, replay);
+    const torch::Tensor eps = draw.eps.flatten().to(torch::kDouble);
+    double expected = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double s = draw.s[std::size_t(i)], snr = std::pow(schedule.alpha(s) / schedule.sigma(s), 2);
+      expected += (gamma > 0.0 ? std::min(snr, gamma) / snr : 1.0) * std::pow(eps[i].item<double>(), 2) / double(n);
+    }
+    INFO("gamma " << gamma);
+    CHECK(losses.back() == Approx(expected).epsilon(1e-5));
+  }
+  // Weights at most 1, smaller for a smaller gamma: the same draw's loss falls.
+  CHECK(losses[1] < losses[0]);
+  CHECK(losses[2] < losses[1]);
+  CHECK_THROWS_WITH((algorithms::DenoisingTrainer<sde::VpCosine, RecordingNet>(schedule, RecordingNet(), RecordingNet(),
+                                                                               {.min_snr_gamma = -1.0})),
+                    Catch::Contains("min_snr_gamma must be >= 0"));
+}
+
 TEST_CASE("denoising pretraining learns a class-conditional model", "[algorithms][pretraining]") {
   // Two classes of 1x4x4 images: all pixels -0.5 (class 0) or +0.5 (class 1),
   // plus pixel noise of std 0.1. After training, conditional samples must come

@@ -47,6 +47,10 @@ struct DenoisingOptions {
   // embedding that starts at zero needs a larger rate to matter within a
   // fine-tuning's few hundred steps, where the rest must stay near its weights.
   std::vector<std::pair<std::string, double>> learning_rate_factors{};
+  // > 0: each sample's loss weighted by min(SNR, gamma) / SNR (Min-SNR-gamma),
+  // SNR = alpha(s)^2 / sigma(s)^2: the low-noise steps, whose epsilon error
+  // weighs little in x0, give up their share of the gradient.
+  double min_snr_gamma = 0.0;
 };
 
 // ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm
@@ -91,6 +95,8 @@ class DenoisingTrainer {
             "denoising pretraining: ema_decay must lie in [0, 1), found ", options_.ema_decay);
     require(options_.label_dropout >= 0.0 && options_.label_dropout < 1.0,
             "denoising pretraining: label_dropout must lie in [0, 1), found ", options_.label_dropout);
+    require(std::isfinite(options_.min_snr_gamma) && options_.min_snr_gamma >= 0.0,
+            "denoising pretraining: min_snr_gamma must be >= 0 (0: no weights), found ", options_.min_snr_gamma);
     require(options_.label_dropout == 0.0 || options_.null_label >= 0,
             "denoising pretraining: label_dropout needs a null_label (an extra class index)");
     group_.broadcast_module(*model_);  // every rank starts from rank 0's weights
@@ -121,10 +127,21 @@ class DenoisingTrainer {
 
     // The shard's share of the global batch's mean: summed over ranks, the loss and
     // its gradient are the one-process ones.
-    const torch::Tensor shard_loss =
-        torch::mse_loss(model_->forward(group_.local_rows(x), group_.local_rows(time), group_.local_rows(y)),
-                        group_.local_rows(eps), torch::Reduction::Sum) /
-        double(eps.numel());
+    const torch::Tensor prediction =
+        model_->forward(group_.local_rows(x), group_.local_rows(time), group_.local_rows(y));
+    torch::Tensor shard_loss;
+    if (options_.min_snr_gamma > 0.0) {
+      std::vector<double> weights(draw.s.size());
+      for (std::size_t i = 0; i < weights.size(); ++i) {
+        const double snr = std::pow(schedule_.alpha(draw.s[i]) / schedule_.sigma(draw.s[i]), 2);
+        weights[i] = std::min(snr, options_.min_snr_gamma) / snr;
+      }
+      const torch::Tensor weight = group_.local_rows(torch::tensor(weights, torch::kDouble).to(options));
+      shard_loss =
+          (weight * (prediction - group_.local_rows(eps)).square().flatten(1).sum(1)).sum() / double(eps.numel());
+    } else {
+      shard_loss = torch::mse_loss(prediction, group_.local_rows(eps), torch::Reduction::Sum) / double(eps.numel());
+    }
     optimizer_.zero_grad();
     shard_loss.backward();
     group_.all_reduce_gradients(model_->parameters());
