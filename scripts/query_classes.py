@@ -57,13 +57,19 @@ def load_pool(run):
     return pool.reshape(pool.shape[0], -1).float(), buffers["pool_class"].long()
 
 
+def load_optimum(run):
+    """The last round's optimum, log w [N, prompts] (each column normalised), and the pool's oracle classes [N]."""
+    _, classes = load_pool(run)
+    return load_buffers(f"{run}/score_matching.pt")["log_weights"].double(), classes
+
+
 def print_gaps(runs):
     """Per prompt, the last pool optimum against the UNet; then the gap by the optimum's effective samples."""
     rows = []  # (effective samples, optimum accuracy, UNet accuracy)
     for run in runs:
         per_prompt = json.load(open(f"{run}/metrics.json"))["per_prompt"]
-        _, classes = load_pool(run)
-        weights = load_buffers(f"{run}/score_matching.pt")["log_weights"].exp()  # [N, prompts]
+        log_weights, classes = load_optimum(run)
+        weights = log_weights.exp()
         print(f"{run}: per prompt, the last pool optimum's accuracy (effective samples) and the UNet's")
         for z, prompt in enumerate(per_prompt):
             optimum = float((weights[:, z] * (classes == z).double()).sum())
@@ -99,8 +105,7 @@ def load_labels(run, pool, classes):
 
 def optimum_frontier(run):
     """The last optimum tilted by the power k: k -> (oracle accuracy, KL in nats), each a mean over the prompts."""
-    log_weights = load_buffers(f"{run}/score_matching.pt")["log_weights"].double()  # [N, prompts]
-    _, classes = load_pool(run)
+    log_weights, classes = load_optimum(run)
     count, prompts = log_weights.shape
     own = torch.nn.functional.one_hot(classes, prompts).double()
 

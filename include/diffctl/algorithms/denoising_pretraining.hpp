@@ -132,9 +132,10 @@ class DenoisingTrainer {
     torch::Tensor shard_loss;
     if (options_.min_snr_gamma > 0.0) {
       std::vector<double> weights(draw.s.size());
+      // min(SNR, gamma) / SNR, written so that SNR = 0 (pure noise) weighs 1, not 0/0.
       for (std::size_t i = 0; i < weights.size(); ++i) {
         const double snr = std::pow(schedule_.alpha(draw.s[i]) / schedule_.sigma(draw.s[i]), 2);
-        weights[i] = std::min(snr, options_.min_snr_gamma) / snr;
+        weights[i] = std::min(1.0, options_.min_snr_gamma / snr);
       }
       const torch::Tensor weight = group_.local_rows(torch::tensor(weights, torch::kDouble).to(options));
       shard_loss =
