@@ -943,8 +943,15 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
 
     // A round's checkpoint: the tuner, the reward ensemble, the generators (the
     // UNet's dropout draws from LibTorch's default one), and the pool optima so far.
+    // The queries draw from a generator of their own, so that which samples the
+    // oracle is asked about follows from the labels so far alone, not from how many
+    // denoising steps or evaluation samples ran between rounds: runs that differ
+    // only in how they train (--round-steps, --min-snr, --eval-samples) ask the same
+    // labels, and a run that trains nothing (--round-steps 0 ...) asks a full run's.
+    at::Generator query_generator = make_generator(mix_seeds(flags.seed, 0x717565727973ull));
     io::Checkpoint round_entries{.generators = examples::run_generators(generator, device),
                                  .tensors = {{"pool_optima", &optima}}};
+    round_entries.generators.emplace_back("queries", query_generator);
     tuner.add_to(round_entries);
     ensemble.add_to(round_entries);
     const auto save_round = [&](int64_t round) {
@@ -988,8 +995,8 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
       // that no label showed"). What a killed run asked about in this round is not
       // asked again.
       reward::RoundQueries queries(feedback, round);
-      const torch::Tensor prompts = torch::randint(classes, {s.queries[i]}, generator);
-      const torch::Tensor rows = tuner.draw_queries(prompts, generator).to(device);
+      const torch::Tensor prompts = torch::randint(classes, {s.queries[i]}, query_generator);
+      const torch::Tensor rows = tuner.draw_queries(prompts, query_generator).to(device);
       for (int64_t asked = 0; asked < s.queries[i]; asked += 128) {
         const int64_t count = std::min<int64_t>(128, s.queries[i] - asked);
         queries.ask(oracle, pool.index_select(0, rows.narrow(0, asked, count)),

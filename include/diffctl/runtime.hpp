@@ -87,6 +87,16 @@ inline torch::Tensor standard_normal(torch::IntArrayRef shape, const c10::option
   return torch::randn(shape, generator, options.device(generator->device())).to(options.device());
 }
 
+// SplitMix64 of two integers: a seed derived from a run's seed for one of its
+// streams of randomness (streams of nearby seeds do not meet, as seed + k would
+// make them), or a uniform 64-bit hash (the ensemble's masks).
+constexpr std::uint64_t mix_seeds(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 // A CPU generator with its own state, seeded.
 inline at::Generator make_generator(std::uint64_t seed) { return at::detail::createCPUGenerator(seed); }
 

@@ -29,3 +29,10 @@ TEST_CASE("configure_threads sets LibTorch's threads and holds a pthread OpenBLA
   CHECK_THROWS_WITH(diffctl::configure_threads(0), Contains("--threads: expected >= 1, found 0"));
   torch::set_num_threads(kept);
 }
+
+TEST_CASE("mix_seeds(a, b) is output b + 1 of SplitMix64 seeded with a", "[runtime]") {
+  // The reference generator's first three outputs from state 0.
+  STATIC_REQUIRE(diffctl::mix_seeds(0, 0) == 0xE220A8397B1DCDAFull);
+  STATIC_REQUIRE(diffctl::mix_seeds(0, 1) == 0x6E789E6AA1B965F4ull);
+  STATIC_REQUIRE(diffctl::mix_seeds(0, 2) == 0x06C45D188009454Full);
+}

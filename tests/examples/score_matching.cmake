@@ -72,6 +72,26 @@ foreach(json metrics pretrained_config)
   endif()
 endforeach()
 
+# Which samples the oracle is asked about follows from the labels so far alone: a
+# run that trains nothing in round 1 and measures more samples each round asks
+# the same labels, in both rounds (the queries draw from a generator of their own).
+set(label_args ${args})
+list(FIND label_args --eval-samples at_eval)
+math(EXPR at_count "${at_eval} + 1")
+list(REMOVE_AT label_args ${at_eval} ${at_count})
+run(0 ${PROGRAM} ${label_args} --eval-samples 40 --round-steps 0 5 --out "${WORK_DIR}/labels_only")
+foreach(run out labels_only)
+  execute_process(COMMAND sqlite3 -readonly "${WORK_DIR}/${run}/feedback.sqlite"
+    "SELECT round, prompt, label, hex(sample) FROM labels ORDER BY id" OUTPUT_VARIABLE asked_${run} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0 OR asked_${run} STREQUAL "")
+    message(FATAL_ERROR "sqlite3 could not read the labels of ${run} (exit ${rc})")
+  endif()
+endforeach()
+if(NOT asked_out STREQUAL asked_labels_only)
+  message(FATAL_ERROR "--round-steps 0 5 --eval-samples 40 asked other labels than --optimize-steps 2 "
+    "--eval-samples 20:\n${asked_out}\n${asked_labels_only}")
+endif()
+
 # The tuned network is a class-conditional model that --optimal-from steers to,
 # here at another scale and switch time.
 file(READ "${out}/config.json" tuned)

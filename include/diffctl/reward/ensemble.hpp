@@ -37,16 +37,6 @@
 
 namespace diffctl::reward {
 
-namespace detail {
-// SplitMix64: a seed from several integers, and uniform hashes for masks.
-constexpr std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
-  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-}  // namespace detail
-
 // Sample weights [M, N]: member m's count of each of D's samples in a resample of
 // N draws with replacement.
 struct BootstrapResample {
@@ -66,7 +56,7 @@ struct BernoulliMasks {
     auto* out = masks.data_ptr<double>();
     for (int64_t m = 0; m < members; ++m)
       for (int64_t i = 0; i < n; ++i) {
-        const std::uint64_t h = detail::mix(detail::mix(seed, std::uint64_t(m)), std::uint64_t(i));
+        const std::uint64_t h = mix_seeds(mix_seeds(seed, std::uint64_t(m)), std::uint64_t(i));
         out[m * n + i] = double(h >> 11) * 0x1.0p-53 < p ? 1.0 : 0.0;
       }
     return masks;
@@ -103,7 +93,7 @@ class BootstrapEnsemble {
         options_(options),
         optimism_(std::move(optimism)),
         resampling_(std::move(resampling)),
-        thompson_(make_generator(detail::mix(options.seed, 0x7470ull))) {
+        thompson_(make_generator(mix_seeds(options.seed, 0x7470ull))) {
     require(members_.size() >= 2, "reward ensemble: needs M >= 2 members for an uncertainty, found ", members_.size());
   }
 
@@ -112,7 +102,7 @@ class BootstrapEnsemble {
   EnsembleFitReport fit(const FeedbackDataset& data) {
     require(!data.empty(), "reward ensemble: cannot fit on an empty feedback dataset");
     const auto start = std::chrono::steady_clock::now();
-    at::Generator generator = make_generator(detail::mix(options_.seed, std::uint64_t(data.size())));
+    at::Generator generator = make_generator(mix_seeds(options_.seed, std::uint64_t(data.size())));
     const torch::Tensor weights = resampling_.weights(size(), data.size(), options_.seed, generator);
     EnsembleFitReport report{fit_members(data, weights, generator), data.size(), 0.0};
     refresh(data);
