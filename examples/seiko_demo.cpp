@@ -1098,7 +1098,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", s.batch, "trajectories per optimisation step (small: 16, paper: 64; score-matching: 64)")
       ->check(CLI::PositiveNumber);
   app.add_option("--optimize-steps", s.optimize_steps,
-                 "optimisation steps per round (small: 40, paper: 200; score-matching: 700, 2000)")
+                 "optimisation steps per round (small: 40, paper: 200; score-matching: 700, 2000 in the last "
+                 "round, half as many in each before it)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-samples", s.eval_samples, "samples measured after each round (small: 200, paper: 1000)")
       ->check(CLI::PositiveNumber);
@@ -1163,13 +1164,14 @@ int main(int argc, char** argv) {
                  "(explore, then commit; -1, the default: every round --final-tilt allows)")
       ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()));
   app.add_option("--min-snr", s.min_snr_gamma,
-                 "score-matching: weigh each denoising sample's loss by min(SNR, gamma) / SNR (Min-SNR-gamma; 0, "
-                 "the default: unweighted), which takes the low-noise steps' share of the gradient away from them")
+                 "score-matching: weigh each denoising sample's loss by min(SNR, gamma) / SNR (Min-SNR-gamma; "
+                 "default 5; 0: unweighted), which takes the low-noise steps' share of the gradient away from them")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--round-steps", s.round_steps,
                  "score-matching: denoising steps in each round, one value per --queries round (default: "
-                 "--optimize-steps in every round; 0 0 2100: the UNet learns the last round's optimum only, since "
-                 "each round's labels come from the previous round's optimum on the pool, not from the UNet)")
+                 "--optimize-steps in the last round, half of it in each round before; 0 0 1400: the UNet learns "
+                 "the last round's optimum only, since each round's labels come from the previous round's optimum "
+                 "on the pool, not from the UNet)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--pool", s.pool, "score-matching: pretrained samples whose tilt is each round's optimum")
       ->check(CLI::PositiveNumber);
@@ -1225,6 +1227,8 @@ int main(int argc, char** argv) {
       unless_given("--beta", s.beta, 0.0);
       unless_given("--pg-lr", s.pg_lr, 3e-4);
       unless_given("--steer-until", s.steer_until, 0.75);
+      // Min-SNR-5 weights: the model of 2,100 unweighted denoising steps in 1,400.
+      unless_given("--min-snr", s.min_snr_gamma, 5.0);
     }
     if (s.reward_features.empty()) s.reward_features = score_matching ? "diffusion" : "weak";
     require(s.reward_features == "weak" || score_matching, "--reward-features ", s.reward_features,
@@ -1247,7 +1251,13 @@ int main(int argc, char** argv) {
     require(s.round_steps.empty() || s.round_steps.size() == s.queries.size(),
             "--round-steps: needs one value per round of --queries (", s.queries.size(), "), found ",
             s.round_steps.size());
-    if (score_matching && s.round_steps.empty()) s.round_steps.assign(s.queries.size(), s.optimize_steps);
+    // A round's labels come from the previous round's optimum on the pool, not from
+    // the UNet, so the UNet delivered is the last round's: the rounds before it
+    // train half as long, enough for their rows to show the way.
+    if (score_matching && s.round_steps.empty()) {
+      s.round_steps.assign(s.queries.size(), s.optimize_steps / 2);
+      s.round_steps.back() = s.optimize_steps;
+    }
     if (s.eval_samples == 0) s.eval_samples = small ? 200 : 1000;
 
     auto [generator, device, group] = examples::start_distributed_run(flags);

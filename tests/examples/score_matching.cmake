@@ -55,9 +55,14 @@ string(JSON rate GET "${metrics}" learning_rate)
 string(JSON alpha GET "${metrics}" alpha)
 string(JSON bonus GET "${metrics}" bonus)
 string(JSON final_tilt GET "${metrics}" final_tilt)
-if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1 OR NOT bonus EQUAL 1 OR NOT final_tilt STREQUAL "mean")
+string(JSON gamma GET "${metrics}" min_snr_gamma)
+string(JSON round_1_steps GET "${metrics}" round_steps 0)
+string(JSON round_2_steps GET "${metrics}" round_steps 1)
+if(NOT rate EQUAL 0.0003 OR NOT alpha EQUAL 0.1 OR NOT bonus EQUAL 1 OR NOT final_tilt STREQUAL "mean"
+    OR NOT gamma EQUAL 5 OR NOT round_1_steps EQUAL 1 OR NOT round_2_steps EQUAL 2)
   message(FATAL_ERROR "metrics.json: learning rate ${rate} (expected the variant's 3e-4), alpha ${alpha} (given 0.1), "
-    "optimism bonus ${bonus} (the default 1), last round's tilt ${final_tilt} (the default mean)")
+    "optimism bonus ${bonus} (the default 1), last round's tilt ${final_tilt} (the default mean), Min-SNR gamma "
+    "${gamma} (the default 5), round steps ${round_1_steps} ${round_2_steps} (--optimize-steps 2: 1 2)")
 endif()
 # The figures and the weights name the machine they were computed on: the same seed
 # gives the same numbers only on the same kernels and threads.
