@@ -948,7 +948,7 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     // denoising steps or evaluation samples ran between rounds: runs that differ
     // only in how they train (--round-steps, --min-snr, --eval-samples) ask the same
     // labels, and a run that trains nothing (--round-steps 0 ...) asks a full run's.
-    at::Generator query_generator = make_generator(mix_seeds(flags.seed, 0x717565727973ull));
+    at::Generator query_generator = make_generator(mix_seeds(flags.seed, 0x717565727973ull));  // "querys" in ASCII
     io::Checkpoint round_entries{.generators = examples::run_generators(generator, device),
                                  .tensors = {{"pool_optima", &optima}}};
     round_entries.generators.emplace_back("queries", query_generator);
@@ -1227,7 +1227,8 @@ int main(int argc, char** argv) {
       unless_given("--beta", s.beta, 0.0);
       unless_given("--pg-lr", s.pg_lr, 3e-4);
       unless_given("--steer-until", s.steer_until, 0.75);
-      // Min-SNR-5 weights: the model of 2,100 unweighted denoising steps in 1,400.
+      // Min-SNR-5 weights: in 1,400 denoising steps a UNet closer to its optimum
+      // than 2,100 unweighted ones gave (examples/RESULTS.md, "Min-SNR in three rounds").
       unless_given("--min-snr", s.min_snr_gamma, 5.0);
     }
     if (s.reward_features.empty()) s.reward_features = score_matching ? "diffusion" : "weak";
