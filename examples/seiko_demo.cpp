@@ -114,7 +114,6 @@ struct DemoSettings {
   double embedding_lr_factor = 30.0;  // score-matching: the class embedding's learning rate over --pg-lr's
   double min_snr_gamma = 0.0;         // score-matching: Min-SNR-gamma loss weights (0: none)
   std::string final_tilt;             // score-matching: the last round's tilt, "mean" or "optimistic" ("": mean)
-  std::string optimism = "std";       // score-matching: the optimistic reward's bonus, "std" or "feature-ucb"
   int64_t optimistic_rounds = -1;     // score-matching: rounds tilted by the optimistic reward (-1: all it may)
   std::vector<int64_t> round_steps;   // score-matching: denoising steps in each round (empty: --optimize-steps each)
   // score-matching and --optimal-from: the tuned model's share of the path, from the noise on, and its
@@ -1035,7 +1034,6 @@ int run_score_matching(const DemoSettings& s, const examples::ImageFlags& flags,
     nlohmann::json settings = unet_run_settings(s, flags);
     settings.update({{"beta", s.beta},
                      {"bonus", s.bonus},
-                     {"optimism", s.optimism},
                      {"final_tilt", s.final_tilt},
                      {"optimistic_rounds", s.optimistic_rounds},
                      {"pool", s.pool},
@@ -1123,10 +1121,6 @@ int main(int argc, char** argv) {
   app.add_option("--lr", s.lr, "AdamW learning rate of the control and initial distribution")
       ->check(CLI::PositiveNumber);
   app.add_option("--bonus", s.bonus, "c of mean + c std and of the feature UCB")->check(CLI::NonNegativeNumber);
-  app.add_option("--optimism", s.optimism,
-                 "score-matching: the optimistic reward, mean + c std over the members (std) or mean + c "
-                 "sqrt(phi^T (sum_D phi phi^T + I)^-1 phi) on the reward model's features (feature-ucb)")
-      ->check(CLI::IsMember({"std", "feature-ucb"}));
   app.add_option("--noise", s.noise, "oracle label noise sigma")->check(CLI::NonNegativeNumber);
   app.add_option("--ensemble-size", s.ensemble_size, "reward ensemble members")
       ->check(CLI::Range(int64_t{2}, int64_t{64}));
@@ -1243,8 +1237,6 @@ int main(int argc, char** argv) {
     require((s.steer_until == 1.0 && s.tuned_scale == 1.0) || score_matching || !s.optimal_from.empty(),
             "--steer-until and --tuned-scale shape a tuned model's drift: --variant score-matching or --optimal-from");
     require(s.final_tilt.empty() || score_matching, "--final-tilt: only --variant score-matching tilts a pool");
-    require(s.optimism == "std" || score_matching,
-            "--optimism: only --variant score-matching chooses it (--variant ucb is the feature UCB of the others)");
     require(s.optimistic_rounds < 0 || score_matching,
             "--optimistic-rounds: only --variant score-matching tilts a pool");
     if (score_matching && s.final_tilt.empty()) s.final_tilt = "mean";
@@ -1342,9 +1334,6 @@ int main(int argc, char** argv) {
                   {.dt = dt, .batch = s.batch, .learning_rate = s.pg_lr, .reward_weight = 1.0, .kl_weight = s.alpha},
                   kNoisySolver);
             });
-      if (s.variant == "score-matching" && s.optimism == "feature-ucb")
-        return run_score_matching(s, flags, schedule, config, class_names, reward::optimism::FeatureUcb(s.bonus, 1.0),
-                                  generator, device, group);
       if (s.variant == "score-matching")
         return run_score_matching(s, flags, schedule, config, class_names, reward::optimism::MeanPlusStd{s.bonus},
                                   generator, device, group);
